@@ -1,0 +1,143 @@
+"""ffmpeg and ffprobe: probing inputs and running commands with a timeout.
+
+Every call takes an argument list and a timeout (a blocking ffmpeg cannot be interrupted
+by a Prefect task timeout), and turns failures into one-line errors.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+from polydub.errors import InputError, StageError
+
+FFMPEG_TIMEOUT = 1800  # seconds; a 60 s ad mixes in a few seconds, a feature in minutes
+PROBE_TIMEOUT = 60
+SAMPLE_RATE = 48_000  # working rate for every audio track we build
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What the pipeline needs to know of an input file."""
+
+    path: str
+    duration: float  # seconds, of the container
+    has_video: bool
+    audio_duration: float  # seconds, of the first audio stream
+    fps: float | None = None  # of the first video stream
+    width: int | None = None
+    height: int | None = None
+    rotation: int = 0
+    video_codec: str | None = None
+    audio_codec: str | None = None
+    audio_channels: int = 0
+    frames: int | None = None
+
+
+def run(args: list[str], timeout: float = FFMPEG_TIMEOUT, what: str = "ffmpeg") -> str:
+    """Run a command; return stdout; raise `StageError` with the last stderr line on failure."""
+    try:
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise StageError(f"{what} timed out after {timeout:.0f} s") from None
+    except FileNotFoundError:
+        raise StageError(f"{args[0]} is not installed (see README: set-up)") from None
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        raise StageError(f"{what} failed: {lines[-1] if lines else 'exit %d' % proc.returncode}")
+    return proc.stdout
+
+
+def ffmpeg(*args: str, timeout: float = FFMPEG_TIMEOUT, what: str = "ffmpeg") -> str:
+    return run(["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args],
+               timeout=timeout, what=what)
+
+
+def _rate(text: str | None) -> float | None:
+    try:
+        value = float(Fraction(text)) if text else 0.0
+    except (ValueError, ZeroDivisionError):
+        return None
+    return value or None
+
+
+def probe(path: str | Path) -> MediaInfo:
+    """Probe a file; raise `InputError` saying what is wrong with it."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not a media file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: file is empty (zero length)")
+    try:
+        proc = subprocess.run(
+            ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)],
+            capture_output=True, text=True, timeout=PROBE_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        raise InputError(f"{path}: ffprobe timed out; the file may be corrupt") from None
+    except FileNotFoundError:
+        raise InputError("ffprobe is not installed (see README: set-up)") from None
+    info = json.loads(proc.stdout or "{}") if proc.returncode == 0 else {}
+    streams = info.get("streams") or []
+    if proc.returncode != 0 or not streams:
+        reason = (proc.stderr.strip().splitlines() or ["no streams"])[-1]
+        raise InputError(f"{path}: not a media file ffmpeg can read ({reason.split(': ')[-1]})")
+    videos = [s for s in streams if s.get("codec_type") == "video"
+              and not (s.get("disposition") or {}).get("attached_pic")]
+    audios = [s for s in streams if s.get("codec_type") == "audio"]
+    if not audios:
+        raise InputError(f"{path}: has no audio stream, so there is no speech to dub")
+    fmt = info.get("format") or {}
+    duration = float(fmt.get("duration") or 0) or float(audios[0].get("duration") or 0)
+    a = audios[0]
+    audio_duration = float(a.get("duration") or 0) or duration
+    if duration <= 0 or audio_duration <= 0:
+        raise InputError(f"{path}: has zero duration")
+    v = videos[0] if videos else {}
+    rotation = 0
+    for side in v.get("side_data_list") or []:
+        if "rotation" in side:
+            rotation = int(side["rotation"])
+    rotation = rotation or int((v.get("tags") or {}).get("rotate", 0) or 0)
+    frames = v.get("nb_frames")
+    return MediaInfo(
+        path=str(path),
+        duration=duration,
+        has_video=bool(videos),
+        audio_duration=audio_duration,
+        fps=_rate(v.get("avg_frame_rate")) or _rate(v.get("r_frame_rate")) if videos else None,
+        width=v.get("width"), height=v.get("height"), rotation=rotation,
+        video_codec=v.get("codec_name"), audio_codec=a.get("codec_name"),
+        audio_channels=int(a.get("channels") or 0),
+        frames=int(frames) if frames and str(frames).isdigit() else None,
+    )
+
+
+def check_decodes(path: str | Path, info: MediaInfo) -> None:
+    """Decode the whole audio stream once; a truncated or corrupt file fails here, before work."""
+    try:
+        proc = subprocess.run(
+            ["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0",
+             "-f", "null", "-"],
+            capture_output=True, text=True, timeout=PROBE_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        raise InputError(f"{path}: decoding timed out; the file may be corrupt") from None
+    errors = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    if proc.returncode != 0 or any("nvalid data" in e or "runcat" in e or "partial file" in e
+                                   or "moov atom not found" in e for e in errors):
+        raise InputError(f"{path}: truncated or corrupt ({errors[-1] if errors else 'decode failed'})")
+
+
+def extract_audio(path: str | Path, out: str | Path, sample_rate: int = SAMPLE_RATE,
+                  channels: int = 1) -> Path:
+    """Decode the first audio stream to a PCM WAV at `sample_rate`."""
+    out = Path(out)
+    ffmpeg("-i", str(path), "-map", "0:a:0", "-vn", "-ac", str(channels), "-ar", str(sample_rate),
+           "-c:a", "pcm_s16le", str(out), what="audio extraction")
+    return out
