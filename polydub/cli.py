@@ -1,0 +1,319 @@
+"""`dub` (also `polydub`): dub videos from the command line and read the catalog.
+
+    dub ad.mp4 --langs es,fr,de
+    dub list | dub show JOB | dub models list|pull|verify | dub server start|stop|status
+
+Exit status: 0 every language delivered; 1 some language failed (the others are still
+delivered); 2 bad usage or bad input, found before any work starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from polydub.errors import DubError, InputError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Dub talking-head videos into many languages, lip-synced, with a catalog.")
+models_app = typer.Typer(help="Model weights: list, pull, verify.", no_args_is_help=True)
+server_app = typer.Typer(help="The local Prefect server that dub keeps between runs.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(server_app, name="server")
+console = Console(stderr=True)
+out = Console()
+
+STAGES = ("probe", "transcribe", "translate", "synthesize", "mix", "lipsync", "assemble")
+ICONS = {"running": "[yellow]…[/]", "done": "[green]✓[/]", "cached": "[cyan]=[/]",
+         "skipped": "[dim]-[/]", "failed": "[red]✗[/]"}
+
+
+def _validate(plan) -> None:
+    """Backends the plan needs must be usable: checked before any work starts."""
+    from polydub.tasks.lipsync import lipsync_decision
+
+    if plan.voice != "auto":
+        from polydub.tts import parse_voice_spec
+
+        parse_voice_spec(plan.voice)
+    if not plan.transcript:
+        from polydub.transcribe import locate_model
+
+        locate_model(plan.asr_model)
+    if any(lang not in plan.translations for lang in plan.langs):
+        from polydub.translate import make_translator
+
+        make_translator(plan.translator)
+    if plan.lipsync == "on":
+        ok, reason = lipsync_decision("on", plan.has_video)
+        if not ok:
+            raise InputError(f"--lipsync on: lip-sync cannot run: {reason}")
+
+
+class Progress:
+    """A live table: one row per language (and one for the video), one column per stage."""
+
+    def __init__(self, langs: list[str]):
+        self.cells: dict[tuple[str, str], str] = {}
+        self.rows = ["video", *langs]
+
+    def __call__(self, stage: str, lang: str | None, status: str, note: str) -> None:
+        if stage in ("reference",):
+            return
+        if lang is None and stage in ("lipsync", "translate", "synthesize", "mix"):
+            return
+        self.cells[(lang or "video", stage)] = status
+
+    def __rich__(self) -> Table:
+        table = Table(box=None, pad_edge=False)
+        table.add_column("")
+        for stage in STAGES:
+            table.add_column(stage)
+        for row in self.rows:
+            table.add_row(row, *(ICONS.get(self.cells.get((row, s), ""), "") for s in STAGES))
+        return table
+
+
+def _summary(report: dict) -> Table:
+    table = Table(title=f"job {report['job']}: {report['status']} in {report['seconds']:.1f} s")
+    for col in ("language", "output", "duration", "voice", "sped up / overflowing", "lip-sync", "stage time"):
+        table.add_column(col)
+    for lang, entry in report["languages"].items():
+        if entry["status"] != "done":
+            table.add_row(lang, f"[red]failed: {entry.get('error', '?')}[/]", "", "", "", "", "")
+            continue
+        path = entry["outputs"].get("mp4") or entry["outputs"].get("m4a")
+        backends = entry["backends"]
+        voice = backends["voice"] + (f" ({backends['voice_reason']})" if backends.get("voice_reason") else "")
+        lip = backends["lipsync"] + (f" ({backends['lipsync_reason']})" if backends.get("lipsync_reason") else "")
+        stage_time = sum(s["seconds"] or 0 for s in entry["stages"].values() if s["status"] == "done")
+        table.add_row(lang, path, f"{report['duration']:.2f} s", voice,
+                      f"{entry['sped_up']} / {entry['overflowing']}", lip, f"{stage_time:.1f} s")
+    return table
+
+
+@app.command("run", hidden=True)
+def run_cmd(
+    inputs: List[Path] = typer.Argument(..., metavar="INPUT...", help="Video or audio files to dub."),
+    langs: str = typer.Option(..., "--langs", "-l", help="Target languages, e.g. es,fr,de (ISO 639-1)."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default ./dubbed/NAME/)."),
+    source_lang: Optional[str] = typer.Option(None, "--source-lang", help="Language spoken in the input."),
+    transcript: Optional[Path] = typer.Option(None, "--transcript", help="Approved transcript (SRT/VTT)."),
+    translations: Optional[Path] = typer.Option(None, "--translations", help="Folder of approved translations NAME.<lang>.srt."),
+    voice: str = typer.Option("auto", "--voice", help="auto | espeak[:VOICE] | coqui:MODEL_OR_PATH"),
+    lipsync: str = typer.Option("auto", "--lipsync", help="auto | on | off"),
+    translator: str = typer.Option("google", "--translator", help="google | deepl | microsoft | ... | local:MODEL"),
+    asr_model: str = typer.Option("base", "--asr-model", help="Whisper model name or checkpoint path."),
+    glossary: Optional[Path] = typer.Option(None, "--glossary", help="Terms kept verbatim or forced (TSV/CSV/JSON)."),
+    max_speed: float = typer.Option(1.3, "--max-speed", help="Cap on speeding up a line (pitch preserved)."),
+    loudness: float = typer.Option(-23.0, "--loudness", help="Integrated loudness target, LUFS."),
+    consent: Optional[str] = typer.Option(None, "--consent", help="Consent under which the voice/lips are changed (recorded)."),
+    db: Optional[str] = typer.Option(None, "--db", help="Catalog URL (default DUB_DATABASE_URL or ~/.polydub/catalog.db)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the job reports as JSON."),
+) -> None:
+    """Dub INPUT... into every language of --langs."""
+    from polydub.job import plan_job
+
+    if len(inputs) > 1 and out_dir:
+        out_dirs = [out_dir / p.stem for p in inputs]
+    else:
+        out_dirs = [out_dir] * len(inputs)
+    plans = [plan_job(p, langs, o, source_lang, transcript, translations, voice, lipsync, translator,
+                      asr_model, glossary, max_speed, loudness, consent)
+             for p, o in zip(inputs, out_dirs)]
+    for plan in plans:
+        _validate(plan)
+    if db:
+        os.environ["DUB_DATABASE_URL"] = db
+
+    t0 = time.perf_counter()
+    from polydub import server
+
+    mode = server.ensure_api()
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    from rich.live import Live
+
+    from polydub import progress
+    from polydub.flows.dub import dub_video
+
+    console.print(f"[dim]prefect: {mode} server ready in {time.perf_counter() - t0:.1f} s[/]")
+    reports = []
+    for plan in plans:
+        view = Progress(plan.langs)
+        remove = progress.listen(view)
+        try:
+            with Live(view, console=console, refresh_per_second=4, transient=not console.is_terminal):
+                report = dub_video(plan.input, plan.langs, plan.out_dir, plan.source_lang, plan.transcript,
+                                   str(translations) if translations else None, plan.voice, plan.lipsync,
+                                   plan.translator, plan.asr_model, plan.glossary, plan.max_speed,
+                                   plan.loudness, plan.consent, db)
+        finally:
+            remove()
+        reports.append(report)
+        if not as_json:
+            console.print(_summary(report))
+            console.print(f"report: {report.get('report')}")
+    if as_json:
+        out.print_json(json.dumps(reports if len(reports) > 1 else reports[0], default=str))
+    if any(r["status"] != "done" for r in reports):
+        raise typer.Exit(1)
+
+
+def _catalog(db: str | None):
+    from polydub.storage import Catalog
+
+    return Catalog(db)
+
+
+@app.command("list")
+def list_cmd(db: Optional[str] = typer.Option(None, "--db"), as_json: bool = typer.Option(False, "--json"),
+             limit: int = typer.Option(50, "--limit")) -> None:
+    """Jobs in the catalog, newest first."""
+    jobs = _catalog(db).list_jobs(limit)
+    if as_json:
+        out.print_json(json.dumps(jobs, default=str))
+        return
+    table = Table()
+    for col in ("job", "source", "languages", "status", "created", "outputs"):
+        table.add_column(col)
+    for j in jobs:
+        table.add_row(str(j["id"]), Path(j["source"]).name, ",".join(j["langs"]), j["status"],
+                      str(j["created_at"])[:19], str(j["n_outputs"]))
+    out.print(table)
+
+
+@app.command("show")
+def show_cmd(job: int = typer.Argument(...), db: Optional[str] = typer.Option(None, "--db"),
+             as_json: bool = typer.Option(False, "--json")) -> None:
+    """One job: its source, every stage run and every output."""
+    info = _catalog(db).show_job(job)
+    if as_json:
+        out.print_json(json.dumps(info, default=str))
+        return
+    out.print(f"job {info['id']}: {info['status']}  source {info['source']['path']}  langs {','.join(info['langs'])}")
+    table = Table(title="stages")
+    for col in ("stage", "lang", "status", "backend", "seconds", "error"):
+        table.add_column(col)
+    for s in info["stages"]:
+        table.add_row(s["stage"], s["lang"] or "", s["status"], s["backend"] or "",
+                      f"{s['seconds']:.2f}" if s["seconds"] is not None else "", s["error"] or "")
+    out.print(table)
+    for o in info["outputs"]:
+        out.print(f"{o['kind']:10} {o['lang'] or '':6} {o['path']}")
+
+
+@models_app.command("list")
+def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Known models and whether they are present in the models folder."""
+    from polydub import models
+
+    rows = models.list_models()
+    if as_json:
+        out.print_json(json.dumps(rows, default=str))
+        return
+    table = Table()
+    for col in ("model", "present", "size", "path"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], "yes" if r["present"] else "no", str(r.get("size") or ""), str(r["path"]))
+    out.print(table)
+
+
+@models_app.command("pull")
+def models_pull(names: List[str] = typer.Argument(..., help="Model names (see dub models list).")) -> None:
+    """Download models into the models folder (resumable, checksummed)."""
+    from polydub import models
+
+    for name in names:
+        if name not in models.REGISTRY:
+            raise InputError(f"unknown model {name!r}; known: {', '.join(models.REGISTRY)}")
+    for name in names:
+        path = models.pull(name, progress=lambda f, done, total: console.print(
+            f"{name}: {f} {done / 1e6:.1f}/{(total or 0) / 1e6:.1f} MB", end="\r"))
+        console.print(f"{name}: {path}")
+
+
+@models_app.command("verify")
+def models_verify() -> None:
+    """Load every present model strictly and report."""
+    from polydub import models
+
+    failed = False
+    for row in models.verify_all():
+        mark = "ok" if row["ok"] else "FAILED"
+        failed |= not row["ok"]
+        out.print(f"{row['name']:16} {mark:7} {row['message']}")
+    if failed:
+        raise typer.Exit(1)
+
+
+@server_app.command("start")
+def server_start() -> None:
+    """Start the kept local Prefect server (dub starts it on demand anyway)."""
+    from polydub import server
+
+    info = server.start()
+    out.print(f"{'started' if info['started'] else 'already running'}: {info['url']} (pid {info['pid']})")
+
+
+@server_app.command("stop")
+def server_stop() -> None:
+    from polydub import server
+
+    out.print("stopped" if server.stop() else "no server was running")
+
+
+@server_app.command("status")
+def server_status() -> None:
+    from polydub import server
+
+    info = server.status()
+    out.print(f"running: {info['url']} (pid {info['pid']})" if info else "not running")
+
+
+COMMANDS = {"run", "list", "show", "models", "server"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] not in COMMANDS and args[0] not in ("--help", "-h"):
+        args.insert(0, "run")  # `dub ad.mp4 --langs es` is `dub run ad.mp4 --langs es`
+    command = typer.main.get_command(app)
+    try:
+        rc = command.main(args, prog_name="dub", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        console.print("dub: interrupted")
+        return 130
+    except click.ClickException as exc:  # bad usage
+        _error(exc.format_message())
+        return 2
+    except InputError as exc:
+        _error(str(exc))
+        return 2
+    except DubError as exc:
+        _error(str(exc))
+        return 1
+    except KeyboardInterrupt:
+        console.print("dub: interrupted")
+        return 130
+    return rc if isinstance(rc, int) else 0
+
+
+def _error(message: str) -> None:
+    """One line on stderr, whatever the terminal width."""
+    print(f"dub: error: {' '.join(message.split())}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""What every stage task shares: the job context, catalog recording and the stage cache."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from polydub import cache
+from polydub.errors import DubError, StageError
+from polydub.progress import emit
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """Passed to every task: small, serializable."""
+
+    job_id: int
+    db_url: str
+    cache_root: str
+
+
+@dataclass
+class StageResult:
+    """A completed stage: its folder in the cache and the metadata it wrote."""
+
+    stage: str
+    lang: str | None
+    folder: str
+    meta: dict = field(default_factory=dict)
+    status: str = "done"  # done | cached | skipped
+
+    def file(self, name: str) -> str:
+        return str(Path(self.folder) / name)
+
+
+_catalogs: dict[str, object] = {}
+_catalog_lock = threading.Lock()
+
+
+def catalog(url: str):
+    """One Catalog (engine and connection pool) per database URL per process."""
+    from polydub.storage import Catalog
+
+    with _catalog_lock:
+        if url not in _catalogs:
+            _catalogs[url] = Catalog(url)
+        return _catalogs[url]
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:500]
+
+
+def run_stage(ctx: JobContext, stage: str, lang: str | None, key: str,
+              build: Callable[[Path], dict], backend: str | None = None,
+              model_version: str | None = None) -> StageResult:
+    """Run `build` into a fresh cache folder unless a completed run with `key` exists.
+
+    `build(folder)` writes its files and returns small metadata (JSON); it may set
+    'backend' and 'model_version' when only the run knows them. The catalog gets a
+    stage row either way: 'cached' for a hit, 'done' or 'failed' for a run.
+    """
+    cat = catalog(ctx.db_url)
+    root = Path(ctx.cache_root)
+    run_id = cat.start_stage(ctx.job_id, stage, lang, key, backend, model_version)
+    hit = cache.lookup(stage, key, root)
+    if hit is not None:
+        cat.finish_stage(run_id, "cached", detail=_detail(hit), backend=hit.get("backend", backend),
+                         model_version=hit.get("model_version", model_version))
+        emit(stage, lang, "cached")
+        return StageResult(stage, lang, str(cache.stage_dir(stage, key, root)), hit, "cached")
+    emit(stage, lang, "running")
+    started = time.perf_counter()
+    try:
+        with cache.building(stage, key, root) as work:
+            meta = build(work) or {}
+            meta.setdefault("backend", backend)
+            meta.setdefault("model_version", model_version)
+            meta["seconds"] = round(time.perf_counter() - started, 3)
+            cache.finish(work, meta)
+    except BaseException as exc:
+        cat.finish_stage(run_id, "failed", error=one_line(exc), backend=backend, model_version=model_version)
+        emit(stage, lang, "failed", one_line(exc))
+        if isinstance(exc, DubError) or not isinstance(exc, Exception):
+            raise
+        raise StageError(f"{stage}{' ' + lang if lang else ''}: {one_line(exc)}") from exc
+    cat.finish_stage(run_id, "done", detail=_detail(meta), backend=meta.get("backend"),
+                     model_version=meta.get("model_version"))
+    emit(stage, lang, "done", meta.get("note", ""))
+    return StageResult(stage, lang, str(cache.stage_dir(stage, key, root)), meta, "done")
+
+
+def skip_stage(ctx: JobContext, stage: str, lang: str | None, reason: str) -> StageResult:
+    """Record a stage that did not run, with why."""
+    cat = catalog(ctx.db_url)
+    run_id = cat.start_stage(ctx.job_id, stage, lang, None, None, None)
+    cat.finish_stage(run_id, "skipped", error=None, detail={"reason": reason})
+    emit(stage, lang, "skipped", reason)
+    return StageResult(stage, lang, "", {"reason": reason}, "skipped")
+
+
+def _detail(meta: dict) -> dict:
+    """The part of a stage's metadata worth a catalog column: small scalars only."""
+    small = {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool)) or v is None}
+    return json.loads(json.dumps(small))

@@ -1,0 +1,92 @@
+"""Deliverables: per-language files, the multi-track file, publishing into the output folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NONE
+
+from polydub import assemble, cache, languages
+from polydub.job import JobPlan
+from polydub.segments import write_subtitles
+from polydub.tasks.common import JobContext, StageResult, run_stage
+from polydub.tasks.language import MIXED
+from polydub.tasks.source import load_segments
+
+
+def publish(src: str | Path, dest: Path) -> Path:
+    """Copy a finished file into the output folder atomically (never a half-written deliverable)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.part")
+    try:
+        os.link(src, tmp)  # same filesystem: instant, no extra space
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dest)
+    return dest
+
+
+def _key(result: StageResult | None) -> str | None:
+    return Path(result.folder).name if result and result.folder else None
+
+
+@task(name="assemble", cache_policy=NONE)
+def assemble_lang(ctx: JobContext, plan: JobPlan, source: StageResult, translation: StageResult,
+                  mixed: StageResult, video: StageResult | None, lang: str) -> dict[str, str]:
+    """Build one language's MP4 (M4A for audio-only input) with subtitles; publish all three files."""
+    name = f"{plan.name}.{lang}"
+    ext = ".mp4" if plan.has_video else ".m4a"
+    lipsynced = video is not None and video.status != "skipped" and video.folder
+
+    def build(folder: Path) -> dict:
+        segments = load_segments(translation)
+        write_subtitles(segments, folder / f"{name}.srt")
+        write_subtitles(segments, folder / f"{name}.vtt")
+        picture = None
+        if plan.has_video:
+            picture = video.file(video.meta["file"]) if lipsynced else plan.input
+        assemble.dubbed_file(picture, mixed.file(MIXED), str(folder / f"{name}.srt"), lang,
+                             folder / f"{name}{ext}",
+                             video_codec="h264" if lipsynced else source.meta.get("video_codec"))
+        return {"files": [f"{name}{ext}", f"{name}.srt", f"{name}.vtt"], "lipsynced": bool(lipsynced)}
+
+    key = cache.stage_key("assemble", source=_key(source), translation=_key(translation),
+                          mix=_key(mixed), video=_key(video) if lipsynced else None, lang=lang, version=1)
+    result = run_stage(ctx, "assemble", lang, key, build, backend="ffmpeg")
+    out = Path(plan.out_dir)
+    return {Path(f).suffix.lstrip("."): str(publish(result.file(f), out / f)) for f in result.meta["files"]}
+
+
+@task(name="assemble-multitrack", cache_policy=NONE)
+def assemble_multitrack(ctx: JobContext, plan: JobPlan, source: StageResult, transcript: StageResult,
+                        parts: dict[str, tuple[StageResult, StageResult]]) -> str:
+    """One file with the original and every dub, each audio and subtitle track language-tagged.
+
+    `parts` maps each delivered language to its (translation, mix) results.
+    """
+    ext = ".dubbed.mkv" if plan.has_video else ".dubbed.mka"
+    filename = f"{plan.name}{ext}"
+    src_lang = transcript.meta.get("language") or plan.source_lang
+    src_lang = src_lang if src_lang and src_lang in languages.LANGUAGES else None
+
+    def build(folder: Path) -> dict:
+        audio = [assemble.AudioTrack(plan.input, src_lang, "Original")]
+        subs = []
+        transcript_srt = Path(transcript.folder) / "transcript.srt"
+        if load_segments(transcript):
+            subs.append(assemble.SubtitleTrack(str(transcript_srt), src_lang, "Original"))
+        for lang, (translation, mixed) in parts.items():
+            audio.append(assemble.AudioTrack(mixed.file(MIXED), lang, f"{languages.name(lang)} (AI dub)"))
+            srt = folder / f"{lang}.srt"
+            write_subtitles(load_segments(translation), srt)
+            subs.append(assemble.SubtitleTrack(str(srt), lang, languages.name(lang)))
+        assemble.multitrack_file(plan.input if plan.has_video else None, audio, subs, folder / filename)
+        return {"file": filename, "tracks": len(audio)}
+
+    key = cache.stage_key("multitrack", source=_key(source), transcript=_key(transcript),
+                          parts={lang: [_key(t), _key(m)] for lang, (t, m) in parts.items()}, version=1)
+    result = run_stage(ctx, "assemble", None, key, build, backend="ffmpeg")
+    return str(publish(result.file(filename), Path(plan.out_dir) / filename))

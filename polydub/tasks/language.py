@@ -1,0 +1,125 @@
+"""Per-language stages: translate, synthesize, fit and mix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NONE
+
+from polydub import cache, config
+from polydub.job import JobPlan
+from polydub.segments import read_subtitles
+from polydub.tasks.common import JobContext, StageResult, run_stage
+from polydub.tasks.source import ASR_AUDIO, SEGMENTS, SOURCE_AUDIO, load_segments, save_segments
+
+DUB_TRACK = "dub.wav"  # the placed, fitted voice alone
+MIXED = "mixed.wav"  # voice over the ducked background, loudness-normalized
+REFERENCE = "reference.wav"
+
+
+def _segments_hash(result: StageResult) -> str:
+    return cache.file_hash(result.file(SEGMENTS))
+
+
+@task(name="translate", cache_policy=NONE)
+def translate_lang(ctx: JobContext, plan: JobPlan, transcript: StageResult, lang: str) -> StageResult:
+    """Translated segments on the source timeline: approved lines as they are, else a provider."""
+    approved = plan.translations.get(lang)
+    if approved:
+        def build_approved(folder: Path) -> dict:
+            segments = read_subtitles(approved)
+            save_segments(segments, folder)
+            return {"segments": len(segments), "note": f"approved {Path(approved).name}"}
+
+        key = cache.stage_key("translate", approved=cache.file_hash(approved), lang=lang)
+        return run_stage(ctx, "translate", lang, key, build_approved, backend="approved translation",
+                         model_version=Path(approved).name)
+
+    from polydub import translate
+
+    translator = translate.make_translator(plan.translator)
+    glossary = translate.load_glossary(plan.glossary) if plan.glossary else None
+    source_lang = transcript.meta.get("language") or plan.source_lang or "auto"
+
+    def build(folder: Path) -> dict:
+        segments = translate.translate_segments(load_segments(transcript), source_lang, lang,
+                                                translator, glossary)
+        save_segments(segments, folder)
+        return {"segments": len(segments)}
+
+    key = cache.stage_key("translate", segments=_segments_hash(transcript), source=source_lang,
+                          lang=lang, translator=translator.name, version=translator.version,
+                          glossary=cache.file_hash(plan.glossary) if plan.glossary else None)
+    return run_stage(ctx, "translate", lang, key, build, backend=translator.name,
+                     model_version=translator.version)
+
+
+def _reference_clip(ctx: JobContext, source: StageResult, transcript: StageResult) -> StageResult:
+    """A clip of the source speaker for voice cloning, cut once per video."""
+    from polydub.tts import cut_reference
+
+    def build(folder: Path) -> dict:
+        cut_reference(Path(source.file(ASR_AUDIO)), load_segments(transcript), folder / REFERENCE)
+        return {"backend": "ffmpeg"}
+
+    key = cache.stage_key("reference", source=Path(source.folder).name, segments=_segments_hash(transcript))
+    return run_stage(ctx, "reference", None, key, build, backend="ffmpeg")
+
+
+@task(name="synthesize", cache_policy=NONE)
+def synthesize_lang(ctx: JobContext, plan: JobPlan, source: StageResult, transcript: StageResult,
+                    translation: StageResult, lang: str) -> StageResult:
+    """One WAV per translated line, in the chosen voice."""
+    import soundfile
+
+    from polydub.tts import select_voice
+
+    reference = None
+    if plan.voice != "espeak" and not plan.voice.startswith("espeak:") and load_segments(transcript):
+        reference = Path(_reference_clip(ctx, source, transcript).file(REFERENCE))
+    voice, reason = select_voice(plan.voice, lang, config.models_dir(), reference)
+
+    def build(folder: Path) -> dict:
+        clips = []
+        for i, segment in enumerate(load_segments(translation)):
+            out = voice.synthesize(segment.text, lang, folder / f"line{i:04d}.wav")
+            clips.append({"file": out.name, "duration": soundfile.info(str(out)).duration})
+        return {"clips": clips, "reason": reason, "note": f"{voice.backend}: {reason}"}
+
+    key = cache.stage_key("synthesize", segments=_segments_hash(translation), lang=lang,
+                          voice=voice.model, reference=cache.file_hash(reference) if reference else None)
+    result = run_stage(ctx, "synthesize", lang, key, build, backend=voice.backend, model_version=voice.model)
+    result.meta.setdefault("reason", reason)
+    return result
+
+
+@task(name="fit-and-mix", cache_policy=NONE)
+def mix_lang(ctx: JobContext, plan: JobPlan, source: StageResult, transcript: StageResult,
+             translation: StageResult, speech: StageResult, lang: str) -> StageResult:
+    """Place every line at its source start (sped up only as needed) and mix over the background."""
+    from polydub import fit, mix
+
+    def build(folder: Path) -> dict:
+        segments = load_segments(translation)
+        clips = speech.meta["clips"]
+        total = source.meta["samples"] / 48_000
+        fits = fit.plan_fits(segments, [c["duration"] for c in clips], total, max_speed=plan.max_speed)
+        lines = fit.render_dub_track([Path(speech.folder) / c["file"] for c in clips], fits,
+                                     source.meta["samples"], folder / DUB_TRACK)
+        mix.mix(Path(source.file(SOURCE_AUDIO)), folder / DUB_TRACK, load_segments(transcript),
+                folder / MIXED, loudness=plan.loudness)
+        report = []
+        for segment, f, line in zip(segments, fits, lines):
+            report.append({"start": round(f.start, 3), "end": round(segment.end, 3), "text": segment.text,
+                           "clip": round(f.clip, 3), "slot": round(f.slot, 3), "speed": round(f.speed, 3),
+                           "overflow": round(f.overflow, 3), "truncated": line.get("truncated", 0.0)})
+        (folder / "lines.json").write_text(json.dumps(report, ensure_ascii=False, indent=1))
+        return {"lines": len(report), "sped_up": sum(r["speed"] > 1.0 for r in report),
+                "overflowing": sum(r["overflow"] > 0 for r in report), "backend": "ffmpeg"}
+
+    key = cache.stage_key("mix", source=Path(source.folder).name, transcript=_segments_hash(transcript),
+                          translation=_segments_hash(translation), speech=Path(speech.folder).name,
+                          max_speed=plan.max_speed, loudness=plan.loudness, version=1)
+    return run_stage(ctx, "mix", lang, key, build, backend="ffmpeg")

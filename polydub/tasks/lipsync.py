@@ -1,0 +1,117 @@
+"""The lip-sync stage: once per video for all languages, on the GPU.
+
+Face tracking is cached per source video; each language's synced video is cached on its
+own key, so adding a language syncs only that language.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NONE
+
+from polydub import cache, config
+from polydub.errors import StageError
+from polydub.job import JobPlan
+from polydub.progress import emit
+from polydub.tasks.common import JobContext, StageResult, catalog, one_line, skip_stage
+from polydub.tasks.language import MIXED
+
+GPU_LIMIT = "polydub-gpu"  # Prefect global concurrency limit: one lip-sync per GPU
+VIDEO = "video.mp4"
+
+
+def lipsync_decision(mode: str, has_video: bool, models_dir: Path | None = None) -> tuple[bool, str]:
+    """Whether the stage runs, and why (or why not)."""
+    if mode == "off":
+        return False, "off (--lipsync off)"
+    if not has_video:
+        return False, "audio-only input"
+    try:
+        from polydub.lipsync.stage import can_run
+    except ImportError as exc:  # the stage's own dependencies are missing
+        return False, f"lip-sync unavailable ({exc})"
+    ok, reason = can_run(models_dir or config.models_dir())
+    return ok, reason
+
+
+def _gpu_slot():
+    """Hold the global GPU limit when a Prefect server defines it; otherwise no limit."""
+    from contextlib import nullcontext
+
+    from prefect.concurrency.sync import concurrency
+
+    if os.environ.get("DUB_GPU_LIMIT", "1") == "0":
+        return nullcontext()
+    try:
+        return concurrency(GPU_LIMIT, occupy=1, create_if_missing=True)
+    except TypeError:  # older signature without create_if_missing
+        return concurrency(GPU_LIMIT, occupy=1)
+
+
+@task(name="lipsync", cache_policy=NONE)
+def lipsync_langs(ctx: JobContext, plan: JobPlan, source: StageResult,
+                  mixes: dict[str, StageResult]) -> dict[str, StageResult]:
+    """Lip-synced video per language, or 'skipped' results with the reason."""
+    run, reason = lipsync_decision(plan.lipsync, plan.has_video)
+    if not run:
+        if plan.lipsync == "on":
+            raise StageError(f"lip-sync cannot run: {reason}")
+        return {lang: skip_stage(ctx, "lipsync", lang, reason) for lang in mixes}
+
+    from polydub.lipsync import stage as lipsync
+
+    version = lipsync.DEFAULT_VERSION
+    root = Path(ctx.cache_root)
+    keys = {lang: cache.stage_key("lipsync", source=Path(source.folder).name,
+                                  mix=Path(m.folder).name, version=version, impl=1)
+            for lang, m in mixes.items()}
+    cat = catalog(ctx.db_url)
+    runs = {lang: cat.start_stage(ctx.job_id, "lipsync", lang, keys[lang], "latentsync", version)
+            for lang in mixes}
+    results: dict[str, StageResult] = {}
+    missing = [lang for lang in mixes if cache.lookup("lipsync", keys[lang], root) is None]
+    for lang in mixes:
+        if lang not in missing:
+            meta = cache.lookup("lipsync", keys[lang], root)
+            cat.finish_stage(runs[lang], "cached", backend="latentsync", model_version=version)
+            emit("lipsync", lang, "cached")
+            results[lang] = StageResult("lipsync", lang, str(cache.stage_dir("lipsync", keys[lang], root)),
+                                        meta, "cached")
+    if not missing:
+        return results
+    for lang in missing:
+        emit("lipsync", lang, "running")
+    started = time.perf_counter()
+    try:
+        with tempfile.TemporaryDirectory(dir=root) as work, _gpu_slot():
+            models = lipsync.LipSyncModels.load(config.models_dir(), version=version)
+            outs = {lang: Path(work) / f"{lang}.mp4" for lang in missing}
+            info = lipsync.lipsync_video(
+                Path(plan.input), {lang: Path(mixes[lang].file(MIXED)) for lang in missing}, outs,
+                models, track_cache=root / "facetrack" / f"{Path(source.folder).name}.npz")
+            seconds = round(time.perf_counter() - started, 3)
+            for lang in missing:
+                meta = {"file": VIDEO, "backend": "latentsync", "model_version": version, "seconds": seconds,
+                        "frames": info.get("frames"), "face_frames": info.get("face_frames"),
+                        "track": info.get("track")}
+                with cache.building("lipsync", keys[lang], root) as folder:
+                    shutil.move(str(outs[lang]), folder / VIDEO)
+                    cache.finish(folder, meta)
+                cat.finish_stage(runs[lang], "done", detail={k: v for k, v in meta.items() if k != "file"},
+                                 backend="latentsync", model_version=version)
+                emit("lipsync", lang, "done", f"face track {info.get('track')}")
+                results[lang] = StageResult("lipsync", lang, str(cache.stage_dir("lipsync", keys[lang], root)),
+                                            meta, "done")
+    except Exception as exc:
+        for lang in missing:
+            if lang not in results:
+                cat.finish_stage(runs[lang], "failed", error=one_line(exc), backend="latentsync")
+                emit("lipsync", lang, "failed", one_line(exc))
+        raise StageError(f"lipsync: {one_line(exc)}") from exc
+    return results
