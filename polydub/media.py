@@ -7,6 +7,7 @@ by a Prefect task timeout), and turns failures into one-line errors.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from dataclasses import dataclass
 from fractions import Fraction
@@ -128,7 +129,8 @@ def check_decodes(path: str | Path, info: MediaInfo) -> None:
         )
     except subprocess.TimeoutExpired:
         raise InputError(f"{path}: decoding timed out; the file may be corrupt") from None
-    errors = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    # ffmpeg exits 0 on a partial file; its messages are what tell. Drop "[mov @ 0x..]" prefixes.
+    errors = [re.sub(r"^\[[^\]]*\]\s*", "", ln) for ln in proc.stderr.splitlines() if ln.strip()]
     if proc.returncode != 0 or any("nvalid data" in e or "runcat" in e or "partial file" in e
                                    or "moov atom not found" in e for e in errors):
         raise InputError(f"{path}: truncated or corrupt ({errors[-1] if errors else 'decode failed'})")

@@ -1,0 +1,45 @@
+"""Test-wide settings: every test runs with its own polydub home, cache and Prefect home.
+
+Environment variables are set at import, before anything imports Prefect (which reads
+its settings at import time).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_ROOT = Path(tempfile.mkdtemp(prefix="polydub-tests-"))
+os.environ["DUB_HOME"] = str(_ROOT / "home")
+os.environ["DUB_CACHE_DIR"] = str(_ROOT / "cache")
+os.environ["DUB_MODELS_DIR"] = str(_ROOT / "models")
+os.environ["PREFECT_HOME"] = str(_ROOT / "prefect")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
+os.environ["DUB_GPU_LIMIT"] = "0"
+os.environ.pop("PREFECT_API_URL", None)
+os.environ.pop("DUB_DATABASE_URL", None)
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "talking_head.mp4"
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> str:
+    """A Prefect server for the whole session (entering the harness costs 15-25 s)."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        url = PREFECT_API_URL.value()
+        os.environ["PREFECT_API_URL"] = url  # for `dub` subprocesses: the kept-server path
+        yield url
+        os.environ.pop("PREFECT_API_URL", None)
+
+
+@pytest.fixture(scope="session")
+def example() -> Path:
+    return EXAMPLE
