@@ -1,0 +1,516 @@
+"""The catalog: what was dubbed, from what, by which stages, under which consent.
+
+One `Catalog` per process is enough; it is thread-safe (languages run concurrently) and
+every call is one short transaction. Everything it returns is plain JSON-ready data
+(datetimes as ISO 8601 strings in UTC), so `dub list --json` can print it as is.
+
+SQLite (the default) runs in WAL mode and every writing transaction starts with
+`BEGIN IMMEDIATE`, so concurrent writers queue on the busy timeout instead of failing
+halfway. The schema is brought to the newest Alembic revision when a catalog is opened,
+under a lock (SQLite's write lock, a PostgreSQL advisory lock), so processes starting
+together migrate once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event, func, select, update
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.orm import sessionmaker
+
+from polydub.config import database_url
+from polydub.errors import InputError
+from polydub.storage.models import (
+    JOB_STATUSES,
+    OUTPUT_KINDS,
+    STAGE_STATUSES,
+    Job,
+    Output,
+    Source,
+    StageRun,
+    utcnow,
+)
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+SQLITE_BUSY_TIMEOUT_S = 60.0  # a writer waits this long for another writer's transaction
+CONNECT_TIMEOUT_S = 10  # a server that does not answer is a bad URL, not a hang
+MIGRATION_LOCK_KEY = 0x706F6C7964756201  # PostgreSQL advisory lock id ("polydub" + 1)
+DETAIL_MAX_BYTES = 64 * 1024  # stage details are small summaries, not data
+INTERRUPTED = "interrupted"
+READ_ONLY = "polydub_read_only"  # execution option: SQLite reads use a deferred BEGIN
+
+
+# ---------------------------------------------------------------------------- engine
+
+
+def normalize_url(url: str) -> URL:
+    """Parse a catalog URL; plain `postgresql://` and `postgres://` use psycopg 3."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def open_engine(url: str | URL) -> Engine:
+    """An engine set up for concurrent short transactions (SQLite: WAL, busy timeout)."""
+    parsed = normalize_url(url) if isinstance(url, str) else url
+    if parsed.get_backend_name() != "sqlite":
+        connect_args = {"connect_timeout": CONNECT_TIMEOUT_S} if parsed.get_backend_name() == "postgresql" else {}
+        return create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
+
+    database = parsed.database or ""
+    in_memory = database in ("", ":memory:") or "mode=memory" in database
+    if in_memory:
+        from sqlalchemy.pool import StaticPool
+
+        # One shared connection, or each connection would see its own empty database;
+        # for quick scripts only: threads writing at once need a file or a server.
+        engine = create_engine(
+            parsed, poolclass=StaticPool, connect_args={"check_same_thread": False}
+        )
+    else:
+        if not database.startswith("file:"):
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            parsed,
+            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S},
+        )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        # Let SQLAlchemy, not the driver, decide when transactions begin (see "begin").
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        if not in_memory:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection):
+        # Take the write lock up front: a deferred transaction that reads and then
+        # writes fails at once when another writer got in between, instead of waiting.
+        read_only = connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+    return engine
+
+
+def migration_lock(connection: Connection) -> None:
+    """Serialize migrations between processes for the rest of this transaction."""
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
+    # SQLite: the transaction already holds the write lock (BEGIN IMMEDIATE).
+
+
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest revision; a no-op when it is already there."""
+    config = alembic_config()
+    head = ScriptDirectory.from_config(config).get_current_head()
+    with engine.execution_options(**{READ_ONLY: True}).connect() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
+        connection.rollback()
+    if current == head:
+        return
+    with engine.connect() as connection, connection.begin():
+        migration_lock(connection)
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+def schema_revision(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def one_line(exc: BaseException) -> str:
+    """The first meaningful line of a driver's error message."""
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    for line in str(cause).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(cause).__name__
+
+
+# ------------------------------------------------------------------ process ownership
+
+
+def process_start(pid: int) -> str | None:
+    """The kernel's start time of `pid` (clock ticks since boot), None where unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may contain spaces and parentheses; fields after it don't.
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def process_owner() -> str:
+    """Who is running a row: "host:pid:start"; the start time tells reused pids apart."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{process_start(pid) or ''}"
+
+
+def owner_alive(owner: str | None) -> bool:
+    """Whether the process that wrote `owner` still runs. Other hosts' processes are
+    assumed alive: there is no way to tell from here."""
+    if not owner:
+        return False
+    try:
+        host, pid_text, start = owner.rsplit(":", 2)
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    if host != socket.gethostname():
+        return True
+    if Path("/proc/self/stat").exists():
+        current = process_start(pid)
+        return current is not None and (not start or current == start)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, owned by another user
+    return True
+
+
+# ------------------------------------------------------------------------ row -> dict
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def source_dict(source: Source) -> dict[str, Any]:
+    return {
+        "id": source.id,
+        "path": source.path,
+        "content_hash": source.content_hash,
+        "duration": source.duration,
+        "fps": source.fps,
+        "has_video": source.has_video,
+        "created_at": iso(source.created_at),
+    }
+
+
+def job_dict(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "source_id": job.source_id,
+        "langs": list(job.langs),
+        "params": dict(job.params),
+        "out_dir": job.out_dir,
+        "status": job.status,
+        "consent": job.consent,
+        "error": job.error,
+        "created_at": iso(job.created_at),
+        "finished_at": iso(job.finished_at),
+    }
+
+
+def stage_dict(run: StageRun) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "stage": run.stage,
+        "lang": run.lang,
+        "status": run.status,
+        "backend": run.backend,
+        "model_version": run.model_version,
+        "seconds": run.seconds,
+        "error": run.error,
+        "cache_key": run.cache_key,
+        "started_at": iso(run.started_at),
+        "finished_at": iso(run.finished_at),
+        "detail": run.detail,
+    }
+
+
+def output_dict(output: Output) -> dict[str, Any]:
+    return {
+        "id": output.id,
+        "lang": output.lang,
+        "kind": output.kind,
+        "path": output.path,
+        "duration": output.duration,
+        "created_at": iso(output.created_at),
+    }
+
+
+def check_one_of(what: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{what} must be one of {', '.join(allowed)}, not {value!r}")
+
+
+def check_json(what: str, value: Any) -> int:
+    """The size of `value` as JSON, in bytes; ValueError if it is not JSON."""
+    try:
+        return len(json.dumps(value).encode())
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} must be JSON-serializable: {exc}") from None
+
+
+# --------------------------------------------------------------------------- catalog
+
+
+class Catalog:
+    """The SQL catalog of sources, jobs, outputs and stage runs."""
+
+    def __init__(self, url: str | None = None):
+        """Open (creating and migrating as needed) the catalog at `url`, by default
+        `polydub.config.database_url()`. A URL that cannot be opened is an InputError."""
+        self.url = url or database_url()
+        try:
+            self._shown_url = make_url(self.url).render_as_string(hide_password=True)
+            parsed = normalize_url(self.url)
+        except Exception:  # noqa: BLE001 - any unparseable URL is the user's input
+            parsed, self._shown_url = None, self.url
+        try:
+            if parsed is None:
+                raise ValueError("not a database URL (e.g. sqlite:///catalog.db, postgresql://user@host/db)")
+            self._engine = open_engine(parsed)
+        except Exception as exc:  # noqa: BLE001 - unknown dialect, missing driver, bad folder
+            raise InputError(f"cannot open catalog {self._shown_url}: {one_line(exc)}") from None
+        try:
+            migrate(self._engine)
+        except Exception as exc:  # noqa: BLE001 - refused connection, not a database, ...
+            self._engine.dispose()
+            raise InputError(f"cannot open catalog {self._shown_url}: {self._open_failure(exc)}") from None
+        self._write = sessionmaker(self._engine, expire_on_commit=False)
+        self._read = sessionmaker(self._engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
+
+    def _open_failure(self, exc: Exception) -> str:
+        from alembic.util import CommandError
+
+        if isinstance(exc, CommandError):
+            try:
+                revision = schema_revision(self._engine)
+            except Exception:  # noqa: BLE001
+                revision = None
+            return f"its schema revision {revision} is newer than this polydub knows ({exc})"
+        return one_line(exc)
+
+    def close(self) -> None:
+        """Release the connections (the catalog can still be used; it reconnects)."""
+        self._engine.dispose()
+
+    def __repr__(self) -> str:
+        return f"Catalog({self._shown_url!r})"
+
+    # ---------------------------------------------------------------- writing
+
+    def upsert_source(self, path: str, content_hash: str, duration: float, fps: float | None, has_video: bool) -> int:
+        """The id of the source with this sha256, adding it (or updating where it was
+        seen last and what the probe said) as needed."""
+        values = dict(path=str(path), duration=float(duration), fps=None if fps is None else float(fps), has_video=bool(has_video))
+        dialect = self._engine.dialect.name
+        if dialect in ("sqlite", "postgresql"):
+            if dialect == "sqlite":
+                from sqlalchemy.dialects.sqlite import insert
+            else:
+                from sqlalchemy.dialects.postgresql import insert
+            statement = insert(Source).values(content_hash=content_hash, created_at=utcnow(), **values)
+            statement = statement.on_conflict_do_update(
+                index_elements=[Source.content_hash],
+                set_={key: getattr(statement.excluded, key) for key in values},
+            ).returning(Source.id)
+            with self._write.begin() as session:
+                return int(session.execute(statement).scalar_one())
+        # Other databases: look up, insert, and look up again if another writer won.
+        for _ in range(2):
+            try:
+                with self._write.begin() as session:
+                    source = session.scalars(select(Source).where(Source.content_hash == content_hash)).first()
+                    if source is None:
+                        source = Source(content_hash=content_hash, **values)
+                        session.add(source)
+                    else:
+                        for key, value in values.items():
+                            setattr(source, key, value)
+                    session.flush()
+                    return source.id
+            except IntegrityError:
+                continue
+        raise RuntimeError(f"could not record source {content_hash}")
+
+    def create_job(self, source_id: int, langs: list[str], params: dict, out_dir: str, consent: str | None = None) -> int:
+        """A new 'running' job; `consent` says under which consent voices are cloned and
+        lips changed (who gave it, for what), as the user stated it."""
+        check_json("params", params)
+        with self._write.begin() as session:
+            if session.get(Source, source_id) is None:
+                raise InputError(f"no source {source_id} in the catalog")
+            job = Job(
+                source_id=source_id,
+                langs=[str(lang) for lang in langs],
+                params=params,
+                out_dir=str(out_dir),
+                status="running",
+                consent=consent,
+                owner=process_owner(),
+            )
+            session.add(job)
+            session.flush()
+            return job.id
+
+    def start_stage(
+        self,
+        job_id: int,
+        stage: str,
+        lang: str | None,
+        cache_key: str | None,
+        backend: str | None = None,
+        model_version: str | None = None,
+    ) -> int:
+        """Record that `stage` (for `lang`, None for per-video stages) started; its run id."""
+        with self._write.begin() as session:
+            run = StageRun(
+                job_id=job_id,
+                stage=stage,
+                lang=lang,
+                status="running",
+                cache_key=cache_key,
+                backend=backend,
+                model_version=model_version,
+                owner=process_owner(),
+                started_at=utcnow(),
+            )
+            session.add(run)
+            session.flush()
+            return run.id
+
+    def finish_stage(
+        self,
+        run_id: int,
+        status: str,
+        error: str | None = None,
+        detail: dict | None = None,
+        backend: str | None = None,
+        model_version: str | None = None,
+    ) -> None:
+        """Close a stage run as done, cached, skipped or failed; sets finished_at and
+        seconds. `backend` / `model_version` given here replace those from the start."""
+        check_one_of("stage status", status, tuple(s for s in STAGE_STATUSES if s != "running"))
+        if detail is not None and (size := check_json("stage detail", detail)) > DETAIL_MAX_BYTES:
+            # Finishing a stage must not fail over its summary: keep a note instead.
+            detail = {"omitted": f"detail of {size} bytes exceeds the catalog's {DETAIL_MAX_BYTES}"}
+        with self._write.begin() as session:
+            run = session.get(StageRun, run_id)
+            if run is None:
+                raise ValueError(f"no stage run {run_id} in the catalog")
+            run.finished_at = utcnow()
+            run.seconds = max(0.0, (run.finished_at - run.started_at).total_seconds())
+            run.status, run.error, run.detail = status, error, detail
+            if backend is not None:
+                run.backend = backend
+            if model_version is not None:
+                run.model_version = model_version
+
+    def add_output(self, job_id: int, lang: str | None, kind: str, path: str, duration: float | None = None) -> int:
+        """Record a deliverable (`lang` None for the multi-track file); its id."""
+        check_one_of("output kind", kind, OUTPUT_KINDS)
+        with self._write.begin() as session:
+            output = Output(
+                job_id=job_id,
+                lang=lang,
+                kind=kind,
+                path=str(path),
+                duration=None if duration is None else float(duration),
+            )
+            session.add(output)
+            session.flush()
+            return output.id
+
+    def finish_job(self, job_id: int, status: str, error: str | None = None) -> None:
+        """Close a job as done, partial (some languages failed) or failed."""
+        check_one_of("job status", status, tuple(s for s in JOB_STATUSES if s != "running"))
+        with self._write.begin() as session:
+            job = session.get(Job, job_id)
+            if job is None:
+                raise InputError(f"no job {job_id} in the catalog")
+            job.status, job.error, job.finished_at = status, error, utcnow()
+
+    def mark_interrupted(self) -> int:
+        """Fail the jobs and stage runs left 'running' by processes that died (on this
+        host; rows of other hosts are left alone). Returns how many rows it changed."""
+        changed = 0
+        with self._write.begin() as session:
+            for table in (StageRun, Job):
+                owners = session.scalars(select(table.owner).where(table.status == "running").distinct()).all()
+                dead = [owner for owner in owners if not owner_alive(owner)]
+                if not dead:
+                    continue
+                is_dead = table.owner.in_([o for o in dead if o is not None])
+                if None in dead:
+                    is_dead = is_dead | table.owner.is_(None)
+                result = session.execute(
+                    update(table)
+                    .where(table.status == "running", is_dead)
+                    .values(status="failed", error=INTERRUPTED, finished_at=utcnow())
+                    .execution_options(synchronize_session=False)
+                )
+                changed += result.rowcount
+        return changed
+
+    # ---------------------------------------------------------------- reading
+
+    def list_jobs(self, limit: int = 50) -> list[dict]:
+        """The newest `limit` jobs, newest first: id, source (its path), langs, status,
+        out_dir, created_at, finished_at, n_outputs."""
+        n_outputs = (
+            select(func.count(Output.id)).where(Output.job_id == Job.id).correlate(Job).scalar_subquery()
+        )
+        statement = (
+            select(Job, Source.path, n_outputs)
+            .join(Source, Job.source_id == Source.id)
+            .order_by(Job.created_at.desc(), Job.id.desc())
+            .limit(limit)
+        )
+        with self._read.begin() as session:
+            return [
+                {
+                    "id": job.id,
+                    "source": path,
+                    "langs": list(job.langs),
+                    "status": job.status,
+                    "out_dir": job.out_dir,
+                    "created_at": iso(job.created_at),
+                    "finished_at": iso(job.finished_at),
+                    "n_outputs": int(count),
+                }
+                for job, path, count in session.execute(statement)
+            ]
+
+    def show_job(self, job_id: int) -> dict:
+        """One job: its fields, 'source', 'stages' (in start order) and 'outputs'."""
+        with self._read.begin() as session:
+            job = session.get(Job, job_id)
+            if job is None:
+                raise InputError(f"no job {job_id} in the catalog")
+            runs = session.scalars(
+                select(StageRun).where(StageRun.job_id == job_id).order_by(StageRun.started_at, StageRun.id)
+            ).all()
+            outputs = session.scalars(select(Output).where(Output.job_id == job_id).order_by(Output.id)).all()
+            return {
+                **job_dict(job),
+                "source": source_dict(job.source),
+                "stages": [stage_dict(run) for run in runs],
+                "outputs": [output_dict(output) for output in outputs],
+            }

@@ -1,0 +1,154 @@
+"""Catalog tables: the source, the job, each output and each stage run.
+
+The schema itself is created by the Alembic migrations in `migrations/versions`; these
+models mirror it for queries. Types are portable (SQLite and PostgreSQL): JSON columns
+(JSONB on PostgreSQL) and timezone-aware UTC timestamps.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+JOB_STATUSES = ("running", "done", "partial", "failed")
+STAGE_STATUSES = ("running", "done", "cached", "skipped", "failed")
+OUTPUT_KINDS = ("video", "audio", "srt", "vtt", "multitrack", "report")
+
+PATH_LENGTH = 4096
+OWNER_LENGTH = 300  # "host:pid:start", enough for any hostname
+
+
+def status_check(column: str, values: tuple[str, ...]) -> str:
+    """SQL for a CHECK that `column` holds one of `values`."""
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """A timestamp stored in UTC and always read back timezone-aware.
+
+    SQLite keeps no offset, so naive values read from it are UTC by construction.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("catalog timestamps must be timezone-aware")
+        return value.astimezone(timezone.utc)
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Source(Base):
+    """A source video (or audio) file, identified by the sha256 of its bytes."""
+
+    __tablename__ = "sources"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(String(PATH_LENGTH))
+    content_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    duration: Mapped[float] = mapped_column(Float)  # seconds
+    fps: Mapped[float | None] = mapped_column(Float, nullable=True)
+    has_video: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    jobs: Mapped[list[Job]] = relationship(back_populates="source")
+
+
+class Job(Base):
+    """One `dub` run of a source into a list of languages."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (CheckConstraint(status_check("status", JOB_STATUSES), name="ck_jobs_status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id"), index=True)
+    langs: Mapped[list] = mapped_column(JSONType)
+    params: Mapped[dict] = mapped_column(JSONType)
+    out_dir: Mapped[str] = mapped_column(String(PATH_LENGTH))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    consent: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    owner: Mapped[str | None] = mapped_column(String(OWNER_LENGTH), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    source: Mapped[Source] = relationship(back_populates="jobs")
+    outputs: Mapped[list[Output]] = relationship(back_populates="job", order_by="Output.id")
+    stage_runs: Mapped[list[StageRun]] = relationship(back_populates="job", order_by="StageRun.id")
+
+
+class Output(Base):
+    """A deliverable file of a job; `lang` is None for the multi-track file."""
+
+    __tablename__ = "outputs"
+    __table_args__ = (CheckConstraint(status_check("kind", OUTPUT_KINDS), name="ck_outputs_kind"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    lang: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    path: Mapped[str] = mapped_column(String(PATH_LENGTH))
+    duration: Mapped[float | None] = mapped_column(Float, nullable=True)  # seconds
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    job: Mapped[Job] = relationship(back_populates="outputs")
+
+
+class StageRun(Base):
+    """One run of a pipeline stage for a job; `lang` is None for per-video stages."""
+
+    __tablename__ = "stage_runs"
+    __table_args__ = (
+        CheckConstraint(status_check("status", STAGE_STATUSES), name="ck_stage_runs_status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    stage: Mapped[str] = mapped_column(String(64))
+    lang: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    cache_key: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
+    backend: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    model_version: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    owner: Mapped[str | None] = mapped_column(String(OWNER_LENGTH), nullable=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    detail: Mapped[dict | None] = mapped_column(JSONType, nullable=True)
+
+    job: Mapped[Job] = relationship(back_populates="stage_runs")

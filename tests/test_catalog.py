@@ -1,0 +1,387 @@
+"""The catalog on a real SQLite file and on the local PostgreSQL server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+from alembic.script import ScriptDirectory
+
+from polydub.errors import InputError
+from polydub.storage import Catalog
+from polydub.storage.catalog import MIGRATIONS_DIR
+
+POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/{name}"
+TABLES = {"sources", "jobs", "outputs", "stage_runs", "alembic_version"}
+SUBPROCESS_TIMEOUT_S = 60
+
+
+class Databases:
+    """Fresh, empty catalog databases of one kind; all removed at the end."""
+
+    def __init__(self, kind: str, folder):
+        self.kind, self.folder, self.names = kind, folder, []
+
+    def new_url(self) -> str:
+        name = f"polydub_test_{uuid.uuid4().hex[:12]}"
+        self.names.append(name)
+        if self.kind == "sqlite":
+            return f"sqlite:///{self.folder / name / 'catalog.db'}"
+        admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        admin.dispose()
+        return POSTGRES_URL.format(name=name)
+
+    def drop_all(self) -> None:
+        if self.kind != "postgresql":
+            return
+        admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            for name in self.names:
+                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+def postgres_unreachable() -> str | None:
+    try:
+        engine = sa.create_engine(POSTGRES_ADMIN_URL, connect_args={"connect_timeout": 3})
+        with engine.connect():
+            pass
+        engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - any failure means: no server to test on
+        return str(exc).splitlines()[0]
+    return None
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def databases(request, tmp_path_factory):
+    if request.param == "postgresql":
+        reason = postgres_unreachable()
+        if reason:
+            pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is unreachable: {reason}")
+    dbs = Databases(request.param, tmp_path_factory.mktemp("catalogs"))
+    yield dbs
+    dbs.drop_all()
+
+
+@pytest.fixture(scope="module")
+def catalog_url(databases):
+    return databases.new_url()
+
+
+@pytest.fixture(scope="module")
+def catalog(catalog_url):
+    opened = Catalog(catalog_url)
+    yield opened
+    opened.close()
+
+
+def raw_engine(url: str) -> sa.Engine:
+    """An engine of our own, to look at what the catalog wrote."""
+    return sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+
+
+def count_rows(url: str) -> dict[str, int]:
+    engine = raw_engine(url)
+    with engine.connect() as connection:
+        counts = {table: connection.execute(sa.text(f"SELECT COUNT(*) FROM {table}")).scalar_one() for table in TABLES}
+    engine.dispose()
+    return counts
+
+
+def new_hash() -> str:
+    return uuid.uuid4().hex * 2  # 64 hex digits, like a sha256
+
+
+def utc(iso: str) -> datetime:
+    value = datetime.fromisoformat(iso)
+    assert value.utcoffset() == timedelta(0), iso
+    return value
+
+
+def run_python(code: str, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(process: subprocess.Popen) -> str:
+    out, err = process.communicate(timeout=SUBPROCESS_TIMEOUT_S)
+    assert process.returncode == 0, err
+    return out
+
+
+def test_migrations_create_the_tables(catalog, catalog_url):
+    engine = raw_engine(catalog_url)
+    inspector = sa.inspect(engine)
+    assert TABLES <= set(inspector.get_table_names())
+    job_columns = {column["name"] for column in inspector.get_columns("jobs")}
+    assert {"source_id", "langs", "params", "out_dir", "status", "consent", "created_at", "finished_at"} <= job_columns
+    stage_columns = {column["name"] for column in inspector.get_columns("stage_runs")}
+    assert {"stage", "lang", "status", "cache_key", "backend", "model_version", "seconds", "error", "detail"} <= stage_columns
+    unique = [set(c["column_names"]) for c in inspector.get_unique_constraints("sources")]
+    assert {"content_hash"} in unique
+    head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+    with engine.connect() as connection:
+        versions = connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all()
+        if engine.dialect.name == "sqlite":
+            assert connection.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
+    engine.dispose()
+    assert versions == [head]
+
+
+def test_reopening_does_not_migrate_or_duplicate(catalog, catalog_url):
+    catalog.upsert_source("/videos/reopen.mp4", new_hash(), 12.0, 25.0, True)
+    before = count_rows(catalog_url)
+    for _ in range(2):
+        Catalog(catalog_url).close()
+    after = count_rows(catalog_url)
+    assert after == before
+    assert after["alembic_version"] == 1
+
+
+def test_processes_opening_a_new_catalog_together_migrate_once(databases):
+    url = databases.new_url()
+    content_hash = new_hash()
+    code = """
+        import sys
+        from polydub.storage import Catalog
+        print(Catalog(sys.argv[1]).upsert_source("/videos/race.mp4", sys.argv[2], 3.0, None, False))
+    """
+    processes = [run_python(code, url, content_hash) for _ in range(3)]
+    ids = {finish(process).strip() for process in processes}
+    assert len(ids) == 1
+    counts = count_rows(url)
+    assert counts["alembic_version"] == 1
+    assert counts["sources"] == 1
+
+
+def test_upsert_source_is_idempotent_on_content_hash(catalog, catalog_url):
+    content_hash = new_hash()
+    first = catalog.upsert_source("/videos/ad.mp4", content_hash, 30.0, 29.97, True)
+    again = catalog.upsert_source("/archive/ad-copy.mp4", content_hash, 30.0, 29.97, True)
+    other = catalog.upsert_source("/videos/ad.mp4", new_hash(), 30.0, 29.97, True)
+    assert again == first
+    assert other != first
+    engine = raw_engine(catalog_url)
+    with engine.connect() as connection:
+        rows = connection.execute(
+            sa.text("SELECT id, path FROM sources WHERE content_hash = :h"), {"h": content_hash}
+        ).all()
+    engine.dispose()
+    assert [tuple(row) for row in rows] == [(first, "/archive/ad-copy.mp4")]  # where it was seen last
+
+
+def test_a_whole_job_reads_back(catalog):
+    content_hash = new_hash()
+    source_id = catalog.upsert_source("/videos/talk.mp4", content_hash, 42.5, 25.0, True)
+    consent = "voice and likeness: Ana Ruiz, signed release 2025-03-01, ads in es/fr"
+    params = {"review": False, "max_speedup": 1.25}
+    job_id = catalog.create_job(source_id, ["es", "fr"], params, "/out/talk", consent=consent)
+
+    planned = [  # stage, lang, cache key, final status, error
+        ("probe", None, "k-probe", "done", None),
+        ("transcribe", None, "k-asr", "cached", None),
+        ("translate", "es", "k-tr-es", "done", None),
+        ("translate", "fr", "k-tr-fr", "failed", "translation service rate-limited"),
+        ("synthesize", "es", "k-tts-es", "done", None),
+        ("lipsync", "es", None, "skipped", None),
+    ]
+    for stage, lang, key, status, error in planned:
+        run_id = catalog.start_stage(job_id, stage, lang, key, backend="espeak" if stage == "synthesize" else None)
+        if stage == "transcribe":
+            time.sleep(0.05)
+        catalog.finish_stage(
+            run_id, status, error=error, detail={"lines": 12},
+            model_version="espeak-ng 1.51" if stage == "synthesize" else None,
+        )
+    outputs = [("es", "video"), ("es", "srt"), ("es", "vtt"), (None, "multitrack"), (None, "report")]
+    for lang, kind in outputs:
+        catalog.add_output(job_id, lang, kind, f"/out/talk/talk.{lang or 'all'}.{kind}", 42.5 if kind == "video" else None)
+    catalog.finish_job(job_id, "partial")
+    later_job = catalog.create_job(source_id, ["de"], {}, "/out/talk-de")
+
+    shown = catalog.show_job(job_id)
+    json.dumps(shown)  # what `dub show --json` prints
+    assert shown["id"] == job_id
+    assert shown["status"] == "partial"
+    assert shown["consent"] == consent
+    assert shown["langs"] == ["es", "fr"]
+    assert shown["params"] == params
+    assert shown["out_dir"] == "/out/talk"
+    assert utc(shown["finished_at"]) >= utc(shown["created_at"])
+    assert shown["source"]["path"] == "/videos/talk.mp4"
+    assert shown["source"]["content_hash"] == content_hash
+    assert shown["source"]["duration"] == 42.5 and shown["source"]["fps"] == 25.0 and shown["source"]["has_video"] is True
+
+    stages = shown["stages"]
+    assert [(s["stage"], s["lang"], s["cache_key"], s["status"], s["error"]) for s in stages] == planned
+    for stage in stages:
+        assert stage["seconds"] >= 0
+        assert utc(stage["started_at"]) >= utc(shown["created_at"])
+    assert stages[1]["seconds"] >= 0.05  # transcribe slept that long between start and finish
+    synthesize = stages[4]
+    assert (synthesize["backend"], synthesize["model_version"]) == ("espeak", "espeak-ng 1.51")
+    assert [(o["lang"], o["kind"]) for o in shown["outputs"]] == outputs
+    assert shown["outputs"][0]["duration"] == 42.5
+
+    listed = catalog.list_jobs()
+    json.dumps(listed)
+    assert [job["id"] for job in listed[:2]] == [later_job, job_id]  # newest first
+    assert listed[1]["source"] == "/videos/talk.mp4"
+    assert listed[1]["status"] == "partial" and listed[0]["status"] == "running"
+    assert listed[1]["n_outputs"] == len(outputs) and listed[0]["n_outputs"] == 0
+    assert listed[1]["langs"] == ["es", "fr"]
+    assert listed[0]["finished_at"] is None
+    assert utc(listed[0]["created_at"]) >= utc(listed[1]["created_at"])
+    assert len(catalog.list_jobs(limit=1)) == 1
+
+
+def test_threads_record_stages_at_once(catalog):
+    source_id = catalog.upsert_source("/videos/many.mp4", new_hash(), 20.0, 30.0, True)
+    langs = [f"l{i}" for i in range(8)]
+    job_id = catalog.create_job(source_id, langs, {}, "/out/many")
+
+    def dub_language(lang: str) -> list[int]:
+        run_ids = []
+        for stage in ("translate", "synthesize", "mix", "lipsync", "assemble"):
+            run_id = catalog.start_stage(job_id, stage, lang, f"{stage}-{lang}")
+            catalog.finish_stage(run_id, "done", detail={"lang": lang}, backend=f"{stage}-backend")
+            run_ids.append(run_id)
+        catalog.add_output(job_id, lang, "video", f"/out/many/many.{lang}.mp4", 20.0)
+        return run_ids
+
+    with ThreadPoolExecutor(max_workers=len(langs)) as pool:
+        run_ids = [run_id for ids in pool.map(dub_language, langs) for run_id in ids]
+    catalog.finish_job(job_id, "done")
+
+    shown = catalog.show_job(job_id)
+    assert len(set(run_ids)) == len(langs) * 5
+    assert sorted(s["id"] for s in shown["stages"]) == sorted(run_ids)
+    assert all(s["status"] == "done" and s["seconds"] >= 0 for s in shown["stages"])
+    assert all(s["backend"] == f"{s['stage']}-backend" for s in shown["stages"])
+    assert sorted(o["lang"] for o in shown["outputs"]) == langs
+    assert shown["status"] == "done"
+
+
+def test_mark_interrupted_fails_rows_of_dead_processes(catalog, catalog_url):
+    source_id = catalog.upsert_source("/videos/crash.mp4", new_hash(), 8.0, 24.0, True)
+    live_job = catalog.create_job(source_id, ["es"], {}, "/out/live")
+    live_run = catalog.start_stage(live_job, "transcribe", None, "k-live")
+    crashing = """
+        import os, sys
+        from polydub.storage import Catalog
+        catalog = Catalog(sys.argv[1])
+        job = catalog.create_job(int(sys.argv[2]), ["fr"], {}, "/out/crashed")
+        run = catalog.start_stage(job, "lipsync", "fr", "k-crash")
+        print(job, run, flush=True)
+        os._exit(9)  # dies mid-stage, like a killed worker
+    """
+    process = run_python(crashing, catalog_url, str(source_id))
+    out, err = process.communicate(timeout=SUBPROCESS_TIMEOUT_S)
+    assert process.returncode == 9, err
+    dead_job, dead_run = map(int, out.split())
+    assert catalog.show_job(dead_job)["stages"][0]["status"] == "running"
+
+    assert catalog.mark_interrupted() == 2  # the dead job and its stage run
+    assert catalog.mark_interrupted() == 0
+
+    dead = catalog.show_job(dead_job)
+    assert dead["status"] == "failed" and dead["finished_at"] is not None
+    [stage] = dead["stages"]
+    assert (stage["id"], stage["status"], stage["error"]) == (dead_run, "failed", "interrupted")
+    assert stage["finished_at"] is not None
+    live = catalog.show_job(live_job)
+    assert live["status"] == "running"
+    assert [s["status"] for s in live["stages"]] == ["running"]  # this process is alive
+
+    # A row held by another host's worker cannot be judged from here: left alone.
+    remote_run = catalog.start_stage(live_job, "lipsync", "es", "k-remote")
+    engine = raw_engine(catalog_url)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text("UPDATE stage_runs SET owner = 'gpu-worker-7:4242:99' WHERE id = :id"), {"id": remote_run}
+        )
+    engine.dispose()
+    assert catalog.mark_interrupted() == 0
+
+    catalog.finish_stage(live_run, "done")
+    catalog.finish_stage(remote_run, "done")
+    catalog.finish_job(live_job, "done")
+    assert [s["status"] for s in catalog.show_job(live_job)["stages"]] == ["done", "done"]
+
+
+def test_show_job_of_a_missing_id(catalog):
+    with pytest.raises(InputError, match=r"^no job 987654 in the catalog$"):
+        catalog.show_job(987654)
+
+
+def test_bad_statuses_and_kinds_are_refused(catalog):
+    source_id = catalog.upsert_source("/videos/bad.mp4", new_hash(), 1.0, None, False)
+    job_id = catalog.create_job(source_id, ["es"], {}, "/out/bad")
+    run_id = catalog.start_stage(job_id, "mix", "es", None)
+    with pytest.raises(ValueError, match="stage status"):
+        catalog.finish_stage(run_id, "ok")
+    with pytest.raises(ValueError, match="output kind"):
+        catalog.add_output(job_id, "es", "gif", "/out/bad/x.gif")
+    with pytest.raises(ValueError, match="job status"):
+        catalog.finish_job(job_id, "running")
+    with pytest.raises(ValueError, match="JSON"):
+        catalog.finish_stage(run_id, "done", detail={"when": object()})
+    with pytest.raises(InputError, match="^no source 987654 in the catalog$"):
+        catalog.create_job(987654, ["es"], {}, "/out/none")
+    assert catalog.show_job(job_id)["stages"][0]["status"] == "running"
+    catalog.finish_stage(run_id, "failed", error="ffmpeg exited 1", detail={"stderr": "x" * 100_000})
+    catalog.finish_job(job_id, "failed")
+    [stage] = catalog.show_job(job_id)["stages"]
+    assert stage["status"] == "failed" and stage["error"] == "ffmpeg exited 1"
+    assert "exceeds" in stage["detail"]["omitted"]  # a huge detail is noted, never stored or fatal
+
+
+def bad_urls(tmp_path):
+    not_a_database = tmp_path / "notes.db"
+    not_a_database.write_bytes(b"these are not the bytes of a SQLite database" * 100)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    return {
+        "postgresql://postgres:s3cret@127.0.0.1:1/catalog": "refused",
+        "nosuchdb://catalog": "nosuchdb",
+        "not a url": "not a database URL",
+        f"sqlite:///{not_a_database}": "not a database",
+        f"sqlite:///{a_file}/catalog.db": "a-file",
+    }
+
+
+def test_bad_urls_are_input_errors(tmp_path):
+    for url, reason in bad_urls(tmp_path).items():
+        with pytest.raises(InputError) as raised:
+            Catalog(url)
+        message = str(raised.value)
+        assert "\n" not in message
+        assert message.startswith("cannot open catalog "), message
+        assert reason.lower() in message.lower(), message
+        assert "s3cret" not in message
+
+
+def test_default_catalog_lives_under_dub_home(tmp_path, monkeypatch):
+    home = tmp_path / "home" / "nested"
+    monkeypatch.setenv("DUB_HOME", str(home))
+    monkeypatch.delenv("DUB_DATABASE_URL", raising=False)
+    catalog = Catalog()
+    source_id = catalog.upsert_source("/videos/x.mp4", new_hash(), 1.0, None, False)
+    catalog.close()
+    assert (home / "catalog.db").is_file()
+    assert count_rows(f"sqlite:///{home / 'catalog.db'}")["sources"] == 1 == source_id
