@@ -39,7 +39,7 @@ ICONS = {"running": "[yellow]…[/]", "done": "[green]✓[/]", "cached": "[cyan]
 
 def _validate(plan) -> None:
     """Backends the plan needs must be usable: checked before any work starts."""
-    from polydub.tasks.lipsync import lipsync_decision
+    from polydub.lipsync import lipsync_decision
 
     if plan.voice != "auto":
         from polydub.tts import parse_voice_spec
@@ -83,22 +83,27 @@ class Progress:
         return table
 
 
-def _summary(report: dict) -> Table:
+def _summary(report: dict) -> tuple[Table, list[str]]:
+    """The end-of-run table, and notes saying why each backend was chosen."""
     table = Table(title=f"job {report['job']}: {report['status']} in {report['seconds']:.1f} s")
-    for col in ("language", "output", "duration", "voice", "sped up / overflowing", "lip-sync", "stage time"):
-        table.add_column(col)
+    for col in ("lang", "output", "duration", "voice", "sped up", "overflow", "lip-sync", "time"):
+        table.add_column(col, no_wrap=col in ("lang", "output"))
+    notes: list[str] = []
     for lang, entry in report["languages"].items():
         if entry["status"] != "done":
-            table.add_row(lang, f"[red]failed: {entry.get('error', '?')}[/]", "", "", "", "", "")
+            table.add_row(lang, "[red]failed[/]", "", "", "", "", "", "")
+            notes.append(f"{lang}: failed: {entry.get('error', '?')}")
             continue
         path = entry["outputs"].get("mp4") or entry["outputs"].get("m4a")
         backends = entry["backends"]
-        voice = backends["voice"] + (f" ({backends['voice_reason']})" if backends.get("voice_reason") else "")
-        lip = backends["lipsync"] + (f" ({backends['lipsync_reason']})" if backends.get("lipsync_reason") else "")
-        stage_time = sum(s["seconds"] or 0 for s in entry["stages"].values() if s["status"] == "done")
-        table.add_row(lang, path, f"{report['duration']:.2f} s", voice,
-                      f"{entry['sped_up']} / {entry['overflowing']}", lip, f"{stage_time:.1f} s")
-    return table
+        seconds = sum(s["seconds"] or 0 for s in entry["stages"].values() if s["status"] == "done")
+        table.add_row(lang, Path(path).name, f"{report['duration']:.2f} s", backends["voice"],
+                      str(entry["sped_up"]), str(entry["overflowing"]), backends["lipsync"], f"{seconds:.1f} s")
+        for what, key in (("voice", "voice_reason"), ("lip-sync", "lipsync_reason")):
+            note = f"{what}: {backends[key]}" if backends.get(key) else None
+            if note and f"  {note}" not in notes:
+                notes.append(f"  {note}")
+    return table, notes
 
 
 @app.command("run", hidden=True)
@@ -138,8 +143,8 @@ def run_cmd(
     t0 = time.perf_counter()
     from polydub import server
 
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # our table says what happened
     mode = server.ensure_api()
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     from rich.live import Live
 
     from polydub import progress
@@ -160,8 +165,11 @@ def run_cmd(
             remove()
         reports.append(report)
         if not as_json:
-            console.print(_summary(report))
-            console.print(f"report: {report.get('report')}")
+            table, notes = _summary(report)
+            console.print(table)
+            for note in notes:
+                console.print(note, markup=False, highlight=False)
+            console.print(f"outputs in {report['out_dir']}; report {Path(report.get('report', '')).name}")
     if as_json:
         out.print_json(json.dumps(reports if len(reports) > 1 else reports[0], default=str))
     if any(r["status"] != "done" for r in reports):

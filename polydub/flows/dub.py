@@ -46,6 +46,7 @@ def run_job(plan: JobPlan, db: str | None = None) -> dict:
     started = time.perf_counter()
     db_url = db or config.database_url()
     cat = catalog(db_url)
+    cat.mark_interrupted()  # rows left 'running' by a process that died on this machine
     info = media.probe(plan.input)
     source_hash = cache.file_hash(plan.input)
     source_id = cat.upsert_source(plan.input, source_hash, info.duration, info.fps, info.has_video)

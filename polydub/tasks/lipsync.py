@@ -18,26 +18,13 @@ from prefect.cache_policies import NONE
 from polydub import cache, config
 from polydub.errors import StageError
 from polydub.job import JobPlan
+from polydub.lipsync import lipsync_decision
 from polydub.progress import emit
 from polydub.tasks.common import JobContext, StageResult, catalog, one_line, skip_stage
 from polydub.tasks.language import MIXED
 
 GPU_LIMIT = "polydub-gpu"  # Prefect global concurrency limit: one lip-sync per GPU
 VIDEO = "video.mp4"
-
-
-def lipsync_decision(mode: str, has_video: bool, models_dir: Path | None = None) -> tuple[bool, str]:
-    """Whether the stage runs, and why (or why not)."""
-    if mode == "off":
-        return False, "off (--lipsync off)"
-    if not has_video:
-        return False, "audio-only input"
-    try:
-        from polydub.lipsync.stage import can_run
-    except ImportError as exc:  # the stage's own dependencies are missing
-        return False, f"lip-sync unavailable ({exc})"
-    ok, reason = can_run(models_dir or config.models_dir())
-    return ok, reason
 
 
 def _gpu_slot():
