@@ -16,8 +16,12 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-import click
 import typer
+
+try:  # typer >= 0.20 vendors click
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_exceptions
 from rich.console import Console
 from rich.table import Table
 
@@ -106,7 +110,7 @@ def _summary(report: dict) -> tuple[Table, list[str]]:
     return table, notes
 
 
-@app.command("run", hidden=True)
+@app.command("run")
 def run_cmd(
     inputs: List[Path] = typer.Argument(..., metavar="INPUT...", help="Video or audio files to dub."),
     langs: str = typer.Option(..., "--langs", "-l", help="Target languages, e.g. es,fr,de (ISO 639-1)."),
@@ -125,7 +129,7 @@ def run_cmd(
     db: Optional[str] = typer.Option(None, "--db", help="Catalog URL (default DUB_DATABASE_URL or ~/.polydub/catalog.db)."),
     as_json: bool = typer.Option(False, "--json", help="Print the job reports as JSON."),
 ) -> None:
-    """Dub INPUT... into every language of --langs."""
+    """Dub INPUT... into every language of --langs (the default command: `dub ad.mp4 --langs es,fr`)."""
     from polydub.job import plan_job
 
     if len(inputs) > 1 and out_dir:
@@ -298,12 +302,15 @@ def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
         rc = command.main(args, prog_name="dub", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except click_exceptions.NoArgsIsHelpError as exc:
+        print(exc.ctx.get_help(), file=sys.stderr)
+        return 2
+    except typer.Exit as exc:
         return exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         console.print("dub: interrupted")
         return 130
-    except click.ClickException as exc:  # bad usage
+    except click_exceptions.ClickException as exc:  # bad usage
         _error(exc.format_message())
         return 2
     except InputError as exc:

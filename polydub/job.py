@@ -65,6 +65,15 @@ def _tagged_sidecars(folder: Path, stem: str) -> dict[str, Path]:
     return found
 
 
+def _from_container_tag(tag: str) -> str | None:
+    """ISO 639-2 ('eng', 'ger') or 639-1 tag from a container -> our code, or None ('und')."""
+    tag = tag.strip().lower()
+    for code, (t, b, _) in languages.LANGUAGES.items():
+        if tag in (code, t, b):
+            return code
+    return None
+
+
 def plan_job(input: str | Path, langs: list[str] | str, out: str | Path | None = None,
              source_lang: str | None = None, transcript: str | Path | None = None,
              translations: str | Path | None = None, voice: str = "auto", lipsync: str = "auto",
@@ -88,6 +97,8 @@ def plan_job(input: str | Path, langs: list[str] | str, out: str | Path | None =
     if check_decode:
         media.check_decodes(path, info)  # truncated / corrupt
     stem, folder = path.stem, path.parent
+    if not source and info.audio_language:
+        source = _from_container_tag(info.audio_language)
 
     # Transcript: explicit, else NAME.<source>.srt, else NAME.srt, else the one tagged sidecar
     # whose language is not a target (which also tells us the source language).
@@ -105,6 +116,10 @@ def plan_job(input: str | Path, langs: list[str] | str, out: str | Path | None =
         others = [code for code in tagged if code not in langs]
         if len(others) == 1:
             found, source = tagged[others[0]], source or others[0]
+        elif len(others) > 1:
+            names = ", ".join(tagged[c].name for c in others)
+            raise InputError(f"several subtitle sidecars could be the transcript ({names}); "
+                             f"say which language is spoken with --source-lang")
     if found:
         if not read_subtitles(found):
             raise InputError(f"{found}: transcript has no subtitle lines")

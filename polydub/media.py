@@ -35,11 +35,11 @@ class MediaInfo:
     video_codec: str | None = None
     audio_codec: str | None = None
     audio_channels: int = 0
+    audio_language: str | None = None  # the first audio stream's language tag, if any
     frames: int | None = None
 
 
-def run(args: list[str], timeout: float = FFMPEG_TIMEOUT, what: str = "ffmpeg") -> str:
-    """Run a command; return stdout; raise `StageError` with the last stderr line on failure."""
+def _run(args: list[str], timeout: float, what: str) -> subprocess.CompletedProcess:
     try:
         proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -49,12 +49,23 @@ def run(args: list[str], timeout: float = FFMPEG_TIMEOUT, what: str = "ffmpeg") 
     if proc.returncode != 0:
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
         raise StageError(f"{what} failed: {lines[-1] if lines else 'exit %d' % proc.returncode}")
-    return proc.stdout
+    return proc
+
+
+def run(args: list[str], timeout: float = FFMPEG_TIMEOUT, what: str = "ffmpeg") -> str:
+    """Run a command; return stdout; raise `StageError` with the last stderr line on failure."""
+    return _run(args, timeout, what).stdout
 
 
 def ffmpeg(*args: str, timeout: float = FFMPEG_TIMEOUT, what: str = "ffmpeg") -> str:
     return run(["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args],
                timeout=timeout, what=what)
+
+
+def ffmpeg_log(*args: str, timeout: float = FFMPEG_TIMEOUT, what: str = "ffmpeg") -> str:
+    """Run ffmpeg for what it prints (measurements go to stderr); return stderr."""
+    cmd = ["ffmpeg", "-hide_banner", "-nostdin", "-nostats", "-loglevel", "info", *args]
+    return _run(cmd, timeout, what).stderr
 
 
 def _rate(text: str | None) -> float | None:
@@ -115,6 +126,7 @@ def probe(path: str | Path) -> MediaInfo:
         width=v.get("width"), height=v.get("height"), rotation=rotation,
         video_codec=v.get("codec_name"), audio_codec=a.get("codec_name"),
         audio_channels=int(a.get("channels") or 0),
+        audio_language=(a.get("tags") or {}).get("language"),
         frames=int(frames) if frames and str(frames).isdigit() else None,
     )
 

@@ -72,9 +72,8 @@ def _reference_clip(ctx: JobContext, source: StageResult, transcript: StageResul
 def synthesize_lang(ctx: JobContext, plan: JobPlan, source: StageResult, transcript: StageResult,
                     translation: StageResult, lang: str) -> StageResult:
     """One WAV per translated line, in the chosen voice."""
-    import soundfile
-
     from polydub.tts import select_voice
+    from polydub.tts.trim import trim_silence
 
     reference = None
     if plan.voice != "espeak" and not plan.voice.startswith("espeak:") and load_segments(transcript):
@@ -85,11 +84,11 @@ def synthesize_lang(ctx: JobContext, plan: JobPlan, source: StageResult, transcr
         clips = []
         for i, segment in enumerate(load_segments(translation)):
             out = voice.synthesize(segment.text, lang, folder / f"line{i:04d}.wav")
-            clips.append({"file": out.name, "duration": soundfile.info(str(out)).duration})
+            clips.append({"file": out.name, "duration": trim_silence(out)})
         return {"clips": clips, "reason": reason, "note": f"{voice.backend}: {reason}"}
 
     key = cache.stage_key("synthesize", segments=_segments_hash(translation), lang=lang,
-                          voice=voice.model, reference=cache.file_hash(reference) if reference else None)
+                          voice=voice.model, trim=1, reference=cache.file_hash(reference) if reference else None)
     result = run_stage(ctx, "synthesize", lang, key, build, backend=voice.backend, model_version=voice.model)
     result.meta.setdefault("reason", reason)
     return result

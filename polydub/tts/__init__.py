@@ -1,1 +1,101 @@
-"""tts"""
+"""Speech synthesis: one `Voice` per target language, chosen from a `--voice` spec.
+
+    auto                    XTTS-v2 cloning the source speaker when its weights are in the
+                            models directory, espeak-ng otherwise
+    espeak | espeak:VOICE   espeak-ng, the language's voice or a named one (`en-us`, `es+f3`)
+    coqui:MODEL_NAME_OR_DIR a local Coqui model: a directory with config.json + model.pth,
+                            or a Coqui model name already downloaded (never downloaded here)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from polydub import config, languages
+from polydub.errors import InputError
+from polydub.tts.coqui import (XTTS_ALIASES, XTTS_DIR, XTTS_NAME, CoquiVoice, checkpoint_in,
+                               find_model, known_model_names)
+from polydub.tts.espeak import EspeakVoice, has_voice, voice_for
+from polydub.tts.reference import cut_reference
+
+BACKENDS = ("auto", "espeak", "coqui")
+SPEC_HELP = "use auto, espeak, espeak:VOICE or coqui:MODEL_NAME_OR_DIR"
+
+__all__ = ["Voice", "EspeakVoice", "CoquiVoice", "select_voice", "parse_voice_spec",
+           "cut_reference"]
+
+
+class Voice(Protocol):
+    backend: str  # 'espeak' or 'coqui'
+    model: str  # identity and version, for cache keys and the report
+    sample_rate: int  # Hz of the WAVs `synthesize` writes
+
+    def synthesize(self, text: str, lang: str, out_wav: Path) -> Path:
+        """Write `text` spoken in `lang` as a mono PCM WAV at `out_wav`."""
+        ...
+
+
+def _split(spec: str) -> tuple[str, str]:
+    backend, _, arg = spec.strip().partition(":")
+    return backend.strip().lower(), arg.strip()
+
+
+def parse_voice_spec(spec: str) -> None:
+    """Check a `--voice` spec before any work; `InputError` saying what is wrong."""
+    backend, arg = _split(spec)
+    if backend not in BACKENDS:
+        raise InputError(f"unknown voice '{spec}' ({SPEC_HELP})")
+    if backend == "auto" and arg:
+        raise InputError(f"voice 'auto' takes no argument ({SPEC_HELP})")
+    if backend == "espeak" and arg and not has_voice(arg):
+        raise InputError(f"espeak-ng has no voice '{arg}' (see `espeak-ng --voices`)")
+    if backend == "coqui":
+        if not arg:
+            raise InputError(f"voice 'coqui:' needs a model name or directory ({SPEC_HELP})")
+        path = Path(arg).expanduser()
+        if path.is_dir():
+            if checkpoint_in(path) is None:
+                raise InputError(f"Coqui model directory {path} has no config.json and model.pth")
+        elif arg not in XTTS_ALIASES and arg not in known_model_names():
+            raise InputError(f"coqui:{arg}: no such model directory, and not a Coqui model name "
+                             f"(e.g. {XTTS_NAME})")
+
+
+def select_voice(spec: str, lang: str, models_dir: Path | None = None,
+                 reference_wav: Path | None = None) -> tuple[Voice, str]:
+    """The voice for `lang` and why it was chosen, e.g.
+    `(EspeakVoice, 'auto: no Coqui weights in /x/models/xtts-v2; espeak-ng voice es')`."""
+    parse_voice_spec(spec)
+    lang = languages.normalize(lang)
+    backend, arg = _split(spec)
+    models_dir = Path(models_dir) if models_dir is not None else config.models_dir()
+    reference = Path(reference_wav) if reference_wav is not None else None
+
+    if backend == "espeak":
+        voice = EspeakVoice(arg or voice_for(lang))
+        return voice, f"requested espeak-ng voice {voice.voice}"
+
+    if backend == "coqui":
+        model_dir = find_model(arg, models_dir)
+        voice = CoquiVoice(model_dir, reference if reference and reference.is_file() else None)
+        if not voice.speaks(lang):
+            raise InputError(f"Coqui model {model_dir} does not speak '{lang}' "
+                             f"(it speaks {', '.join(voice.languages)})")
+        cloning = "; cloning the source speaker" if voice.xtts and voice.reference_wav else ""
+        return voice, f"requested Coqui model {model_dir}{cloning}"
+
+    # auto: XTTS-v2 only where it can do its job fully offline, else espeak-ng.
+    xtts_dir = models_dir / XTTS_DIR
+    if checkpoint_in(xtts_dir) is None:
+        why = f"no Coqui weights in {xtts_dir}"
+    elif reference is None or not reference.is_file():
+        why = f"XTTS-v2 found in {xtts_dir} but no reference clip of the source speaker"
+    else:
+        voice = CoquiVoice(xtts_dir, reference)
+        if voice.xtts and voice.speaks(lang):
+            return voice, f"auto: XTTS-v2 found in {xtts_dir}; cloning the source speaker"
+        why = (f"XTTS-v2 in {xtts_dir} does not speak '{lang}'" if voice.xtts
+               else f"{xtts_dir} holds a Coqui model that is not XTTS")
+    espeak = EspeakVoice(voice_for(lang))
+    return espeak, f"auto: {why}; espeak-ng voice {espeak.voice}"

@@ -1,0 +1,171 @@
+"""Mixing the dub over the source's background, loudness-normalized (EBU R128).
+
+With no source-separation model offline, the background is the source itself with its
+speech band and level cut inside the source's speech (short fades, untouched elsewhere),
+so music and effects stay under the dub. The dub is set to the source's loudness (where
+the original voice sat), the background is ducked wherever the dub speaks, the dub is added, and the sum is normalized in two passes (measure, then one
+linear gain). The mix is exactly as long as the source.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import butter, sosfilt
+
+from polydub.errors import StageError
+from polydub.media import SAMPLE_RATE, ffmpeg, ffmpeg_log
+from polydub.segments import Segment
+
+LOUDNESS = -23.0  # LUFS, EBU R128 broadcast target
+TRUE_PEAK = -1.5  # dBTP
+LOUDNESS_RANGE = 11.0  # LU
+SILENCE = -70.0  # LUFS; R128's absolute gate, what ebur128 reports for silence
+
+SPEECH_BAND = (200.0, 4000.0)  # Hz removed from the source while its speaker talks
+SPEECH_CUT_DB = -10.0  # and the level of what remains there
+SPEECH_PAD = 0.05  # seconds added around each source line (transcript times are loose)
+SPEECH_FADE = 0.05  # seconds of fade into and out of the cut
+DUCK = "threshold=0.05:ratio=4:attack=20:release=300"  # background 6-10 dB down under the dub
+DUB_GAIN_LIMIT = 24.0  # dB; the dub is matched to the source's loudness within this
+BLOCK = 1 << 18  # samples processed at a time
+
+
+def loudness_stats(wav: Path, true_peak: bool = False) -> dict[str, float]:
+    """EBU R128 measurements of `wav`: I and thresh (LUFS), LRA (LU), and TP (dBTP) if asked."""
+    scan = "ebur128=framelog=verbose" + (":peak=true" if true_peak else "")
+    log = ffmpeg_log("-i", str(wav), "-map", "0:a:0", "-af", scan, "-f", "null", "-",
+                      what=f"measuring loudness of {Path(wav).name}")
+    summary = log[log.rfind("Summary:"):]
+    number = r"\s+(-?[\d.]+|-inf)"
+    found = {key: re.search(pattern + number, summary) for key, pattern in
+             (("I", "I:"), ("thresh", "I:.*\n\\s*Threshold:"), ("LRA", "LRA:"), ("TP", "Peak:"))}
+    if not found["I"]:
+        raise StageError(f"measuring loudness of {Path(wav).name} printed no result")
+    return {key: float(m.group(1)) for key, m in found.items() if m}
+
+
+def measure_loudness(wav: Path) -> float:
+    """Integrated loudness of `wav` in LUFS (EBU R128); -70.0 for silence."""
+    return max(SILENCE, loudness_stats(wav)["I"])
+
+
+def _cut_envelope(speech: list[Segment]) -> tuple[np.ndarray, np.ndarray]:
+    """Breakpoints (seconds, 0..1) of how much of the source is cut: 1 inside speech."""
+    spans = sorted((s.start - SPEECH_PAD, s.end + SPEECH_PAD) for s in speech if s.end > s.start)
+    merged: list[list[float]] = []
+    for a, b in spans:
+        if merged and a - merged[-1][1] < 2 * SPEECH_FADE:  # fades would overlap: one cut
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    xp = [t for a, b in merged for t in (a - SPEECH_FADE, a, b, b + SPEECH_FADE)]
+    fp = [g for _ in merged for g in (0.0, 1.0, 1.0, 0.0)]
+    return np.asarray(xp), np.asarray(fp)
+
+
+def suppress_speech(source_wav: Path, speech: list[Segment], out_wav: Path) -> Path:
+    """Write the source with its speech cut inside `speech`: float WAV, same rate and channels.
+
+    Inside a line the speech band is removed (band-stop) and the rest lowered by
+    SPEECH_CUT_DB; outside, the samples are untouched. Streams in blocks.
+    """
+    try:
+        src = sf.SoundFile(source_wav)
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        raise StageError(f"{source_wav}: cannot read the source audio ({exc})") from None
+    with src, sf.SoundFile(out_wav, "w", src.samplerate, src.channels, subtype="FLOAT",
+                           format="WAV") as dst:
+        rate = src.samplerate
+        band = (SPEECH_BAND[0], min(SPEECH_BAND[1], 0.45 * rate))
+        sos = butter(4, band, btype="bandstop", fs=rate, output="sos")
+        state = np.zeros((sos.shape[0], 2, src.channels))
+        xp, fp = _cut_envelope(speech)
+        level = 10 ** (SPEECH_CUT_DB / 20)
+        pos = 0
+        for block in src.blocks(BLOCK, dtype="float32", always_2d=True):
+            kept, state = sosfilt(sos, block, axis=0, zi=state)  # filter runs across blocks
+            t = np.arange(pos, pos + len(block)) / rate
+            cut = np.interp(t, xp, fp, left=0.0, right=0.0)[:, None] if len(xp) else 0.0
+            dst.write((block * (1 - cut) + cut * level * kept).astype(np.float32))
+            pos += len(block)
+    return Path(out_wav)
+
+
+def _exact_length(wav: Path, frames: int, out_wav: Path) -> Path:
+    """Copy `wav` to `out_wav` padded with silence or trimmed to exactly `frames` samples."""
+    with sf.SoundFile(wav) as src, sf.SoundFile(out_wav, "w", src.samplerate, src.channels,
+                                                subtype="PCM_16", format="WAV") as dst:
+        written = 0
+        for block in src.blocks(BLOCK, dtype="float32", always_2d=True):
+            block = block[: frames - written]
+            dst.write(np.clip(block, -1.0, 1.0))  # 16-bit: clip rather than wrap
+            written += len(block)
+            if written >= frames:
+                break
+        while written < frames:
+            n = min(BLOCK, frames - written)
+            dst.write(np.zeros((n, src.channels), np.float32))
+            written += n
+    return Path(out_wav)
+
+
+def mix(source_wav: Path, dub_wav: Path, speech: list[Segment], out_wav: Path,
+        loudness: float = LOUDNESS, sample_rate: int = SAMPLE_RATE) -> Path:
+    """Mix `dub_wav` over the background of `source_wav` into a 16-bit WAV at `sample_rate`.
+
+    `speech` are the source's own lines (seconds). The output is stereo if the source has
+    two or more channels, else mono, at `loudness` LUFS with peaks under TRUE_PEAK dBTP,
+    and exactly as many samples as the source has at `sample_rate`.
+    """
+    source_wav, dub_wav, out_wav = Path(source_wav), Path(dub_wav), Path(out_wav)
+    try:
+        info = sf.info(str(source_wav))
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        raise StageError(f"{source_wav}: cannot read the source audio ({exc})") from None
+    if not dub_wav.is_file():
+        raise StageError(f"{dub_wav}: dub track is missing")
+    frames = round(info.frames * sample_rate / info.samplerate)
+    layout = "stereo" if info.channels >= 2 else "mono"
+
+    # Put the dub where the original voice sat relative to the background.
+    src_lufs, dub_lufs = measure_loudness(source_wav), measure_loudness(dub_wav)
+    gain = 0.0
+    if src_lufs > SILENCE and dub_lufs > SILENCE:
+        gain = max(-DUB_GAIN_LIMIT, min(DUB_GAIN_LIMIT, src_lufs - dub_lufs))
+
+    out_wav.parent.mkdir(parents=True, exist_ok=True)
+    # Intermediates go beside the output: an hour of stereo float is 1.4 GB each, three of them.
+    with tempfile.TemporaryDirectory(prefix=".mix-", dir=out_wav.parent) as tmp:
+        background = suppress_speech(source_wav, speech, Path(tmp) / "background.wav")
+        premix = Path(tmp) / "premix.wav"
+        upmix = ",pan=stereo|c0=c0|c1=c0" if layout == "stereo" else ""
+        graph = (
+            f"[0:a]aresample={sample_rate},aformat=sample_fmts=flt:channel_layouts={layout}[bg];"
+            f"[1:a]aresample={sample_rate},aformat=sample_fmts=flt:channel_layouts=mono,"
+            f"volume={gain:.2f}dB{upmix},asplit=2[key][dub];"
+            f"[bg][key]sidechaincompress={DUCK}[ducked];"
+            f"[ducked][dub]amix=inputs=2:duration=first:normalize=0[out]"
+        )
+        ffmpeg("-i", str(background), "-i", str(dub_wav), "-filter_complex", graph,
+               "-map", "[out]", "-c:a", "pcm_f32le", str(premix), what="mixing the dub")
+
+        # Two passes: measure (ebur128: loudnorm's own first pass misreads short clips),
+        # then one linear gain; loudnorm limits dynamically only if the peaks demand it.
+        stats = loudness_stats(premix, true_peak=True)
+        normalized = Path(tmp) / "normalized.wav"
+        loudnorm = ""  # silence: nothing to normalize
+        if stats["I"] > SILENCE:
+            lra = min(50.0, max(LOUDNESS_RANGE, stats["LRA"]))  # keep the mix's own range
+            loudnorm = (f"loudnorm=I={loudness}:TP={TRUE_PEAK}:LRA={lra}:measured_I={stats['I']}"
+                        f":measured_TP={stats['TP']}:measured_LRA={stats['LRA']}"
+                        f":measured_thresh={stats['thresh']}:linear=true,")
+        # loudnorm works at 192 kHz: resample back and pin the layout.
+        ffmpeg("-i", str(premix), "-af",
+               f"{loudnorm}aresample={sample_rate},aformat=sample_fmts=flt:channel_layouts={layout}",
+               "-c:a", "pcm_f32le", str(normalized), what="normalizing loudness")
+        return _exact_length(normalized, frames, out_wav)

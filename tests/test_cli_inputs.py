@@ -1,0 +1,92 @@
+"""Bad usage and bad input: exit status 2, one line naming the problem, nothing produced.
+
+These run the real `dub` command; all of them fail before Prefect is imported.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import EXAMPLE
+
+
+def dub(*args: str, cwd: Path | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "polydub.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("bad")
+    files = {}
+    files["not_media"] = d / "notes.mp4"
+    files["not_media"].write_text("this is not a video\n" * 50)
+    files["empty"] = d / "empty.mp4"
+    files["empty"].write_bytes(b"")
+    files["truncated"] = d / "truncated.mp4"
+    files["truncated"].write_bytes(EXAMPLE.read_bytes()[:100_000])
+    files["no_audio"] = d / "silent_film.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(EXAMPLE), "-an", "-c", "copy", str(files["no_audio"])],
+                   check=True, timeout=60)
+    files["folder"] = d
+    return files
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("missing", "no such file"),
+    ("not_media", "not a media file"),
+    ("empty", "empty (zero length)"),
+    ("truncated", "truncated or corrupt"),
+    ("no_audio", "has no audio stream"),
+    ("folder", "is a directory"),
+])
+def test_bad_input_file_exits_2_with_one_line(bad_files, tmp_path, case, expected):
+    path = bad_files.get(case, tmp_path / "nope.mp4")
+    out = tmp_path / "out"
+    result = dub(str(path), "--langs", "es", "--out", str(out))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dub: error: "), result.stderr
+    assert expected in lines[0]
+    assert "Traceback" not in result.stderr
+    assert not out.exists()  # nothing started
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--langs", "es,xx"], "unknown language code 'xx'"),
+    (["--langs", ""], "at least one language"),
+    (["--langs", "es", "--lipsync", "maybe"], "--lipsync must be one of"),
+    (["--langs", "es", "--max-speed", "5"], "--max-speed"),
+    (["--langs", "es", "--voice", "festival"], "festival"),
+    (["--langs", "es", "--transcript", "/nonexistent.srt"], "no such file"),
+    (["--langs", "es", "--lipsync", "on"], "--lipsync on"),
+    (["--langs", "it", "--translator", "nosuchprovider"], "nosuchprovider"),
+    (["--bogus-flag"], "bogus-flag"),
+])
+def test_bad_usage_exits_2_before_any_work(tmp_path, args, expected):
+    out = tmp_path / "out"
+    result = dub(str(EXAMPLE), *args, "--out", str(out))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], result.stderr
+    assert not out.exists()
+
+
+def test_malformed_sidecar_is_named(tmp_path):
+    video = tmp_path / "clip.mp4"
+    shutil.copy(EXAMPLE, video)
+    (tmp_path / "clip.en.srt").write_text("1\n00:00:01,000 --> 00:00:xx,000\nHello\n")
+    result = dub(str(video), "--langs", "es", "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "clip.en.srt" in result.stderr and "subtitle" in result.stderr
+
+
+def test_show_unknown_job_exits_2(tmp_path):
+    result = dub("show", "424242", "--db", f"sqlite:///{tmp_path / 'c.db'}")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "dub: error: no job 424242 in the catalog"
