@@ -11,6 +11,7 @@ import pytest
 
 from polydub.errors import InputError
 from polydub.segments import Segment
+from tests.tiny_models import build_vits
 from polydub.tts import CoquiVoice, EspeakVoice, cut_reference, parse_voice_spec, select_voice
 
 SHORT = "Good morning."
@@ -31,31 +32,7 @@ def stream(path: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def vits_dir(tmp_path_factory) -> Path:
-    """A tiny VITS with random weights on plain characters (no phonemizer), saved like Coqui's
-    own models: model.pth + config.json."""
-    import torch
-    from TTS.tts.configs.shared_configs import CharactersConfig
-    from TTS.tts.configs.vits_config import VitsArgs, VitsConfig
-    from TTS.tts.models.vits import Vits
-
-    torch.manual_seed(0)
-    chars = CharactersConfig(
-        characters_class="TTS.tts.models.vits.VitsCharacters", pad="_", eos="", bos="", blank=None,
-        characters="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789' ",
-        punctuations="!,.?-;:", phonemes=None)
-    args = VitsArgs(
-        hidden_channels=16, hidden_channels_ffn_text_encoder=32, num_layers_text_encoder=1,
-        num_layers_flow=1, num_layers_posterior_encoder=1, resblock_type_decoder="2",
-        upsample_rates_decoder=[8, 8, 4], upsample_initial_channel_decoder=32,
-        upsample_kernel_sizes_decoder=[16, 16, 8], resblock_kernel_sizes_decoder=[3],
-        resblock_dilation_sizes_decoder=[[1, 3]], init_discriminator=False)
-    config = VitsConfig(model_args=args, use_phonemes=False, characters=chars,
-                        text_cleaner="multilingual_cleaners")
-    model = Vits(config)
-    out = tmp_path_factory.mktemp("vits")
-    torch.save({"model": model.state_dict()}, out / "model.pth")
-    config.save_json(str(out / "config.json"))
-    return out
+    return build_vits(tmp_path_factory.mktemp("vits"))
 
 
 @pytest.mark.parametrize("lang", ["en", "es", "fr", "de", "pt-br"])

@@ -20,7 +20,10 @@ from polydub.tasks.source import load_segments
 def publish(src: str | Path, dest: Path) -> Path:
     """Copy a finished file into the output folder atomically (never a half-written deliverable)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists() and os.path.samefile(src, dest):
+        return dest  # already published (a hard link to the cached file)
     tmp = dest.with_name(f".{dest.name}.part")
+    tmp.unlink(missing_ok=True)  # left by a crash
     try:
         os.link(src, tmp)  # same filesystem: instant, no extra space
     except OSError:

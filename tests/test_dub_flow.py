@@ -1,0 +1,185 @@
+"""The whole job through the real `dub` command, Prefect, ffmpeg, espeak-ng and the catalog.
+
+One dub of the bundled example is shared by the checks a user would make on its outputs;
+then a re-run (all cached) and one more language (only that language's stages run).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from polydub.segments import read_subtitles
+from tests.conftest import EXAMPLE
+
+LANGS = ["es", "fr", "de"]
+FRAME = 1 / 25  # the example's frame duration, seconds
+pytestmark = pytest.mark.slow
+
+
+def dub(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "polydub.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def ffprobe(path: Path) -> dict:
+    out = subprocess.run(["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams",
+                          str(path)], capture_output=True, text=True, timeout=60, check=True)
+    return json.loads(out.stdout)
+
+
+def video_md5(path: Path) -> str:
+    """MD5 of the video stream's packets: equal only if the stream was copied, not re-encoded."""
+    return subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:v:0", "-c", "copy", "-f", "md5",
+                           "-"], capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+
+
+def stages(job: int, db: str) -> list[dict]:
+    result = dub("show", str(job), "--db", db, "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["stages"]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """The example and its sidecars in a folder of their own."""
+    d = tmp_path_factory.mktemp("job")
+    for f in EXAMPLE.parent.glob(f"{EXAMPLE.stem}.*"):
+        shutil.copy(f, d / f.name)
+    return d
+
+
+@pytest.fixture(scope="module")
+def first_run(prefect_api, workdir, tmp_path_factory):
+    out = workdir / "out"
+    db = f"sqlite:///{workdir / 'catalog.db'}"
+    result = dub(str(workdir / EXAMPLE.name), "--langs", ",".join(LANGS), "--out", str(out), "--db", db,
+                 "--voice", "espeak", "--json")
+    assert result.returncode == 0, result.stderr
+    return result, json.loads(result.stdout), out, db
+
+
+def test_every_language_is_delivered_as_long_as_the_source(first_run):
+    _, report, out, _ = first_run
+    source = ffprobe(EXAMPLE)
+    src_duration = float(source["format"]["duration"])
+    for lang, tag in zip(LANGS, ["spa", "fra", "deu"]):
+        info = ffprobe(out / f"talking_head.{lang}.mp4")
+        kinds = [s["codec_type"] for s in info["streams"]]
+        assert kinds == ["video", "audio", "subtitle"]
+        audio = info["streams"][1]
+        assert audio["codec_name"] == "aac" and audio["tags"]["language"] == tag
+        assert info["streams"][2]["tags"]["language"] == tag
+        assert abs(float(info["format"]["duration"]) - src_duration) <= FRAME
+        assert abs(float(audio["duration"]) - src_duration) <= FRAME
+        assert "AI-dubbed" in info["format"]["tags"]["comment"]
+        assert report["languages"][lang]["status"] == "done"
+
+
+def test_video_stream_is_copied_not_reencoded(first_run):
+    _, _, out, _ = first_run
+    original = video_md5(EXAMPLE)
+    for lang in LANGS:
+        assert video_md5(out / f"talking_head.{lang}.mp4") == original
+
+
+def test_subtitles_are_the_approved_translations(first_run, workdir):
+    _, _, out, _ = first_run
+    for lang in LANGS:
+        approved = read_subtitles(workdir / f"talking_head.{lang}.srt")
+        for ext in ("srt", "vtt"):
+            got = read_subtitles(out / f"talking_head.{lang}.{ext}")
+            assert [s.text for s in got] == [s.text for s in approved]
+            assert [round(s.start, 3) for s in got] == [round(s.start, 3) for s in approved]
+
+
+def test_multitrack_file_holds_every_track_language_tagged(first_run):
+    _, report, out, _ = first_run
+    info = ffprobe(out / "talking_head.dubbed.mkv")
+    audio = [s for s in info["streams"] if s["codec_type"] == "audio"]
+    subs = [s for s in info["streams"] if s["codec_type"] == "subtitle"]
+    assert [s["tags"]["language"] for s in audio] == ["eng", "spa", "fre", "ger"]
+    assert [s["tags"]["language"] for s in subs] == ["eng", "spa", "fre", "ger"]
+    assert audio[0]["disposition"]["default"] == 1
+    assert abs(float(info["format"]["duration"]) - float(ffprobe(EXAMPLE)["format"]["duration"])) <= FRAME
+    assert report["multitrack"].endswith("talking_head.dubbed.mkv")
+
+
+def test_report_places_every_line_at_its_source_start(first_run, workdir):
+    _, _, out, _ = first_run
+    report = json.loads((out / "talking_head.report.json").read_text())
+    transcript = read_subtitles(workdir / "talking_head.en.srt")
+    for lang in LANGS:
+        entry = report["languages"][lang]
+        assert entry["backends"]["voice"] == "espeak"
+        assert entry["backends"]["translate"] == "approved translation"
+        assert entry["backends"]["lipsync"] == "skipped" and entry["backends"]["lipsync_reason"]
+        lines = entry["lines"]
+        assert len(lines) == len(transcript)
+        for line, source in zip(lines, transcript):
+            assert abs(line["start"] - source.start) <= 0.010
+            assert 1.0 <= line["speed"] <= 1.3
+
+
+def test_catalog_records_source_job_stages_and_outputs(first_run):
+    _, report, out, db = first_run
+    runs = stages(report["job"], db)
+    by_stage = {}
+    for run in runs:
+        by_stage.setdefault(run["stage"], []).append(run)
+    assert {r["status"] for r in by_stage["probe"] + by_stage["transcribe"]} == {"done"}
+    for stage in ("translate", "synthesize", "mix", "assemble"):
+        assert {r["lang"] for r in by_stage[stage]} >= set(LANGS)
+        assert {r["status"] for r in by_stage[stage]} == {"done"}
+    assert {r["status"] for r in by_stage["lipsync"]} == {"skipped"}
+    assert by_stage["transcribe"][0]["backend"] == "approved transcript"
+    listing = json.loads(dub("list", "--db", db, "--json").stdout)
+    assert listing[0]["id"] == report["job"] and listing[0]["status"] == "done"
+    shown = json.loads(dub("show", str(report["job"]), "--db", db, "--json").stdout)
+    kinds = sorted(o["kind"] for o in shown["outputs"])
+    assert kinds.count("video") == 3 and kinds.count("srt") == 3 and kinds.count("vtt") == 3
+    assert "multitrack" in kinds and "report" in kinds
+
+
+def test_rerun_of_unchanged_job_is_all_cached(first_run, workdir):
+    _, first, out, db = first_run
+    before = {p.name: p.read_bytes() for p in out.glob("*.mp4")}
+    result = dub(str(workdir / EXAMPLE.name), "--langs", ",".join(LANGS), "--out", str(out), "--db", db,
+                 "--voice", "espeak", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["job"] != first["job"]
+    statuses = {(r["stage"], r["lang"]): r["status"] for r in stages(report["job"], db)}
+    assert all(s == ("skipped" if stage == "lipsync" else "cached") for (stage, _), s in statuses.items()), statuses
+    assert {p.name: p.read_bytes() for p in out.glob("*.mp4")} == before
+
+
+def test_adding_a_language_runs_only_that_language(first_run, workdir, tmp_path):
+    _, _, out, db = first_run
+    translations = tmp_path / "approved"
+    translations.mkdir()
+    (translations / "talking_head.it.srt").write_text(
+        "1\n00:00:00,500 --> 00:00:02,800\nCiao e benvenuti al nostro nuovo prodotto.\n\n"
+        "2\n00:00:03,200 --> 00:00:05,600\nTi fa risparmiare tempo ogni giorno.\n\n"
+        "3\n00:00:06,000 --> 00:00:09,200\nProvalo oggi e dicci cosa ne pensi.\n", encoding="utf-8")
+    result = dub(str(workdir / EXAMPLE.name), "--langs", ",".join(LANGS + ["it"]), "--out", str(out),
+                 "--db", db, "--voice", "espeak", "--translations", str(translations), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    for run in stages(report["job"], db):
+        if run["stage"] == "lipsync":
+            assert run["status"] == "skipped"
+        elif run["lang"] == "it" or run["stage"] == "assemble" and run["lang"] is None:
+            assert run["status"] == "done", run  # the new language, and the multi-track file
+        else:
+            assert run["status"] == "cached", run
+    info = ffprobe(out / "talking_head.it.mp4")
+    assert info["streams"][1]["tags"]["language"] == "ita"
+    mkv = ffprobe(out / "talking_head.dubbed.mkv")
+    assert [s["tags"]["language"] for s in mkv["streams"] if s["codec_type"] == "audio"] == \
+        ["eng", "spa", "fre", "ger", "ita"]
