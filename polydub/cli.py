@@ -45,10 +45,12 @@ def _validate(plan) -> None:
     """Backends the plan needs must be usable: checked before any work starts."""
     from polydub.lipsync import lipsync_decision
 
-    if plan.voice != "auto":
-        from polydub.tts import parse_voice_spec
+    from polydub.tts import parse_voice_spec, select_voice
 
-        parse_voice_spec(plan.voice)
+    parse_voice_spec(plan.voice)
+    if not plan.voice.startswith("coqui"):
+        for lang in plan.langs:  # every language needs a voice: espeak-ng may lack one
+            select_voice(plan.voice, lang)
     if not plan.transcript:
         from polydub.transcribe import locate_model
 

@@ -67,6 +67,7 @@ def test_bad_input_file_exits_2_with_one_line(bad_files, tmp_path, case, expecte
     (["--langs", "es", "--lipsync", "on"], "--lipsync on"),
     (["--langs", "it", "--translator", "nosuchprovider"], "nosuchprovider"),
     (["--bogus-flag"], "bogus-flag"),
+    (["--langs", "es,tl", "--voice", "espeak"], "no voice for"),
 ])
 def test_bad_usage_exits_2_before_any_work(tmp_path, args, expected):
     out = tmp_path / "out"

@@ -1,0 +1,116 @@
+"""Glossary: terms that must come out of translation one fixed way, or untouched.
+
+A glossary maps a source term to its forced translation; an empty translation keeps the
+term verbatim (brand and product names). Terms are matched case-insensitively as whole
+words, swapped for numbered placeholders before text goes to a translator and swapped
+back afterwards, so every provider (remote or local) obeys the same glossary.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from pathlib import Path
+
+from polydub.errors import InputError
+
+# Brackets no subtitle uses and translators pass through as punctuation.
+PLACEHOLDER = "\u27e6{}\u27e7"  # ⟦0⟧
+_PLACEHOLDER = re.compile(r"\u27e6\s*(\d+)\s*\u27e7")
+_HEADERS = {("term", "translation"), ("source", "target")}
+
+
+def load_glossary(path: str | Path) -> dict[str, str]:
+    """Read a glossary: TSV/TXT (`term<TAB>translation`), CSV (`term,translation`) or JSON
+    (`{"term": "translation"}`). Blank lines and lines starting with `#` are skipped; a
+    missing or empty translation means keep the term verbatim."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read glossary ({exc})") from None
+    if path.suffix.lower() == ".json":
+        return _from_json(path, text)
+    delimiter = "," if path.suffix.lower() == ".csv" else "\t"
+    glossary: dict[str, str] = {}
+    for lineno, row in enumerate(csv.reader(io.StringIO(text), delimiter=delimiter), 1):
+        cells = [c.strip() for c in row]
+        if not cells or not any(cells) or cells[0].startswith("#"):
+            continue
+        if lineno == 1 and tuple(c.lower() for c in cells[:2]) in _HEADERS:
+            continue
+        if len(cells) > 2 or not cells[0]:
+            sep = "a comma" if delimiter == "," else "a tab"
+            raise InputError(f"{path}:{lineno}: expected 'term' {sep} 'translation', got {row!r}")
+        glossary[cells[0]] = cells[1] if len(cells) == 2 else ""
+    return glossary
+
+
+def _from_json(path: Path, text: str) -> dict[str, str]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and k.strip() and (v is None or isinstance(v, str)) for k, v in data.items()
+    ):
+        raise InputError(f'{path}: a JSON glossary must be an object {{"term": "translation"}}')
+    return {k.strip(): (v or "").strip() for k, v in data.items()}
+
+
+def term_pattern(glossary: dict[str, str]) -> re.Pattern | None:
+    """One case-insensitive whole-word pattern for all terms, longest first so that
+    `Acme Cloud` wins over `Acme`."""
+    terms = sorted({t for t in glossary if t.strip()}, key=len, reverse=True)
+    if not terms:
+        return None
+    alternatives = "|".join(re.escape(t) for t in terms)
+    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
+
+
+def protect(text: str, glossary: dict[str, str], pattern: re.Pattern | None) -> tuple[str, list[str]]:
+    """Swap glossary terms for placeholders. Returns the masked text and, per placeholder
+    number, what goes back in its place (the forced translation, or the term as written)."""
+    if pattern is None:
+        return text, []
+    lookup = {k.casefold(): v for k, v in glossary.items()}
+    replacements: list[str] = []
+
+    def swap(m: re.Match) -> str:
+        replacements.append(lookup.get(m.group(0).casefold()) or m.group(0))
+        return PLACEHOLDER.format(len(replacements) - 1)
+
+    return pattern.sub(swap, text), replacements
+
+
+def restore(text: str, replacements: list[str]) -> str | None:
+    """Put the glossary terms back; None when a placeholder was lost or invented."""
+    found = {int(n) for n in _PLACEHOLDER.findall(text)}
+    if found != set(range(len(replacements))):
+        return None
+    return _PLACEHOLDER.sub(lambda m: replacements[int(m.group(1))], text)
+
+
+def split_at_terms(text: str, pattern: re.Pattern | None) -> list[str]:
+    """The stretches of `text` between glossary terms (len = number of terms + 1)."""
+    return [text] if pattern is None else pattern.split(text)
+
+
+def join_at_terms(pieces: list[str], translated: list[str], replacements: list[str]) -> str:
+    """Rebuild a line from translated stretches and the glossary terms between them,
+    keeping a space wherever the source had one."""
+    out = []
+    for i, (piece, tr) in enumerate(zip(pieces, translated)):
+        lead = " " if piece[:1].isspace() else ""
+        trail = " " if piece[-1:].isspace() else ""
+        out.append(lead + tr.strip() + trail if tr.strip() else piece)
+        if i < len(replacements):
+            out.append(replacements[i])
+    return " ".join("".join(out).split())
+
+
+def has_words(masked: str) -> bool:
+    """Whether anything is left to translate once the placeholders are taken out."""
+    return bool(re.search(r"[^\W\d_]", _PLACEHOLDER.sub(" ", masked)))

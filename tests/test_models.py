@@ -1,0 +1,223 @@
+"""Model registry and resumable downloads, against a real HTTP server on localhost."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from polydub import models
+from polydub.errors import InputError, StageError
+from polydub.models import ModelFile, ModelSpec
+
+
+class RangeServer:
+    """Serves files from a folder with HTTP Range support, recording each request's
+    path and Range header. `ignore_range` answers 200 with the whole file; `stall_s`
+    waits before answering."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.requests: list[tuple[str, str | None]] = []
+        self.ignore_range = False
+        self.stall_s = 0.0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                rng = self.headers.get("Range")
+                server.requests.append((self.path, rng))
+                time.sleep(server.stall_s)
+                path = server.root / self.path.lstrip("/")
+                if not path.is_file():
+                    self.send_error(404, "Not Found")
+                    return
+                data = path.read_bytes()
+                m = re.fullmatch(r"bytes=(\d+)-", rng or "")
+                if m and not server.ignore_range:
+                    start = int(m.group(1))
+                    if start >= len(data):
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{len(data)}")
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                    data = data[start:]
+                else:
+                    self.send_response(200)
+                try:
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (the stalled-server test)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server(tmp_path):
+    root = tmp_path / "remote"
+    root.mkdir()
+    srv = RangeServer(root)
+    yield srv
+    srv.close()
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def tiny_model(server, monkeypatch):
+    """A two-file model on the local server: a checkpoint with a known sha256 and a
+    config without one."""
+    weights = os.urandom(3 * models.CHUNK_BYTES + 12345)
+    cfg = json.dumps({"dim": 16}).encode()
+    (server.root / "ckpt").mkdir()
+    (server.root / "ckpt" / "unet.pt").write_bytes(weights)
+    (server.root / "config.json").write_bytes(cfg)
+    spec = ModelSpec("tiny-test", "a test model", (
+        ModelFile(f"{server.url}/ckpt/unet.pt", "ckpt/unet.pt", sha256=sha(weights)),
+        ModelFile(f"{server.url}/config.json", "config.json", sha256=None),
+    ))
+    monkeypatch.setitem(models.REGISTRY, spec.name, spec)
+    return spec, weights, cfg
+
+
+def test_pull_downloads_verifies_and_writes_a_manifest(tiny_model, tmp_path):
+    spec, weights, cfg = tiny_model
+    seen = []
+    root = models.pull("tiny-test", tmp_path / "models", progress=lambda *a: seen.append(a))
+    assert root == tmp_path / "models" / "tiny-test"
+    assert (root / "ckpt" / "unet.pt").read_bytes() == weights
+    assert (root / "config.json").read_bytes() == cfg
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["files"]["ckpt/unet.pt"]["sha256"] == sha(weights)
+    assert manifest["files"]["config.json"]["sha256"] == sha(cfg)
+    assert seen[-1] == ("config.json", len(cfg), len(cfg))
+    assert ("ckpt/unet.pt", len(weights), len(weights)) in seen
+    assert not list(root.rglob("*.part"))
+    assert models.is_present("tiny-test", tmp_path / "models")
+    row = next(r for r in models.list_models(tmp_path / "models") if r["name"] == "tiny-test")
+    assert row["present"] and row["size"] == len(weights) + len(cfg)
+    assert row["path"] == str(root)
+
+
+def test_second_pull_downloads_nothing(tiny_model, server, tmp_path):
+    models.pull("tiny-test", tmp_path)
+    before = len(server.requests)
+    models.pull("tiny-test", tmp_path)
+    assert len(server.requests) == before
+
+
+def test_pull_resumes_a_partial_download_with_a_range_request(tiny_model, server, tmp_path):
+    spec, weights, _ = tiny_model
+    root = tmp_path / "tiny-test"
+    (root / "ckpt").mkdir(parents=True)
+    cut = len(weights) // 3
+    (root / "ckpt" / "unet.pt.part").write_bytes(weights[:cut])
+    assert not models.is_present("tiny-test", tmp_path)
+    models.pull("tiny-test", tmp_path)
+    assert ("/ckpt/unet.pt", f"bytes={cut}-") in server.requests
+    assert sha((root / "ckpt" / "unet.pt").read_bytes()) == spec.files[0].sha256
+    assert not (root / "ckpt" / "unet.pt.part").exists()
+
+
+def test_complete_part_file_is_finished_without_refetching(tiny_model, server, tmp_path):
+    _, weights, _ = tiny_model
+    (tmp_path / "tiny-test" / "ckpt").mkdir(parents=True)
+    (tmp_path / "tiny-test" / "ckpt" / "unet.pt.part").write_bytes(weights)
+    models.pull("tiny-test", tmp_path)  # the server answers 416 for a range past the end
+    assert (tmp_path / "tiny-test" / "ckpt" / "unet.pt").read_bytes() == weights
+
+
+def test_server_ignoring_range_restarts_from_zero(tiny_model, server, tmp_path):
+    _, weights, _ = tiny_model
+    server.ignore_range = True
+    (tmp_path / "tiny-test" / "ckpt").mkdir(parents=True)
+    (tmp_path / "tiny-test" / "ckpt" / "unet.pt.part").write_bytes(weights[:1000])
+    models.pull("tiny-test", tmp_path)
+    assert (tmp_path / "tiny-test" / "ckpt" / "unet.pt").read_bytes() == weights
+
+
+def test_checksum_mismatch_leaves_no_file(server, tmp_path, monkeypatch):
+    (server.root / "bad.pt").write_bytes(b"not the weights you are looking for")
+    spec = ModelSpec("bad-test", "", (ModelFile(f"{server.url}/bad.pt", "bad.pt", sha256="0" * 64),))
+    monkeypatch.setitem(models.REGISTRY, spec.name, spec)
+    with pytest.raises(StageError, match="bad.pt failed its sha256 check") as err:
+        models.pull("bad-test", tmp_path)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "bad-test" / "bad.pt").exists()
+    assert not (tmp_path / "bad-test" / "bad.pt.part").exists()
+    assert not models.is_present("bad-test", tmp_path)
+
+
+def test_http_error_is_one_line(server, tmp_path, monkeypatch):
+    spec = ModelSpec("gone-test", "", (ModelFile(f"{server.url}/missing.pt", "missing.pt"),))
+    monkeypatch.setitem(models.REGISTRY, spec.name, spec)
+    with pytest.raises(StageError, match=r"gone-test: downloading missing.pt failed: HTTP 404") as err:
+        models.pull("gone-test", tmp_path)
+    assert "\n" not in str(err.value)
+    assert len(server.requests) == 1  # a 404 is not retried
+
+
+def test_stalled_server_times_out(server, tmp_path, monkeypatch):
+    (server.root / "slow.pt").write_bytes(b"x" * 100)
+    spec = ModelSpec("slow-test", "", (ModelFile(f"{server.url}/slow.pt", "slow.pt"),))
+    monkeypatch.setitem(models.REGISTRY, spec.name, spec)
+    monkeypatch.setattr(models, "TIMEOUT_S", 0.2)
+    server.stall_s = 1.0
+    started = time.monotonic()
+    with pytest.raises(StageError, match="downloading slow.pt failed.*timed out"):
+        models.pull("slow-test", tmp_path)
+    assert time.monotonic() - started < 0.2 * models.DOWNLOAD_ATTEMPTS + 2
+    assert len(server.requests) == models.DOWNLOAD_ATTEMPTS
+
+
+def test_unknown_model_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="unknown model 'whisper-huge'.*whisper-tiny"):
+        models.pull("whisper-huge", tmp_path)
+    with pytest.raises(InputError):
+        models.model_dir("nope", tmp_path)
+
+
+def test_registry_matches_upstream_locations(tmp_path):
+    import whisper
+
+    expected = {"latentsync-1.5", "latentsync-1.6", "sd-vae-ft-mse", "xtts-v2", "whisper-tiny",
+                "whisper-base", "whisper-small", "whisper-medium", "whisper-large-v3"}
+    assert expected <= set(models.REGISTRY)
+    for size in ("tiny", "base", "small", "medium", "large-v3"):
+        (file,) = models.REGISTRY[f"whisper-{size}"].files
+        assert file.url == whisper._MODELS[size]
+        assert file.sha256 == whisper._MODELS[size].split("/")[-2] and len(file.sha256) == 64
+        assert file.path == f"{size}.pt"
+    latentsync = models.REGISTRY["latentsync-1.5"].files
+    assert [f.path for f in latentsync] == ["latentsync_unet.pt", "whisper/tiny.pt"]
+    assert latentsync[0].url == "https://huggingface.co/ByteDance/LatentSync-1.5/resolve/main/latentsync_unet.pt"
+    xtts = {f.path for f in models.REGISTRY["xtts-v2"].files}
+    assert xtts == {"config.json", "model.pth", "vocab.json", "speakers_xtts.pth", "dvae.pth", "mel_stats.pth"}
+    rows = models.list_models(tmp_path)
+    assert {r["name"] for r in rows} == set(models.REGISTRY)
+    assert not any(r["present"] for r in rows) and all(r["size"] == 0 for r in rows)
