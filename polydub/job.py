@@ -141,8 +141,8 @@ def plan_job(input: str | Path, langs: list[str] | str, out: str | Path | None =
             read_subtitles(hit)  # fail now, not mid-job, on a malformed file
             approved[code] = str(hit)
 
-    if glossary and not Path(glossary).expanduser().is_file():
-        raise InputError(f"--glossary {glossary}: no such file")
+    if glossary and not Path(glossary).expanduser().exists():
+        raise InputError(f"--glossary {glossary}: no such file or folder")
 
     return JobPlan(
         input=str(path.resolve()), name=stem,

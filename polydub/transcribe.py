@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import numpy as np
 
 from polydub import config
 from polydub.errors import InputError
+from polydub.loading import load_once
 from polydub.segments import Segment
 
 ASR_SAMPLE_RATE = 16_000  # whisper's input rate
 DEFAULT_MODEL = "base"
-
-_loaded: dict[str, object] = {}
-_lock = threading.Lock()
 
 
 def locate_model(spec: str, models_dir: Path | None = None) -> Path:
@@ -48,11 +45,8 @@ def load_model(path: Path, device: str | None = None):
     import whisper
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    key = f"{Path(path).resolve()}@{device}"
-    with _lock:
-        if key not in _loaded:
-            _loaded[key] = whisper.load_model(str(path), device=device)
-        return _loaded[key]
+    return load_once(("whisper", str(Path(path).resolve()), device),
+                     lambda: whisper.load_model(str(path), device=device))
 
 
 def transcribe(model, audio: np.ndarray, language: str | None = None) -> tuple[list[Segment], str]:

@@ -3,6 +3,9 @@ so the real loading code runs on them (nothing is downloaded)."""
 
 from __future__ import annotations
 
+import json
+import random
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -45,4 +48,48 @@ def build_vits(out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     torch.save({"model": Vits(config).state_dict()}, out / "model.pth")
     config.save_json(str(out / "config.json"))
+    return out
+
+
+WORDS = ("welcome to our product launch today we show the new features of the cloud platform "
+         "every team can use it to plan work share files and talk with customers in real time "
+         "the quick brown fox jumps over the lazy dog while music plays in the background").split()
+
+
+def build_tiny_marian(root: Path) -> Path:
+    """A MarianMT with d_model 16 and one layer each way, random weights, saved with its
+    tokenizer files (source.spm, target.spm, vocab.json)."""
+    import sentencepiece as spm
+    import torch
+    from transformers import MarianConfig, MarianMTModel, MarianTokenizer
+
+    work = root / "spm"
+    work.mkdir(parents=True)
+    rng = random.Random(0)
+    corpus = "\n".join(" ".join(rng.choice(WORDS) for _ in range(10)) for _ in range(300))
+    (work / "corpus.txt").write_text(corpus)
+    spm.SentencePieceTrainer.train(
+        input=str(work / "corpus.txt"), model_prefix=str(work / "sp"), vocab_size=64,
+        model_type="unigram", character_coverage=1.0, unk_id=0, eos_id=1, bos_id=-1, pad_id=-1,
+        minloglevel=2,
+    )
+    for name in ("source.spm", "target.spm"):
+        shutil.copy(work / "sp.model", work / name)
+    sp = spm.SentencePieceProcessor(model_file=str(work / "sp.model"))
+    vocab = {sp.id_to_piece(i): i for i in range(sp.get_piece_size())}
+    vocab["<pad>"] = len(vocab)
+    (work / "vocab.json").write_text(json.dumps(vocab))
+    tokenizer = MarianTokenizer(source_spm=str(work / "source.spm"),
+                                target_spm=str(work / "target.spm"), vocab=str(work / "vocab.json"))
+    config = MarianConfig(
+        vocab_size=len(vocab), d_model=16, encoder_layers=1, decoder_layers=1,
+        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
+        decoder_ffn_dim=32, max_position_embeddings=128, pad_token_id=vocab["<pad>"],
+        eos_token_id=vocab["</s>"], decoder_start_token_id=vocab["<pad>"],
+        forced_eos_token_id=vocab["</s>"],
+    )
+    torch.manual_seed(0)
+    out = root / "tiny-marian"
+    MarianMTModel(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
     return out

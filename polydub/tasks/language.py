@@ -23,6 +23,17 @@ def _segments_hash(result: StageResult) -> str:
     return cache.file_hash(result.file(SEGMENTS))
 
 
+def glossary_for(glossary: str | None, lang: str) -> Path | None:
+    """`--glossary FILE` applies to every language; `--glossary DIR` holds `<lang>.tsv|csv|json`."""
+    if not glossary:
+        return None
+    path = Path(glossary)
+    if path.is_file():
+        return path
+    return next((path / f"{lang}{ext}" for ext in (".tsv", ".csv", ".json") if (path / f"{lang}{ext}").is_file()),
+                None)
+
+
 @task(name="translate", cache_policy=NONE)
 def translate_lang(ctx: JobContext, plan: JobPlan, transcript: StageResult, lang: str) -> StageResult:
     """Translated segments on the source timeline: approved lines as they are, else a provider."""
@@ -40,7 +51,8 @@ def translate_lang(ctx: JobContext, plan: JobPlan, transcript: StageResult, lang
     from polydub import translate
 
     translator = translate.make_translator(plan.translator)
-    glossary = translate.load_glossary(plan.glossary) if plan.glossary else None
+    glossary_file = glossary_for(plan.glossary, lang)
+    glossary = translate.load_glossary(glossary_file) if glossary_file else None
     source_lang = transcript.meta.get("language") or plan.source_lang or "auto"
 
     def build(folder: Path) -> dict:
@@ -51,7 +63,7 @@ def translate_lang(ctx: JobContext, plan: JobPlan, transcript: StageResult, lang
 
     key = cache.stage_key("translate", segments=_segments_hash(transcript), source=source_lang,
                           lang=lang, translator=translator.name, version=translator.version,
-                          glossary=cache.file_hash(plan.glossary) if plan.glossary else None)
+                          glossary=cache.file_hash(glossary_file) if glossary_file else None)
     return run_stage(ctx, "translate", lang, key, build, backend=translator.name,
                      model_version=translator.version)
 

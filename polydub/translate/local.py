@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from polydub import config, languages
+from polydub.loading import load_once
 from polydub.errors import InputError, StageError
 
 BATCH_SIZE = 16          # lines per generate() call
@@ -110,17 +111,21 @@ class LocalTranslator:
     def _load(self):
         if self._model is None:
             import torch
-            from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
             self.device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
-            try:
-                self._tokenizer = AutoTokenizer.from_pretrained(self.reference)
-                model = AutoModelForSeq2SeqLM.from_pretrained(self.reference)
-            except Exception as exc:
-                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                raise StageError(f"cannot load translation model {self.reference}: {reason}") from exc
-            self._model = model.to(self.device).eval()
+            self._model, self._tokenizer = load_once(("translate", self.reference, self.device), self._build)
         return self._model, self._tokenizer
+
+    def _build(self):
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(self.reference)
+            model = AutoModelForSeq2SeqLM.from_pretrained(self.reference)
+        except Exception as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise StageError(f"cannot load translation model {self.reference}: {reason}") from exc
+        return model.to(self.device).eval(), tokenizer
 
     def _language_setup(self, source: str, target: str) -> tuple[str, int | None]:
         """(prefix for each input line, forced first token id) for this language pair."""
@@ -167,8 +172,11 @@ class LocalTranslator:
         with torch.inference_mode():
             for start in range(0, len(order), BATCH_SIZE):
                 idx = order[start : start + BATCH_SIZE]
+                # Never feed more tokens than the model has positions (a saved tokenizer may
+                # not know its model's limit).
                 batch = tok([prefix + texts[i] for i in idx], return_tensors="pt", padding=True,
-                            truncation=True).to(self.device)
+                            truncation=True, max_length=min(tok.model_max_length, max_positions)
+                            ).to(self.device)
                 n_in = batch["input_ids"].shape[1]
                 limit = int(n_in * MAX_NEW_TOKENS_PER_INPUT_TOKEN) + MAX_NEW_TOKENS_EXTRA
                 kwargs = {"max_new_tokens": min(limit, MAX_NEW_TOKENS_CAP, max_positions - 2),

@@ -20,6 +20,7 @@ import numpy as np
 import soundfile as sf
 
 from polydub.errors import InputError, StageError
+from polydub.loading import load_once
 from polydub.tts.espeak import write_silence
 
 XTTS_NAME = "tts_models/multilingual/multi-dataset/xtts_v2"
@@ -164,8 +165,6 @@ def _xtts_accepts_transformers_cache() -> None:
     GPT2InferenceModel.forward = forward_with_cache
 
 
-_LOADED: dict[tuple[str, bool], _Loaded] = {}
-_LOADED_LOCK = threading.Lock()
 
 
 def load(model_dir: Path) -> _Loaded:
@@ -173,26 +172,26 @@ def load(model_dir: Path) -> _Loaded:
     import torch
 
     use_cuda = torch.cuda.is_available()
-    key = (str(model_dir), use_cuda)
-    with _LOADED_LOCK:
-        if key not in _LOADED:
-            from TTS.utils.synthesizer import Synthesizer
 
-            # COQUI_TOS_AGREED is left alone: it only answers the licence prompt of a
-            # download, and the person who pulled these weights answered it then.
-            checkpoint = checkpoint_in(model_dir)
-            # XTTS loads itself from its directory (vocab.json, speakers_xtts.pth beside it).
-            target = model_dir if is_xtts(model_dir) else checkpoint
-            if is_xtts(model_dir):
-                _xtts_accepts_transformers_cache()
-            try:
-                synth = Synthesizer(tts_checkpoint=target, tts_config_path=model_dir / "config.json",
-                                    use_cuda=use_cuda)
-            except Exception as exc:  # noqa: BLE001 - any load failure is one line for the user
-                raise StageError(f"could not load Coqui model {model_dir}: "
-                                 f"{type(exc).__name__}: {exc}".splitlines()[0]) from None
-            _LOADED[key] = _Loaded(synth)
-        return _LOADED[key]
+    def build() -> _Loaded:
+        from TTS.utils.synthesizer import Synthesizer
+
+        # COQUI_TOS_AGREED is left alone: it only answers the licence prompt of a
+        # download, and the person who pulled these weights answered it then.
+        checkpoint = checkpoint_in(model_dir)
+        # XTTS loads itself from its directory (vocab.json, speakers_xtts.pth beside it).
+        target = model_dir if is_xtts(model_dir) else checkpoint
+        if is_xtts(model_dir):
+            _xtts_accepts_transformers_cache()
+        try:
+            synth = Synthesizer(tts_checkpoint=target, tts_config_path=model_dir / "config.json",
+                                use_cuda=use_cuda)
+        except Exception as exc:  # noqa: BLE001 - any load failure is one line for the user
+            raise StageError(f"could not load Coqui model {model_dir}: "
+                             f"{type(exc).__name__}: {exc}".splitlines()[0]) from None
+        return _Loaded(synth)
+
+    return load_once(("coqui", str(Path(model_dir).resolve()), use_cuda), build)
 
 
 def _fingerprint(path: Path) -> str:

@@ -1,0 +1,82 @@
+"""The model-backed path of the flow, offline: an audio-only input with no transcript is
+transcribed by whisper, translated by a local Marian model and voiced by a Coqui VITS
+(all tiny random-weight models built here), with the catalog in PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import EXAMPLE
+from tests.tiny_models import build_tiny_marian, build_vits, build_whisper
+
+pytestmark = pytest.mark.slow
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture(scope="module")
+def pg_url():
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    engine = sqlalchemy.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    name = f"polydub_flow_{uuid.uuid4().hex[:8]}"
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # no server here
+        pytest.skip(f"PostgreSQL not reachable at 127.0.0.1:5432 ({type(exc).__name__})")
+    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    with engine.connect() as conn:
+        conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
+
+
+def ffprobe(path: Path) -> dict:
+    out = subprocess.run(["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams",
+                          str(path)], capture_output=True, text=True, timeout=60, check=True)
+    return json.loads(out.stdout)
+
+
+def test_audio_only_with_whisper_marian_and_coqui_into_postgres(prefect_api, pg_url, tmp_path):
+    audio = tmp_path / "podcast.m4a"  # no sidecars beside it: whisper must transcribe
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(EXAMPLE), "-vn", "-c:a", "copy", str(audio)],
+                   check=True, timeout=60)
+    whisper_ckpt = build_whisper(tmp_path / "models" / "tiny.pt")
+    marian = build_tiny_marian(tmp_path / "marian")
+    vits = build_vits(tmp_path / "vits")
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "polydub.cli", str(audio), "--langs", "es,fr", "--source-lang", "en",
+         "--asr-model", str(whisper_ckpt), "--translator", f"local:{marian}", "--voice", f"coqui:{vits}",
+         "--out", str(out), "--db", pg_url, "--json"],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    src_duration = float(ffprobe(audio)["format"]["duration"])
+    for lang, tag in (("es", "spa"), ("fr", "fra")):
+        info = ffprobe(out / f"podcast.{lang}.m4a")
+        assert [s["codec_type"] for s in info["streams"]][0] == "audio"
+        assert info["streams"][0]["tags"]["language"] == tag
+        assert abs(float(info["format"]["duration"]) - src_duration) <= 0.04
+        assert (out / f"podcast.{lang}.srt").exists() and (out / f"podcast.{lang}.vtt").exists()
+        entry = report["languages"][lang]
+        assert entry["backends"]["voice"] == "coqui"
+        assert entry["backends"]["translate"].startswith("local:")
+        assert entry["backends"]["lipsync"] == "skipped"
+    mka = ffprobe(out / "podcast.dubbed.mka")
+    audio_tags = [s["tags"]["language"] for s in mka["streams"] if s["codec_type"] == "audio"]
+    assert audio_tags == ["eng", "spa", "fre"]
+
+    shown = subprocess.run([sys.executable, "-m", "polydub.cli", "show", str(report["job"]), "--db", pg_url,
+                            "--json"], capture_output=True, text=True, timeout=120)
+    job = json.loads(shown.stdout)
+    transcribe = [s for s in job["stages"] if s["stage"] == "transcribe"][0]
+    assert transcribe["backend"] == "whisper" and transcribe["status"] == "done"
+    assert "tiny.pt" in transcribe["model_version"]
+    lipsync = [s for s in job["stages"] if s["stage"] == "lipsync"]
+    assert {s["status"] for s in lipsync} == {"skipped"}
+    assert job["source"]["has_video"] is False
