@@ -1,0 +1,261 @@
+"""The face path: track one face through a video, align it to the LatentSync template, paste back.
+
+MediaPipe Face Mesh gives 478 landmarks per face (pixels). Three anchors (centre of the
+image-left eyebrow, of the image-right eyebrow, of the nose) are mapped by a similarity
+transform onto the template; the crop (75r x 100r, r = res/256 * 2.8) is resized to res x res.
+A track holds, per frame, the 2x3 matrix from frame pixels to aligned-face pixels (crop and
+resize composed, so a face is warped once) and which face track the frame belongs to
+(-1: no face). It is computed once per video and saved as a small .npz.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from polydub.errors import StageError
+
+# Face Mesh landmark groups (image-left / image-right eyebrow for a frontal, unmirrored face)
+LEFT_EYEBROW = (70, 63, 105, 66, 107, 46, 53, 52, 65, 55)
+RIGHT_EYEBROW = (300, 293, 334, 296, 336, 276, 283, 282, 295, 285)
+NOSE = (168, 6, 197, 195, 5, 4, 98, 97, 2, 326, 327)
+
+TEMPLATE = np.array([[17.0, 20.0], [58.0, 20.0], [37.5, 40.0]])  # anchors, in units of r
+CROP = (75.0, 100.0)  # crop width, height in units of r
+TEMPLATE_SCALE = 2.8  # r at res 256
+
+MAX_FACES = 4  # faces Face Mesh looks for; we keep one
+IOU_MIN = 0.3  # the tracked face is the one overlapping its last box at least this much
+PATIENCE = 5  # frames the tracked face may be missing before another face may take over
+SMOOTH_SIGMA = 1.0  # frames; centred Gaussian over the anchors of each contiguous run
+BORDER_VALUE = (127, 127, 127)  # grey outside the frame, as the models were trained with
+
+
+def template(res: int) -> np.ndarray:
+    """The three anchors in crop pixels, (3, 2)."""
+    return TEMPLATE * (res / 256 * TEMPLATE_SCALE)
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """The 2x3 similarity (rotation, uniform scale, translation) taking `src` (K, 2) to `dst`.
+
+    Centre both sets, divide each by its std, SVD of the cross-covariance, rotation with the
+    reflection fixed, scale = ratio of stds.
+    """
+    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    c1, c2 = src.mean(0), dst.mean(0)
+    p1, p2 = src - c1, dst - c2
+    s1, s2 = p1.std(), p2.std()
+    u, _, vt = np.linalg.svd((p1 / s1).T @ (p2 / s2))
+    d = np.sign(np.linalg.det(u @ vt))
+    rotation = (u @ np.diag([1.0, d]) @ vt).T
+    scale = s2 / s1
+    return np.hstack([scale * rotation, (c2 - scale * rotation @ c1)[:, None]])
+
+
+def align_matrix(anchors: np.ndarray, res: int) -> np.ndarray:
+    """2x3 matrix from frame pixels to the res x res aligned face, for anchors (3, 2)."""
+    crop = similarity_transform(anchors, template(res))
+    r = res / 256 * TEMPLATE_SCALE
+    resize = np.diag([res / (CROP[0] * r), res / (CROP[1] * r)])  # non-uniform, crop -> res x res
+    return np.hstack([resize @ crop[:, :2], resize @ crop[:, 2:]])
+
+
+def anchors_of(landmarks: np.ndarray) -> np.ndarray:
+    """The three anchors (3, 2) of one face's landmarks (478, 2) in pixels."""
+    return np.stack([landmarks[list(g)].mean(0) for g in (LEFT_EYEBROW, RIGHT_EYEBROW, NOSE)])
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    x0, y0 = np.maximum(a[:2], b[:2])
+    x1, y1 = np.minimum(a[2:], b[2:])
+    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    return inter / max(_area(a) + _area(b) - inter, 1e-9)
+
+
+def _area(box: np.ndarray) -> float:
+    return float((box[2] - box[0]) * (box[3] - box[1]))
+
+
+class FaceMesh:
+    """MediaPipe Face Mesh over RGB uint8 frames; `detect(frame)` -> list of (478, 2) pixels."""
+
+    def __init__(self, video: bool = True, max_faces: int = MAX_FACES):
+        import mediapipe as mp  # heavy import, only where faces are detected
+
+        self._mesh = mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=not video, max_num_faces=max_faces, refine_landmarks=True,
+            min_detection_confidence=0.5, min_tracking_confidence=0.5)
+
+    def detect(self, frame: np.ndarray) -> list[np.ndarray]:
+        h, w = frame.shape[:2]
+        result = self._mesh.process(np.ascontiguousarray(frame))
+        return [np.array([(p.x * w, p.y * h) for p in face.landmark])
+                for face in result.multi_face_landmarks or []]
+
+    def close(self) -> None:
+        self._mesh.close()
+
+    def __enter__(self) -> FaceMesh:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@dataclass
+class FaceTrack:
+    """Per frame: `matrices` (N, 2, 3) frame -> aligned res x res, `track_id` (N,) (-1: no face)."""
+
+    matrices: np.ndarray
+    track_id: np.ndarray
+    res: int
+
+    @property
+    def has_face(self) -> np.ndarray:
+        return self.track_id >= 0
+
+    def __len__(self) -> int:
+        return len(self.track_id)
+
+    def at_res(self, res: int) -> FaceTrack:
+        """The same track for another face resolution (the template scales with res)."""
+        return FaceTrack(self.matrices * (res / self.res), self.track_id, res)
+
+    def save(self, path: str | Path) -> Path:
+        """Write atomically (a crash leaves no half-written cache)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, matrices=self.matrices, track_id=self.track_id, has_face=self.has_face,
+                 res=np.int64(self.res))
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> FaceTrack:
+        try:
+            with np.load(path) as data:
+                return cls(data["matrices"], data["track_id"], int(data["res"]))
+        except (OSError, KeyError, ValueError) as exc:
+            raise StageError(f"{path}: not a face track ({exc})") from None
+
+
+def smooth_anchors(anchors: np.ndarray, sigma: float = SMOOTH_SIGMA) -> np.ndarray:
+    """Centred Gaussian smoothing over time of one run's anchors (n, 3, 2); no lag, edges renormalised.
+
+    sigma <= 0 falls back to the reference's causal blend (0.2 previous, 0.8 current).
+    """
+    if len(anchors) < 2:
+        return anchors
+    if sigma <= 0:
+        out = anchors.copy()
+        for i in range(1, len(out)):
+            out[i] = 0.2 * out[i - 1] + 0.8 * anchors[i]
+        return out
+    radius = int(np.ceil(3 * sigma))
+    t = np.arange(len(anchors))
+    weights = np.exp(-0.5 * ((t[:, None] - t[None, :]) / sigma) ** 2)
+    weights[np.abs(t[:, None] - t[None, :]) > radius] = 0
+    weights /= weights.sum(1, keepdims=True)
+    return np.einsum("ij,jkl->ikl", weights, anchors)
+
+
+def _runs(track_id: np.ndarray) -> list[tuple[int, int]]:
+    """Contiguous [start, end) runs of frames with the same face track (no-face frames excluded)."""
+    runs, start = [], 0
+    for i in range(1, len(track_id) + 1):
+        if i == len(track_id) or track_id[i] != track_id[start]:
+            if track_id[start] >= 0:
+                runs.append((start, i))
+            start = i
+    return runs
+
+
+def track_face(frames: Iterable[np.ndarray], res: int, sigma: float = SMOOTH_SIGMA,
+               mesh: FaceMesh | None = None) -> FaceTrack:
+    """Track one face through RGB uint8 frames (H, W, 3) and return its alignment per frame.
+
+    Several faces: the largest is chosen, then followed by box overlap so the track does not
+    jump to another person; only after it has been missing for `PATIENCE` frames may the
+    largest face start a new track. Frames without the tracked face get track id -1.
+    """
+    own = mesh is None
+    mesh = mesh or FaceMesh(video=True)
+    anchors, ids = [], []
+    box, track, missing = None, -1, 0
+    try:
+        for frame in frames:
+            faces = mesh.detect(frame)
+            boxes = [np.concatenate([f.min(0), f.max(0)]) for f in faces]
+            pick = None
+            if boxes and box is not None:
+                overlaps = [_iou(box, b) for b in boxes]
+                if max(overlaps) >= IOU_MIN:
+                    pick = int(np.argmax(overlaps))
+            if pick is None and boxes and (box is None or missing >= PATIENCE):
+                pick = int(np.argmax([_area(b) for b in boxes]))
+                track += 1
+            if pick is None:
+                missing += 1
+                anchors.append(np.zeros((3, 2)))
+                ids.append(-1)
+                continue
+            box, missing = boxes[pick], 0
+            anchors.append(anchors_of(faces[pick]))
+            ids.append(track)
+    finally:
+        if own:
+            mesh.close()
+    track_id = np.array(ids, dtype=np.int64)
+    points = np.array(anchors, dtype=np.float64).reshape(-1, 3, 2)
+    matrices = np.zeros((len(track_id), 2, 3))
+    for start, end in _runs(track_id):
+        for i, a in enumerate(smooth_anchors(points[start:end], sigma)):
+            matrices[start + i] = align_matrix(a, res)
+    return FaceTrack(matrices, track_id, res)
+
+
+def align_face(frame: np.ndarray, matrix: np.ndarray, res: int) -> np.ndarray:
+    """The aligned face (res, res, 3) uint8 of an RGB frame."""
+    return cv2.warpAffine(frame, np.asarray(matrix, np.float64), (res, res), flags=cv2.INTER_CUBIC,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=BORDER_VALUE)
+
+
+def paste_back(frame: np.ndarray, face: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Warp an aligned face (res, res, 3) back into the frame (H, W, 3) uint8 and blend softly.
+
+    The blend mask is the warped face area, eroded by ~sqrt(area)/20 and Gaussian-blurred, so
+    the seam fades over the edge of the crop; pixels outside the crop are left bit-identical.
+    """
+    h, w = frame.shape[:2]
+    res = face.shape[0]
+    inverse = cv2.invertAffineTransform(np.asarray(matrix, np.float64))
+    # work only in the box around the face's footprint (with a margin): much cheaper on big frames
+    corners = cv2.transform(np.array([[[-1.0, -1.0], [res, -1.0], [-1.0, res], [res, res]]]), inverse)[0]
+    x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - 2, 0)
+    x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 3, [w, h])
+    out = frame.copy()
+    if x1 <= x0 or y1 <= y0:
+        return out
+    inverse[:, 2] -= (x0, y0)
+    size = (int(x1 - x0), int(y1 - y0))
+    restored = cv2.warpAffine(face, inverse, size, flags=cv2.INTER_CUBIC)
+    area = cv2.warpAffine(np.ones((res, res), np.float32), inverse, size)
+    area = cv2.erode(area, np.ones((3, 3), np.uint8))  # drop the interpolated rim
+    edge = int(float(area.sum()) ** 0.5) // 20
+    if edge > 0:
+        # odd kernels shrink and blur symmetrically, so the blend never leaves the crop
+        area = cv2.erode(area, np.ones((2 * edge + 1, 2 * edge + 1), np.uint8))
+        area = cv2.GaussianBlur(area, (2 * edge + 1, 2 * edge + 1), 0)
+    region = out[y0:y1, x0:x1]
+    inside = area > 0
+    alpha = area[inside][:, None]
+    blended = alpha * restored[inside].astype(np.float32) + (1 - alpha) * region[inside].astype(np.float32)
+    region[inside] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    return out

@@ -1,0 +1,233 @@
+"""LatentSync inference: VAE-encode the aligned faces once, run the DDIM denoising loop for
+every language at once, decode and composite the regenerated lower face.
+
+Pixel tensors are (F, 3, res, res) in [-1, 1]; latents are (F, 4, res/8, res/8) scaled by
+LATENT_SCALE. Everything a caller keeps (face latents, results) lives on the CPU, so device
+memory does not grow with the length of the video.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from polydub.errors import InputError
+from polydub.lipsync.unet import LipSyncUNet
+
+MANIFEST = Path(__file__).parent / "assets" / "unet_state_dict_manifest.json"
+LATENT_SCALE = 0.18215  # Stable Diffusion VAE scaling factor (shift 0)
+VAE_DOWNSCALE = 8
+LATENT_CHANNELS = 4
+AUDIO_SHAPE = (50, 384)  # per frame: 10 whisper positions x 5 layers, 384 features
+VAE_FRAMES = 8  # frames per VAE encode/decode call, bounds the VAE's activation memory
+SCHEDULER = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012,
+             "num_train_timesteps": 1000, "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1,
+             "prediction_type": "epsilon", "timestep_spacing": "leading"}  # DDIM, eta 0
+
+
+def unet_config() -> dict:
+    """The `model:` config of LatentSync 1.5/1.6 (both share the architecture)."""
+    return json.loads(MANIFEST.read_text())["config"]
+
+
+def load_unet(path: Path, config: dict | None = None, device="cpu", dtype=torch.float32) -> LipSyncUNet:
+    """Load `latentsync_unet.pt` ({"global_step", "state_dict"}); every key must match."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"LatentSync UNet checkpoint not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as e:
+        raise InputError(f"cannot read LatentSync UNet checkpoint {path}: {e}") from None
+    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict):
+        raise InputError(f"{path} is not a LatentSync UNet checkpoint (no 'state_dict')")
+    with torch.device("meta"):  # no time or memory spent on weights that are overwritten
+        unet = LipSyncUNet.from_config(config or unet_config())
+    expected = {k: tuple(v.shape) for k, v in unet.state_dict().items()}
+    missing = sorted(expected.keys() - state.keys())
+    unexpected = sorted(state.keys() - expected.keys())
+    wrong = sorted(k for k in expected.keys() & state.keys() if tuple(state[k].shape) != expected[k])
+    if missing or unexpected or wrong:
+        problems = [f"{len(keys)} {what} (first: {keys[0]})"
+                    for what, keys in (("missing keys", missing), ("unexpected keys", unexpected),
+                                       ("wrong shapes", wrong)) if keys]
+        raise InputError(f"{path} does not match the LatentSync UNet config: {', '.join(problems)}")
+    unet.load_state_dict(state, strict=True, assign=True)
+    return unet.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def load_vae(path_or_dir):
+    """The Stable Diffusion VAE (`stabilityai/sd-vae-ft-mse`) from a local diffusers folder
+    (config.json + weights), or a weights file inside one."""
+    from diffusers import AutoencoderKL
+
+    path = Path(path_or_dir)
+    folder = path.parent if path.is_file() else path
+    if not (folder / "config.json").is_file():
+        raise InputError(f"VAE not found: {path} (expected a diffusers folder with config.json)")
+    try:
+        return AutoencoderKL.from_pretrained(folder, local_files_only=True).eval().requires_grad_(False)
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot load the VAE from {folder}: {str(e).splitlines()[0]}") from None
+
+
+@dataclass
+class FaceLatents:
+    """The audio-independent UNet inputs of one chunk of aligned faces, computed once per
+    chunk and shared by every language. On the CPU, float32."""
+
+    masked: Tensor  # (F, 4, h, w) latents of the aligned faces * mask, scaled by LATENT_SCALE
+    reference: Tensor  # (F, 4, h, w) latents of the aligned faces (the reference frames)
+    mask: Tensor  # (1, 1, h, w) the mask at latent resolution, 1 = keep
+
+
+class LipSyncPipeline:
+    """Denoises the lower face of a chunk of aligned faces for several languages at once.
+
+    Each step runs one UNet batch of 2 x languages items (CFG: zero audio, then the
+    language's audio), split into calls of at most `max_batch` items (and halved again
+    if the device runs out of memory). `deep_cache=N > 1` runs the full UNet on every N-th
+    step and only its shallowest layers in between (see LipSyncUNet).
+    """
+
+    def __init__(self, unet: LipSyncUNet, vae, mask: Tensor, num_steps: int = 20, guidance_scale: float = 1.5,
+                 deep_cache: int = 0, device="cpu", dtype=torch.float32, max_batch: int | None = None):
+        from diffusers import DDIMScheduler
+
+        if mask.ndim != 4 or mask.shape[:2] != (1, 1) or mask.shape[2] % VAE_DOWNSCALE:
+            raise ValueError(f"mask must be (1, 1, res, res) with res a multiple of 8, got {tuple(mask.shape)}")
+        self.device, self.dtype = torch.device(device), dtype
+        self.unet = unet.to(device=self.device, dtype=dtype).eval().requires_grad_(False)
+        if vae.dtype != dtype:  # diffusers warns about every cast, even a no-op one
+            vae = vae.to(dtype=dtype)
+        self.vae = vae.to(device=self.device).eval().requires_grad_(False)
+        self.mask = mask.detach().float().cpu()
+        self.guidance_scale = guidance_scale
+        self.deep_cache = deep_cache
+        self.max_batch = max_batch
+        self.scheduler = DDIMScheduler(**SCHEDULER)
+        self.scheduler.set_timesteps(num_steps)
+        self.timesteps = [int(t) for t in self.scheduler.timesteps]
+
+    @torch.no_grad()
+    def prepare_faces(self, faces: Tensor, generator: torch.Generator | None = None) -> FaceLatents:
+        """faces (F, 3, res, res) in [-1, 1] -> their latents and the masked faces' latents
+        (a posterior sample, like the reference)."""
+        res = self.mask.shape[-1]
+        if faces.ndim != 4 or faces.shape[1:] != (3, res, res):
+            raise ValueError(f"faces must be (F, 3, {res}, {res}), got {tuple(faces.shape)}")
+        faces = faces.detach().float().cpu()
+        masked = self._encode(faces * self.mask, generator)
+        reference = self._encode(faces, generator)
+        mask = F.interpolate(self.mask, size=(res // VAE_DOWNSCALE, res // VAE_DOWNSCALE), mode="nearest")
+        return FaceLatents(masked=masked, reference=reference, mask=mask)
+
+    def initial_noise(self, height: int, width: int, seed: int = 1247) -> Tensor:
+        """One (1, 4, 1, height/8, width/8) draw for a face of height x width pixels, shared by
+        every frame (repeat over frames) and every language. Drawn on the CPU: the same on any
+        device."""
+        generator = torch.Generator("cpu").manual_seed(seed)
+        shape = (1, LATENT_CHANNELS, 1, height // VAE_DOWNSCALE, width // VAE_DOWNSCALE)
+        return torch.randn(shape, generator=generator)
+
+    @torch.no_grad()
+    def sync(self, latents: FaceLatents, audio: dict[str, Tensor], noise: Tensor,
+             faces: Tensor) -> dict[str, Tensor]:
+        """audio: per language (F, 50, 384) features of the chunk's frames; noise from
+        `initial_noise`; faces: the chunk's aligned faces (F, 3, res, res) in [-1, 1].
+        Returns per language (F, 3, res, res) in [-1, 1] on the CPU: the decoded face in the
+        regenerated region (mask 0), the input face elsewhere."""
+        languages = list(audio)
+        frames, _, h, w = latents.reference.shape
+        if not languages:
+            return {}
+        for language, features in audio.items():
+            if tuple(features.shape) != (frames, *AUDIO_SHAPE):
+                raise ValueError(f"audio for {language} must be ({frames}, 50, 384), got {tuple(features.shape)}")
+        res = self.mask.shape[-1]
+        if tuple(faces.shape) != (frames, 3, res, res):
+            raise ValueError(f"faces must be ({frames}, 3, {res}, {res}), got {tuple(faces.shape)}")
+        if tuple(noise.shape) != (1, LATENT_CHANNELS, 1, h, w):
+            raise ValueError(f"noise must be (1, 4, 1, {h}, {w}), got {tuple(noise.shape)}")
+        guided = self.guidance_scale > 1
+        dev, dt = self.device, self.dtype
+
+        # the audio-independent channels [mask 1, masked latents 4, reference latents 4]: (1, 9, F, h, w)
+        faces_in = torch.cat([latents.mask.expand(frames, 1, h, w), latents.masked, latents.reference], dim=1)
+        faces_in = faces_in.transpose(0, 1)[None].to(dev, dt)
+        speech = torch.stack([audio[lang] for lang in languages]).to(dev, dt)  # (L, F, 50, 384)
+        if guided:
+            speech = torch.cat([torch.zeros_like(speech), speech])
+        speech = speech.flatten(0, 1)  # (items * F, 50, 384), batch-major
+
+        x = noise.to(dev, torch.float32).expand(len(languages), -1, frames, -1, -1).clone()
+        features = None
+        for step, t in enumerate(self.timesteps):
+            reuse = self.deep_cache > 1 and step % self.deep_cache != 0
+            model_in = torch.cat([x, x]) if guided else x
+            model_in = torch.cat([model_in.to(dt), faces_in.expand(len(model_in), -1, -1, -1, -1)], dim=1)
+            eps, new_features = self._predict(model_in, t, speech, features if reuse else None)
+            if self.deep_cache > 1 and not reuse:
+                features = new_features
+            eps = eps.float()
+            if guided:
+                uncond, cond = eps.chunk(2)
+                eps = uncond + self.guidance_scale * (cond - uncond)
+            x = self.scheduler.step(eps, t, x, eta=0.0).prev_sample
+
+        out = {}
+        mask = self.mask
+        faces = faces.detach().float().cpu()
+        for i, language in enumerate(languages):
+            decoded = self._decode(x[i].transpose(0, 1))
+            out[language] = decoded * (1 - mask) + faces * mask
+        return out
+
+    def _predict(self, model_in: Tensor, t: int, speech: Tensor,
+                 cached: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """One UNet evaluation of the whole batch, in calls of at most max_batch items;
+        halves max_batch and retries when the device runs out of memory."""
+        items, frames = model_in.shape[0], model_in.shape[2]
+        while True:
+            size = min(self.max_batch or items, items)
+            try:
+                eps, features = [], []
+                for s in range(0, items, size):
+                    e = slice(s, s + size)
+                    result = self.unet(model_in[e], t, speech[s * frames:(s + size) * frames],
+                                       cached_features=None if cached is None else cached[e],
+                                       return_features=self.deep_cache > 1)
+                    eps.append(result[0] if self.deep_cache > 1 else result)
+                    if self.deep_cache > 1:
+                        features.append(result[1])
+                return torch.cat(eps), (torch.cat(features) if features else None)
+            except torch.OutOfMemoryError:
+                if size == 1:
+                    raise
+                del eps, features
+                self.max_batch = size // 2
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+
+    def _encode(self, pixels: Tensor, generator: torch.Generator | None) -> Tensor:
+        """(F, 3, res, res) in [-1, 1] -> (F, 4, res/8, res/8) scaled latents on the CPU."""
+        parts = []
+        for s in range(0, len(pixels), VAE_FRAMES):
+            chunk = pixels[s:s + VAE_FRAMES].to(self.device, self.dtype)
+            parts.append(self.vae.encode(chunk).latent_dist.sample(generator=generator).float().cpu())
+        return torch.cat(parts) * LATENT_SCALE
+
+    def _decode(self, latents: Tensor) -> Tensor:
+        """(F, 4, h, w) scaled latents -> (F, 3, 8h, 8w) in [-1, 1], float32 on the CPU."""
+        parts = []
+        for s in range(0, len(latents), VAE_FRAMES):
+            chunk = (latents[s:s + VAE_FRAMES] / LATENT_SCALE).to(self.device, self.dtype)
+            parts.append(self.vae.decode(chunk).sample.float().clamp(-1, 1).cpu())
+        return torch.cat(parts)

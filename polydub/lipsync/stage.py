@@ -1,0 +1,217 @@
+"""The lip-sync stage: one source video, one dubbed audio track per language -> one video per language.
+
+The face is tracked once per video (cached as a .npz and reused by every language); then the
+video is streamed in chunks of up to 16 contiguous face frames: the chunk's aligned faces are
+encoded once, synced to every language's audio, pasted back and written to each language's
+encoder. Frames without a face are written unchanged. Memory does not grow with video length.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+from polydub.errors import InputError, StageError
+from polydub.lipsync import face
+from polydub.lipsync.audio import frame_windows, load_audio, whisper_features
+from polydub.lipsync.video import ENCODE_ARGS, FPS, PIPE_TIMEOUT, FrameWriter, frame_size, read_frames
+
+CHUNK_FRAMES = 16  # frames the UNet sees at once (its temporal layers)
+SEED = 1247
+RESOLUTION = {"1.5": 256, "1.6": 512}
+MASK_PATH = Path(__file__).parent / "assets" / "mask.png"
+VAE_DIR = "sd-vae-ft-mse"
+
+
+def weight_paths(models_dir: str | Path, version: str = "1.5") -> dict[str, Path]:
+    """Where the weights of a LatentSync version live under the models directory."""
+    if version not in RESOLUTION:
+        raise InputError(f"unknown LatentSync version {version!r} (choose from {', '.join(RESOLUTION)})")
+    root = Path(models_dir).expanduser()
+    return {"unet": root / f"latentsync-{version}" / "latentsync_unet.pt",
+            "whisper": root / f"latentsync-{version}" / "whisper" / "tiny.pt",
+            "vae": root / VAE_DIR}
+
+
+def missing_weights(models_dir: str | Path, version: str = "1.5") -> list[str]:
+    """The weight files (or the VAE folder) that are not there."""
+    paths = weight_paths(models_dir, version)
+    present = {"unet": paths["unet"].is_file(), "whisper": paths["whisper"].is_file(),
+               "vae": (paths["vae"] / "config.json").is_file()}
+    return [str(paths[k]) for k, ok in present.items() if not ok]
+
+
+def can_run(models_dir: str | Path, version: str = "1.5") -> tuple[bool, str]:
+    """Whether lip-sync can run here: a CUDA device and the weights; else why not."""
+    if not torch.cuda.is_available():
+        return False, "no CUDA device"
+    missing = missing_weights(models_dir, version)
+    if missing:
+        return False, "weights missing: " + ", ".join(missing)
+    return True, f"LatentSync {version} on {torch.cuda.get_device_name(0)}"
+
+
+def load_mask(res: int) -> Tensor:
+    """The mouth mask (1, 1, res, res) in [0, 1]: 1 keeps the face, 0 is regenerated."""
+    mask = cv2.imread(str(MASK_PATH), cv2.IMREAD_GRAYSCALE)
+    if mask is None:
+        raise StageError(f"{MASK_PATH}: mouth mask missing from the installation")
+    mask = cv2.resize(mask, (res, res), interpolation=cv2.INTER_LANCZOS4)
+    return torch.from_numpy(np.clip(mask / 255.0, 0, 1).astype(np.float32))[None, None]
+
+
+@dataclass
+class LipSyncModels:
+    """Everything the stage needs loaded: the UNet, the VAE, whisper tiny and the mask."""
+
+    unet: torch.nn.Module
+    vae: torch.nn.Module
+    whisper: torch.nn.Module
+    mask: Tensor  # (1, 1, res, res) in [0, 1]
+    res: int
+    device: str = "cpu"
+    dtype: torch.dtype = torch.float32
+
+    @classmethod
+    def load(cls, models_dir: str | Path, version: str = "1.5", device: str | None = None,
+             dtype: torch.dtype | None = None, unet_config: dict | None = None) -> LipSyncModels:
+        """Load latentsync-X/latentsync_unet.pt, latentsync-X/whisper/tiny.pt and sd-vae-ft-mse/.
+
+        fp16 on CUDA unless `dtype` says otherwise; `unet_config` defaults to the published one.
+        """
+        import whisper
+
+        from polydub.lipsync.pipeline import load_unet, load_vae
+
+        paths = weight_paths(models_dir, version)
+        missing = missing_weights(models_dir, version)
+        if missing:
+            raise InputError(f"LatentSync {version} weights missing: {', '.join(missing)} "
+                             f"(run `dub models pull` or set DUB_MODELS_DIR)")
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = dtype or (torch.float16 if device.startswith("cuda") else torch.float32)
+        unet = load_unet(paths["unet"], unet_config, device=device, dtype=dtype)
+        vae = load_vae(paths["vae"]).to(device=device, dtype=dtype)
+        audio_model = whisper.load_model(str(paths["whisper"]), device=device)
+        res = RESOLUTION[version]
+        return cls(unet, vae, audio_model, load_mask(res), res, device, dtype)
+
+
+def _faces_tensor(faces: list[np.ndarray]) -> Tensor:
+    """(F, res, res, 3) uint8 -> (F, 3, res, res) float in [-1, 1]."""
+    return torch.from_numpy(np.stack(faces)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def _faces_uint8(faces: Tensor) -> np.ndarray:
+    """(F, 3, res, res) in [-1, 1] -> (F, res, res, 3) uint8."""
+    return ((faces.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+def load_or_track(video: Path, track_cache: Path, res: int,
+                  timeout: float = PIPE_TIMEOUT) -> tuple[face.FaceTrack, str]:
+    """The video's face track at 25 fps: read from `track_cache`, or computed once and saved there."""
+    track_cache = Path(track_cache)
+    if track_cache.exists():
+        try:
+            return face.FaceTrack.load(track_cache).at_res(res), "reused"
+        except StageError:
+            pass  # unreadable cache: compute it again
+    track = face.track_face(read_frames(video, FPS, timeout), res)
+    track.save(track_cache)
+    return track, "computed"
+
+
+def lipsync_video(video: str | Path, dubbed_audio: dict[str, Path], out_videos: dict[str, Path],
+                  models: LipSyncModels, track_cache: str | Path, res: int | None = None, *,
+                  num_steps: int = 20, guidance_scale: float = 1.5, seed: int = SEED,
+                  chunk_frames: int = CHUNK_FRAMES, deep_cache: int = 0, overlap_s: float = 0.0,
+                  codec_args: tuple[str, ...] = ENCODE_ARGS, timeout: float = PIPE_TIMEOUT) -> dict:
+    """Lip-sync `video` to each language's dubbed audio; write `out_videos[lang]` (25 fps, video only).
+
+    Returns {"frames", "face_frames", "track": "computed" | "reused", "seconds", "outputs"}.
+    The dubbed tracks are expected to be as long as the video; the audio windows are truncated
+    or padded (last position repeated) to the video's frame count.
+    """
+    from polydub.lipsync.pipeline import LipSyncPipeline
+
+    started = time.monotonic()
+    video, res = Path(video), res or models.res
+    if not dubbed_audio:
+        raise InputError("no dubbed audio given: nothing to lip-sync")
+    if set(dubbed_audio) != set(out_videos):
+        raise InputError(f"languages differ: audio for {sorted(dubbed_audio)}, outputs for {sorted(out_videos)}")
+    for lang, path in dubbed_audio.items():
+        if not Path(path).is_file():
+            raise InputError(f"{path}: no dubbed audio for {lang}")
+    width, height = frame_size(video)
+
+    track, how = load_or_track(video, Path(track_cache), res, timeout)
+    frames = len(track)
+    if frames == 0:
+        raise InputError(f"{video}: no video frames to lip-sync")
+    features = {lang: whisper_features(models.whisper, load_audio(path), overlap_s=overlap_s)
+                for lang, path in dubbed_audio.items()}
+
+    mask = models.mask if models.mask.shape[-1] == res else load_mask(res)
+    pipeline = LipSyncPipeline(models.unet, models.vae, mask, num_steps=num_steps,
+                               guidance_scale=guidance_scale, deep_cache=deep_cache,
+                               device=models.device, dtype=models.dtype)
+    noise = pipeline.initial_noise(res, res, seed=seed)  # one draw for the whole video
+    generator = torch.Generator(models.device).manual_seed(seed)
+
+    tmp = {lang: Path(p).with_name(Path(p).stem + ".partial" + Path(p).suffix) for lang, p in out_videos.items()}
+    writers: dict[str, FrameWriter] = {}
+    try:
+        for lang in out_videos:
+            writers[lang] = FrameWriter(tmp[lang], width, height, FPS, codec_args, timeout)
+        chunk: list[tuple[int, np.ndarray]] = []
+
+        def flush() -> None:
+            if not chunk:
+                return
+            first = chunk[0][0]
+            aligned = [face.align_face(f, track.matrices[i], res) for i, f in chunk]
+            faces = _faces_tensor(aligned)
+            latents = pipeline.prepare_faces(faces, generator=generator)
+            audio = {lang: frame_windows(feat, FPS, frames=len(chunk), first=first)
+                     for lang, feat in features.items()}
+            synced = pipeline.sync(latents, audio, noise, faces)
+            for lang, out in synced.items():
+                for (i, f), new_face in zip(chunk, _faces_uint8(out)):
+                    writers[lang].write(face.paste_back(f, new_face, track.matrices[i]))
+            chunk.clear()
+
+        count = 0
+        for i, frame in enumerate(read_frames(video, FPS, timeout)):
+            count += 1
+            if i >= frames:
+                raise StageError(f"{track_cache}: face track has {frames} frames but the video has more; "
+                                 "delete it to track again")
+            tid = track.track_id[i]
+            if chunk and (tid < 0 or tid != track.track_id[chunk[0][0]] or len(chunk) == chunk_frames):
+                flush()
+            if tid < 0:
+                for w in writers.values():
+                    w.write(frame)
+            else:
+                chunk.append((i, frame))
+        flush()
+        if count != frames:
+            raise StageError(f"{track_cache}: face track has {frames} frames but the video has {count}; "
+                             "delete it to track again")
+        for lang, w in writers.items():
+            w.close()
+            tmp[lang].replace(out_videos[lang])
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        raise
+    return {"frames": frames, "face_frames": int(track.has_face.sum()), "track": how,
+            "seconds": round(time.monotonic() - started, 3),
+            "outputs": {lang: str(p) for lang, p in out_videos.items()}}
