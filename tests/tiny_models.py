@@ -93,3 +93,46 @@ def build_tiny_marian(root: Path) -> Path:
     MarianMTModel(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+TINY_UNET = {
+    "in_channels": 13, "out_channels": 4, "block_out_channels": [32, 64], "layers_per_block": 1,
+    "down_block_types": ["CrossAttnDownBlock3D", "DownBlock3D"],
+    "up_block_types": ["UpBlock3D", "CrossAttnUpBlock3D"],
+    "attention_head_dim": 2, "cross_attention_dim": 384, "norm_num_groups": 8, "norm_eps": 1e-5,
+    "use_motion_module": True, "motion_module_resolutions": [1, 2],
+    "motion_module_kwargs": {"num_attention_heads": 2, "num_transformer_block": 1,
+                             "attention_block_types": ["Temporal_Self", "Temporal_Self"],
+                             "temporal_position_encoding": True, "temporal_position_encoding_max_len": 24,
+                             "temporal_attention_dim_div": 1, "zero_initialize": False},
+}
+# whisper tiny's audio width (384) and depth (4 blocks -> 5 states -> 10 x 5 = 50 rows per frame),
+# which the UNet's cross-attention expects; everything else as small as possible
+STAGE_WHISPER_DIMS = dict(n_mels=80, n_audio_ctx=1500, n_audio_state=384, n_audio_head=6, n_audio_layer=4,
+                          n_vocab=51865, n_text_ctx=448, n_text_state=64, n_text_head=2, n_text_layer=1)
+
+
+def build_lipsync_models(root: Path, resolution: int = 64) -> Path:
+    """A models directory laid out as `dub models pull` writes it, holding tiny random
+    LatentSync weights; `polydub.json` beside the UNet names its config and resolution."""
+    import torch
+    from diffusers import AutoencoderKL
+    from whisper.model import ModelDimensions, Whisper
+
+    from polydub.lipsync.unet import LipSyncUNet
+
+    stage_whisper = ModelDimensions(**STAGE_WHISPER_DIMS)
+    version = root / "latentsync-1.5"
+    (version / "whisper").mkdir(parents=True)
+    torch.manual_seed(0)
+    unet = LipSyncUNet.from_config(TINY_UNET)
+    torch.save({"global_step": 0, "state_dict": unet.state_dict()}, version / "latentsync_unet.pt")
+    audio = Whisper(stage_whisper)
+    torch.save({"dims": asdict(stage_whisper), "model_state_dict": audio.state_dict()},
+               version / "whisper" / "tiny.pt")
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
+                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                        block_out_channels=(8, 8, 16, 16), norm_num_groups=4)
+    vae.save_pretrained(root / "sd-vae-ft-mse")
+    (version / "polydub.json").write_text(json.dumps({"unet": TINY_UNET, "resolution": resolution}))
+    return root

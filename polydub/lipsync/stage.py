@@ -8,6 +8,8 @@ encoder. Frames without a face are written unchanged. Memory does not grow with 
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,17 @@ SEED = 1247
 RESOLUTION = {"1.5": 256, "1.6": 512}
 MASK_PATH = Path(__file__).parent / "assets" / "mask.png"
 VAE_DIR = "sd-vae-ft-mse"
+OVERRIDES = "polydub.json"  # optional, beside the UNet: {"unet": {...config...}, "resolution": N}
+
+
+def default_version() -> str:
+    """The LatentSync version the flow uses: DUB_LIPSYNC_VERSION, else 1.5 (256 px, ~8 GB)."""
+    return os.environ.get("DUB_LIPSYNC_VERSION", "1.5")
+
+
+def lipsync_device() -> str:
+    """DUB_LIPSYNC_DEVICE if set (`cpu` runs the stage on the CPU, slowly), else cuda."""
+    return os.environ.get("DUB_LIPSYNC_DEVICE") or "cuda"
 
 
 def weight_paths(models_dir: str | Path, version: str = "1.5") -> dict[str, Path]:
@@ -47,14 +60,18 @@ def missing_weights(models_dir: str | Path, version: str = "1.5") -> list[str]:
     return [str(paths[k]) for k, ok in present.items() if not ok]
 
 
-def can_run(models_dir: str | Path, version: str = "1.5") -> tuple[bool, str]:
-    """Whether lip-sync can run here: a CUDA device and the weights; else why not."""
-    if not torch.cuda.is_available():
-        return False, "no CUDA device"
+def can_run(models_dir: str | Path, version: str | None = None) -> tuple[bool, str]:
+    """Whether lip-sync can run here: a CUDA device (or DUB_LIPSYNC_DEVICE=cpu) and the
+    weights; else why not."""
+    version = version or default_version()
+    device = lipsync_device()
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        return False, "no CUDA device (DUB_LIPSYNC_DEVICE=cpu runs it on the CPU, slowly)"
     missing = missing_weights(models_dir, version)
     if missing:
         return False, "weights missing: " + ", ".join(missing)
-    return True, f"LatentSync {version} on {torch.cuda.get_device_name(0)}"
+    where = torch.cuda.get_device_name(0) if device.startswith("cuda") else device
+    return True, f"LatentSync {version} on {where}"
 
 
 def load_mask(res: int) -> Tensor:
@@ -96,10 +113,12 @@ class LipSyncModels:
                              f"(run `dub models pull` or set DUB_MODELS_DIR)")
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = dtype or (torch.float16 if device.startswith("cuda") else torch.float32)
-        unet = load_unet(paths["unet"], unet_config, device=device, dtype=dtype)
+        overrides_file = paths["unet"].parent / OVERRIDES
+        overrides = json.loads(overrides_file.read_text()) if overrides_file.is_file() else {}
+        unet = load_unet(paths["unet"], unet_config or overrides.get("unet"), device=device, dtype=dtype)
         vae = load_vae(paths["vae"]).to(device=device, dtype=dtype)
         audio_model = whisper.load_model(str(paths["whisper"]), device=device)
-        res = RESOLUTION[version]
+        res = int(overrides.get("resolution") or RESOLUTION[version])
         return cls(unet, vae, audio_model, load_mask(res), res, device, dtype)
 
 

@@ -53,7 +53,7 @@ def lipsync_langs(ctx: JobContext, plan: JobPlan, source: StageResult,
 
     from polydub.lipsync import stage as lipsync
 
-    version = lipsync.DEFAULT_VERSION
+    version = lipsync.default_version()
     root = Path(ctx.cache_root)
     keys = {lang: cache.stage_key("lipsync", source=Path(source.folder).name,
                                   mix=Path(m.folder).name, version=version, impl=1)
@@ -77,7 +77,8 @@ def lipsync_langs(ctx: JobContext, plan: JobPlan, source: StageResult,
     started = time.perf_counter()
     try:
         with tempfile.TemporaryDirectory(dir=root) as work, _gpu_slot():
-            models = lipsync.LipSyncModels.load(config.models_dir(), version=version)
+            models = lipsync.LipSyncModels.load(config.models_dir(), version=version,
+                                                device=lipsync.lipsync_device())
             outs = {lang: Path(work) / f"{lang}.mp4" for lang in missing}
             info = lipsync.lipsync_video(
                 Path(plan.input), {lang: Path(mixes[lang].file(MIXED)) for lang in missing}, outs,

@@ -3,33 +3,26 @@
 from __future__ import annotations
 
 import subprocess
-from dataclasses import asdict
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import skimage.data
-import torch
 import whisper
-from whisper.model import ModelDimensions, Whisper
+from whisper.model import Whisper
+
+from tests.tiny_models import build_lipsync_models, build_whisper
 
 CLIP_SIZE = 256  # pixels, square
 CLIP_FRAMES = 50  # 2 s at 25 fps
 BLACK_FRAMES = range(20, 24)  # no face here: must pass through unchanged
-TINY_DIMS = ModelDimensions(n_mels=80, n_audio_ctx=1500, n_audio_state=64, n_audio_head=2,
-                            n_audio_layer=4, n_vocab=51865, n_text_ctx=448, n_text_state=64,
-                            n_text_head=2, n_text_layer=2)
 
 
 @pytest.fixture(scope="session")
 def tiny_whisper_path(tmp_path_factory) -> Path:
     """A whisper checkpoint with random weights, saved as openai-whisper saves its own."""
-    torch.manual_seed(0)
-    model = Whisper(TINY_DIMS)
-    path = tmp_path_factory.mktemp("whisper") / "tiny.pt"
-    torch.save({"dims": asdict(TINY_DIMS), "model_state_dict": model.state_dict()}, path)
-    return path
+    return build_whisper(tmp_path_factory.mktemp("whisper") / "tiny.pt")
 
 
 @pytest.fixture(scope="session")
@@ -77,42 +70,7 @@ def astronaut_clip(tmp_path_factory) -> tuple[Path, np.ndarray]:
     return encode_frames(frames, tmp_path_factory.mktemp("clip") / "astronaut.mkv"), frames
 
 
-TINY_UNET = {
-    "in_channels": 13, "out_channels": 4, "block_out_channels": [32, 64], "layers_per_block": 1,
-    "down_block_types": ["CrossAttnDownBlock3D", "DownBlock3D"],
-    "up_block_types": ["UpBlock3D", "CrossAttnUpBlock3D"],
-    "attention_head_dim": 2, "cross_attention_dim": 384, "norm_num_groups": 8, "norm_eps": 1e-5,
-    "use_motion_module": True, "motion_module_resolutions": [1, 2],
-    "motion_module_kwargs": {"num_attention_heads": 2, "num_transformer_block": 1,
-                             "attention_block_types": ["Temporal_Self", "Temporal_Self"],
-                             "temporal_position_encoding": True, "temporal_position_encoding_max_len": 24,
-                             "temporal_attention_dim_div": 1, "zero_initialize": False},
-}
-# whisper tiny's audio width (384) and depth (4 blocks -> 5 states -> 10 x 5 = 50 rows per frame),
-# which the UNet's cross-attention expects; everything else as small as possible
-STAGE_WHISPER_DIMS = ModelDimensions(n_mels=80, n_audio_ctx=1500, n_audio_state=384, n_audio_head=6,
-                                     n_audio_layer=4, n_vocab=51865, n_text_ctx=448, n_text_state=64,
-                                     n_text_head=2, n_text_layer=1)
-
-
 @pytest.fixture(scope="session")
 def tiny_models_dir(tmp_path_factory) -> Path:
     """A models directory laid out as `dub models pull` writes it, holding tiny random weights."""
-    from diffusers import AutoencoderKL
-
-    from polydub.lipsync.unet import LipSyncUNet
-
-    root = tmp_path_factory.mktemp("models")
-    version = root / "latentsync-1.5"
-    (version / "whisper").mkdir(parents=True)
-    torch.manual_seed(0)
-    unet = LipSyncUNet.from_config(TINY_UNET)
-    torch.save({"global_step": 0, "state_dict": unet.state_dict()}, version / "latentsync_unet.pt")
-    audio = Whisper(STAGE_WHISPER_DIMS)
-    torch.save({"dims": asdict(STAGE_WHISPER_DIMS), "model_state_dict": audio.state_dict()},
-               version / "whisper" / "tiny.pt")
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
-                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                        block_out_channels=(8, 8, 16, 16), norm_num_groups=4)
-    vae.save_pretrained(root / "sd-vae-ft-mse")
-    return root
+    return build_lipsync_models(tmp_path_factory.mktemp("models"))

@@ -14,7 +14,8 @@ from polydub.errors import InputError
 from polydub.lipsync import face
 from polydub.lipsync.stage import LipSyncModels, can_run, lipsync_video
 from polydub.lipsync.video import LOSSLESS_ARGS
-from tests.lipsync.conftest import BLACK_FRAMES, CLIP_FRAMES, CLIP_SIZE, TINY_UNET, decode_frames, encode_frames
+from tests.lipsync.conftest import BLACK_FRAMES, CLIP_FRAMES, CLIP_SIZE, decode_frames, encode_frames
+from tests.tiny_models import TINY_UNET
 
 RES = 64
 LANGS = {"es": 220, "fr": 330, "de": 440}  # a tone per language (Hz)
@@ -151,10 +152,16 @@ def test_missing_weights_are_named(tmp_path):
     if torch.cuda.is_available():
         assert reason.startswith("weights missing: ") and "tiny.pt" in reason
     else:
-        assert reason == "no CUDA device"
+        assert reason.startswith("no CUDA device")
+
+
+def test_cpu_can_be_chosen_explicitly(tiny_models_dir, monkeypatch):
+    monkeypatch.setenv("DUB_LIPSYNC_DEVICE", "cpu")
+    ok, reason = can_run(tiny_models_dir)
+    assert ok and reason == "LatentSync 1.5 on cpu"
 
 
 def test_models_load_from_a_models_dir(models):
-    assert models.res == 256 and models.mask.shape == (1, 1, 256, 256)
+    assert models.res == 64 and models.mask.shape == (1, 1, 64, 64)  # from polydub.json
     assert models.mask.min() == 0 and models.mask.max() == 1
     assert models.whisper.dims.n_audio_state == 384

@@ -1,0 +1,89 @@
+"""The lip-sync stage inside the flow, on the CPU with tiny random-weight LatentSync models:
+the face is tracked once per video, each language's MP4 carries its own synced video."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import EXAMPLE
+from tests.tiny_models import build_lipsync_models
+
+pytestmark = pytest.mark.slow
+SECONDS = 3
+LINE = {"en": "Hello, and welcome to our new product.", "es": "Hola, y bienvenidos a nuestro nuevo producto.",
+        "fr": "Bonjour et bienvenue dans notre nouveau produit.", "de": "Hallo und willkommen bei unserem neuen Produkt."}
+
+
+def frames_of(path: Path) -> np.ndarray:
+    info = json.loads(subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+                                      "stream=width,height", "-of", "json", str(path)],
+                                     capture_output=True, text=True, timeout=60, check=True).stdout)
+    w, h = info["streams"][0]["width"], info["streams"][0]["height"]
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+                         capture_output=True, timeout=120, check=True).stdout
+    return np.frombuffer(raw, np.uint8).reshape(-1, h, w, 3).astype(np.int16)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("lipclip")
+    video = d / "promo.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(EXAMPLE), "-t", str(SECONDS), "-c:v", "libx264", "-crf", "16",
+                    "-c:a", "aac", "-metadata:s:a:0", "language=eng", str(video)], check=True, timeout=120)
+    for lang, text in LINE.items():
+        (d / f"promo.{lang}.srt").write_text(f"1\n00:00:00,500 --> 00:00:02,800\n{text}\n", encoding="utf-8")
+    return video
+
+
+def run_dub(clip: Path, langs: str, models: Path, out: Path, db: str) -> dict:
+    env = {**os.environ, "DUB_MODELS_DIR": str(models), "DUB_LIPSYNC_DEVICE": "cpu"}
+    result = subprocess.run([sys.executable, "-m", "polydub.cli", str(clip), "--langs", langs, "--out", str(out),
+                             "--voice", "espeak", "--lipsync", "on", "--db", db, "--json"],
+                            capture_output=True, text=True, timeout=900, env=env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_lipsync_in_the_flow(prefect_api, clip, tmp_path):
+    models = build_lipsync_models(tmp_path / "models")
+    out = tmp_path / "out"
+    db = f"sqlite:///{tmp_path / 'catalog.db'}"
+    report = run_dub(clip, "es,fr", models, out, db)
+    source = frames_of(clip)
+    assert len(source) == SECONDS * 25
+    for lang in ("es", "fr"):
+        entry = report["languages"][lang]
+        assert entry["backends"]["lipsync"] == "done"
+        frames = frames_of(out / f"promo.{lang}.mp4")
+        assert frames.shape == source.shape  # same frame count and size
+        diff = np.abs(frames - source).max(axis=-1)
+        # The background far from the face only carries re-encoding noise ...
+        assert diff[:, :60, :60].mean() < 3 and diff[:, -60:, -60:].mean() < 3
+        # ... while the lower face is regenerated (random weights: visibly different).
+        changed = diff > 40
+        assert changed.mean(axis=0).max() > 0.5
+        ys, xs = np.nonzero(changed.mean(axis=0) > 0.5)
+        assert 60 < ys.mean() < 300 and 60 < xs.mean() < 330  # inside the face area of the frame
+    es, fr = frames_of(out / "promo.es.mp4"), frames_of(out / "promo.fr.mp4")
+    assert np.abs(es - fr).mean() > 0.1  # each language has its own mouth
+    tracks = list((Path(os.environ["DUB_CACHE_DIR"]) / "facetrack").glob("*.npz"))
+    assert len(tracks) == 1
+
+    # One more language: its lip-sync reuses the face track; the others are cached.
+    before = tracks[0].stat().st_mtime_ns
+    again = run_dub(clip, "es,fr,de", models, out, db)
+    shown = json.loads(subprocess.run([sys.executable, "-m", "polydub.cli", "show", str(again["job"]), "--db", db,
+                                       "--json"], capture_output=True, text=True, timeout=120).stdout)
+    lipsync = {s["lang"]: s for s in shown["stages"] if s["stage"] == "lipsync"}
+    assert lipsync["es"]["status"] == "cached" and lipsync["fr"]["status"] == "cached"
+    assert lipsync["de"]["status"] == "done" and lipsync["de"]["detail"]["track"] == "reused"
+    assert tracks[0].stat().st_mtime_ns == before
+    assert len(frames_of(out / "promo.de.mp4")) == SECONDS * 25
