@@ -44,7 +44,7 @@ def clip(tmp_path_factory) -> Path:
 
 
 def run_dub(clip: Path, langs: str, models: Path, out: Path, db: str) -> dict:
-    env = {**os.environ, "DUB_MODELS_DIR": str(models), "DUB_LIPSYNC_DEVICE": "cpu"}
+    env = {**os.environ, "DUB_MODELS_DIR": str(models), "DUB_LIPSYNC_DEVICE": "cpu", "DUB_GPU_LIMIT": "1"}
     result = subprocess.run([sys.executable, "-m", "polydub.cli", str(clip), "--langs", langs, "--out", str(out),
                              "--voice", "espeak", "--lipsync", "on", "--db", db, "--json"],
                             capture_output=True, text=True, timeout=900, env=env)
@@ -87,3 +87,14 @@ def test_lipsync_in_the_flow(prefect_api, clip, tmp_path):
     assert lipsync["de"]["status"] == "done" and lipsync["de"]["detail"]["track"] == "reused"
     assert tracks[0].stat().st_mtime_ns == before
     assert len(frames_of(out / "promo.de.mp4")) == SECONDS * 25
+
+
+def test_the_gpu_slot_is_a_prefect_global_concurrency_limit(prefect_api):
+    """The lip-sync runs above created the limit on the test server: one slot (no GPU here)."""
+    from prefect.client.orchestration import get_client
+
+    from polydub.tasks.lipsync import GPU_LIMIT
+
+    with get_client(sync_client=True) as client:
+        limit = client.read_global_concurrency_limit_by_name(GPU_LIMIT)
+    assert limit.limit == 1 and limit.active_slots == 0  # released after use

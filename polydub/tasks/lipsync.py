@@ -28,17 +28,27 @@ VIDEO = "video.mp4"
 
 
 def _gpu_slot():
-    """Hold the global GPU limit when a Prefect server defines it; otherwise no limit."""
+    """Hold one slot of the Prefect global concurrency limit `polydub-gpu`.
+
+    Created on first use with one slot per visible GPU (`prefect gcl update` changes it);
+    DUB_GPU_LIMIT=0 runs without it.
+    """
     from contextlib import nullcontext
 
+    from prefect.client.orchestration import get_client
     from prefect.concurrency.sync import concurrency
+    from prefect.exceptions import ObjectNotFound
 
     if os.environ.get("DUB_GPU_LIMIT", "1") == "0":
         return nullcontext()
-    try:
-        return concurrency(GPU_LIMIT, occupy=1, create_if_missing=True)
-    except TypeError:  # older signature without create_if_missing
-        return concurrency(GPU_LIMIT, occupy=1)
+    import torch
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(GPU_LIMIT)
+        except ObjectNotFound:
+            client.upsert_global_concurrency_limit_by_name(GPU_LIMIT, max(1, torch.cuda.device_count()))
+    return concurrency(GPU_LIMIT, occupy=1, strict=True)
 
 
 @task(name="lipsync", cache_policy=NONE)
