@@ -115,6 +115,54 @@ def list_models(models_dir: Path | None = None) -> list[dict]:
     return rows
 
 
+def verify(name: str, models_dir: Path | None = None) -> str:
+    """Load a present model the way polydub uses it, strictly; return what was loaded.
+
+    Raises InputError/StageError (one line) when a file is missing or does not load.
+    """
+    root = model_dir(name, models_dir)
+    if not is_present(name, models_dir):
+        raise InputError(f"{name} is not complete in {root}; run: dub models pull {name}")
+    if name.startswith("whisper-"):
+        import whisper
+
+        model = whisper.load_model(str(root / _spec(name).files[0].path), device="cpu")
+        return f"whisper {model.dims.n_audio_layer}-layer encoder, {model.dims.n_vocab} tokens"
+    if name.startswith("latentsync-"):
+        import whisper
+
+        from polydub.lipsync.pipeline import load_unet
+
+        unet = load_unet(root / "latentsync_unet.pt")  # strict: every key and shape
+        audio = whisper.load_model(str(root / "whisper" / "tiny.pt"), device="cpu")
+        return (f"UNet {sum(p.numel() for p in unet.parameters()) / 1e9:.2f} B params, all keys match; "
+                f"whisper audio width {audio.dims.n_audio_state}")
+    if name == "sd-vae-ft-mse":
+        from polydub.lipsync.pipeline import load_vae
+
+        vae = load_vae(root)
+        return f"VAE scaling factor {vae.config.scaling_factor}"
+    if name == "xtts-v2":
+        from polydub.tts.coqui import CoquiVoice
+
+        voice = CoquiVoice(root)
+        return f"XTTS, {len(voice.languages)} languages"
+    return "present"
+
+
+def verify_all(models_dir: Path | None = None) -> list[dict]:
+    """`verify` every present model: rows of name, ok, message."""
+    rows = []
+    for name in REGISTRY:
+        if not is_present(name, models_dir):
+            continue
+        try:
+            rows.append({"name": name, "ok": True, "message": verify(name, models_dir)})
+        except Exception as exc:  # noqa: BLE001 - reported per model, the others still checked
+            rows.append({"name": name, "ok": False, "message": str(exc).splitlines()[0] if str(exc) else type(exc).__name__})
+    return rows
+
+
 def pull(name: str, models_dir: Path | None = None,
          progress: Callable[[str, int, int], None] | None = None) -> Path:
     """Download a model's missing files into its folder and return the folder.

@@ -18,7 +18,8 @@ DEFAULT_MODEL = "base"
 def locate_model(spec: str, models_dir: Path | None = None) -> Path:
     """Find a whisper checkpoint for a name ('base') or a path; `InputError` if absent.
 
-    Names are looked up in `MODELS/whisper/NAME.pt`, then in whisper's own cache
+    Names are looked up in `MODELS/whisper-NAME/NAME.pt` (where `dub models pull` puts
+    them) and `MODELS/whisper/NAME.pt`, then in whisper's own cache
     (~/.cache/whisper); nothing is downloaded here (`dub models pull whisper-NAME` does).
     """
     path = Path(spec).expanduser()
@@ -30,7 +31,8 @@ def locate_model(spec: str, models_dir: Path | None = None) -> Path:
 
     if spec not in whisper._MODELS:
         raise InputError(f"unknown whisper model {spec!r} (one of: {', '.join(whisper._MODELS)})")
-    candidates = [Path(models_dir or config.models_dir()) / "whisper" / f"{spec}.pt",
+    root = Path(models_dir or config.models_dir())
+    candidates = [root / f"whisper-{spec}" / f"{spec}.pt", root / "whisper" / f"{spec}.pt",
                   Path.home() / ".cache" / "whisper" / Path(whisper._MODELS[spec]).name]
     for candidate in candidates:
         if candidate.is_file():

@@ -221,3 +221,21 @@ def test_registry_matches_upstream_locations(tmp_path):
     rows = models.list_models(tmp_path)
     assert {r["name"] for r in rows} == set(models.REGISTRY)
     assert not any(r["present"] for r in rows) and all(r["size"] == 0 for r in rows)
+
+
+def test_verify_loads_present_models_strictly(tmp_path):
+    """A whisper checkpoint and a LatentSync folder laid out as `pull` leaves them: the first
+    loads; a UNet whose keys do not match the published config is reported, not hidden."""
+    import shutil
+
+    from polydub.models import verify_all
+    from tests.tiny_models import build_lipsync_models, build_whisper
+
+    build_whisper(tmp_path / "whisper-tiny" / "tiny.pt")
+    build_lipsync_models(tmp_path / "lip")
+    shutil.move(str(tmp_path / "lip" / "latentsync-1.5"), tmp_path / "latentsync-1.5")
+    rows = {r["name"]: r for r in verify_all(tmp_path)}
+    assert rows["whisper-tiny"]["ok"], rows
+    assert not rows["latentsync-1.5"]["ok"]
+    assert "does not match the LatentSync UNet config" in rows["latentsync-1.5"]["message"]
+    assert "sd-vae-ft-mse" not in rows  # not present: not verified

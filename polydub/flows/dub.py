@@ -31,11 +31,25 @@ def dub_video(input: str, langs: list[str], out: str | None = None, source_lang:
               glossary: str | None = None, max_speed: float = DEFAULT_MAX_SPEED,
               loudness: float = DEFAULT_LOUDNESS, consent: str | None = None,
               db: str | None = None) -> dict:
-    """Dub INPUT into each of LANGS; return the job report (also written as NAME.report.json).
+    """Dub a video (or audio file) into several languages; return the job report, which is
+    also written as NAME.report.json beside the deliverables.
 
-    Parameters mirror `dub`'s options: `voice` is auto|espeak|coqui:MODEL_OR_PATH,
-    `lipsync` auto|on|off, `translator` a provider name or local:MODEL, `db` a
-    SQLAlchemy URL for the catalog (default: DUB_DATABASE_URL or a local SQLite file).
+    Args:
+        input: Path of the video or audio file to dub, as the worker sees it.
+        langs: Target languages, ISO 639-1 codes such as es, fr, de, pt-br.
+        out: Output folder (default ./dubbed/NAME/).
+        source_lang: Language spoken in the input (default: detected or from the sidecar name).
+        transcript: Approved transcript (SRT/VTT); skips speech recognition.
+        translations: Folder of approved translations NAME.<lang>.srt.
+        voice: auto | espeak | espeak:VOICE | coqui:MODEL_OR_PATH.
+        lipsync: auto | on | off (auto runs it when a GPU and the weights are present).
+        translator: google | deepl | microsoft | mymemory | libre | ... | local:MODEL.
+        asr_model: Whisper model name or checkpoint path.
+        glossary: Glossary file (TSV/CSV/JSON), or a folder of <lang>.tsv files.
+        max_speed: Cap on speeding up a line to fit its slot (pitch preserved).
+        loudness: Integrated loudness target of the dubbed tracks, LUFS (EBU R128).
+        consent: The consent under which the voice is cloned and the lips changed (recorded).
+        db: Catalog URL (default DUB_DATABASE_URL or a SQLite file in DUB_HOME).
     """
     plan = plan_job(input, langs, out, source_lang, transcript, translations, voice, lipsync,
                     translator, asr_model, glossary, max_speed, loudness, consent)
