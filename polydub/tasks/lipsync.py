@@ -64,9 +64,10 @@ def lipsync_langs(ctx: JobContext, plan: JobPlan, source: StageResult,
     from polydub.lipsync import stage as lipsync
 
     version = lipsync.default_version()
+    deep_cache = int(os.environ.get("DUB_LIPSYNC_DEEP_CACHE", "0"))  # full UNet every Nth step
     root = Path(ctx.cache_root)
-    keys = {lang: cache.stage_key("lipsync", source=Path(source.folder).name,
-                                  mix=Path(m.folder).name, version=version, impl=1)
+    keys = {lang: cache.stage_key("lipsync", source=Path(source.folder).name, mix=Path(m.folder).name,
+                                  version=version, deep_cache=deep_cache, impl=1)
             for lang, m in mixes.items()}
     cat = catalog(ctx.db_url)
     runs = {lang: cat.start_stage(ctx.job_id, "lipsync", lang, keys[lang], "latentsync", version)
@@ -92,7 +93,8 @@ def lipsync_langs(ctx: JobContext, plan: JobPlan, source: StageResult,
             outs = {lang: Path(work) / f"{lang}.mp4" for lang in missing}
             info = lipsync.lipsync_video(
                 Path(plan.input), {lang: Path(mixes[lang].file(MIXED)) for lang in missing}, outs,
-                models, track_cache=root / "facetrack" / f"{Path(source.folder).name}.npz")
+                models, track_cache=root / "facetrack" / f"{Path(source.folder).name}.npz",
+                deep_cache=deep_cache)
             seconds = round(time.perf_counter() - started, 3)
             for lang in missing:
                 meta = {"file": VIDEO, "backend": "latentsync", "model_version": version, "seconds": seconds,
