@@ -13,6 +13,7 @@ from polydub.segments import Segment
 
 ASR_SAMPLE_RATE = 16_000  # whisper's input rate
 DEFAULT_MODEL = "base"
+SEED = 0
 
 
 def locate_model(spec: str, models_dir: Path | None = None) -> Path:
@@ -55,9 +56,13 @@ def transcribe(model, audio: np.ndarray, language: str | None = None) -> tuple[l
     """Transcribe 16 kHz mono float32 audio; return segments and the (detected) language."""
     import torch
 
-    result = model.transcribe(audio, language=language, verbose=None,
-                              fp16=torch.cuda.is_available() and model.device.type == "cuda",
-                              condition_on_previous_text=False)
+    # whisper samples when it falls back to a higher temperature: seed it, so that the same
+    # audio always gives the same transcript (and the same cache keys downstream).
+    with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
+        torch.manual_seed(SEED)
+        result = model.transcribe(audio, language=language, verbose=None,
+                                  fp16=torch.cuda.is_available() and model.device.type == "cuda",
+                                  condition_on_previous_text=False)
     segments = [Segment(round(float(s["start"]), 3), round(float(s["end"]), 3), s["text"].strip())
                 for s in result["segments"] if s["text"].strip() and s["end"] > s["start"]]
     return segments, result.get("language") or language or "und"

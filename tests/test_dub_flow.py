@@ -183,3 +183,77 @@ def test_adding_a_language_runs_only_that_language(first_run, workdir, tmp_path)
     mkv = ffprobe(out / "talking_head.dubbed.mkv")
     assert [s["tags"]["language"] for s in mkv["streams"] if s["codec_type"] == "audio"] == \
         ["eng", "spa", "fre", "ger", "ita"]
+
+
+@pytest.fixture()
+def failing_translation_service():
+    """A self-hosted LibreTranslate that is down: every request gets 503."""
+    import http.server
+    import threading
+
+    class Down(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's naming
+            self.send_response(503)
+            self.end_headers()
+
+        do_GET = do_POST
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Down)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+
+
+def test_a_failing_language_does_not_stop_the_others(prefect_api, tmp_path, failing_translation_service,
+                                                     monkeypatch):
+    video = tmp_path / "spot.mp4"
+    shutil.copy(EXAMPLE, video)
+    shutil.copy(EXAMPLE.with_suffix(".en.srt"), tmp_path / "spot.en.srt")
+    shutil.copy(EXAMPLE.with_suffix(".fr.srt"), tmp_path / "spot.fr.srt")  # French is approved
+    monkeypatch.setenv("LIBRE_API_KEY", "key")
+    monkeypatch.setenv("LIBRE_URL", failing_translation_service)
+    monkeypatch.setenv("DUB_TRANSLATE_RETRIES", "1")
+    out, db = tmp_path / "out", f"sqlite:///{tmp_path / 'c.db'}"
+    result = dub(str(video), "--langs", "es,fr", "--translator", "libre", "--voice", "espeak", "--out", str(out),
+                 "--db", db, "--json")
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    assert report["status"] == "partial"
+    assert report["languages"]["fr"]["status"] == "done" and (out / "spot.fr.mp4").exists()
+    assert report["languages"]["es"]["status"] == "failed"
+    assert "libre" in report["languages"]["es"]["error"] and "2 attempts" in report["languages"]["es"]["error"]
+    assert not (out / "spot.es.mp4").exists()
+    mkv = ffprobe(out / "spot.dubbed.mkv")
+    assert [s["tags"]["language"] for s in mkv["streams"] if s["codec_type"] == "audio"] == ["eng", "fre"]
+    runs = stages(report["job"], db)
+    failed = [r for r in runs if r["status"] == "failed"]
+    assert [(r["stage"], r["lang"]) for r in failed] == [("translate", "es")]
+    assert "libre" in failed[0]["error"]
+    assert not any(r["lang"] == "es" and r["status"] == "done" for r in runs)
+
+
+def test_other_frame_rates_channel_layouts_and_rotation_are_accepted(prefect_api, tmp_path):
+    """30 fps, 5.1 audio, a rotated picture: the dub keeps the picture as it was (copied,
+    still rotated) and its track is as long as the source."""
+    encoded, video = tmp_path / "encoded.mp4", tmp_path / "phone.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(EXAMPLE), "-t", "6", "-r", "30", "-c:v", "libx264",
+                    "-af", "aformat=channel_layouts=5.1", "-ac", "6", "-c:a", "aac", str(encoded)],
+                   check=True, timeout=120)
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(encoded), "-c", "copy", "-metadata:s:v:0", "rotate=90",
+                    str(video)], check=True, timeout=120)  # a phone's portrait recording
+    (tmp_path / "phone.en.srt").write_text("1\n00:00:00,500 --> 00:00:02,800\nHello there.\n")
+    (tmp_path / "phone.de.srt").write_text("1\n00:00:00,500 --> 00:00:02,800\nHallo zusammen.\n")
+    out = tmp_path / "out"
+    result = dub(str(video), "--langs", "de", "--voice", "espeak", "--out", str(out),
+                 "--db", f"sqlite:///{tmp_path / 'c.db'}")
+    assert result.returncode == 0, result.stderr
+    src, dubbed = ffprobe(video), ffprobe(out / "phone.de.mp4")
+    assert abs(float(dubbed["format"]["duration"]) - float(src["format"]["duration"])) <= 1 / 30
+    assert video_md5(out / "phone.de.mp4") == video_md5(video)
+    assert dubbed["streams"][0]["r_frame_rate"] == "30/1"
+    assert src["streams"][1]["channels"] == 6
+    rotation = [d.get("rotation") for d in dubbed["streams"][0].get("side_data_list", [])]
+    assert rotation == [d.get("rotation") for d in src["streams"][0].get("side_data_list", [])] == [90]

@@ -10,6 +10,7 @@ halves, down to single lines. The glossary is applied around every translator.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from pathlib import Path
@@ -132,8 +133,17 @@ def _translate_chunk(chunk: list[str], source: str, target: str, translator: Tra
             + _translate_chunk(chunk[half:], source, target, translator))
 
 
+def _retries() -> int:
+    """Attempts after the first: DUB_TRANSLATE_RETRIES, else RETRIES."""
+    try:
+        return max(0, int(os.environ.get("DUB_TRANSLATE_RETRIES", RETRIES)))
+    except ValueError:
+        return RETRIES
+
+
 def _with_retries(translator: Translator, texts: list[str], source: str, target: str) -> list[str]:
-    for attempt in range(RETRIES + 1):
+    retries = _retries()
+    for attempt in range(retries + 1):
         try:
             return [str(t).strip() for t in translator.translate_batch(texts, source, target)]
         except DubError:
@@ -142,10 +152,10 @@ def _with_retries(translator: Translator, texts: list[str], source: str, target:
             if not _transient(exc):
                 raise StageError(f"translation to {target} with {translator.name} failed: "
                                  f"{_describe(exc)}") from exc
-            if attempt == RETRIES:
+            if attempt == retries:
                 raise StageError(
                     f"translation to {target} with {translator.name} still failing after "
-                    f"{RETRIES + 1} attempts ({_describe(exc)}); try again later or use another provider"
+                    f"{retries + 1} attempts ({_describe(exc)}); try again later or use another provider"
                 ) from exc
             # Full-size waits with jitter so that parallel languages do not retry in lockstep.
             delay = min(BACKOFF_MAX_S, BACKOFF_S * 2**attempt) * random.uniform(0.5, 1.0)
