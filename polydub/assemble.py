@@ -77,7 +77,9 @@ def multitrack_file(video: str | None, audio: list[AudioTrack], subtitles: list[
                     out: Path) -> Path:
     """One Matroska file holding every audio and subtitle track, each language-tagged.
 
-    The first audio track (the original) is the default; the video is copied.
+    Every stream is copied: the original as it is, each dub as the AAC track of its
+    language's deliverable, so adding a language re-encodes nothing. The first audio track
+    (the original) is the default.
     """
     inputs: list[str] = []
     maps: list[str] = []
@@ -101,8 +103,6 @@ def multitrack_file(video: str | None, audio: list[AudioTrack], subtitles: list[
                  f"-metadata:s:s:{i}", f"title={track.title}",
                  f"-disposition:s:{i}", "0"]
         n += 1
-    # The original keeps its own codec (no generation loss); dubs are AAC.
-    codecs = (["-c:v", "copy"] if video else []) + ["-c:a", "aac", "-b:a", AUDIO_BITRATE,
-                                                   "-c:a:0", "copy", "-c:s", "srt"]
+    codecs = (["-c:v", "copy"] if video else []) + ["-c:a", "copy", "-c:s", "srt"]
     ffmpeg(*inputs, *maps, *codecs, *meta, *_notice_args(None), str(out), what=f"assembling {out.name}")
     return out

@@ -156,7 +156,8 @@ def run_cmd(
     from polydub import progress
     from polydub.flows.dub import dub_video
 
-    console.print(f"[dim]prefect: {mode} server ready in {time.perf_counter() - t0:.1f} s[/]")
+    console.print(f"[dim]prefect: {mode} server; ready to run in {time.perf_counter() - t0:.1f} s "
+                  f"(server check and imports)[/]")
     reports = []
     for plan in plans:
         view = Progress(plan.langs)

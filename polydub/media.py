@@ -131,8 +131,18 @@ def probe(path: str | Path) -> MediaInfo:
     )
 
 
+_decoded_ok: set[tuple[str, int, int]] = set()  # (path, size, mtime) already checked in this process
+
+
 def check_decodes(path: str | Path, info: MediaInfo) -> None:
-    """Decode the whole audio stream once; a truncated or corrupt file fails here, before work."""
+    """Decode the whole audio stream once; a truncated or corrupt file fails here, before work.
+
+    Remembered per process for an unchanged file: `dub` validates, then the flow plans again.
+    """
+    st = Path(path).stat()
+    fingerprint = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    if fingerprint in _decoded_ok:
+        return
     try:
         proc = subprocess.run(
             ["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0",
@@ -146,6 +156,7 @@ def check_decodes(path: str | Path, info: MediaInfo) -> None:
     if proc.returncode != 0 or any("nvalid data" in e or "runcat" in e or "partial file" in e
                                    or "moov atom not found" in e for e in errors):
         raise InputError(f"{path}: truncated or corrupt ({errors[-1] if errors else 'decode failed'})")
+    _decoded_ok.add(fingerprint)
 
 
 def extract_audio(path: str | Path, out: str | Path, sample_rate: int = SAMPLE_RATE,

@@ -16,7 +16,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from polydub import cache, config, media
 from polydub.job import DEFAULT_LOUDNESS, DEFAULT_MAX_SPEED, JobPlan, plan_job
 from polydub.tasks.common import JobContext, StageResult, catalog, one_line
-from polydub.tasks.deliver import assemble_lang, assemble_multitrack
+from polydub.tasks.deliver import assemble_lang, assemble_multitrack, deliverables
 from polydub.tasks.language import mix_lang, synthesize_lang, translate_lang
 from polydub.tasks.lipsync import lipsync_langs
 from polydub.tasks.source import prepare_source, transcribe_source
@@ -100,12 +100,14 @@ def run_job(plan: JobPlan, db: str | None = None) -> dict:
 
         delivered = {lang: assemble_lang.submit(ctx, plan, source, r[0], r[2], videos.get(lang), lang)
                      for lang, r in mixed.items()}
+        assembled: dict[str, StageResult] = {}
         for lang, future in delivered.items():
             try:
-                outputs = future.result()
+                assembled[lang] = future.result()
             except Exception as exc:
                 langs[lang]["error"] = one_line(exc)
                 continue
+            outputs = deliverables(plan, assembled[lang])
             translation, speech, mix = mixed[lang]
             langs[lang].update(_language_report(outputs, translation, speech, mix, videos.get(lang)))
             for kind, path in outputs.items():
@@ -113,8 +115,7 @@ def run_job(plan: JobPlan, db: str | None = None) -> dict:
                                info.duration if kind in ("mp4", "m4a") else None)
         done = [lang for lang in plan.langs if langs[lang]["status"] == "done"]
         if done:
-            multitrack = assemble_multitrack(ctx, plan, source, transcript,
-                                             {lang: (mixed[lang][0], mixed[lang][2]) for lang in done})
+            multitrack = assemble_multitrack(ctx, plan, source, transcript, {lang: assembled[lang] for lang in done})
             report["multitrack"] = multitrack
             cat.add_output(job_id, None, "multitrack", multitrack, info.duration)
     except Exception as exc:

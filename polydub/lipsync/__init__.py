@@ -18,6 +18,11 @@ def lipsync_decision(mode: str, has_video: bool, models_dir: Path | None = None)
         return False, "off (--lipsync off)"
     if not has_video:
         return False, "audio-only input"
+    from polydub.lipsync.weights import default_version, missing_weights
+
+    missing = missing_weights(models_dir or config.models_dir(), default_version())
+    if missing:  # decided without importing torch (seconds) when the weights are absent
+        return False, "weights missing: " + ", ".join(missing)
     try:
         from polydub.lipsync.stage import can_run
     except ImportError as exc:  # the stage's own dependencies are missing

@@ -9,7 +9,6 @@ encoder. Frames without a face are written unchanged. Memory does not grow with 
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,43 +22,12 @@ from polydub.errors import InputError, StageError
 from polydub.lipsync import face
 from polydub.lipsync.audio import frame_windows, load_audio, whisper_features
 from polydub.lipsync.video import ENCODE_ARGS, FPS, PIPE_TIMEOUT, FrameWriter, frame_size, read_frames
+from polydub.lipsync.weights import (OVERRIDES, RESOLUTION, default_version, lipsync_device,  # noqa: F401
+                                     missing_weights, weight_paths)
 
+MASK_PATH = Path(__file__).parent / "assets" / "mask.png"
 CHUNK_FRAMES = 16  # frames the UNet sees at once (its temporal layers)
 SEED = 1247
-RESOLUTION = {"1.5": 256, "1.6": 512}
-MASK_PATH = Path(__file__).parent / "assets" / "mask.png"
-VAE_DIR = "sd-vae-ft-mse"
-OVERRIDES = "polydub.json"  # optional, beside the UNet: {"unet": {...config...}, "resolution": N}
-
-
-def default_version() -> str:
-    """The LatentSync version the flow uses: DUB_LIPSYNC_VERSION, else 1.5 (256 px, ~8 GB)."""
-    return os.environ.get("DUB_LIPSYNC_VERSION", "1.5")
-
-
-def lipsync_device() -> str:
-    """DUB_LIPSYNC_DEVICE if set (`cpu` runs the stage on the CPU, slowly), else cuda."""
-    return os.environ.get("DUB_LIPSYNC_DEVICE") or "cuda"
-
-
-def weight_paths(models_dir: str | Path, version: str = "1.5") -> dict[str, Path]:
-    """Where the weights of a LatentSync version live under the models directory."""
-    if version not in RESOLUTION:
-        raise InputError(f"unknown LatentSync version {version!r} (choose from {', '.join(RESOLUTION)})")
-    root = Path(models_dir).expanduser()
-    return {"unet": root / f"latentsync-{version}" / "latentsync_unet.pt",
-            "whisper": root / f"latentsync-{version}" / "whisper" / "tiny.pt",
-            "vae": root / VAE_DIR}
-
-
-def missing_weights(models_dir: str | Path, version: str = "1.5") -> list[str]:
-    """The weight files (or the VAE folder) that are not there."""
-    paths = weight_paths(models_dir, version)
-    present = {"unet": paths["unet"].is_file(), "whisper": paths["whisper"].is_file(),
-               "vae": (paths["vae"] / "config.json").is_file()}
-    return [str(paths[k]) for k, ok in present.items() if not ok]
-
-
 def can_run(models_dir: str | Path, version: str | None = None) -> tuple[bool, str]:
     """Whether lip-sync can run here: a CUDA device (or DUB_LIPSYNC_DEVICE=cpu) and the
     weights; else why not."""

@@ -36,60 +36,71 @@ def _key(result: StageResult | None) -> str | None:
     return Path(result.folder).name if result and result.folder else None
 
 
+# Cached files are named for what they are, not for the input, so that the same content
+# under another name (a copy, a renamed file) reuses them; publishing gives them the name.
+DUBBED, SRT, VTT = "dubbed", "subtitles.srt", "subtitles.vtt"
+
+
+def deliverables(plan: JobPlan, result: StageResult) -> dict[str, str]:
+    """Where a language's files are published: {'mp4' or 'm4a', 'srt', 'vtt': path}."""
+    name = f"{plan.name}.{result.lang}"
+    return {Path(f).suffix.lstrip("."): str(Path(plan.out_dir) / f"{name}{Path(f).suffix}")
+            for f in result.meta["files"]}
+
+
 @task(name="assemble", cache_policy=NONE)
 def assemble_lang(ctx: JobContext, plan: JobPlan, source: StageResult, translation: StageResult,
-                  mixed: StageResult, video: StageResult | None, lang: str) -> dict[str, str]:
+                  mixed: StageResult, video: StageResult | None, lang: str) -> StageResult:
     """Build one language's MP4 (M4A for audio-only input) with subtitles; publish all three files."""
-    name = f"{plan.name}.{lang}"
-    ext = ".mp4" if plan.has_video else ".m4a"
+    dubbed = DUBBED + (".mp4" if plan.has_video else ".m4a")
     lipsynced = video is not None and video.status != "skipped" and video.folder
 
     def build(folder: Path) -> dict:
         segments = load_segments(translation)
-        write_subtitles(segments, folder / f"{name}.srt")
-        write_subtitles(segments, folder / f"{name}.vtt")
+        write_subtitles(segments, folder / SRT)
+        write_subtitles(segments, folder / VTT)
         picture = None
         if plan.has_video:
             picture = video.file(video.meta["file"]) if lipsynced else plan.input
-        assemble.dubbed_file(picture, mixed.file(MIXED), str(folder / f"{name}.srt"), lang,
-                             folder / f"{name}{ext}",
+        assemble.dubbed_file(picture, mixed.file(MIXED), str(folder / SRT), lang, folder / dubbed,
                              video_codec="h264" if lipsynced else source.meta.get("video_codec"))
-        return {"files": [f"{name}{ext}", f"{name}.srt", f"{name}.vtt"], "lipsynced": bool(lipsynced)}
+        return {"files": [dubbed, SRT, VTT], "lipsynced": bool(lipsynced)}
 
     key = cache.stage_key("assemble", source=_key(source), translation=_key(translation),
-                          mix=_key(mixed), video=_key(video) if lipsynced else None, lang=lang, version=1)
+                          mix=_key(mixed), video=_key(video) if lipsynced else None, lang=lang, version=2)
     result = run_stage(ctx, "assemble", lang, key, build, backend="ffmpeg")
-    out = Path(plan.out_dir)
-    return {Path(f).suffix.lstrip("."): str(publish(result.file(f), out / f)) for f in result.meta["files"]}
+    for f, dest in zip(result.meta["files"], deliverables(plan, result).values()):
+        publish(result.file(f), Path(dest))
+    return result
 
 
 @task(name="assemble-multitrack", cache_policy=NONE)
 def assemble_multitrack(ctx: JobContext, plan: JobPlan, source: StageResult, transcript: StageResult,
-                        parts: dict[str, tuple[StageResult, StageResult]]) -> str:
+                        delivered: dict[str, StageResult]) -> str:
     """One file with the original and every dub, each audio and subtitle track language-tagged.
 
-    `parts` maps each delivered language to its (translation, mix) results.
+    `delivered` maps each delivered language to its assemble result, whose encoded track
+    and subtitles are copied in as they are.
     """
     ext = ".dubbed.mkv" if plan.has_video else ".dubbed.mka"
-    filename = f"{plan.name}{ext}"
+    filename = f"multitrack{ext}"
     src_lang = transcript.meta.get("language") or plan.source_lang
     src_lang = src_lang if src_lang and src_lang in languages.LANGUAGES else None
 
     def build(folder: Path) -> dict:
         audio = [assemble.AudioTrack(plan.input, src_lang, "Original")]
         subs = []
-        transcript_srt = Path(transcript.folder) / "transcript.srt"
         if load_segments(transcript):
-            subs.append(assemble.SubtitleTrack(str(transcript_srt), src_lang, "Original"))
-        for lang, (translation, mixed) in parts.items():
-            audio.append(assemble.AudioTrack(mixed.file(MIXED), lang, f"{languages.name(lang)} (AI dub)"))
-            srt = folder / f"{lang}.srt"
-            write_subtitles(load_segments(translation), srt)
-            subs.append(assemble.SubtitleTrack(str(srt), lang, languages.name(lang)))
+            subs.append(assemble.SubtitleTrack(str(Path(transcript.folder) / "transcript.srt"), src_lang,
+                                               "Original"))
+        for lang, result in delivered.items():
+            dubbed, srt = (result.file(f) for f in result.meta["files"][:2])
+            audio.append(assemble.AudioTrack(dubbed, lang, f"{languages.name(lang)} (AI dub)"))
+            subs.append(assemble.SubtitleTrack(srt, lang, languages.name(lang)))
         assemble.multitrack_file(plan.input if plan.has_video else None, audio, subs, folder / filename)
         return {"file": filename, "tracks": len(audio)}
 
     key = cache.stage_key("multitrack", source=_key(source), transcript=_key(transcript),
-                          parts={lang: [_key(t), _key(m)] for lang, (t, m) in parts.items()}, version=1)
+                          parts={lang: _key(r) for lang, r in delivered.items()}, version=2)
     result = run_stage(ctx, "assemble", None, key, build, backend="ffmpeg")
-    return str(publish(result.file(filename), Path(plan.out_dir) / filename))
+    return str(publish(result.file(filename), Path(plan.out_dir) / f"{plan.name}{ext}"))

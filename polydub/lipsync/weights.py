@@ -1,0 +1,44 @@
+"""Where the lip-sync weights live and which version and device the stage uses.
+
+Kept free of torch so that deciding whether lip-sync can run costs nothing when the
+weights are not there.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from polydub.errors import InputError
+
+RESOLUTION = {"1.5": 256, "1.6": 512}
+VAE_DIR = "sd-vae-ft-mse"
+OVERRIDES = "polydub.json"  # optional, beside the UNet: {"unet": {...config...}, "resolution": N}
+
+
+def default_version() -> str:
+    """The LatentSync version the flow uses: DUB_LIPSYNC_VERSION, else 1.5 (256 px, ~8 GB)."""
+    return os.environ.get("DUB_LIPSYNC_VERSION", "1.5")
+
+
+def lipsync_device() -> str:
+    """DUB_LIPSYNC_DEVICE if set (`cpu` runs the stage on the CPU, slowly), else cuda."""
+    return os.environ.get("DUB_LIPSYNC_DEVICE") or "cuda"
+
+
+def weight_paths(models_dir: str | Path, version: str = "1.5") -> dict[str, Path]:
+    """Where the weights of a LatentSync version live under the models directory."""
+    if version not in RESOLUTION:
+        raise InputError(f"unknown LatentSync version {version!r} (choose from {', '.join(RESOLUTION)})")
+    root = Path(models_dir).expanduser()
+    return {"unet": root / f"latentsync-{version}" / "latentsync_unet.pt",
+            "whisper": root / f"latentsync-{version}" / "whisper" / "tiny.pt",
+            "vae": root / VAE_DIR}
+
+
+def missing_weights(models_dir: str | Path, version: str = "1.5") -> list[str]:
+    """The weight files (or the VAE folder) that are not there."""
+    paths = weight_paths(models_dir, version)
+    present = {"unet": paths["unet"].is_file(), "whisper": paths["whisper"].is_file(),
+               "vae": (paths["vae"] / "config.json").is_file()}
+    return [str(paths[k]) for k, ok in present.items() if not ok]
