@@ -20,8 +20,12 @@ def build_whisper(path: Path) -> Path:
 
     torch.manual_seed(0)
     dims = ModelDimensions(**WHISPER_DIMS)
+    model = Whisper(dims)
+    # whisper leaves the text decoder's positional embedding as torch.empty (real
+    # checkpoints overwrite it): uninitialised memory can hold NaN, so give it values.
+    torch.nn.init.normal_(model.decoder.positional_embedding, std=0.02)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"dims": asdict(dims), "model_state_dict": Whisper(dims).state_dict()}, path)
+    torch.save({"dims": asdict(dims), "model_state_dict": model.state_dict()}, path)
     return path
 
 
@@ -128,6 +132,7 @@ def build_lipsync_models(root: Path, resolution: int = 64) -> Path:
     unet = LipSyncUNet.from_config(TINY_UNET)
     torch.save({"global_step": 0, "state_dict": unet.state_dict()}, version / "latentsync_unet.pt")
     audio = Whisper(stage_whisper)
+    torch.nn.init.normal_(audio.decoder.positional_embedding, std=0.02)  # torch.empty in whisper
     torch.save({"dims": asdict(stage_whisper), "model_state_dict": audio.state_dict()},
                version / "whisper" / "tiny.pt")
     vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
