@@ -9,6 +9,7 @@ crash never leaves a half-written result that looks done.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -54,6 +55,23 @@ def lookup(stage: str, key: str, root: Path | None = None) -> dict | None:
 
 
 @contextlib.contextmanager
+def exclusive(stage: str, key: str, root: Path | None = None) -> Iterator[None]:
+    """Hold the key's lock: one builder at a time per key, across threads and processes.
+
+    (flock locks belong to an open file, so two threads that each open the lock file
+    exclude each other as two processes do.)
+    """
+    lock = stage_dir(stage, key, root).with_suffix(".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
 def building(stage: str, key: str, root: Path | None = None) -> Iterator[Path]:
     """Yield a private work folder; on success it becomes the stage's folder.
 
@@ -68,8 +86,10 @@ def building(stage: str, key: str, root: Path | None = None) -> Iterator[Path]:
         yield work
         if not (work / _DONE).exists():
             raise RuntimeError(f"stage {stage} did not finish its output")
+        if (final / _DONE).exists():
+            return  # someone else finished it meanwhile: keep theirs, readers may be using it
         if final.exists():
-            shutil.rmtree(final)  # an incomplete or stale folder without a marker
+            shutil.rmtree(final)  # an incomplete folder without a marker
         os.replace(work, final)
     finally:
         if work.exists():

@@ -59,7 +59,7 @@ def first_run(prefect_api, workdir, tmp_path_factory):
     out = workdir / "out"
     db = f"sqlite:///{workdir / 'catalog.db'}"
     result = dub(str(workdir / EXAMPLE.name), "--langs", ",".join(LANGS), "--out", str(out), "--db", db,
-                 "--voice", "espeak", "--json")
+                 "--json")  # as the README's example runs it: --voice auto
     assert result.returncode == 0, result.stderr
     return result, json.loads(result.stdout), out, db
 
@@ -117,6 +117,7 @@ def test_report_places_every_line_at_its_source_start(first_run, workdir):
     for lang in LANGS:
         entry = report["languages"][lang]
         assert entry["backends"]["voice"] == "espeak"
+        assert entry["backends"]["voice_reason"].startswith("auto: no Coqui weights")
         assert entry["backends"]["translate"] == "approved translation"
         assert entry["backends"]["lipsync"] == "skipped" and entry["backends"]["lipsync_reason"]
         lines = entry["lines"]
@@ -150,7 +151,7 @@ def test_rerun_of_unchanged_job_is_all_cached(first_run, workdir):
     _, first, out, db = first_run
     before = {p.name: p.read_bytes() for p in out.glob("*.mp4")}
     result = dub(str(workdir / EXAMPLE.name), "--langs", ",".join(LANGS), "--out", str(out), "--db", db,
-                 "--voice", "espeak", "--json")
+                 "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["job"] != first["job"]
@@ -168,7 +169,7 @@ def test_adding_a_language_runs_only_that_language(first_run, workdir, tmp_path)
         "2\n00:00:03,200 --> 00:00:05,600\nTi fa risparmiare tempo ogni giorno.\n\n"
         "3\n00:00:06,000 --> 00:00:09,200\nProvalo oggi e dicci cosa ne pensi.\n", encoding="utf-8")
     result = dub(str(workdir / EXAMPLE.name), "--langs", ",".join(LANGS + ["it"]), "--out", str(out),
-                 "--db", db, "--voice", "espeak", "--translations", str(translations), "--json")
+                 "--db", db, "--translations", str(translations), "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     for run in stages(report["job"], db):

@@ -68,27 +68,30 @@ def run_stage(ctx: JobContext, stage: str, lang: str | None, key: str,
     cat = catalog(ctx.db_url)
     root = Path(ctx.cache_root)
     run_id = cat.start_stage(ctx.job_id, stage, lang, key, backend, model_version)
-    hit = cache.lookup(stage, key, root)
-    if hit is not None:
-        cat.finish_stage(run_id, "cached", detail=_detail(hit), backend=hit.get("backend", backend),
-                         model_version=hit.get("model_version", model_version))
-        emit(stage, lang, "cached")
-        return StageResult(stage, lang, str(cache.stage_dir(stage, key, root)), hit, "cached")
-    emit(stage, lang, "running")
-    started = time.perf_counter()
-    try:
-        with cache.building(stage, key, root) as work:
-            meta = build(work) or {}
-            meta.setdefault("backend", backend)
-            meta.setdefault("model_version", model_version)
-            meta["seconds"] = round(time.perf_counter() - started, 3)
-            cache.finish(work, meta)
-    except BaseException as exc:
-        cat.finish_stage(run_id, "failed", error=one_line(exc), backend=backend, model_version=model_version)
-        emit(stage, lang, "failed", one_line(exc))
-        if isinstance(exc, DubError) or not isinstance(exc, Exception):
-            raise
-        raise StageError(f"{stage}{' ' + lang if lang else ''}: {one_line(exc)}") from exc
+    # Languages run in threads and jobs in processes: whoever holds the key's lock builds,
+    # the others wait and then find it cached.
+    with cache.exclusive(stage, key, root):
+        hit = cache.lookup(stage, key, root)
+        if hit is not None:
+            cat.finish_stage(run_id, "cached", detail=_detail(hit), backend=hit.get("backend", backend),
+                             model_version=hit.get("model_version", model_version))
+            emit(stage, lang, "cached")
+            return StageResult(stage, lang, str(cache.stage_dir(stage, key, root)), hit, "cached")
+        emit(stage, lang, "running")
+        started = time.perf_counter()
+        try:
+            with cache.building(stage, key, root) as work:
+                meta = build(work) or {}
+                meta.setdefault("backend", backend)
+                meta.setdefault("model_version", model_version)
+                meta["seconds"] = round(time.perf_counter() - started, 3)
+                cache.finish(work, meta)
+        except BaseException as exc:
+            cat.finish_stage(run_id, "failed", error=one_line(exc), backend=backend, model_version=model_version)
+            emit(stage, lang, "failed", one_line(exc))
+            if isinstance(exc, DubError) or not isinstance(exc, Exception):
+                raise
+            raise StageError(f"{stage}{' ' + lang if lang else ''}: {one_line(exc)}") from exc
     cat.finish_stage(run_id, "done", detail=_detail(meta), backend=meta.get("backend"),
                      model_version=meta.get("model_version"))
     emit(stage, lang, "done", meta.get("note", ""))

@@ -80,6 +80,15 @@ def _reference_clip(ctx: JobContext, source: StageResult, transcript: StageResul
     return run_stage(ctx, "reference", None, key, build, backend="ffmpeg")
 
 
+def _may_clone(voice: str) -> bool:
+    """Whether the voice could clone the speaker (and so needs a reference clip)."""
+    from polydub.tts.coqui import XTTS_DIR, checkpoint_in
+
+    if voice.startswith("coqui"):
+        return True
+    return voice == "auto" and checkpoint_in(config.models_dir() / XTTS_DIR) is not None
+
+
 @task(name="synthesize", cache_policy=NONE)
 def synthesize_lang(ctx: JobContext, plan: JobPlan, source: StageResult, transcript: StageResult,
                     translation: StageResult, lang: str) -> StageResult:
@@ -88,7 +97,7 @@ def synthesize_lang(ctx: JobContext, plan: JobPlan, source: StageResult, transcr
     from polydub.tts.trim import trim_silence
 
     reference = None
-    if plan.voice != "espeak" and not plan.voice.startswith("espeak:") and load_segments(transcript):
+    if _may_clone(plan.voice) and load_segments(transcript):
         reference = Path(_reference_clip(ctx, source, transcript).file(REFERENCE))
     voice, reason = select_voice(plan.voice, lang, config.models_dir(), reference)
 
