@@ -92,8 +92,9 @@ class Progress:
 def _summary(report: dict) -> tuple[Table, list[str]]:
     """The end-of-run table, and notes saying why each backend was chosen."""
     table = Table(title=f"job {report['job']}: {report['status']} in {report['seconds']:.1f} s")
-    for col in ("lang", "output", "duration", "voice", "sped up", "overflow", "lip-sync", "time"):
-        table.add_column(col, no_wrap=col in ("lang", "output"))
+    # sped: lines sped up to fit; over: lines that still overflow their slot (see the report)
+    for col in ("lang", "output", "length", "voice", "sped", "over", "lip-sync", "time"):
+        table.add_column(col, no_wrap=True)
     notes: list[str] = []
     for lang, entry in report["languages"].items():
         if entry["status"] != "done":
@@ -103,12 +104,12 @@ def _summary(report: dict) -> tuple[Table, list[str]]:
         path = entry["outputs"].get("mp4") or entry["outputs"].get("m4a")
         backends = entry["backends"]
         seconds = sum(s["seconds"] or 0 for s in entry["stages"].values() if s["status"] == "done")
-        table.add_row(lang, Path(path).name, f"{report['duration']:.2f} s", backends["voice"],
+        table.add_row(lang, Path(path).name, f"{report['duration']:.1f} s", backends["voice"],
                       str(entry["sped_up"]), str(entry["overflowing"]), backends["lipsync"], f"{seconds:.1f} s")
         for what, key in (("voice", "voice_reason"), ("lip-sync", "lipsync_reason")):
-            note = f"{what}: {backends[key]}" if backends.get(key) else None
-            if note and f"  {note}" not in notes:
-                notes.append(f"  {note}")
+            note = f"  {lang} {what}: {backends[key]}" if backends.get(key) else None
+            if note:
+                notes.append(note)
     return table, notes
 
 
@@ -175,7 +176,7 @@ def run_cmd(
             table, notes = _summary(report)
             console.print(table)
             for note in notes:
-                console.print(note, markup=False, highlight=False)
+                print(note, file=sys.stderr)  # whole lines: paths must stay copyable
             console.print(f"outputs in {report['out_dir']}; report {Path(report.get('report', '')).name}")
     if as_json:
         out.print_json(json.dumps(reports if len(reports) > 1 else reports[0], default=str))
