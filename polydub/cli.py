@@ -59,10 +59,9 @@ def _validate(plan) -> None:
         from polydub.translate import make_translator
 
         make_translator(plan.translator)
-    if plan.lipsync == "on":
-        ok, reason = lipsync_decision("on", plan.has_video)
-        if not ok:
-            raise InputError(f"--lipsync on: lip-sync cannot run: {reason}")
+    ok, reason = lipsync_decision(plan.lipsync, plan.has_video)  # also checks lip-sync settings
+    if plan.lipsync == "on" and not ok:
+        raise InputError(f"--lipsync on: lip-sync cannot run: {reason}")
 
 
 class Progress:

@@ -78,6 +78,13 @@ def test_bad_usage_exits_2_before_any_work(tmp_path, args, expected):
     assert not out.exists()
 
 
+def test_bad_lipsync_setting_is_bad_usage(tmp_path, monkeypatch):
+    monkeypatch.setenv("DUB_LIPSYNC_FACE", "tallest")
+    result = dub(str(EXAMPLE), "--langs", "es", "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "DUB_LIPSYNC_FACE must be one of largest, left, right, center" in result.stderr
+
+
 def test_malformed_sidecar_is_named(tmp_path):
     video = tmp_path / "clip.mp4"
     shutil.copy(EXAMPLE, video)

@@ -18,8 +18,9 @@ def lipsync_decision(mode: str, has_video: bool, models_dir: Path | None = None)
         return False, "off (--lipsync off)"
     if not has_video:
         return False, "audio-only input"
-    from polydub.lipsync.weights import default_version, missing_weights
+    from polydub.lipsync.weights import default_version, face_choice, missing_weights
 
+    face_choice()  # a bad DUB_LIPSYNC_FACE is bad usage, found before any work
     missing = missing_weights(models_dir or config.models_dir(), default_version())
     if missing:  # decided without importing torch (seconds) when the weights are absent
         return False, "weights missing: " + ", ".join(missing)

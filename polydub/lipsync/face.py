@@ -18,7 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from polydub.errors import StageError
+from polydub.errors import InputError, StageError
+from polydub.lipsync.weights import FACE_CHOICES
 
 # Face Mesh landmark groups (image-left / image-right eyebrow for a frontal, unmirrored face)
 LEFT_EYEBROW = (70, 63, 105, 66, 107, 46, 53, 52, 65, 55)
@@ -177,14 +178,30 @@ def _runs(track_id: np.ndarray) -> list[tuple[int, int]]:
     return runs
 
 
+def _choose(boxes: list[np.ndarray], prefer: str, width: int) -> int:
+    """Index of the face to start a track on: the largest, or the one furthest left/right,
+    or nearest the centre of the frame. Boxes are (x0, y0, x1, y1) in pixels."""
+    centres = [(b[0] + b[2]) / 2 for b in boxes]
+    if prefer == "left":
+        return int(np.argmin(centres))
+    if prefer == "right":
+        return int(np.argmax(centres))
+    if prefer == "center":
+        return int(np.argmin([abs(c - width / 2) for c in centres]))
+    return int(np.argmax([_area(b) for b in boxes]))
+
+
 def track_face(frames: Iterable[np.ndarray], res: int, sigma: float = SMOOTH_SIGMA,
-               mesh: FaceMesh | None = None) -> FaceTrack:
+               mesh: FaceMesh | None = None, prefer: str = "largest") -> FaceTrack:
     """Track one face through RGB uint8 frames (H, W, 3) and return its alignment per frame.
 
-    Several faces: the largest is chosen, then followed by box overlap so the track does not
-    jump to another person; only after it has been missing for `PATIENCE` frames may the
-    largest face start a new track. Frames without the tracked face get track id -1.
+    Several faces: the one `prefer` names (the largest by default; or left, right, center)
+    is chosen, then followed by box overlap so the track does not jump to another person;
+    only after it has been missing for `PATIENCE` frames may a new track start. Frames
+    without the tracked face get track id -1.
     """
+    if prefer not in FACE_CHOICES:
+        raise InputError(f"face choice must be one of {', '.join(FACE_CHOICES)}, not {prefer!r}")
     own = mesh is None
     mesh = mesh or FaceMesh(video=True)
     anchors, ids = [], []
@@ -199,7 +216,7 @@ def track_face(frames: Iterable[np.ndarray], res: int, sigma: float = SMOOTH_SIG
                 if max(overlaps) >= IOU_MIN:
                     pick = int(np.argmax(overlaps))
             if pick is None and boxes and (box is None or missing >= PATIENCE):
-                pick = int(np.argmax([_area(b) for b in boxes]))
+                pick = _choose(boxes, prefer, frame.shape[1])
                 track += 1
             if pick is None:
                 missing += 1

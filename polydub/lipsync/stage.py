@@ -22,8 +22,8 @@ from polydub.errors import InputError, StageError
 from polydub.lipsync import face
 from polydub.lipsync.audio import frame_windows, load_audio, whisper_features
 from polydub.lipsync.video import ENCODE_ARGS, FPS, PIPE_TIMEOUT, FrameWriter, frame_size, read_frames
-from polydub.lipsync.weights import (OVERRIDES, RESOLUTION, default_version, lipsync_device,  # noqa: F401
-                                     missing_weights, weight_paths)
+from polydub.lipsync.weights import (OVERRIDES, RESOLUTION, default_version, face_choice,  # noqa: F401
+                                     lipsync_device, missing_weights, weight_paths)
 
 MASK_PATH = Path(__file__).parent / "assets" / "mask.png"
 CHUNK_FRAMES = 16  # frames the UNet sees at once (its temporal layers)
@@ -100,16 +100,18 @@ def _faces_uint8(faces: Tensor) -> np.ndarray:
     return ((faces.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
-def load_or_track(video: Path, track_cache: Path, res: int,
-                  timeout: float = PIPE_TIMEOUT) -> tuple[face.FaceTrack, str]:
-    """The video's face track at 25 fps: read from `track_cache`, or computed once and saved there."""
+def load_or_track(video: Path, track_cache: Path, res: int, timeout: float = PIPE_TIMEOUT,
+                  prefer: str = "largest") -> tuple[face.FaceTrack, str]:
+    """The video's face track at 25 fps: read from `track_cache`, or computed once and saved
+    there. `prefer` picks among several faces (see `face.track_face`); it belongs in the
+    cache file's name."""
     track_cache = Path(track_cache)
     if track_cache.exists():
         try:
             return face.FaceTrack.load(track_cache).at_res(res), "reused"
         except StageError:
             pass  # unreadable cache: compute it again
-    track = face.track_face(read_frames(video, FPS, timeout), res)
+    track = face.track_face(read_frames(video, FPS, timeout), res, prefer=prefer)
     track.save(track_cache)
     return track, "computed"
 
@@ -118,7 +120,8 @@ def lipsync_video(video: str | Path, dubbed_audio: dict[str, Path], out_videos: 
                   models: LipSyncModels, track_cache: str | Path, res: int | None = None, *,
                   num_steps: int = 20, guidance_scale: float = 1.5, seed: int = SEED,
                   chunk_frames: int = CHUNK_FRAMES, deep_cache: int = 0, overlap_s: float = 0.0,
-                  codec_args: tuple[str, ...] = ENCODE_ARGS, timeout: float = PIPE_TIMEOUT) -> dict:
+                  codec_args: tuple[str, ...] = ENCODE_ARGS, timeout: float = PIPE_TIMEOUT,
+                  prefer_face: str = "largest") -> dict:
     """Lip-sync `video` to each language's dubbed audio; write `out_videos[lang]` (25 fps, video only).
 
     Returns {"frames", "face_frames", "track": "computed" | "reused", "seconds", "outputs"}.
@@ -138,7 +141,7 @@ def lipsync_video(video: str | Path, dubbed_audio: dict[str, Path], out_videos: 
             raise InputError(f"{path}: no dubbed audio for {lang}")
     width, height = frame_size(video)
 
-    track, how = load_or_track(video, Path(track_cache), res, timeout)
+    track, how = load_or_track(video, Path(track_cache), res, timeout, prefer=prefer_face)
     frames = len(track)
     if frames == 0:
         raise InputError(f"{video}: no video frames to lip-sync")

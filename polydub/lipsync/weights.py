@@ -1,4 +1,4 @@
-"""Where the lip-sync weights live and which version and device the stage uses.
+"""Where the lip-sync weights live and which version, device and face the stage uses.
 
 Kept free of torch so that deciding whether lip-sync can run costs nothing when the
 weights are not there.
@@ -13,6 +13,7 @@ from polydub.errors import InputError
 
 RESOLUTION = {"1.5": 256, "1.6": 512}
 VAE_DIR = "sd-vae-ft-mse"
+FACE_CHOICES = ("largest", "left", "right", "center")  # which face to sync when several are visible
 OVERRIDES = "polydub.json"  # optional, beside the UNet: {"unet": {...config...}, "resolution": N}
 
 
@@ -42,3 +43,11 @@ def missing_weights(models_dir: str | Path, version: str = "1.5") -> list[str]:
     present = {"unet": paths["unet"].is_file(), "whisper": paths["whisper"].is_file(),
                "vae": (paths["vae"] / "config.json").is_file()}
     return [str(paths[k]) for k, ok in present.items() if not ok]
+
+
+def face_choice() -> str:
+    """DUB_LIPSYNC_FACE (largest, left, right, center), checked."""
+    prefer = os.environ.get("DUB_LIPSYNC_FACE", "largest")
+    if prefer not in FACE_CHOICES:
+        raise InputError(f"DUB_LIPSYNC_FACE must be one of {', '.join(FACE_CHOICES)}, not {prefer!r}")
+    return prefer

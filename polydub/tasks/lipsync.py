@@ -65,9 +65,10 @@ def lipsync_langs(ctx: JobContext, plan: JobPlan, source: StageResult,
 
     version = lipsync.default_version()
     deep_cache = int(os.environ.get("DUB_LIPSYNC_DEEP_CACHE", "0"))  # full UNet every Nth step
+    prefer = lipsync.face_choice()  # which face when several are visible
     root = Path(ctx.cache_root)
     keys = {lang: cache.stage_key("lipsync", source=Path(source.folder).name, mix=Path(m.folder).name,
-                                  version=version, deep_cache=deep_cache, impl=1)
+                                  version=version, deep_cache=deep_cache, face=prefer, impl=1)
             for lang, m in mixes.items()}
     cat = catalog(ctx.db_url)
     runs = {lang: cat.start_stage(ctx.job_id, "lipsync", lang, keys[lang], "latentsync", version)
@@ -93,8 +94,8 @@ def lipsync_langs(ctx: JobContext, plan: JobPlan, source: StageResult,
             outs = {lang: Path(work) / f"{lang}.mp4" for lang in missing}
             info = lipsync.lipsync_video(
                 Path(plan.input), {lang: Path(mixes[lang].file(MIXED)) for lang in missing}, outs,
-                models, track_cache=root / "facetrack" / f"{Path(source.folder).name}.npz",
-                deep_cache=deep_cache)
+                models, track_cache=root / "facetrack" / f"{Path(source.folder).name}-{prefer}.npz",
+                deep_cache=deep_cache, prefer_face=prefer)
             seconds = round(time.perf_counter() - started, 3)
             for lang in missing:
                 meta = {"file": VIDEO, "backend": "latentsync", "model_version": version, "seconds": seconds,

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import skimage.data
 
+from polydub.errors import InputError
 from polydub.lipsync.face import (
     TEMPLATE,
     FaceMesh,
@@ -77,6 +78,14 @@ def test_the_larger_of_two_faces_is_chosen():
     track = track_face([frame], 64)
     assert track.has_face.tolist() == [True]
     assert face_centre_x(track.matrices[0], 64) < 240  # the large face, on the left
+
+
+def test_another_face_can_be_chosen():
+    frame = two_faces()
+    assert face_centre_x(track_face([frame], 64, prefer="right").matrices[0], 64) > 240
+    assert face_centre_x(track_face([frame], 64, prefer="left").matrices[0], 64) < 240
+    with pytest.raises(InputError, match="face choice"):
+        track_face([frame], 64, prefer="tallest")
 
 
 def test_the_track_does_not_jump_to_a_larger_face_that_appears():
