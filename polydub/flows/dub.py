@@ -153,6 +153,7 @@ def _language_report(outputs: dict[str, str], translation: StageResult, speech: 
             "lipsync_reason": (video.meta.get("reason") if video else None),
         },
         "segments": len(lines),
+        "loudness_lufs": mix.meta.get("loudness"),
         "sped_up": sum(line["speed"] > 1.0 for line in lines),
         "overflowing": sum(line["overflow"] > 0 for line in lines),
         "lines": lines,

@@ -137,9 +137,10 @@ def mix_lang(ctx: JobContext, plan: JobPlan, source: StageResult, transcript: St
                            "overflow": round(f.overflow, 3), "truncated": line.get("truncated", 0.0)})
         (folder / "lines.json").write_text(json.dumps(report, ensure_ascii=False, indent=1))
         return {"lines": len(report), "sped_up": sum(r["speed"] > 1.0 for r in report),
-                "overflowing": sum(r["overflow"] > 0 for r in report), "backend": "ffmpeg"}
+                "overflowing": sum(r["overflow"] > 0 for r in report), "backend": "ffmpeg",
+                "loudness": round(mix.measure_loudness(folder / MIXED), 2)}  # measured, for the QA report
 
     key = cache.stage_key("mix", source=Path(source.folder).name, transcript=_segments_hash(transcript),
                           translation=_segments_hash(translation), speech=Path(speech.folder).name,
-                          max_speed=plan.max_speed, loudness=plan.loudness, version=1)
+                          max_speed=plan.max_speed, loudness=plan.loudness, version=2)
     return run_stage(ctx, "mix", lang, key, build, backend="ffmpeg")
