@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from polydub.errors import DubError, InputError
+from polydub.transcribe import DEFAULT_MODEL as DEFAULT_ASR_MODEL
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Dub talking-head videos into many languages, lip-synced, with a catalog.")
@@ -44,7 +45,6 @@ ICONS = {"running": "[yellow]…[/]", "done": "[green]✓[/]", "cached": "[cyan]
 def _validate(plan) -> None:
     """Backends the plan needs must be usable: checked before any work starts."""
     from polydub.lipsync import lipsync_decision
-
     from polydub.tts import parse_voice_spec, select_voice
 
     parse_voice_spec(plan.voice)
@@ -123,7 +123,7 @@ def run_cmd(
     voice: str = typer.Option("auto", "--voice", help="auto | espeak[:VOICE] | coqui:MODEL_OR_PATH"),
     lipsync: str = typer.Option("auto", "--lipsync", help="auto | on | off"),
     translator: str = typer.Option("google", "--translator", help="google | deepl | microsoft | ... | local:MODEL"),
-    asr_model: str = typer.Option("base", "--asr-model", help="Whisper model name or checkpoint path."),
+    asr_model: str = typer.Option(DEFAULT_ASR_MODEL, "--asr-model", help="Whisper model name or checkpoint path."),
     glossary: Optional[Path] = typer.Option(None, "--glossary", help="Terms kept verbatim or forced (TSV/CSV/JSON)."),
     max_speed: float = typer.Option(1.3, "--max-speed", help="Cap on speeding up a line (pitch preserved)."),
     loudness: float = typer.Option(-23.0, "--loudness", help="Integrated loudness target, LUFS."),

@@ -17,7 +17,7 @@ import numpy as np
 import soundfile as sf
 
 from polydub.errors import StageError
-from polydub.media import SAMPLE_RATE, run, ffmpeg
+from polydub.media import SAMPLE_RATE, ffmpeg, run
 from polydub.segments import Segment
 
 MAX_SPEED = 1.3  # beyond this, sped-up speech starts to sound wrong

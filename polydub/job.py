@@ -12,6 +12,7 @@ from pathlib import Path
 from polydub import languages, media
 from polydub.errors import InputError
 from polydub.segments import read_subtitles
+from polydub.transcribe import DEFAULT_MODEL as DEFAULT_ASR_MODEL
 
 SUBTITLE_SUFFIXES = (".srt", ".vtt")
 LIPSYNC_MODES = ("auto", "on", "off")
@@ -33,7 +34,7 @@ class JobPlan:
     voice: str = "auto"
     lipsync: str = "auto"
     translator: str = "google"
-    asr_model: str = "base"
+    asr_model: str = DEFAULT_ASR_MODEL
     glossary: str | None = None
     max_speed: float = DEFAULT_MAX_SPEED
     loudness: float = DEFAULT_LOUDNESS
@@ -77,7 +78,7 @@ def _from_container_tag(tag: str) -> str | None:
 def plan_job(input: str | Path, langs: list[str] | str, out: str | Path | None = None,
              source_lang: str | None = None, transcript: str | Path | None = None,
              translations: str | Path | None = None, voice: str = "auto", lipsync: str = "auto",
-             translator: str = "google", asr_model: str = "base", glossary: str | Path | None = None,
+             translator: str = "google", asr_model: str = DEFAULT_ASR_MODEL, glossary: str | Path | None = None,
              max_speed: float = DEFAULT_MAX_SPEED, loudness: float = DEFAULT_LOUDNESS,
              consent: str | None = None, check_decode: bool = True) -> JobPlan:
     """Validate one input and its options; raise `InputError` naming the first problem."""

@@ -86,8 +86,3 @@ def name(code: str) -> str:
 def espeak_voice(code: str) -> str:
     norm = normalize(code)
     return _ESPEAK_VOICES.get(norm) or _ESPEAK_VOICES.get(base(norm)) or base(norm)
-
-
-def slug(code: str) -> str:
-    """A form safe for Prefect artifact keys and file names: `pt-br`."""
-    return normalize(code)

@@ -18,10 +18,15 @@ from deep_translator.exceptions import TooManyRequests
 from polydub import translate
 from polydub.errors import InputError, StageError
 from polydub.segments import Segment, write_subtitles
-from polydub.translate import (align_approved, load_glossary, make_translator,
-                               translate_segments)
+from polydub.translate import (
+    align_approved,
+    load_glossary,
+    make_translator,
+    translate_segments,
+)
 from polydub.translate.local import NLLB_CODES
 from tests.tiny_models import WORDS, build_tiny_marian
+
 
 @pytest.fixture(scope="module")
 def tiny_marian(tmp_path_factory) -> Path:

@@ -12,8 +12,14 @@ import pytest
 from polydub import loading
 from polydub.errors import InputError
 from polydub.segments import Segment
+from polydub.tts import (
+    CoquiVoice,
+    EspeakVoice,
+    cut_reference,
+    parse_voice_spec,
+    select_voice,
+)
 from tests.tiny_models import build_vits
-from polydub.tts import CoquiVoice, EspeakVoice, cut_reference, parse_voice_spec, select_voice
 
 SHORT = "Good morning."
 LONG = "Good morning. This sentence is quite a lot longer than the first one, and it keeps going."

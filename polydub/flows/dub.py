@@ -20,6 +20,7 @@ from polydub.tasks.deliver import assemble_lang, assemble_multitrack, deliverabl
 from polydub.tasks.language import mix_lang, synthesize_lang, translate_lang
 from polydub.tasks.lipsync import lipsync_langs
 from polydub.tasks.source import prepare_source, transcribe_source
+from polydub.transcribe import DEFAULT_MODEL as DEFAULT_ASR_MODEL
 
 LANGUAGE_WORKERS = 4  # languages in flight at once; each mostly waits on ffmpeg / TTS
 
@@ -27,7 +28,7 @@ LANGUAGE_WORKERS = 4  # languages in flight at once; each mostly waits on ffmpeg
 @flow(name="dub-video", task_runner=ThreadPoolTaskRunner(max_workers=LANGUAGE_WORKERS * 3))
 def dub_video(input: str, langs: list[str], out: str | None = None, source_lang: str | None = None,
               transcript: str | None = None, translations: str | None = None, voice: str = "auto",
-              lipsync: str = "auto", translator: str = "google", asr_model: str = "base",
+              lipsync: str = "auto", translator: str = "google", asr_model: str = DEFAULT_ASR_MODEL,
               glossary: str | None = None, max_speed: float = DEFAULT_MAX_SPEED,
               loudness: float = DEFAULT_LOUDNESS, consent: str | None = None,
               db: str | None = None) -> dict:

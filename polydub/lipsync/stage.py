@@ -21,9 +21,23 @@ from torch import Tensor
 from polydub.errors import InputError, StageError
 from polydub.lipsync import face
 from polydub.lipsync.audio import frame_windows, load_audio, whisper_features
-from polydub.lipsync.video import ENCODE_ARGS, FPS, PIPE_TIMEOUT, FrameWriter, frame_size, read_frames
-from polydub.lipsync.weights import (OVERRIDES, RESOLUTION, default_version, face_choice,  # noqa: F401
-                                     lipsync_device, missing_weights, weight_paths)
+from polydub.lipsync.video import (
+    ENCODE_ARGS,
+    FPS,
+    PIPE_TIMEOUT,
+    FrameWriter,
+    frame_size,
+    read_frames,
+)
+from polydub.lipsync.weights import (  # noqa: F401
+    OVERRIDES,
+    RESOLUTION,
+    default_version,
+    face_choice,
+    lipsync_device,
+    missing_weights,
+    weight_paths,
+)
 
 MASK_PATH = Path(__file__).parent / "assets" / "mask.png"
 CHUNK_FRAMES = 16  # frames the UNet sees at once (its temporal layers)

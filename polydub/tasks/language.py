@@ -10,9 +10,16 @@ from prefect.cache_policies import NONE
 
 from polydub import cache, config
 from polydub.job import JobPlan
+from polydub.media import SAMPLE_RATE
 from polydub.segments import read_subtitles
 from polydub.tasks.common import JobContext, StageResult, run_stage
-from polydub.tasks.source import ASR_AUDIO, SEGMENTS, SOURCE_AUDIO, load_segments, save_segments
+from polydub.tasks.source import (
+    ASR_AUDIO,
+    SEGMENTS,
+    SOURCE_AUDIO,
+    load_segments,
+    save_segments,
+)
 
 DUB_TRACK = "dub.wav"  # the placed, fitted voice alone
 MIXED = "mixed.wav"  # voice over the ducked background, loudness-normalized
@@ -124,7 +131,7 @@ def mix_lang(ctx: JobContext, plan: JobPlan, source: StageResult, transcript: St
     def build(folder: Path) -> dict:
         segments = load_segments(translation)
         clips = speech.meta["clips"]
-        total = source.meta["samples"] / 48_000
+        total = source.meta["samples"] / SAMPLE_RATE
         fits = fit.plan_fits(segments, [c["duration"] for c in clips], total, max_speed=plan.max_speed)
         lines = fit.render_dub_track([Path(speech.folder) / c["file"] for c in clips], fits,
                                      source.meta["samples"], folder / DUB_TRACK)

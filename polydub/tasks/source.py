@@ -10,8 +10,15 @@ from prefect.cache_policies import NONE
 
 from polydub import cache, media
 from polydub.job import JobPlan
-from polydub.segments import Segment, read_subtitles, segments_from_dicts, segments_to_dicts, write_subtitles
+from polydub.segments import (
+    Segment,
+    read_subtitles,
+    segments_from_dicts,
+    segments_to_dicts,
+    write_subtitles,
+)
 from polydub.tasks.common import JobContext, StageResult, run_stage
+from polydub.transcribe import ASR_SAMPLE_RATE
 
 SOURCE_AUDIO = "source.wav"  # 48 kHz, the source's channels (at most 2): mixing base
 ASR_AUDIO = "asr.wav"  # 16 kHz mono: whisper and lip-sync features
@@ -36,7 +43,7 @@ def prepare_source(ctx: JobContext, plan: JobPlan, source_hash: str) -> StageRes
         info = media.probe(plan.input)
         channels = max(1, min(2, info.audio_channels))
         media.extract_audio(plan.input, folder / SOURCE_AUDIO, channels=channels)
-        media.extract_audio(plan.input, folder / ASR_AUDIO, sample_rate=16_000)
+        media.extract_audio(plan.input, folder / ASR_AUDIO, sample_rate=ASR_SAMPLE_RATE)
         import soundfile
 
         frames = soundfile.info(str(folder / SOURCE_AUDIO)).frames

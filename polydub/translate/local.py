@@ -13,8 +13,8 @@ import re
 from pathlib import Path
 
 from polydub import config, languages
-from polydub.loading import load_once
 from polydub.errors import InputError, StageError
+from polydub.loading import load_once
 
 BATCH_SIZE = 16          # lines per generate() call
 NUM_BEAMS = 4

@@ -14,8 +14,15 @@ from typing import Protocol
 
 from polydub import config, languages
 from polydub.errors import InputError
-from polydub.tts.coqui import (XTTS_ALIASES, XTTS_DIR, XTTS_NAME, CoquiVoice, checkpoint_in,
-                               find_model, known_model_names)
+from polydub.tts.coqui import (
+    XTTS_ALIASES,
+    XTTS_DIR,
+    XTTS_NAME,
+    CoquiVoice,
+    checkpoint_in,
+    find_model,
+    known_model_names,
+)
 from polydub.tts.espeak import EspeakVoice, has_voice, voice_for
 from polydub.tts.reference import cut_reference
 

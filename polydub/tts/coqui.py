@@ -70,7 +70,9 @@ def _coqui_cache_dirs(name: str) -> list[Path]:
     """Where Coqui's own `tts --model_name` would have put `name` (TTS_HOME, XDG, Hugging Face)."""
     dirs = []
     try:
-        from trainer.io import get_user_data_dir  # what TTS.utils.manage.ModelManager uses
+        from trainer.io import (
+            get_user_data_dir,  # what TTS.utils.manage.ModelManager uses
+        )
 
         dirs.append(get_user_data_dir("tts") / name.replace("/", "--"))
     except ImportError:

@@ -14,7 +14,13 @@ from polydub.errors import InputError
 from polydub.lipsync import face
 from polydub.lipsync.stage import LipSyncModels, can_run, lipsync_video
 from polydub.lipsync.video import LOSSLESS_ARGS
-from tests.lipsync.conftest import BLACK_FRAMES, CLIP_FRAMES, CLIP_SIZE, decode_frames, encode_frames
+from tests.lipsync.conftest import (
+    BLACK_FRAMES,
+    CLIP_FRAMES,
+    CLIP_SIZE,
+    decode_frames,
+    encode_frames,
+)
 from tests.tiny_models import TINY_UNET
 
 RES = 64
