@@ -160,9 +160,19 @@ def check_decodes(path: str | Path, info: MediaInfo) -> None:
 
 
 def extract_audio(path: str | Path, out: str | Path, sample_rate: int = SAMPLE_RATE,
-                  channels: int = 1) -> Path:
-    """Decode the first audio stream to a PCM WAV at `sample_rate`."""
+                  channels: int = 1, seconds: float | None = None) -> Path:
+    """Decode the first audio stream to a PCM WAV at `sample_rate`.
+
+    With `seconds`, the WAV holds exactly round(seconds * sample_rate) samples (padded with
+    silence or trimmed): decoders can return a little more or less than the container's
+    timing says (e.g. priming samples of joined AAC segments), and the dub must match the
+    duration players show.
+    """
     out = Path(out)
-    ffmpeg("-i", str(path), "-map", "0:a:0", "-vn", "-ac", str(channels), "-ar", str(sample_rate),
+    fit = []
+    if seconds is not None:
+        n = round(seconds * sample_rate)
+        fit = ["-af", f"apad=whole_len={n},atrim=end_sample={n}"]
+    ffmpeg("-i", str(path), "-map", "0:a:0", "-vn", "-ac", str(channels), "-ar", str(sample_rate), *fit,
            "-c:a", "pcm_s16le", str(out), what="audio extraction")
     return out

@@ -259,3 +259,72 @@ def test_other_frame_rates_channel_layouts_and_rotation_are_accepted(prefect_api
     assert src["streams"][1]["channels"] == 6
     rotation = [d.get("rotation") for d in dubbed["streams"][0].get("side_data_list", [])]
     assert rotation == [d.get("rotation") for d in src["streams"][0].get("side_data_list", [])] == [90]
+
+
+def test_several_inputs_in_one_command(prefect_api, tmp_path):
+    """A batch: each input gets its own folder; a copy of a dubbed file reuses every stage."""
+    for name in ("spot_a", "spot_b"):
+        shutil.copy(EXAMPLE, tmp_path / f"{name}.mp4")
+        for lang in ("en", "es"):
+            shutil.copy(EXAMPLE.with_suffix(f".{lang}.srt"), tmp_path / f"{name}.{lang}.srt")
+    out, db = tmp_path / "out", f"sqlite:///{tmp_path / 'c.db'}"
+    result = dub(str(tmp_path / "spot_a.mp4"), str(tmp_path / "spot_b.mp4"), "--langs", "es", "--out", str(out),
+                 "--db", db, "--json")
+    assert result.returncode == 0, result.stderr
+    first, second = json.loads(result.stdout)
+    assert (out / "spot_a" / "spot_a.es.mp4").exists() and (out / "spot_b" / "spot_b.es.mp4").exists()
+    assert {r["status"] for r in stages(second["job"], db) if r["stage"] != "lipsync"} == {"cached"}
+
+
+def test_a_killed_run_loses_nothing_and_resumes(prefect_api, tmp_path):
+    """Kill `dub` in the middle of a job: what finished stays cached, nothing half-done is
+    marked done, the dead job reads as failed, and the next run completes it."""
+    import os
+    import signal
+    import sqlite3
+    import time
+
+    clip = tmp_path / "long.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-stream_loop", "3", "-i", str(EXAMPLE), "-c", "copy", str(clip)],
+                   check=True, timeout=120)
+    lines = read_subtitles(EXAMPLE.with_suffix(".en.srt"))
+    for lang in ("en", "es", "fr"):
+        approved = read_subtitles(EXAMPLE.with_suffix(f".{lang}.srt"))
+        cues = [f"{n}\n00:00:{10 * k + s.start:06.3f} --> 00:00:{10 * k + s.end:06.3f}\n{s.text}\n".replace(".", ",", 2)
+                for n, (k, s) in enumerate(((k, s) for k in range(4) for s in approved), 1)]
+        (tmp_path / f"long.{lang}.srt").write_text("\n".join(cues), encoding="utf-8")
+    assert len(read_subtitles(tmp_path / "long.es.srt")) == 4 * len(lines)
+    out, db_file = tmp_path / "out", tmp_path / "c.db"
+    args = [sys.executable, "-m", "polydub.cli", str(clip), "--langs", "es,fr", "--out", str(out),
+            "--db", f"sqlite:///{db_file}"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    done = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        if db_file.exists():
+            try:
+                with sqlite3.connect(db_file, timeout=1) as conn:
+                    done = conn.execute("select stage from stage_runs where status = 'done'").fetchall()
+            except sqlite3.OperationalError:
+                continue  # tables not created yet
+        if ("synthesize",) in done:
+            break
+    assert proc.poll() is None, "the job finished before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not (out / "long.es.mp4").exists() or (out / "long.es.mp4").stat().st_size > 0
+
+    result = dub(*args[3:], "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    again = {(r["stage"], r["lang"]): r["status"] for r in stages(report["job"], f"sqlite:///{db_file}")}
+    assert again[("probe", None)] == "cached" and again[("transcribe", None)] == "cached"
+    assert "cached" in {again[("synthesize", "es")], again[("synthesize", "fr")]}
+    killed = json.loads(dub("show", "1", "--db", f"sqlite:///{db_file}", "--json").stdout)
+    assert killed["status"] == "failed" and killed["error"] == "interrupted"
+    assert all(s["status"] in ("done", "failed", "skipped") for s in killed["stages"])
+    assert all(s["error"] == "interrupted" for s in killed["stages"] if s["status"] == "failed")
+    for lang in ("es", "fr"):
+        assert abs(float(ffprobe(out / f"long.{lang}.mp4")["format"]["duration"]) -
+                   float(ffprobe(clip)["format"]["duration"])) <= FRAME

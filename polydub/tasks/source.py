@@ -42,8 +42,9 @@ def prepare_source(ctx: JobContext, plan: JobPlan, source_hash: str) -> StageRes
     def build(folder: Path) -> dict:
         info = media.probe(plan.input)
         channels = max(1, min(2, info.audio_channels))
-        media.extract_audio(plan.input, folder / SOURCE_AUDIO, channels=channels)
-        media.extract_audio(plan.input, folder / ASR_AUDIO, sample_rate=ASR_SAMPLE_RATE)
+        media.extract_audio(plan.input, folder / SOURCE_AUDIO, channels=channels, seconds=info.audio_duration)
+        media.extract_audio(plan.input, folder / ASR_AUDIO, sample_rate=ASR_SAMPLE_RATE,
+                            seconds=info.audio_duration)
         import soundfile
 
         frames = soundfile.info(str(folder / SOURCE_AUDIO)).frames
@@ -52,7 +53,7 @@ def prepare_source(ctx: JobContext, plan: JobPlan, source_hash: str) -> StageRes
                 "fps": info.fps, "width": info.width, "height": info.height,
                 "video_codec": info.video_codec, "backend": "ffmpeg"}
 
-    key = cache.stage_key("probe", source=source_hash, rate=media.SAMPLE_RATE, version=1)
+    key = cache.stage_key("probe", source=source_hash, rate=media.SAMPLE_RATE, version=2)
     return run_stage(ctx, "probe", None, key, build, backend="ffmpeg")
 
 
