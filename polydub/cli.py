@@ -262,8 +262,13 @@ def models_verify() -> None:
     """Load every present model strictly and report."""
     from polydub import models
 
+    from polydub import config
+
     failed = False
-    for row in models.verify_all():
+    rows = models.verify_all()
+    if not rows:
+        out.print(f"no models in {config.models_dir()} (dub models pull NAME)")
+    for row in rows:
         mark = "ok" if row["ok"] else "FAILED"
         failed |= not row["ok"]
         out.print(f"{row['name']:16} {mark:7} {row['message']}")
