@@ -260,9 +260,7 @@ def models_pull(names: List[str] = typer.Argument(..., help="Model names (see du
 @models_app.command("verify")
 def models_verify() -> None:
     """Load every present model strictly and report."""
-    from polydub import models
-
-    from polydub import config
+    from polydub import config, models
 
     failed = False
     rows = models.verify_all()

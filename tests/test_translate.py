@@ -335,3 +335,21 @@ def test_other_providers_map_our_language_codes(monkeypatch, name, env, cls, tar
             mp.delenv(var)
             with pytest.raises(InputError, match=f"{name} translator needs the {var}"):
                 make_translator(name)
+
+
+def test_translation_memory_sends_only_new_lines(tmp_path):
+    from polydub.translate.memory import TranslationMemory, translate_with_memory
+
+    memory = TranslationMemory(tmp_path / "tm" / "recorder-en-es.json")
+    script = [Segment(float(i), i + 0.9, text) for i, text in
+              enumerate(["Buy now.", "It is fast.", "Buy now.", "Call us today."])]
+    tr = RecordingTranslator()
+    out, sent = translate_with_memory(script, "en", "es", tr, None, memory)
+    assert [s.text for s in out] == ["BUY NOW.", "IT IS FAST.", "BUY NOW.", "CALL US TODAY."]
+    assert [s.start for s in out] == [0.0, 1.0, 2.0, 3.0] and sent == 3  # the repeated line once
+    # The approved script changes one line: only that line is sent, in a new process too.
+    edited = script[:3] + [Segment(3.0, 3.9, "Call us tomorrow.")]
+    tr2 = RecordingTranslator()
+    out, sent = translate_with_memory(edited, "en", "es", tr2, None, TranslationMemory(memory.path))
+    assert sent == 1 and tr2.calls == [["Call us tomorrow."]]
+    assert out[3].text == "CALL US TOMORROW." and out[0].text == "BUY NOW."

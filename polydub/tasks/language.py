@@ -62,15 +62,19 @@ def translate_lang(ctx: JobContext, plan: JobPlan, transcript: StageResult, lang
     glossary = translate.load_glossary(glossary_file) if glossary_file else None
     source_lang = transcript.meta.get("language") or plan.source_lang or "auto"
 
-    def build(folder: Path) -> dict:
-        segments = translate.translate_segments(load_segments(transcript), source_lang, lang,
-                                                translator, glossary)
-        save_segments(segments, folder)
-        return {"segments": len(segments)}
+    from polydub.translate.memory import TranslationMemory, translate_with_memory
 
-    key = cache.stage_key("translate", segments=_segments_hash(transcript), source=source_lang,
-                          lang=lang, translator=translator.name, version=translator.version,
-                          glossary=cache.file_hash(glossary_file) if glossary_file else None)
+    who = dict(source=source_lang, lang=lang, translator=translator.name, version=translator.version,
+               glossary=cache.file_hash(glossary_file) if glossary_file else None)
+    memory = TranslationMemory(Path(ctx.cache_root) / "memory" / f"{cache.stage_key('memory', **who)}.json")
+
+    def build(folder: Path) -> dict:
+        segments, sent = translate_with_memory(load_segments(transcript), source_lang, lang, translator,
+                                               glossary, memory)
+        save_segments(segments, folder)
+        return {"segments": len(segments), "sent": sent, "note": f"{sent} line(s) sent, rest from memory"}
+
+    key = cache.stage_key("translate", segments=_segments_hash(transcript), **who)
     return run_stage(ctx, "translate", lang, key, build, backend=translator.name,
                      model_version=translator.version)
 

@@ -1,0 +1,69 @@
+"""Translation memory: lines translated before are not sent again.
+
+An approved script that changes one line, a variant of an ad that shares most of its
+lines, a line repeated within one video: only the lines never seen by this translator
+(same provider, model version, glossary and language pair) go to the provider. Free
+services rate-limit; this keeps the requests to what is new.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from pathlib import Path
+
+from polydub.segments import Segment
+
+
+class TranslationMemory:
+    """Source line -> translation, one JSON file per translator and language pair.
+
+    Reads and writes hold a file lock, so jobs in several processes can share it.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def _locked(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path.with_suffix(".lock"), "a")
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        return handle
+
+    def _read(self) -> dict[str, str]:
+        try:
+            return json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}  # none yet, or unreadable: start again rather than fail the job
+
+    def get(self, lines: list[str]) -> dict[str, str]:
+        with self._locked():
+            known = self._read()
+        return {line: known[line] for line in lines if line in known}
+
+    def put(self, pairs: dict[str, str]) -> None:
+        if not pairs:
+            return
+        with self._locked():
+            known = self._read()
+            known.update(pairs)
+            tmp = self.path.with_suffix(".part")
+            tmp.write_text(json.dumps(known, ensure_ascii=False, indent=0), encoding="utf-8")
+            os.replace(tmp, self.path)
+
+
+def translate_with_memory(segments: list[Segment], source: str, target: str, translator,
+                          glossary: dict[str, str] | None, memory: TranslationMemory) -> tuple[list[Segment], int]:
+    """Like `translate_segments`, sending only lines the memory does not hold (each distinct
+    line once). Returns the translated segments and how many lines were sent."""
+    from polydub.translate import translate_segments
+
+    known = memory.get([s.text for s in segments])
+    new = list(dict.fromkeys(s.text for s in segments if s.text not in known))
+    if new:
+        done = translate_segments([Segment(0.0, 0.0, text) for text in new], source, target, translator, glossary)
+        fresh = {text: seg.text for text, seg in zip(new, done)}
+        memory.put(fresh)
+        known.update(fresh)
+    return [Segment(s.start, s.end, known[s.text]) for s in segments], len(new)
