@@ -147,7 +147,7 @@ def check_decodes(path: str | Path, info: MediaInfo) -> None:
         proc = subprocess.run(
             ["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0",
              "-f", "null", "-"],
-            capture_output=True, text=True, timeout=PROBE_TIMEOUT,
+            capture_output=True, text=True, timeout=PROBE_TIMEOUT + info.duration / 20,  # long films too
         )
     except subprocess.TimeoutExpired:
         raise InputError(f"{path}: decoding timed out; the file may be corrupt") from None
