@@ -328,3 +328,18 @@ def test_a_killed_run_loses_nothing_and_resumes(prefect_api, tmp_path):
     for lang in ("es", "fr"):
         assert abs(float(ffprobe(out / f"long.{lang}.mp4")["format"]["duration"]) -
                    float(ffprobe(clip)["format"]["duration"])) <= FRAME
+
+
+def test_a_codec_mp4_cannot_carry_is_reencoded_for_the_mp4_only(prefect_api, tmp_path):
+    video = tmp_path / "master.mkv"  # lossless FFV1 + FLAC, as an editor's export might be
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(EXAMPLE), "-t", "4", "-vf", "scale=160:160", "-c:v", "ffv1",
+                    "-c:a", "flac", "-metadata:s:a:0", "language=eng", str(video)], check=True, timeout=120)
+    (tmp_path / "master.en.srt").write_text("1\n00:00:00,500 --> 00:00:02,800\nHello there.\n")
+    (tmp_path / "master.es.srt").write_text("1\n00:00:00,500 --> 00:00:02,800\nHola a todos.\n")
+    out = tmp_path / "out"
+    result = dub(str(video), "--langs", "es", "--out", str(out), "--db", f"sqlite:///{tmp_path / 'c.db'}")
+    assert result.returncode == 0, result.stderr
+    mp4, mkv = ffprobe(out / "master.es.mp4"), ffprobe(out / "master.dubbed.mkv")
+    assert mp4["streams"][0]["codec_name"] == "h264"
+    assert abs(float(mp4["format"]["duration"]) - float(ffprobe(video)["format"]["duration"])) <= FRAME
+    assert [s["codec_name"] for s in mkv["streams"][:3]] == ["ffv1", "flac", "aac"]  # copied as they are
