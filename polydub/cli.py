@@ -103,8 +103,8 @@ def _summary(report: dict) -> tuple[Table, list[str]]:
         path = entry["outputs"].get("mp4") or entry["outputs"].get("m4a")
         backends = entry["backends"]
         seconds = sum(s["seconds"] or 0 for s in entry["stages"].values() if s["status"] == "done")
-        table.add_row(lang, Path(path).name, f"{report['duration']:.1f} s", backends["voice"],
-                      str(entry["sped_up"]), str(entry["overflowing"]), backends["lipsync"], f"{seconds:.1f} s")
+        table.add_row(lang, Path(path).name, f"{report['duration']:.1f}s", backends["voice"],
+                      str(entry["sped_up"]), str(entry["overflowing"]), backends["lipsync"], f"{seconds:.1f}s")
         for what, key in (("voice", "voice_reason"), ("lip-sync", "lipsync_reason")):
             note = f"  {lang} {what}: {backends[key]}" if backends.get(key) else None
             if note:
