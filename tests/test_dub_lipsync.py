@@ -97,3 +97,34 @@ def test_the_gpu_slot_is_a_prefect_global_concurrency_limit(prefect_api):
     with get_client(sync_client=True) as client:
         limit = client.read_global_concurrency_limit_by_name(GPU_LIMIT)
     assert limit.limit == 1 and limit.active_slots == 0  # released after use
+
+
+def test_auto_lipsync_that_fails_still_delivers_the_dub(prefect_api, clip, tmp_path):
+    """--lipsync auto is best effort: a broken checkpoint leaves the video as it was, the
+    dub is delivered, and the report and catalog say what failed. With --lipsync on, the
+    same failure delivers nothing and exits 1."""
+    models = build_lipsync_models(tmp_path / "models")
+    unet = models / "latentsync-1.5" / "latentsync_unet.pt"
+    unet.write_bytes(unet.read_bytes()[:1000])  # an interrupted download
+    env = {**os.environ, "DUB_MODELS_DIR": str(models), "DUB_LIPSYNC_DEVICE": "cpu"}
+    db = f"sqlite:///{tmp_path / 'catalog.db'}"
+    base = [sys.executable, "-m", "polydub.cli", str(clip), "--langs", "es", "--voice", "espeak", "--db", db,
+            "--json"]
+    auto = subprocess.run([*base, "--out", str(tmp_path / "auto")], capture_output=True, text=True, timeout=600,
+                          env=env)
+    assert auto.returncode == 0, auto.stderr
+    report = json.loads(auto.stdout)
+    entry = report["languages"]["es"]
+    assert entry["backends"]["lipsync"] == "failed"
+    assert "latentsync_unet.pt" in entry["backends"]["lipsync_reason"]
+    assert len(frames_of(tmp_path / "auto" / "promo.es.mp4")) == SECONDS * 25
+    runs = {s["stage"]: s for s in json.loads(subprocess.run(
+        [sys.executable, "-m", "polydub.cli", "show", str(report["job"]), "--db", db, "--json"],
+        capture_output=True, text=True, timeout=120).stdout)["stages"]}
+    assert runs["lipsync"]["status"] == "failed" and "latentsync_unet.pt" in runs["lipsync"]["error"]
+
+    on = subprocess.run([*base, "--lipsync", "on", "--out", str(tmp_path / "on")], capture_output=True, text=True,
+                        timeout=600, env=env)
+    assert on.returncode == 1
+    assert json.loads(on.stdout)["languages"]["es"]["status"] == "failed"
+    assert not (tmp_path / "on" / "promo.es.mp4").exists()

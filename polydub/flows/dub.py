@@ -94,10 +94,14 @@ def run_job(plan: JobPlan, db: str | None = None) -> dict:
         if mixed:
             try:
                 videos = lipsync_langs(ctx, plan, source, {lang: r[2] for lang, r in mixed.items()})
-            except Exception as exc:  # --lipsync on and it could not run: no language is delivered
-                for lang in mixed:
-                    langs[lang]["error"] = one_line(exc)
-                mixed = {}
+            except Exception as exc:
+                if plan.lipsync == "on":  # asked for: no language is delivered without it
+                    for lang in mixed:
+                        langs[lang]["error"] = one_line(exc)
+                    mixed = {}
+                else:  # auto: best effort; the dub is still delivered, and the report says why
+                    videos = {lang: StageResult("lipsync", lang, "", {"reason": one_line(exc)}, "failed")
+                              for lang in mixed}
 
         delivered = {lang: assemble_lang.submit(ctx, plan, source, r[0], r[2], videos.get(lang), lang)
                      for lang, r in mixed.items()}

@@ -31,7 +31,7 @@ class StageResult:
     lang: str | None
     folder: str
     meta: dict = field(default_factory=dict)
-    status: str = "done"  # done | cached | skipped
+    status: str = "done"  # done | cached | skipped (| failed: a best-effort stage that did not work)
 
     def file(self, name: str) -> str:
         return str(Path(self.folder) / name)

@@ -53,7 +53,7 @@ def assemble_lang(ctx: JobContext, plan: JobPlan, source: StageResult, translati
                   mixed: StageResult, video: StageResult | None, lang: str) -> StageResult:
     """Build one language's MP4 (M4A for audio-only input) with subtitles; publish all three files."""
     dubbed = DUBBED + (".mp4" if plan.has_video else ".m4a")
-    lipsynced = video is not None and video.status != "skipped" and video.folder
+    lipsynced = video is not None and video.status in ("done", "cached")
 
     def build(folder: Path) -> dict:
         segments = load_segments(translation)
