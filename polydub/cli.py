@@ -298,7 +298,20 @@ def server_status() -> None:
     out.print(f"running: {info['url']} (pid {info['pid']})" if info else "not running")
 
 
-COMMANDS = {"run", "list", "show", "models", "server"}
+@app.command("worker")
+def worker_cmd(pool: str = typer.Option("polydub-cpu", "--pool", help="polydub-cpu or polydub-gpu (see prefect.yaml)."),
+               limit: Optional[int] = typer.Option(None, "--limit", help="Flow runs at once on this worker.")) -> None:
+    """Run a Prefect worker that picks up polydub's deployments (creates the pool if missing)."""
+    from polydub import server
+
+    server.ensure_api()
+    args = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process"]
+    if limit:
+        args += ["--limit", str(limit)]
+    os.execv(sys.executable, args)  # the worker replaces this process: signals reach it directly
+
+
+COMMANDS = {"run", "list", "show", "models", "server", "worker"}
 
 
 def main(argv: list[str] | None = None) -> int:

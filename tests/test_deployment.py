@@ -35,3 +35,28 @@ def test_deployments_match_the_flow():
     assert props["lipsync"]["default"] == "auto"
     assert "auto | on | off" in props["lipsync"]["description"]  # help text shown in the form
     assert "ISO 639-1" in props["langs"]["description"]
+
+
+def test_dub_worker_serves_a_pool(prefect_api, tmp_path):
+    """`dub worker` starts a Prefect worker against the configured server; its pool appears."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from prefect.client.orchestration import get_client
+
+    proc = subprocess.Popen([sys.executable, "-m", "polydub.cli", "worker", "--pool", "polydub-test-pool"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline, pools = time.monotonic() + 90, []
+        while time.monotonic() < deadline and "polydub-test-pool" not in pools:
+            time.sleep(1)
+            with get_client(sync_client=True) as client:
+                pools = [p.name for p in client.read_work_pools()]
+            assert proc.poll() is None, "the worker exited"
+        assert "polydub-test-pool" in pools
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
