@@ -6,7 +6,14 @@ import pytest
 
 from polydub import languages
 from polydub.errors import InputError
-from polydub.segments import Segment, parse_subtitles, read_subtitles, to_srt, to_vtt, write_subtitles
+from polydub.segments import (
+    Segment,
+    parse_subtitles,
+    read_subtitles,
+    to_srt,
+    to_vtt,
+    write_subtitles,
+)
 
 
 def test_srt_and_vtt_as_players_write_them(tmp_path):
