@@ -134,9 +134,10 @@ def plan_job(input: str | Path, langs: list[str] | str, out: str | Path | None =
     if translations and not folders[0].is_dir():
         raise InputError(f"--translations {translations}: not a folder")
     for code in langs:
-        candidates = [tagged.get(code)]
+        candidates = []  # --translations first: what the user names wins over what we find
         for f in folders:
             candidates += [_sidecar(f, stem, code), _sidecar(f, code, None)]
+        candidates.append(tagged.get(code))
         hit = next((c for c in candidates if c), None)
         if hit:
             read_subtitles(hit)  # fail now, not mid-job, on a malformed file

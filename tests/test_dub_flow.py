@@ -343,3 +343,27 @@ def test_a_codec_mp4_cannot_carry_is_reencoded_for_the_mp4_only(prefect_api, tmp
     assert mp4["streams"][0]["codec_name"] == "h264"
     assert abs(float(mp4["format"]["duration"]) - float(ffprobe(video)["format"]["duration"])) <= FRAME
     assert [s["codec_name"] for s in mkv["streams"][:3]] == ["ffv1", "flac", "aac"]  # copied as they are
+
+
+def test_review_loop_edit_a_delivered_subtitle_and_dub_again(first_run, workdir, tmp_path):
+    """A reviewer edits the delivered NAME.es.srt; `--translations` on the output folder makes it
+    the approved script: only Spanish is redone, and its files carry the edit."""
+    _, _, out, db = first_run
+    review = tmp_path / "review"
+    review.mkdir()
+    edited = (out / "talking_head.es.srt").read_text(encoding="utf-8").replace(
+        "Te ahorra tiempo todos los días.", "Le ahorra tiempo cada día.")
+    (review / "talking_head.es.srt").write_text(edited, encoding="utf-8")
+    video = tmp_path / "talking_head.mp4"
+    shutil.copy(EXAMPLE, video)
+    shutil.copy(workdir / "talking_head.en.srt", tmp_path / "talking_head.en.srt")
+    for lang in LANGS:  # the original approved translations stay beside the video
+        shutil.copy(workdir / f"talking_head.{lang}.srt", tmp_path / f"talking_head.{lang}.srt")
+    result = dub(str(video), "--langs", ",".join(LANGS), "--out", str(out), "--db", db,
+                 "--translations", str(review), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    redone = {(r["stage"], r["lang"]) for r in stages(report["job"], db) if r["status"] == "done"}
+    assert {("translate", "es"), ("synthesize", "es"), ("mix", "es"), ("assemble", "es")} <= redone
+    assert not any(lang in ("fr", "de") for _, lang in redone)
+    assert "Le ahorra tiempo cada día." in (out / "talking_head.es.vtt").read_text(encoding="utf-8")
