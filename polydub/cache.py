@@ -100,3 +100,19 @@ def finish(folder: Path, meta: dict) -> dict:
     """Write the completion marker with the run's metadata (file names relative to folder)."""
     (folder / _DONE).write_text(json.dumps(meta, indent=1, default=str))
     return meta
+
+
+def place(src: str | Path, dest: Path) -> Path:
+    """Put a finished file at `dest` atomically: a hard link when the filesystem allows
+    (instant, no extra space), else a copy. Never a half-written `dest`."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists() and os.path.samefile(src, dest):
+        return dest  # already there
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}.part")
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dest)
+    return dest

@@ -366,4 +366,6 @@ def test_review_loop_edit_a_delivered_subtitle_and_dub_again(first_run, workdir,
     redone = {(r["stage"], r["lang"]) for r in stages(report["job"], db) if r["status"] == "done"}
     assert {("translate", "es"), ("synthesize", "es"), ("mix", "es"), ("assemble", "es")} <= redone
     assert not any(lang in ("fr", "de") for _, lang in redone)
+    synth = [r for r in stages(report["job"], db) if (r["stage"], r["lang"]) == ("synthesize", "es")][0]
+    assert synth["detail"]["synthesized"] == 1 and synth["detail"]["reused"] == 2  # only the edited line
     assert "Le ahorra tiempo cada día." in (out / "talking_head.es.vtt").read_text(encoding="utf-8")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 from prefect import task
@@ -15,21 +13,6 @@ from polydub.segments import write_subtitles
 from polydub.tasks.common import JobContext, StageResult, run_stage
 from polydub.tasks.language import MIXED
 from polydub.tasks.source import load_segments
-
-
-def publish(src: str | Path, dest: Path) -> Path:
-    """Copy a finished file into the output folder atomically (never a half-written deliverable)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if dest.exists() and os.path.samefile(src, dest):
-        return dest  # already published (a hard link to the cached file)
-    tmp = dest.with_name(f".{dest.name}.part")
-    tmp.unlink(missing_ok=True)  # left by a crash
-    try:
-        os.link(src, tmp)  # same filesystem: instant, no extra space
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
-    return dest
 
 
 def _key(result: StageResult | None) -> str | None:
@@ -70,7 +53,7 @@ def assemble_lang(ctx: JobContext, plan: JobPlan, source: StageResult, translati
                           mix=_key(mixed), video=_key(video) if lipsynced else None, lang=lang, version=2)
     result = run_stage(ctx, "assemble", lang, key, build, backend="ffmpeg")
     for f, dest in zip(result.meta["files"], deliverables(plan, result).values()):
-        publish(result.file(f), Path(dest))
+        cache.place(result.file(f), Path(dest))
     return result
 
 
@@ -103,4 +86,4 @@ def assemble_multitrack(ctx: JobContext, plan: JobPlan, source: StageResult, tra
     key = cache.stage_key("multitrack", source=_key(source), transcript=_key(transcript),
                           parts={lang: _key(r) for lang, r in delivered.items()}, version=2)
     result = run_stage(ctx, "assemble", None, key, build, backend="ffmpeg")
-    return str(publish(result.file(filename), Path(plan.out_dir) / f"{plan.name}{ext}"))
+    return str(cache.place(result.file(filename), Path(plan.out_dir) / f"{plan.name}{ext}"))

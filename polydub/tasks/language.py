@@ -91,6 +91,12 @@ def _reference_clip(ctx: JobContext, source: StageResult, transcript: StageResul
     return run_stage(ctx, "reference", None, key, build, backend="ffmpeg")
 
 
+def sf_duration(path: Path) -> float:
+    import soundfile
+
+    return soundfile.info(str(path)).duration
+
+
 def _may_clone(voice: str) -> bool:
     """Whether the voice could clone the speaker (and so needs a reference clip)."""
     from polydub.tts.coqui import XTTS_DIR, checkpoint_in
@@ -112,15 +118,27 @@ def synthesize_lang(ctx: JobContext, plan: JobPlan, source: StageResult, transcr
         reference = Path(_reference_clip(ctx, source, transcript).file(REFERENCE))
     voice, reason = select_voice(plan.voice, lang, config.models_dir(), reference)
 
-    def build(folder: Path) -> dict:
-        clips = []
-        for i, segment in enumerate(load_segments(translation)):
-            out = voice.synthesize(segment.text, lang, folder / f"line{i:04d}.wav")
-            clips.append({"file": out.name, "duration": trim_silence(out)})
-        return {"clips": clips, "reason": reason, "note": f"{voice.backend}: {reason}"}
+    voice_key = dict(lang=lang, voice=voice.model, trim=1,
+                     reference=cache.file_hash(reference) if reference else None)
+    lines = Path(ctx.cache_root) / "lines"  # one clip per distinct line and voice, across jobs
 
-    key = cache.stage_key("synthesize", segments=_segments_hash(translation), lang=lang,
-                          voice=voice.model, trim=1, reference=cache.file_hash(reference) if reference else None)
+    def build(folder: Path) -> dict:
+        clips, spoken = [], 0
+        for i, segment in enumerate(load_segments(translation)):
+            out = folder / f"line{i:04d}.wav"
+            kept = lines / f"{cache.stage_key('line', text=segment.text, **voice_key)}.wav"
+            if kept.is_file():  # said before in this voice: an edited script re-voices only its edits
+                cache.place(kept, out)
+            else:
+                voice.synthesize(segment.text, lang, out)
+                trim_silence(out)
+                cache.place(out, kept)
+                spoken += 1
+            clips.append({"file": out.name, "duration": sf_duration(out)})
+        return {"clips": clips, "reason": reason, "synthesized": spoken, "reused": len(clips) - spoken,
+                "note": f"{voice.backend}: {reason}"}
+
+    key = cache.stage_key("synthesize", segments=_segments_hash(translation), **voice_key)
     result = run_stage(ctx, "synthesize", lang, key, build, backend=voice.backend, model_version=voice.model)
     result.meta.setdefault("reason", reason)
     return result
