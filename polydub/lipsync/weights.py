@@ -51,3 +51,18 @@ def face_choice() -> str:
     if prefer not in FACE_CHOICES:
         raise InputError(f"DUB_LIPSYNC_FACE must be one of {', '.join(FACE_CHOICES)}, not {prefer!r}")
     return prefer
+
+
+def weights_fingerprint(models_dir: str | Path, version: str) -> str:
+    """Identity of the weights in use (paths, sizes, modification times): part of the cache
+    key, so that new or replaced weights redo the lip-sync."""
+    parts = []
+    for path in weight_paths(models_dir, version).values():
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        overrides = path.parent / OVERRIDES
+        if path.is_file() and overrides.is_file():
+            files.append(overrides)
+        for f in files:
+            st = f.stat()
+            parts.append(f"{f.name}:{st.st_size}:{st.st_mtime_ns}")
+    return ";".join(parts)

@@ -19,6 +19,7 @@ from polydub import cache, config
 from polydub.errors import StageError
 from polydub.job import JobPlan
 from polydub.lipsync import lipsync_decision
+from polydub.lipsync.weights import weights_fingerprint
 from polydub.progress import emit
 from polydub.tasks.common import JobContext, StageResult, catalog, one_line, skip_stage
 from polydub.tasks.language import MIXED
@@ -67,8 +68,9 @@ def lipsync_langs(ctx: JobContext, plan: JobPlan, source: StageResult,
     deep_cache = int(os.environ.get("DUB_LIPSYNC_DEEP_CACHE", "0"))  # full UNet every Nth step
     prefer = lipsync.face_choice()  # which face when several are visible
     root = Path(ctx.cache_root)
+    weights = weights_fingerprint(config.models_dir(), version)
     keys = {lang: cache.stage_key("lipsync", source=Path(source.folder).name, mix=Path(m.folder).name,
-                                  version=version, deep_cache=deep_cache, face=prefer, impl=1)
+                                  version=version, weights=weights, deep_cache=deep_cache, face=prefer, impl=1)
             for lang, m in mixes.items()}
     cat = catalog(ctx.db_url)
     runs = {lang: cat.start_stage(ctx.job_id, "lipsync", lang, keys[lang], "latentsync", version)
