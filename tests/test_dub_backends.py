@@ -8,11 +8,11 @@ import json
 import subprocess
 import sys
 import uuid
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import EXAMPLE
+from tests.probe import ffprobe
 from tests.tiny_models import build_tiny_marian, build_vits, build_whisper
 
 pytestmark = pytest.mark.slow
@@ -34,11 +34,6 @@ def pg_url():
         conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     engine.dispose()
 
-
-def ffprobe(path: Path) -> dict:
-    out = subprocess.run(["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams",
-                          str(path)], capture_output=True, text=True, timeout=60, check=True)
-    return json.loads(out.stdout)
 
 
 def test_audio_only_with_whisper_marian_and_coqui_into_postgres(prefect_api, pg_url, tmp_path):

@@ -16,6 +16,7 @@ import pytest
 
 from polydub.segments import read_subtitles
 from tests.conftest import EXAMPLE
+from tests.probe import ffprobe
 
 LANGS = ["es", "fr", "de"]
 FRAME = 1 / 25  # the example's frame duration, seconds
@@ -26,11 +27,6 @@ def dub(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "polydub.cli", *args], capture_output=True, text=True,
                           timeout=timeout)
 
-
-def ffprobe(path: Path) -> dict:
-    out = subprocess.run(["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams",
-                          str(path)], capture_output=True, text=True, timeout=60, check=True)
-    return json.loads(out.stdout)
 
 
 def video_md5(path: Path) -> str:

@@ -1,6 +1,5 @@
 """Fitting synthesized lines to their slots: planning the speed, and placing them sample-exactly."""
 
-import json
 import subprocess
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import soundfile as sf
 from polydub.errors import StageError
 from polydub.fit import GAP, plan_fits, render_dub_track
 from polydub.segments import Segment
+from tests.probe import ffprobe_samples
 
 SR = 48_000
 CLIP_RATE = 22_050  # what TTS models typically write
@@ -34,12 +34,6 @@ def sounding(x: np.ndarray) -> tuple[float, float]:
     loud = np.flatnonzero(np.abs(x) > 0.01)
     return loud[0] / SR, (loud[-1] + 1) / SR
 
-
-def ffprobe_samples(path: Path) -> int:
-    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries",
-                          "stream=duration_ts", "-of", "json", str(path)],
-                         capture_output=True, text=True, timeout=30, check=True).stdout
-    return int(json.loads(out)["streams"][0]["duration_ts"])
 
 
 def test_line_that_fits_is_untouched():

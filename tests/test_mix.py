@@ -1,6 +1,5 @@
 """Mixing the dub over the source's background: length, background, original speech, loudness."""
 
-import json
 import subprocess
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from scipy.signal import butter, hilbert, sosfiltfilt
 from polydub.errors import StageError
 from polydub.mix import measure_loudness, mix, suppress_speech
 from polydub.segments import Segment
+from tests.probe import ffprobe_samples
 
 SR = 48_000
 BED, VOICE, DUB = 100.0, 1000.0, 600.0  # Hz: music bed, original speaker, dubbed speaker
@@ -24,12 +24,6 @@ def amplitude(x: np.ndarray, freq: float, a: float, b: float, rate: int = SR) ->
     t = np.arange(len(part)) / rate
     return 2 * abs(np.mean(part * np.exp(-2j * np.pi * freq * t)))
 
-
-def ffprobe_samples(path: Path) -> int:
-    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries",
-                          "stream=duration_ts", "-of", "json", str(path)],
-                         capture_output=True, text=True, timeout=30, check=True).stdout
-    return int(json.loads(out)["streams"][0]["duration_ts"])
 
 
 def make_source(path: Path, frames: int, rate: int, channels: int) -> np.ndarray:
