@@ -24,8 +24,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-JOB_STATUSES = ("running", "done", "partial", "failed")
-STAGE_STATUSES = ("running", "done", "cached", "skipped", "failed")
+JOB_STATUSES = ("running", "done", "partial", "failed", "interrupted", "cancelled", "crashed", "rejected")
+STAGE_STATUSES = ("running", "done", "cached", "skipped", "failed", "interrupted")
 OUTPUT_KINDS = ("video", "audio", "srt", "vtt", "multitrack", "report")
 
 PATH_LENGTH = 4096
@@ -95,7 +95,11 @@ class Job(Base):
     __table_args__ = (CheckConstraint(status_check("status", JOB_STATUSES), name="ck_jobs_status"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id"), index=True)
+    source_id: Mapped[int | None] = mapped_column(ForeignKey("sources.id"), index=True, nullable=True)
+    input_path: Mapped[str | None] = mapped_column(String(PATH_LENGTH), nullable=True)  # as given to this job
+    flow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    deployment: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     langs: Mapped[list] = mapped_column(JSONType)
     params: Mapped[dict] = mapped_column(JSONType)
     out_dir: Mapped[str] = mapped_column(String(PATH_LENGTH))
@@ -150,5 +154,6 @@ class StageRun(Base):
     seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     detail: Mapped[dict | None] = mapped_column(JSONType, nullable=True)
+    licence: Mapped[str | None] = mapped_column(String(128), nullable=True)
 
     job: Mapped[Job] = relationship(back_populates="stage_runs")
