@@ -25,7 +25,7 @@ from pathlib import Path
 
 from polydub import assemble, fit, languages, media, mix
 from polydub.errors import InputError
-from polydub.job import DEFAULT_LOUDNESS, DEFAULT_MAX_SPEED
+from polydub.options import DEFAULT_LOUDNESS, DEFAULT_MAX_SPEED
 from polydub.segments import Segment, read_subtitles, write_subtitles
 from polydub.tts import EspeakVoice
 from polydub.tts.espeak import voice_for

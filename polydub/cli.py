@@ -10,6 +10,7 @@ delivered); 2 bad usage or bad input, found before any work starts.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -26,7 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from polydub.errors import DubError, InputError
-from polydub.transcribe import DEFAULT_MODEL as DEFAULT_ASR_MODEL
+from polydub.options import default_of, help_for
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Dub talking-head videos into many languages, lip-synced, with a catalog.")
@@ -40,28 +41,6 @@ out = Console()
 STAGES = ("probe", "transcribe", "translate", "synthesize", "mix", "lipsync", "assemble")
 ICONS = {"running": "[yellow]…[/]", "done": "[green]✓[/]", "cached": "[cyan]=[/]",
          "skipped": "[dim]-[/]", "failed": "[red]✗[/]"}
-
-
-def _validate(plan) -> None:
-    """Backends the plan needs must be usable: checked before any work starts."""
-    from polydub.lipsync import lipsync_decision
-    from polydub.tts import parse_voice_spec, select_voice
-
-    parse_voice_spec(plan.voice)
-    if not plan.voice.startswith("coqui"):
-        for lang in plan.langs:  # every language needs a voice: espeak-ng may lack one
-            select_voice(plan.voice, lang)
-    if not plan.transcript:
-        from polydub.transcribe import locate_model
-
-        locate_model(plan.asr_model)
-    if any(lang not in plan.translations for lang in plan.langs):
-        from polydub.translate import make_translator
-
-        make_translator(plan.translator)
-    ok, reason = lipsync_decision(plan.lipsync, plan.has_video)  # also checks lip-sync settings
-    if plan.lipsync == "on" and not ok:
-        raise InputError(f"--lipsync on: lip-sync cannot run: {reason}")
 
 
 class Progress:
@@ -116,46 +95,52 @@ def _summary(report: dict) -> tuple[Table, list[str]]:
 def run_cmd(
     inputs: List[Path] = typer.Argument(..., metavar="INPUT...", help="Video or audio files to dub."),
     langs: str = typer.Option(..., "--langs", "-l", help="Target languages, e.g. es,fr,de (ISO 639-1)."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default ./dubbed/NAME/)."),
-    source_lang: Optional[str] = typer.Option(None, "--source-lang", help="Language spoken in the input."),
-    transcript: Optional[Path] = typer.Option(None, "--transcript", help="Approved transcript (SRT/VTT)."),
-    translations: Optional[Path] = typer.Option(None, "--translations", help="Folder of approved translations NAME.<lang>.srt."),
-    voice: str = typer.Option("auto", "--voice", help="auto | espeak[:VOICE] | coqui:MODEL_OR_PATH"),
-    lipsync: str = typer.Option("auto", "--lipsync", help="auto | on | off"),
-    translator: str = typer.Option("google", "--translator", help="google | deepl | microsoft | ... | local:MODEL"),
-    asr_model: str = typer.Option(DEFAULT_ASR_MODEL, "--asr-model", help="Whisper model name or checkpoint path."),
-    glossary: Optional[Path] = typer.Option(None, "--glossary", help="Terms kept verbatim or forced (TSV/CSV/JSON)."),
-    max_speed: float = typer.Option(1.3, "--max-speed", help="Cap on speeding up a line (pitch preserved)."),
-    loudness: float = typer.Option(-23.0, "--loudness", help="Integrated loudness target, LUFS."),
-    consent: Optional[str] = typer.Option(None, "--consent", help="Consent under which the voice/lips are changed (recorded)."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default ./dubbed/NAME/; "
+                                           "with several inputs, one subfolder each)."),
+    source_lang: Optional[str] = typer.Option(None, "--source-lang", help=help_for("source_lang")),
+    transcript: Optional[Path] = typer.Option(None, "--transcript", help=help_for("transcript")),
+    translations: Optional[Path] = typer.Option(None, "--translations", help=help_for("translations")),
+    voice: str = typer.Option(default_of("voice"), "--voice", help=help_for("voice")),
+    lipsync: str = typer.Option(default_of("lipsync"), "--lipsync", help=help_for("lipsync")),
+    translator: str = typer.Option(default_of("translator"), "--translator", help=help_for("translator")),
+    asr_model: str = typer.Option(default_of("asr_model"), "--asr-model", help=help_for("asr_model")),
+    glossary: Optional[Path] = typer.Option(None, "--glossary", help=help_for("glossary")),
+    max_speed: float = typer.Option(default_of("max_speed"), "--max-speed", help=help_for("max_speed")),
+    loudness: float = typer.Option(default_of("loudness"), "--loudness", help=help_for("loudness")),
+    consent: Optional[str] = typer.Option(None, "--consent", help=help_for("consent")),
     db: Optional[str] = typer.Option(None, "--db", help="Catalog URL (default DUB_DATABASE_URL or ~/.polydub/catalog.db)."),
     as_json: bool = typer.Option(False, "--json", help="Print the job reports as JSON."),
 ) -> None:
     """Dub INPUT... into every language of --langs (the default command: `dub ad.mp4 --langs es,fr`)."""
-    from polydub.job import plan_job
+    from polydub.job import check_backends, plan_job
+    from polydub.options import make_options
 
-    if len(inputs) > 1 and out_dir:
-        out_dirs = [out_dir / p.stem for p in inputs]
-    else:
-        out_dirs = [out_dir] * len(inputs)
-    plans = [plan_job(p, langs, o, source_lang, transcript, translations, voice, lipsync, translator,
-                      asr_model, glossary, max_speed, loudness, consent)
-             for p, o in zip(inputs, out_dirs)]
+    options = make_options(source_lang=source_lang, transcript=_text(transcript), translations=_text(translations),
+                           voice=voice, lipsync=lipsync, translator=translator, asr_model=asr_model,
+                           glossary=_text(glossary), max_speed=max_speed, loudness=loudness, consent=consent)
+    plans = []
+    for path in inputs:
+        folder = (out_dir / path.stem if len(inputs) > 1 else out_dir) if out_dir else None
+        plans.append(plan_job(path, langs, options, out=_text(folder)))
+    _refuse_shared_folders(plans)
     for plan in plans:
-        _validate(plan)
+        check_backends(plan)
     if db:
-        os.environ["DUB_DATABASE_URL"] = db
+        os.environ["DUB_DATABASE_URL"] = db  # the catalog is configuration, never a flow parameter
 
     t0 = time.perf_counter()
     from polydub import server
 
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # our table says what happened
+    server.keep_results_private()
     mode = server.ensure_api()
     from rich.live import Live
 
     from polydub import progress
     from polydub.flows.dub import dub_video
+    from polydub.flows.logs import quiet_console_tracebacks
 
+    quiet_console_tracebacks(logging.CRITICAL)  # the summary below says what failed, in one line each
     console.print(f"[dim]prefect: {mode} server; ready to run in {time.perf_counter() - t0:.1f} s "
                   f"(server check and imports)[/]")
     reports = []
@@ -164,12 +149,13 @@ def run_cmd(
         remove = progress.listen(view)
         try:
             with Live(view, console=console, refresh_per_second=4, transient=not console.is_terminal):
-                report = dub_video(plan.input, plan.langs, plan.out_dir, plan.source_lang, plan.transcript,
-                                   str(translations) if translations else None, plan.voice, plan.lipsync,
-                                   plan.translator, plan.asr_model, plan.glossary, plan.max_speed,
-                                   plan.loudness, plan.consent, db)
+                state = dub_video(plan.input, plan.langs, options.model_copy(update={"out": plan.out_dir}),
+                                  return_state=True)
         finally:
             remove()
+        report = state.result(raise_on_failure=False)
+        if not isinstance(report, dict) or "languages" not in report:  # refused by the flow's own checks
+            raise InputError(state.message or "the job was refused")
         reports.append(report)
         if not as_json:
             table, notes = _summary(report)
@@ -183,6 +169,21 @@ def run_cmd(
         raise typer.Exit(1)
 
 
+def _text(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
+def _refuse_shared_folders(plans) -> None:
+    """Two inputs delivering into one folder would overwrite each other's files."""
+    seen: dict[tuple[str, str], str] = {}
+    for plan in plans:
+        key = (plan.out_dir, plan.name)
+        if key in seen and seen[key] != plan.input:
+            raise InputError(f"{seen[key]} and {plan.input} would both deliver {plan.name}.* into {plan.out_dir}; "
+                             f"dub them in separate runs, each with its own --out")
+        seen[key] = plan.input
+
+
 def _catalog(db: str | None):
     from polydub.storage import Catalog
 
@@ -191,9 +192,18 @@ def _catalog(db: str | None):
 
 @app.command("list")
 def list_cmd(db: Optional[str] = typer.Option(None, "--db"), as_json: bool = typer.Option(False, "--json"),
-             limit: int = typer.Option(50, "--limit")) -> None:
+             limit: int = typer.Option(50, "--limit", min=1, max=10000),
+             status: Optional[str] = typer.Option(None, "--status", help="Only jobs in this state (done, partial, "
+                                                  "failed, running, interrupted, cancelled, crashed, rejected)."),
+             input: Optional[str] = typer.Option(None, "--input", help="Only jobs whose input path contains this."),
+             since: Optional[str] = typer.Option(None, "--since", help="Only jobs created since: 30m, 6h, 2d or an "
+                                                 "ISO date/time (UTC).")) -> None:
     """Jobs in the catalog, newest first."""
-    jobs = _catalog(db).list_jobs(limit)
+    from polydub.storage.models import JOB_STATUSES
+
+    if status and status not in JOB_STATUSES:
+        raise InputError(f"--status must be one of {', '.join(JOB_STATUSES)}, not {status!r}")
+    jobs = _catalog(db).list_jobs(limit, status=status, input=input, since=_since(since) if since else None)
     if as_json:
         out.print_json(json.dumps(jobs, default=str))
         return
@@ -201,20 +211,45 @@ def list_cmd(db: Optional[str] = typer.Option(None, "--db"), as_json: bool = typ
     for col in ("job", "source", "languages", "status", "created", "outputs"):
         table.add_column(col)
     for j in jobs:
-        table.add_row(str(j["id"]), Path(j["source"]).name, ",".join(j["langs"]), j["status"],
+        table.add_row(str(j["id"]), Path(j["source"] or "?").name, ",".join(j["langs"]), j["status"],
                       str(j["created_at"])[:19], str(j["n_outputs"]))
     out.print(table)
+
+
+def _since(text: str):
+    """'30m', '6h', '2d' ago, or an ISO date/time (UTC when it has no offset)."""
+    import re
+    from datetime import datetime, timedelta, timezone
+
+    match = re.fullmatch(r"(\d+)\s*([mhd])", text.strip())
+    if match:
+        unit = {"m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
+        return datetime.now(timezone.utc) - timedelta(**{unit: int(match.group(1))})
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InputError(f"--since {text!r}: give 30m, 6h, 2d or an ISO date such as 2026-11-28") from None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
 @app.command("show")
 def show_cmd(job: int = typer.Argument(...), db: Optional[str] = typer.Option(None, "--db"),
              as_json: bool = typer.Option(False, "--json")) -> None:
-    """One job: its source, every stage run and every output."""
+    """One job: its input, its Prefect run, every stage run and every output."""
+    from polydub.server import flow_run_url
+
     info = _catalog(db).show_job(job)
+    info["flow_run_url"] = flow_run_url(info["flow_run_id"]) if info.get("flow_run_id") else None
     if as_json:
         out.print_json(json.dumps(info, default=str))
         return
-    out.print(f"job {info['id']}: {info['status']}  source {info['source']['path']}  langs {','.join(info['langs'])}")
+    source = info.get("input") or (info["source"] or {}).get("path", "?")
+    out.print(f"job {info['id']}: {info['status']}  input {source}  langs {','.join(info['langs'])}")
+    if info.get("error"):
+        out.print(f"error: {info['error']}", soft_wrap=True)
+    if info.get("flow_run_url") or info.get("flow_run_id"):
+        via = f" (deployment {info['deployment']})" if info.get("deployment") else ""
+        out.print(f"prefect run: {info['flow_run_url'] or info['flow_run_id']}{via}", soft_wrap=True)
     table = Table(title="stages")
     for col in ("stage", "lang", "status", "backend", "seconds", "error"):
         table.add_column(col)
@@ -223,7 +258,7 @@ def show_cmd(job: int = typer.Argument(...), db: Optional[str] = typer.Option(No
                       f"{s['seconds']:.2f}" if s["seconds"] is not None else "", s["error"] or "")
     out.print(table)
     for o in info["outputs"]:
-        out.print(f"{o['kind']:10} {o['lang'] or '':6} {o['path']}")
+        out.print(f"{o['kind']:10} {o['lang'] or '':6} {o['path']}", soft_wrap=True)
 
 
 @models_app.command("list")
@@ -305,6 +340,7 @@ def worker_cmd(pool: str = typer.Option("polydub-cpu", "--pool", help="polydub-c
     from polydub import server
 
     server.ensure_api()
+    server.keep_results_private()  # inherited by the flow runs the worker starts
     args = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process"]
     if limit:
         args += ["--limit", str(limit)]

@@ -25,3 +25,30 @@ def database_url() -> str:
     """The catalog: a SQLite file by default, any SQLAlchemy URL by `DUB_DATABASE_URL`."""
     url = os.environ.get("DUB_DATABASE_URL")
     return url or f"sqlite:///{home() / 'catalog.db'}"
+
+
+def outputs_dir() -> Path:
+    """Where deployment runs deliver (one folder per job); a form's `out` is relative to it."""
+    return Path(os.environ.get("DUB_OUTPUTS_DIR", home() / "outputs")).expanduser()
+
+
+def prefect_api_url() -> tuple[str | None, str]:
+    """The Prefect API this process is told to use, and where that was said: the
+    `PREFECT_API_URL` environment variable, else the active Prefect profile (as
+    `prefect config set PREFECT_API_URL=...` writes it). (None, "") when neither says.
+
+    Read without importing Prefect, which freezes its settings at import."""
+    url = os.environ.get("PREFECT_API_URL")
+    if url:
+        return url, "the PREFECT_API_URL environment variable"
+    import tomllib
+
+    prefect_home = Path(os.environ.get("PREFECT_HOME", Path.home() / ".prefect")).expanduser()
+    profiles_path = Path(os.environ.get("PREFECT_PROFILES_PATH", prefect_home / "profiles.toml")).expanduser()
+    try:
+        profiles = tomllib.loads(profiles_path.read_text())
+    except (OSError, ValueError):
+        return None, ""
+    name = os.environ.get("PREFECT_PROFILE") or profiles.get("active") or "ephemeral"
+    url = profiles.get("profiles", {}).get(name, {}).get("PREFECT_API_URL")
+    return (str(url), f"Prefect profile {name!r} ({profiles_path})") if url else (None, "")

@@ -11,13 +11,10 @@ from pathlib import Path
 
 from polydub import languages, media
 from polydub.errors import InputError
+from polydub.options import DEFAULT_ASR_MODEL, DEFAULT_LOUDNESS, DEFAULT_MAX_SPEED, DubOptions, make_options
 from polydub.segments import read_subtitles
-from polydub.transcribe import DEFAULT_MODEL as DEFAULT_ASR_MODEL
 
 SUBTITLE_SUFFIXES = (".srt", ".vtt")
-LIPSYNC_MODES = ("auto", "on", "off")
-DEFAULT_MAX_SPEED = 1.3
-DEFAULT_LOUDNESS = -23.0  # LUFS, EBU R128
 
 
 @dataclass
@@ -75,24 +72,23 @@ def _from_container_tag(tag: str) -> str | None:
     return None
 
 
-def plan_job(input: str | Path, langs: list[str] | str, out: str | Path | None = None,
-             source_lang: str | None = None, transcript: str | Path | None = None,
-             translations: str | Path | None = None, voice: str = "auto", lipsync: str = "auto",
-             translator: str = "google", asr_model: str = DEFAULT_ASR_MODEL, glossary: str | Path | None = None,
-             max_speed: float = DEFAULT_MAX_SPEED, loudness: float = DEFAULT_LOUDNESS,
-             consent: str | None = None, check_decode: bool = True) -> JobPlan:
-    """Validate one input and its options; raise `InputError` naming the first problem."""
+def plan_job(input: str | Path, langs: list[str] | str, options: DubOptions | dict | None = None,
+             check_decode: bool = True, outputs_root: str | Path | None = None, **overrides) -> JobPlan:
+    """Validate one input and its options; raise `InputError` naming the first problem.
+
+    `options` (or keyword overrides such as `voice="espeak"`) go through `DubOptions`, so
+    the command line, a deployment's form and a manifest are checked by the same rules.
+    With `outputs_root` (deployment runs) `out` is a folder under it and cannot leave it."""
+    opts = make_options(options, **overrides)
+    out, source_lang, transcript, translations = opts.out, opts.source_lang, opts.transcript, opts.translations
+    glossary = opts.glossary
     path = Path(input).expanduser()
+    if not str(input).strip():
+        raise InputError("no input file given")
     langs = languages.parse_langs(langs) if isinstance(langs, str) else [languages.normalize(c) for c in langs]
     if not langs:
         raise InputError("--langs needs at least one language code, e.g. --langs es,fr")
     source = languages.normalize(source_lang) if source_lang else None
-    if lipsync not in LIPSYNC_MODES:
-        raise InputError(f"--lipsync must be one of {', '.join(LIPSYNC_MODES)}, not {lipsync!r}")
-    if not 1.0 <= max_speed <= 2.0:
-        raise InputError(f"--max-speed must be between 1.0 and 2.0, not {max_speed}")
-    if not -40.0 <= loudness <= -5.0:
-        raise InputError(f"--loudness must be between -40 and -5 LUFS, not {loudness}")
 
     info = media.probe(path)  # missing / not media / zero-length / no audio
     if check_decode:
@@ -148,9 +144,44 @@ def plan_job(input: str | Path, langs: list[str] | str, out: str | Path | None =
 
     return JobPlan(
         input=str(path.resolve()), name=stem,
-        out_dir=str(Path(out).expanduser().resolve() if out else (Path.cwd() / "dubbed" / stem)),
+        out_dir=str(_out_dir(out, stem, outputs_root)),
         langs=langs, source_lang=source, transcript=str(found) if found else None,
-        translations=approved, voice=voice, lipsync=lipsync, translator=translator,
-        asr_model=asr_model, glossary=str(glossary) if glossary else None,
-        max_speed=max_speed, loudness=loudness, consent=consent, has_video=info.has_video,
+        translations=approved, voice=opts.voice, lipsync=opts.lipsync, translator=opts.translator,
+        asr_model=opts.asr_model, glossary=str(glossary) if glossary else None,
+        max_speed=opts.max_speed, loudness=opts.loudness, consent=opts.consent, has_video=info.has_video,
     )
+
+
+def _out_dir(out: str | None, stem: str, outputs_root: str | Path | None) -> Path:
+    if outputs_root is None:
+        return Path(out).expanduser().resolve() if out else Path.cwd() / "dubbed" / stem
+    root = Path(outputs_root).expanduser().resolve()
+    if out and (Path(out).is_absolute() or out.startswith("~")):
+        raise InputError(f"out {out!r}: give a folder relative to the outputs root {root}")
+    folder = (root / (out or stem)).resolve()
+    if folder != root and root not in folder.parents:
+        raise InputError(f"out {out!r} leaves the outputs root {root}")
+    return folder
+
+
+def check_backends(plan: JobPlan) -> None:
+    """The backends the plan needs must be usable here (voice, translator, speech
+    recognition, lip-sync): checked before any work, on every entry path."""
+    from polydub.lipsync import lipsync_decision
+    from polydub.tts import parse_voice_spec, select_voice
+
+    parse_voice_spec(plan.voice)
+    if not plan.voice.startswith("coqui"):
+        for lang in plan.langs:  # every language needs a voice: espeak-ng may lack one
+            select_voice(plan.voice, lang)
+    if not plan.transcript:
+        from polydub.transcribe import locate_model
+
+        locate_model(plan.asr_model)
+    if any(lang not in plan.translations for lang in plan.langs):
+        from polydub.translate import make_translator
+
+        make_translator(plan.translator)
+    ok, reason = lipsync_decision(plan.lipsync, plan.has_video)  # also checks lip-sync settings
+    if plan.lipsync == "on" and not ok:
+        raise InputError(f"--lipsync on: lip-sync cannot run: {reason}")

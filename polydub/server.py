@@ -1,8 +1,9 @@
 """A local Prefect server that `dub` starts once and keeps, so each run skips Prefect's
 temporary-server start-up (11-20 s per process) and costs about a second and a half.
 
-Order of preference: `PREFECT_API_URL` if set (a team's server); else the server this
-machine's `dub` started earlier, if it still answers; else start one now. Set
+Order of preference: the API Prefect's own settings name (`PREFECT_API_URL` in the
+environment or the active profile: a team's server), which must answer; else the server
+this machine's `dub` started earlier, if it still answers; else start one now. Set
 `DUB_PREFECT_SERVER=ephemeral` to use Prefect's temporary per-process server instead.
 """
 
@@ -104,10 +105,40 @@ def ensure_api() -> str:
     Must run before `prefect` is imported: Prefect reads PREFECT_API_URL at import.
     """
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    if os.environ.get("PREFECT_API_URL"):
+    url, where = config.prefect_api_url()
+    if url:
+        if not _healthy(url.rstrip("/")):
+            raise DubError(f"the Prefect API at {url} (set by {where}) does not answer; "
+                           f"start that server, or change the setting")
         return "external"
     if os.environ.get("DUB_PREFECT_SERVER", "keep") == "ephemeral":
         return "ephemeral"
     info = start()
     os.environ["PREFECT_API_URL"] = info["url"]
     return "started" if info["started"] else "kept"
+
+
+def flow_run_url(flow_run_id: str) -> str | None:
+    """The Prefect UI address of a flow run, from PREFECT_UI_URL or the API address
+    (a local server serves its UI beside its API)."""
+    ui = os.environ.get("PREFECT_UI_URL")
+    if not ui:
+        api, _ = config.prefect_api_url()
+        if not api:
+            info = status()
+            api = info["url"] if info else None
+        if not api or "api.prefect.cloud" in api:
+            return None
+        ui = api.rstrip("/").removesuffix("/api")
+    return f"{ui.rstrip('/')}/runs/flow-run/{flow_run_id}"
+
+
+def keep_results_private() -> None:
+    """Flow results (job reports) go under DUB_HOME in an owner-only folder, not in
+    Prefect's world-readable default. Before Prefect is imported."""
+    if os.environ.get("PREFECT_LOCAL_STORAGE_PATH"):
+        return
+    folder = config.home() / "results"
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    os.environ["PREFECT_LOCAL_STORAGE_PATH"] = str(folder)

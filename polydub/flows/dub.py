@@ -7,69 +7,83 @@ lip-sync once for all languages, then the deliverables and the report.
 from __future__ import annotations
 
 import json
+import os
 import time
+import uuid
 from pathlib import Path
 
-from prefect import flow
+from prefect import flow, task
+from prefect.cache_policies import NONE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from polydub import cache, config, media
-from polydub.job import DEFAULT_LOUDNESS, DEFAULT_MAX_SPEED, JobPlan, plan_job
+from polydub.errors import InputError
+from polydub.flows import outcome
+from polydub.flows.logs import quiet_console_tracebacks
+from polydub.job import JobPlan, check_backends, plan_job
+from polydub.options import DubOptions
 from polydub.tasks.common import JobContext, StageResult, catalog, one_line
 from polydub.tasks.deliver import assemble_lang, assemble_multitrack, deliverables
 from polydub.tasks.language import mix_lang, synthesize_lang, translate_lang
 from polydub.tasks.lipsync import lipsync_langs
 from polydub.tasks.source import prepare_source, transcribe_source
-from polydub.transcribe import DEFAULT_MODEL as DEFAULT_ASR_MODEL
 
 LANGUAGE_WORKERS = 4  # languages in flight at once; each mostly waits on ffmpeg / TTS
 
 
-@flow(name="dub-video", task_runner=ThreadPoolTaskRunner(max_workers=LANGUAGE_WORKERS * 3))
-def dub_video(input: str, langs: list[str], out: str | None = None, source_lang: str | None = None,
-              transcript: str | None = None, translations: str | None = None, voice: str = "auto",
-              lipsync: str = "auto", translator: str = "google", asr_model: str = DEFAULT_ASR_MODEL,
-              glossary: str | None = None, max_speed: float = DEFAULT_MAX_SPEED,
-              loudness: float = DEFAULT_LOUDNESS, consent: str | None = None,
-              db: str | None = None) -> dict:
-    """Dub a video (or audio file) into several languages; return the job report, which is
-    also written as NAME.report.json beside the deliverables.
+@flow(name="dub-video", flow_run_name=outcome.run_name, task_runner=ThreadPoolTaskRunner(max_workers=LANGUAGE_WORKERS * 3),
+      persist_result=True, result_serializer="json", on_cancellation=[outcome.record_cancelled],
+      on_crashed=[outcome.record_crashed])
+def dub_video(input: str, langs: list[str], options: DubOptions = DubOptions()):
+    """Dub a video (or audio file) into several languages. The run ends Completed when every
+    language was delivered, `Partial` (a failed state) when some were, Failed when none
+    were or the input or options were refused; its result is the job report, also written
+    as NAME.report.json beside the deliverables.
 
     Args:
         input: Path of the video or audio file to dub, as the worker sees it.
         langs: Target languages, ISO 639-1 codes such as es, fr, de, pt-br.
-        out: Output folder (default ./dubbed/NAME/).
-        source_lang: Language spoken in the input (default: detected or from the sidecar name).
-        transcript: Approved transcript (SRT/VTT); skips speech recognition.
-        translations: Folder of approved translations NAME.<lang>.srt.
-        voice: auto | espeak | espeak:VOICE | coqui:MODEL_OR_PATH.
-        lipsync: auto | on | off (auto runs it when a GPU and the weights are present).
-        translator: google | deepl | microsoft | mymemory | libre | ... | local:MODEL.
-        asr_model: Whisper model name or checkpoint path.
-        glossary: Glossary file (TSV/CSV/JSON), or a folder of <lang>.tsv files.
-        max_speed: Cap on speeding up a line to fit its slot (pitch preserved).
-        loudness: Integrated loudness target of the dubbed tracks, LUFS (EBU R128).
-        consent: The consent under which the voice is cloned and the lips changed (recorded).
-        db: Catalog URL (default DUB_DATABASE_URL or a SQLite file in DUB_HOME).
+        options: How to dub; every field has a default.
     """
-    plan = plan_job(input, langs, out, source_lang, transcript, translations, voice, lipsync,
-                    translator, asr_model, glossary, max_speed, loudness, consent)
-    return run_job(plan, db)
+    quiet_console_tracebacks()
+    run = outcome.current_run()
+    try:
+        plan = plan_job(input, langs, options, outputs_root=config.outputs_dir() if run.deployment else None)
+        check_backends(plan)
+    except InputError as exc:  # refused before any work: recorded, and the run fails with the CLI's line
+        return outcome.rejected(input, langs, options, str(exc), run)
+    return outcome.final_state(run_job(plan, run))
 
 
-def run_job(plan: JobPlan, db: str | None = None) -> dict:
+@task(name="voice-language", task_run_name="language[{lang}]", cache_policy=NONE, persist_result=False)
+def voice_language(ctx: JobContext, plan: JobPlan, source: StageResult, transcript: StageResult,
+                   lang: str) -> tuple[StageResult, StageResult, StageResult]:
+    """One language's chain: translate, synthesize, fit and mix (each its own task run)."""
+    translation = translate_lang(ctx, plan, transcript, lang)
+    speech = synthesize_lang(ctx, plan, source, transcript, translation, lang)
+    return translation, speech, mix_lang(ctx, plan, source, transcript, translation, speech, lang)
+
+
+def run_job(plan: JobPlan, run: outcome.RunInfo | None = None) -> dict:
+    """Run a validated job to the end; return its report (whatever happened to each language)."""
+    run = run or outcome.RunInfo()
     started = time.perf_counter()
-    db_url = db or config.database_url()
+    db_url = config.database_url()
     cat = catalog(db_url)
     cat.mark_interrupted()  # rows left 'running' by a process that died on this machine
     info = media.probe(plan.input)
     source_hash = cache.file_hash(plan.input)
     source_id = cat.upsert_source(plan.input, source_hash, info.duration, info.fps, info.has_video)
-    job_id = cat.create_job(source_id, plan.langs, plan.to_dict(), plan.out_dir, plan.consent)
+    job_id = cat.create_job(source_id, plan.langs, plan.to_dict(), plan.out_dir, plan.consent,
+                            input_path=plan.input, flow_run_id=run.flow_run_id, deployment=run.deployment)
+    if run.deployment:  # deployment runs: a folder of its own per job under the outputs root
+        plan.out_dir = str(Path(plan.out_dir) / f"job-{job_id}")
+        cat.set_out_dir(job_id, plan.out_dir)
     ctx = JobContext(job_id, db_url, str(config.cache_dir()))
+    progress = outcome.Progress(plan)
     langs: dict[str, dict] = {lang: {"status": "failed", "stages": {}} for lang in plan.langs}
     report = {"job": job_id, "input": plan.input, "source_hash": source_hash, "duration": info.duration,
-              "out_dir": plan.out_dir, "languages": langs}
+              "out_dir": plan.out_dir, "flow_run": run.ui_url, "languages": langs}
     try:
         source = prepare_source(ctx, plan, source_hash)
         transcript = transcribe_source(ctx, plan, source, source_hash)
@@ -77,18 +91,14 @@ def run_job(plan: JobPlan, db: str | None = None) -> dict:
         report["transcript"] = {"backend": transcript.meta.get("backend"), "status": transcript.status,
                                 "segments": transcript.meta.get("segments")}
 
-        chains = {}
-        for lang in plan.langs:
-            t = translate_lang.submit(ctx, plan, transcript, lang)
-            s = synthesize_lang.submit(ctx, plan, source, transcript, t, lang)
-            m = mix_lang.submit(ctx, plan, source, transcript, t, s, lang)
-            chains[lang] = (t, s, m)
+        chains = {lang: voice_language.submit(ctx, plan, source, transcript, lang) for lang in plan.langs}
         mixed: dict[str, tuple[StageResult, StageResult, StageResult]] = {}
-        for lang, futures in chains.items():
+        for lang, future in chains.items():
             try:
-                mixed[lang] = tuple(f.result() for f in futures)
+                mixed[lang] = future.result()
             except Exception as exc:
                 langs[lang]["error"] = one_line(exc)
+            progress.advance(lang, "mixed" if lang in mixed else "failed")
 
         videos: dict[str, StageResult] = {}
         if mixed:
@@ -115,6 +125,7 @@ def run_job(plan: JobPlan, db: str | None = None) -> dict:
             outputs = deliverables(plan, assembled[lang])
             translation, speech, mix = mixed[lang]
             langs[lang].update(_language_report(outputs, translation, speech, mix, videos.get(lang)))
+            progress.advance(lang, "delivered")
             for kind, path in outputs.items():
                 cat.add_output(job_id, lang, {"mp4": "video", "m4a": "audio"}.get(kind, kind), path,
                                info.duration if kind in ("mp4", "m4a") else None)
@@ -133,7 +144,8 @@ def run_job(plan: JobPlan, db: str | None = None) -> dict:
         report["seconds"] = round(time.perf_counter() - started, 3)
         report["stages"] = cat.show_job(job_id)["stages"]
         _write_report(plan, report, cat, job_id)
-        cat.finish_job(job_id, status)
+        cat.finish_job(job_id, status, outcome.failures(report) or None)
+        outcome.publish(report, plan)
     return report
 
 
@@ -170,7 +182,7 @@ def _write_report(plan: JobPlan, report: dict, cat, job_id: int) -> None:
     out = Path(plan.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{plan.name}.report.json"
-    tmp = path.with_name(f".{path.name}.part")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}.part")  # concurrent runs never share it
     tmp.write_text(json.dumps(report, ensure_ascii=False, indent=1, default=str))
     tmp.replace(path)
     report["report"] = str(path)

@@ -215,6 +215,9 @@ def job_dict(job: Job) -> dict[str, Any]:
     return {
         "id": job.id,
         "source_id": job.source_id,
+        "input": job.input_path,
+        "flow_run_id": job.flow_run_id,
+        "deployment": job.deployment,
         "langs": list(job.langs),
         "params": dict(job.params),
         "out_dir": job.out_dir,
@@ -328,8 +331,8 @@ class Catalog:
                 from sqlalchemy.dialects.postgresql import insert
             statement = insert(Source).values(content_hash=content_hash, created_at=utcnow(), **values)
             statement = statement.on_conflict_do_update(
-                index_elements=[Source.content_hash],
-                set_={key: getattr(statement.excluded, key) for key in values},
+                index_elements=[Source.content_hash],  # a job keeps its own path; the source its first
+                set_={key: getattr(statement.excluded, key) for key in values if key != "path"},
             ).returning(Source.id)
             with self._write.begin() as session:
                 return int(session.execute(statement).scalar_one())
@@ -343,26 +346,37 @@ class Catalog:
                         session.add(source)
                     else:
                         for key, value in values.items():
-                            setattr(source, key, value)
+                            if key != "path":
+                                setattr(source, key, value)
                     session.flush()
                     return source.id
             except IntegrityError:
                 continue
         raise RuntimeError(f"could not record source {content_hash}")
 
-    def create_job(self, source_id: int, langs: list[str], params: dict, out_dir: str, consent: str | None = None) -> int:
+    def create_job(self, source_id: int | None, langs: list[str], params: dict, out_dir: str,
+                   consent: str | None = None, *, input_path: str | None = None, flow_run_id: str | None = None,
+                   deployment: str | None = None, status: str = "running", error: str | None = None) -> int:
         """A new 'running' job; `consent` says under which consent voices are cloned and
-        lips changed (who gave it, for what), as the user stated it."""
+        lips changed (who gave it, for what), as the user stated it. `input_path` is the
+        path this job was given; `flow_run_id` and `deployment` the Prefect run behind it.
+        A job refused before work is created with status 'rejected' and the reason."""
         check_json("params", params)
+        check_one_of("job status", status, ("running", "rejected"))
         with self._write.begin() as session:
-            if session.get(Source, source_id) is None:
+            if source_id is not None and session.get(Source, source_id) is None:
                 raise InputError(f"no source {source_id} in the catalog")
             job = Job(
                 source_id=source_id,
+                input_path=None if input_path is None else str(input_path),
+                flow_run_id=None if flow_run_id is None else str(flow_run_id),
+                deployment=deployment,
                 langs=[str(lang) for lang in langs],
                 params=params,
                 out_dir=str(out_dir),
-                status="running",
+                status=status,
+                error=error,
+                finished_at=utcnow() if status != "running" else None,
                 consent=consent,
                 owner=process_owner(),
             )
@@ -438,6 +452,11 @@ class Catalog:
             session.flush()
             return output.id
 
+    def set_out_dir(self, job_id: int, out_dir: str) -> None:
+        """Where the job delivers, once it is known (deployment runs: a folder per job)."""
+        with self._write.begin() as session:
+            session.get(Job, job_id).out_dir = str(out_dir)
+
     def finish_job(self, job_id: int, status: str, error: str | None = None) -> None:
         """Close a job as done, partial (some languages failed) or failed."""
         check_one_of("job status", status, tuple(s for s in JOB_STATUSES if s != "running"))
@@ -471,18 +490,33 @@ class Catalog:
 
     # ---------------------------------------------------------------- reading
 
-    def list_jobs(self, limit: int = 50) -> list[dict]:
-        """The newest `limit` jobs, newest first: id, source (its path), langs, status,
-        out_dir, created_at, finished_at, n_outputs."""
+    def job_for_flow_run(self, flow_run_id: str) -> int | None:
+        """The job a Prefect flow run made, if any."""
+        with self._read.begin() as session:
+            return session.scalars(select(Job.id).where(Job.flow_run_id == str(flow_run_id))
+                                   .order_by(Job.id.desc())).first()
+
+    def list_jobs(self, limit: int = 50, status: str | None = None, input: str | None = None,
+                  since: datetime | None = None) -> list[dict]:
+        """The newest `limit` jobs, newest first: id, source (the path the job was given),
+        langs, status, out_dir, created_at, finished_at, n_outputs, flow_run_id. Filters:
+        `status`, `input` (a part of the input path), `since` (created at or after)."""
         n_outputs = (
             select(func.count(Output.id)).where(Output.job_id == Job.id).correlate(Job).scalar_subquery()
         )
+        path = func.coalesce(Job.input_path, Source.path)
         statement = (
-            select(Job, Source.path, n_outputs)
-            .join(Source, Job.source_id == Source.id)
+            select(Job, path, n_outputs)
+            .outerjoin(Source, Job.source_id == Source.id)
             .order_by(Job.created_at.desc(), Job.id.desc())
             .limit(limit)
         )
+        if status:
+            statement = statement.where(Job.status == status)
+        if input:
+            statement = statement.where(path.contains(input, autoescape=True))
+        if since is not None:
+            statement = statement.where(Job.created_at >= since)
         with self._read.begin() as session:
             return [
                 {
@@ -494,6 +528,7 @@ class Catalog:
                     "created_at": iso(job.created_at),
                     "finished_at": iso(job.finished_at),
                     "n_outputs": int(count),
+                    "flow_run_id": job.flow_run_id,
                 }
                 for job, path, count in session.execute(statement)
             ]
@@ -510,7 +545,7 @@ class Catalog:
             outputs = session.scalars(select(Output).where(Output.job_id == job_id).order_by(Output.id)).all()
             return {
                 **job_dict(job),
-                "source": source_dict(job.source),
+                "source": source_dict(job.source) if job.source is not None else None,
                 "stages": [stage_dict(run) for run in runs],
                 "outputs": [output_dict(output) for output in outputs],
             }

@@ -11,6 +11,7 @@ from typing import Callable
 
 from polydub import cache
 from polydub.errors import DubError, StageError
+from polydub.flows.logs import stage_logger
 from polydub.progress import emit
 
 
@@ -76,6 +77,7 @@ def run_stage(ctx: JobContext, stage: str, lang: str | None, key: str,
             cat.finish_stage(run_id, "cached", detail=_detail(hit), backend=hit.get("backend", backend),
                              model_version=hit.get("model_version", model_version))
             emit(stage, lang, "cached")
+            _log(stage, lang, "cached", 0.0, hit.get("backend", backend), hit.get("reason"))
             return StageResult(stage, lang, str(cache.stage_dir(stage, key, root)), hit, "cached")
         emit(stage, lang, "running")
         started = time.perf_counter()
@@ -89,13 +91,26 @@ def run_stage(ctx: JobContext, stage: str, lang: str | None, key: str,
         except BaseException as exc:
             cat.finish_stage(run_id, "failed", error=one_line(exc), backend=backend, model_version=model_version)
             emit(stage, lang, "failed", one_line(exc))
+            stage_logger().error("%s: failed after %.1f s: %s", _label(stage, lang), time.perf_counter() - started,
+                                 one_line(exc))  # the traceback reaches Prefect's log with the task's failure
             if isinstance(exc, DubError) or not isinstance(exc, Exception):
                 raise
             raise StageError(f"{stage}{' ' + lang if lang else ''}: {one_line(exc)}") from exc
     cat.finish_stage(run_id, "done", detail=_detail(meta), backend=meta.get("backend"),
                      model_version=meta.get("model_version"))
     emit(stage, lang, "done", meta.get("note", ""))
+    _log(stage, lang, "done", meta["seconds"], meta.get("backend"), meta.get("reason") or meta.get("note"))
     return StageResult(stage, lang, str(cache.stage_dir(stage, key, root)), meta, "done")
+
+
+def _label(stage: str, lang: str | None) -> str:
+    return f"{stage}[{lang}]" if lang else stage
+
+
+def _log(stage: str, lang: str | None, status: str, seconds: float, backend: str | None, why: str | None) -> None:
+    """One line per stage and language, as the Prefect UI's log shows it."""
+    text = f"{_label(stage, lang)}: {status} in {seconds:.1f} s" + (f" ({backend})" if backend else "")
+    stage_logger().info(text + (f": {why}" if why else ""))
 
 
 def skip_stage(ctx: JobContext, stage: str, lang: str | None, reason: str) -> StageResult:
@@ -104,6 +119,7 @@ def skip_stage(ctx: JobContext, stage: str, lang: str | None, reason: str) -> St
     run_id = cat.start_stage(ctx.job_id, stage, lang, None, None, None)
     cat.finish_stage(run_id, "skipped", error=None, detail={"reason": reason})
     emit(stage, lang, "skipped", reason)
+    stage_logger().info("%s: skipped: %s", _label(stage, lang), reason)
     return StageResult(stage, lang, "", {"reason": reason}, "skipped")
 
 

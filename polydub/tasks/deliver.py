@@ -31,7 +31,7 @@ def deliverables(plan: JobPlan, result: StageResult) -> dict[str, str]:
             for f in result.meta["files"]}
 
 
-@task(name="assemble", cache_policy=NONE)
+@task(name="assemble", task_run_name="assemble[{lang}]", cache_policy=NONE, persist_result=False)
 def assemble_lang(ctx: JobContext, plan: JobPlan, source: StageResult, translation: StageResult,
                   mixed: StageResult, video: StageResult | None, lang: str) -> StageResult:
     """Build one language's MP4 (M4A for audio-only input) with subtitles; publish all three files."""
@@ -57,7 +57,7 @@ def assemble_lang(ctx: JobContext, plan: JobPlan, source: StageResult, translati
     return result
 
 
-@task(name="assemble-multitrack", cache_policy=NONE)
+@task(name="assemble-multitrack", task_run_name="assemble[multitrack]", cache_policy=NONE, persist_result=False)
 def assemble_multitrack(ctx: JobContext, plan: JobPlan, source: StageResult, transcript: StageResult,
                         delivered: dict[str, StageResult]) -> str:
     """One file with the original and every dub, each audio and subtitle track language-tagged.

@@ -41,7 +41,7 @@ def glossary_for(glossary: str | None, lang: str) -> Path | None:
                 None)
 
 
-@task(name="translate", cache_policy=NONE)
+@task(name="translate", task_run_name="translate[{lang}]", cache_policy=NONE, persist_result=False)
 def translate_lang(ctx: JobContext, plan: JobPlan, transcript: StageResult, lang: str) -> StageResult:
     """Translated segments on the source timeline: approved lines as they are, else a provider."""
     approved = plan.translations.get(lang)
@@ -106,7 +106,7 @@ def _may_clone(voice: str) -> bool:
     return voice == "auto" and checkpoint_in(config.models_dir() / XTTS_DIR) is not None
 
 
-@task(name="synthesize", cache_policy=NONE)
+@task(name="synthesize", task_run_name="synthesize[{lang}]", cache_policy=NONE, persist_result=False)
 def synthesize_lang(ctx: JobContext, plan: JobPlan, source: StageResult, transcript: StageResult,
                     translation: StageResult, lang: str) -> StageResult:
     """One WAV per translated line, in the chosen voice."""
@@ -144,7 +144,7 @@ def synthesize_lang(ctx: JobContext, plan: JobPlan, source: StageResult, transcr
     return result
 
 
-@task(name="fit-and-mix", cache_policy=NONE)
+@task(name="fit-and-mix", task_run_name="mix[{lang}]", cache_policy=NONE, persist_result=False)
 def mix_lang(ctx: JobContext, plan: JobPlan, source: StageResult, transcript: StageResult,
              translation: StageResult, speech: StageResult, lang: str) -> StageResult:
     """Place every line at its source start (sped up only as needed) and mix over the background."""

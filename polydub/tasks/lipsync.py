@@ -52,7 +52,7 @@ def _gpu_slot():
     return concurrency(GPU_LIMIT, occupy=1, strict=True)
 
 
-@task(name="lipsync", cache_policy=NONE)
+@task(name="lipsync", task_run_name="lipsync[all languages]", cache_policy=NONE, persist_result=False)
 def lipsync_langs(ctx: JobContext, plan: JobPlan, source: StageResult,
                   mixes: dict[str, StageResult]) -> dict[str, StageResult]:
     """Lip-synced video per language, or 'skipped' results with the reason."""

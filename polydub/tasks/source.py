@@ -35,7 +35,7 @@ def save_segments(segments: list[Segment], folder: Path, srt_name: str | None = 
         write_subtitles(segments, folder / srt_name)
 
 
-@task(name="prepare-source", cache_policy=NONE)
+@task(name="prepare-source", task_run_name="probe", cache_policy=NONE, persist_result=False)
 def prepare_source(ctx: JobContext, plan: JobPlan, source_hash: str) -> StageResult:
     """Probe the input and decode its audio once: a 48 kHz mix base and a 16 kHz ASR copy."""
 
@@ -57,7 +57,7 @@ def prepare_source(ctx: JobContext, plan: JobPlan, source_hash: str) -> StageRes
     return run_stage(ctx, "probe", None, key, build, backend="ffmpeg")
 
 
-@task(name="transcribe", cache_policy=NONE)
+@task(name="transcribe", task_run_name="transcribe", cache_policy=NONE, persist_result=False)
 def transcribe_source(ctx: JobContext, plan: JobPlan, source: StageResult, source_hash: str) -> StageResult:
     """Timed source-language segments: the approved transcript if there is one, else whisper."""
     if plan.transcript:

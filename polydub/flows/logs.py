@@ -1,0 +1,60 @@
+"""Logs as a dub's user reads them: one line per stage and language, no tracebacks on the
+console for a stage that failed (the details stay in Prefect's log and the catalog)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+from polydub.errors import DubError
+
+
+class OneLineFormatter(logging.Formatter):
+    """Formats like the wrapped formatter, but a polydub error's traceback is left out."""
+
+    def __init__(self, inner: logging.Formatter | None):
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None or not _ours(exc):
+            return self.inner.format(record)
+        # A copy: other handlers (Prefect's API log) still get the whole record.
+        quiet = copy.copy(record)
+        quiet.exc_info, quiet.exc_text, quiet.stack_info = None, None, None
+        return self.inner.format(quiet)
+
+
+def _ours(exc: BaseException) -> bool:
+    while exc is not None:
+        if isinstance(exc, DubError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def quiet_console_tracebacks(level: int | None = None) -> None:
+    """Wrap the formatter of Prefect's console handlers (idempotent); with `level`, show
+    only records at or above it there (the command line prints its own summary). What
+    Prefect's API receives is unchanged."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs"):
+        for handler in logging.getLogger(name).handlers:
+            if not isinstance(handler, PrefectConsoleHandler):
+                continue
+            if not isinstance(handler.formatter, OneLineFormatter):
+                handler.setFormatter(OneLineFormatter(handler.formatter))
+            if level is not None:
+                handler.setLevel(level)
+
+
+def stage_logger() -> logging.Logger | logging.LoggerAdapter:
+    """The current task or flow run's logger (shown in the Prefect UI), else polydub's."""
+    try:
+        from prefect.logging import get_run_logger
+
+        return get_run_logger()
+    except Exception:  # noqa: BLE001 - outside a run: plain logging
+        return logging.getLogger("polydub")

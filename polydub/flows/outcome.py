@@ -1,0 +1,206 @@
+"""What a dub run shows in Prefect: its name, its final state, its artifacts, its logs.
+
+States tell the truth: every language delivered is Completed; some delivered is a failed
+state named `Partial` whose message lists each failed language and why; none delivered,
+or input refused before work, is Failed. Schedules and automations can tell them apart.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefect.states import Completed, Failed, State
+
+from polydub import config
+from polydub.job import JobPlan
+from polydub.options import DubOptions
+from polydub.tasks.common import catalog
+
+ARTIFACT_KEY = re.compile(r"[^a-z0-9-]+")
+MESSAGE_MAX = 2000  # characters of a state message: the UI shows it in a single box
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """The Prefect run behind a job, when there is one."""
+
+    flow_run_id: str | None = None
+    deployment: str | None = None  # "flow/deployment", set when a deployment triggered it
+    ui_url: str | None = None
+
+
+def current_run() -> RunInfo:
+    from prefect.runtime import deployment, flow_run
+
+    run_id = flow_run.get_id()
+    name = deployment.get_name() if deployment.get_id() else None
+    from polydub.server import flow_run_url
+
+    return RunInfo(run_id, f"{flow_run.get_flow_name()}/{name}" if name else None,
+                   flow_run_url(run_id) if run_id else None)
+
+
+def run_name() -> str:
+    """`ad42 → es,fr,de`: what is dubbed, readable in the run list."""
+    from prefect.runtime import flow_run
+
+    params = flow_run.get_parameters()
+    langs = params.get("langs") or []
+    langs = langs.split(",") if isinstance(langs, str) else langs
+    return f"{Path(str(params.get('input') or '?')).stem} → {','.join(map(str, langs))}"
+
+
+def _key(*parts: str) -> str:
+    return ARTIFACT_KEY.sub("-", "-".join(parts).lower()).strip("-")[:100] or "dub"
+
+
+def failures(report: dict) -> str:
+    """`es: translate es: ...; fr: ...`: each failed language and why, one line."""
+    failed = [f"{lang}: {entry.get('error') or 'failed'}" for lang, entry in report["languages"].items()
+              if entry["status"] != "done"]
+    return "; ".join(failed)[:MESSAGE_MAX]
+
+
+def final_state(report: dict) -> State:
+    """Completed, Partial or Failed, carrying the report as the run's result."""
+    done = [lang for lang, entry in report["languages"].items() if entry["status"] == "done"]
+    if report["status"] == "done":
+        return Completed(message=f"delivered {', '.join(done)} in {report['out_dir']}", data=report)
+    if report["status"] == "partial":
+        return Failed(name="Partial", message=f"delivered {', '.join(done)}; failed {failures(report)}",
+                      data=report)
+    return Failed(message=f"nothing delivered: {report.get('error') or failures(report)}"[:MESSAGE_MAX],
+                  data=report)
+
+
+def rejected(input: str, langs: list[str] | str, options: DubOptions, message: str, run: RunInfo) -> State:
+    """A job refused before any work: recorded in the catalog, and the run fails with the
+    same one line the command line prints."""
+    from prefect.logging import get_run_logger
+
+    get_run_logger().error("dub: error: %s", message)
+    try:
+        cat = catalog(config.database_url())
+        langs = langs.split(",") if isinstance(langs, str) else list(langs or [])
+        job_id = cat.create_job(None, [str(x) for x in langs], _params(input, options), "", options.consent,
+                                input_path=str(input), flow_run_id=run.flow_run_id, deployment=run.deployment,
+                                status="rejected", error=message)
+        note = f" (job {job_id})"
+    except Exception as exc:  # noqa: BLE001 - a refused job must still fail with its reason
+        note = f" (not recorded in the catalog: {exc})"
+    return Failed(message=f"{message}{note}"[:MESSAGE_MAX], data={"status": "rejected", "error": message})
+
+
+def _params(input: str, options: DubOptions) -> dict:
+    return {"input": str(input), **options.model_dump()} if isinstance(options, DubOptions) else {"input": str(input)}
+
+
+class Progress:
+    """A progress artifact that moves as languages finish (mixed, then delivered)."""
+
+    def __init__(self, plan: JobPlan):
+        self.steps = 2 * len(plan.langs)
+        self.done = 0
+        self.artifact = None
+        self.key = _key("dub-progress", plan.name)
+        try:
+            from prefect.artifacts import create_progress_artifact
+
+            self.artifact = create_progress_artifact(0.0, key=self.key,
+                                                     description=f"{plan.name}: languages mixed and delivered")
+        except Exception:  # noqa: BLE001 - no run context (plain function call): nothing to show
+            self.artifact = None
+
+    def advance(self, lang: str, what: str) -> None:
+        self.done += 2 if what == "failed" else 1
+        if self.artifact is None:
+            return
+        from prefect.artifacts import update_progress_artifact
+
+        try:
+            update_progress_artifact(self.artifact, min(100.0, 100.0 * self.done / self.steps),
+                                     description=f"{lang} {what}")
+        except Exception:  # noqa: BLE001 - progress display must never fail a job
+            pass
+
+
+def summary_rows(report: dict) -> list[dict]:
+    """One row per language: what a producer checks first."""
+    rows = []
+    for lang, entry in report["languages"].items():
+        backends = entry.get("backends", {})
+        outputs = entry.get("outputs", {})
+        rows.append({
+            "language": lang,
+            "status": entry["status"] if entry["status"] == "done" else f"failed: {entry.get('error', '')}"[:300],
+            "duration_s": round(report.get("duration") or 0.0, 2),
+            "voice": backends.get("voice", ""),
+            "lines_sped_up": entry.get("sped_up", ""),
+            "lines_overflowing": entry.get("overflowing", ""),
+            "lipsync": backends.get("lipsync", ""),
+            "outputs": ", ".join(outputs.values()),
+        })
+    return rows
+
+
+def markdown(report: dict) -> str:
+    """The report as a short page: status, where the files are, each language."""
+    lines = [f"# Job {report['job']}: {report['status']}", "",
+             f"- input: `{report['input']}`", f"- outputs: `{report['out_dir']}`",
+             f"- duration: {report.get('duration', 0):.2f} s, run time {report.get('seconds', 0):.1f} s"]
+    if report.get("report"):
+        lines.append(f"- report: `{report['report']}`")
+    if report.get("multitrack"):
+        lines.append(f"- multi-track: `{report['multitrack']}`")
+    if report.get("error"):
+        lines.append(f"- error: {report['error']}")
+    lines += ["", "| language | status | voice | sped up | overflowing | lip-sync | loudness (LUFS) |",
+              "|---|---|---|---|---|---|---|"]
+    for lang, entry in report["languages"].items():
+        backends = entry.get("backends", {})
+        status = "done" if entry["status"] == "done" else f"failed: {entry.get('error', '')}"
+        lines.append(f"| {lang} | {status.replace('|', '/')} | {backends.get('voice', '')} | "
+                     f"{entry.get('sped_up', '')} | {entry.get('overflowing', '')} | {backends.get('lipsync', '')} | "
+                     f"{entry.get('loudness_lufs', '')} |")
+    for lang, entry in report["languages"].items():
+        for what in ("voice_reason", "lipsync_reason"):
+            if entry.get("backends", {}).get(what):
+                lines.append(f"\n- {lang} {what.split('_')[0]}: {entry['backends'][what]}")
+    return "\n".join(lines)
+
+
+def publish(report: dict, plan: JobPlan) -> None:
+    """The job's table and markdown summary as artifacts of the current flow run."""
+    try:
+        from prefect.artifacts import create_markdown_artifact, create_table_artifact
+        from prefect.context import FlowRunContext
+
+        if FlowRunContext.get() is None:
+            return
+        create_table_artifact(summary_rows(report), key=_key("dub", plan.name),
+                              description=f"{plan.name}: job {report['job']} {report['status']}")
+        create_markdown_artifact(markdown(report), key=_key("dub-report", plan.name),
+                                 description=f"{plan.name}: the job report")
+    except Exception as exc:  # noqa: BLE001 - the dub is delivered; say what could not be shown
+        report.setdefault("warnings", []).append(f"artifacts not recorded: {exc}")
+
+
+def _record(flow_run, state, status: str) -> None:
+    """Mark the run's job as cancelled or crashed, with the state's message as the reason."""
+    cat = catalog(config.database_url())
+    job_id = cat.job_for_flow_run(str(flow_run.id))
+    if job_id is None:
+        return
+    if cat.show_job(job_id)["status"] == "running":
+        cat.finish_job(job_id, status, (state.message or status)[:MESSAGE_MAX])
+
+
+def record_cancelled(flow, flow_run, state) -> None:
+    _record(flow_run, state, "cancelled")
+
+
+def record_crashed(flow, flow_run, state) -> None:
+    _record(flow_run, state, "crashed")
+

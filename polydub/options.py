@@ -1,0 +1,124 @@
+"""A dubbing job's options, defined once.
+
+`DubOptions` is the one typed model behind the `dub` command's flags, the `dub_video`
+flow's `options` parameter (which Prefect renders as the run form, with these defaults,
+descriptions, choices and bounds) and the `parameters` in `prefect.yaml`. The checks that
+need more than a type (does the voice exist here, can lip-sync run) live in `job.py` and
+run on every entry path before the first stage.
+
+No secret and no catalog URL is an option: the catalog is the runner's configuration
+(`DUB_DATABASE_URL`), so nothing sensitive ever lands in Prefect's parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from polydub.errors import InputError
+from polydub.transcribe import DEFAULT_MODEL as DEFAULT_ASR_MODEL
+from polydub.translate.providers import PROVIDERS
+
+DEFAULT_MAX_SPEED = 1.3
+MAX_SPEED_RANGE = (1.0, 2.0)
+DEFAULT_LOUDNESS = -23.0  # LUFS, EBU R128
+LOUDNESS_RANGE = (-40.0, -5.0)
+LIPSYNC_MODES = ("auto", "on", "off")
+TRANSLATORS = tuple(PROVIDERS)
+TEXT_MAX = 4096  # any free-text option; paths included
+
+VoiceChoice = Literal["auto", "espeak"]
+VoiceSpec = Annotated[str, Field(pattern=r"^(espeak:[\w.+-]+|coqui:.+)$", max_length=TEXT_MAX,
+                                 title="espeak:VOICE or coqui:MODEL_OR_PATH")]
+TranslatorChoice = Literal[TRANSLATORS]  # type: ignore[valid-type]
+LocalTranslator = Annotated[str, Field(pattern=r"^local:.+$", max_length=TEXT_MAX, title="local:MODEL")]
+Text = Annotated[str, Field(max_length=TEXT_MAX)]
+
+
+class DubOptions(BaseModel):
+    """How to dub: every option of a job except its input and languages."""
+
+    model_config = ConfigDict(extra="forbid", title="Options")
+
+    out: Text | None = Field(
+        None, description="Output folder. From the command line: any folder (default ./dubbed/NAME/). "
+        "In a deployment run: a folder under the worker's outputs root (DUB_OUTPUTS_DIR); each job "
+        "gets its own subfolder there.")
+    source_lang: Text | None = Field(
+        None, description="Language spoken in the input (default: the audio track's language tag, "
+        "the transcript sidecar's name, or speech recognition).")
+    transcript: Text | None = Field(
+        None, description="Approved transcript (SRT/VTT). Default: NAME.srt or NAME.<source-lang>.srt "
+        "beside the input. Skips speech recognition.")
+    translations: Text | None = Field(
+        None, description="Folder of approved translations NAME.<lang>.srt (wins over sidecars "
+        "beside the input).")
+    voice: Union[VoiceChoice, VoiceSpec] = Field(
+        "auto", description="auto (clone the speaker with Coqui XTTS when its weights are present, "
+        "else espeak-ng) | espeak | espeak:VOICE | coqui:MODEL_OR_PATH.")
+    lipsync: Literal[LIPSYNC_MODES] = Field(  # type: ignore[valid-type]
+        "auto", description="auto | on | off. auto: lip-sync when a GPU and the weights are present, "
+        "best effort; on: refuse to start without them.")
+    translator: Union[TranslatorChoice, LocalTranslator] = Field(
+        "google", description="google | deepl | microsoft | ... (keys from the worker's environment) "
+        "| local:MODEL (a translation model in the models folder).")
+    asr_model: Text = Field(DEFAULT_ASR_MODEL, description="Speech recognition model: a Whisper model "
+                            "name or a checkpoint path (unused with an approved transcript).")
+    glossary: Text | None = Field(
+        None, description="Glossary: a TSV/CSV/JSON file of terms kept verbatim or forced, or a "
+        "folder of <lang>.tsv files.")
+    max_speed: float = Field(DEFAULT_MAX_SPEED, ge=MAX_SPEED_RANGE[0], le=MAX_SPEED_RANGE[1],
+                             description="Cap on speeding up a line to fit its slot (pitch preserved).")
+    loudness: float = Field(DEFAULT_LOUDNESS, ge=LOUDNESS_RANGE[0], le=LOUDNESS_RANGE[1],
+                            description="Integrated loudness of the dubbed tracks, LUFS (EBU R128): "
+                            "-23 broadcast, -14 streaming.")
+    consent: Text | None = Field(
+        None, description="The consent under which the voice is cloned and the lips changed "
+        "(recorded in the catalog).")
+
+
+FLAGS = {name: "--" + name.replace("_", "-") for name in DubOptions.model_fields}
+
+
+def help_for(name: str) -> str:
+    """The option's description, for the command line's --help."""
+    return DubOptions.model_fields[name].description or ""
+
+
+def default_of(name: str):
+    return DubOptions.model_fields[name].default
+
+
+def make_options(values: dict | DubOptions | None = None, **overrides) -> DubOptions:
+    """Options from a dict (a form, a manifest row) or keyword arguments (the command line);
+    `InputError` naming the option for anything out of type, choice or bounds."""
+    data = values.model_dump(exclude_unset=True) if isinstance(values, DubOptions) else dict(values or {})
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return DubOptions(**data)
+    except ValidationError as exc:
+        raise InputError(describe(exc)) from None
+
+
+def describe(exc: ValidationError) -> str:
+    """The first validation problem as the command line would name it."""
+    error = exc.errors()[0]
+    name = str(error["loc"][0]) if error["loc"] else "options"
+    flag = FLAGS.get(name, name)
+    value = error.get("input")
+    if error["type"] == "extra_forbidden":
+        return f"unknown option {name!r}"
+    if name == "voice":
+        return f"unknown voice {value!r} (auto, espeak, espeak:VOICE or coqui:MODEL_OR_PATH)"
+    if name == "translator":
+        return f"unknown translator {value!r} (choose from {', '.join(TRANSLATORS)}, or local:MODEL)"
+    if name == "lipsync":
+        return f"{flag} must be one of {', '.join(LIPSYNC_MODES)}, not {value!r}"
+    if name == "max_speed":
+        low, high = MAX_SPEED_RANGE
+        return f"{flag} must be between {low} and {high}, not {value}"
+    if name == "loudness":
+        low, high = LOUDNESS_RANGE
+        return f"{flag} must be between {low:g} and {high:g} LUFS, not {value}"
+    return f"{flag}: {error['msg']}"
