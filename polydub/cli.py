@@ -139,6 +139,7 @@ def run_cmd(
     from polydub import progress
     from polydub.flows.dub import dub_video
     from polydub.flows.logs import quiet_console_tracebacks
+    from polydub.flows.outcome import JobFailed, JobRefused
 
     quiet_console_tracebacks(logging.CRITICAL)  # the summary below says what failed, in one line each
     console.print(f"[dim]prefect: {mode} server; ready to run in {time.perf_counter() - t0:.1f} s "
@@ -154,8 +155,10 @@ def run_cmd(
         finally:
             remove()
         report = state.result(raise_on_failure=False)
-        if not isinstance(report, dict) or "languages" not in report:  # refused by the flow's own checks
-            raise InputError(state.message or "the job was refused")
+        if isinstance(report, JobRefused):  # refused by the flow's own checks
+            raise InputError(str(report))
+        if isinstance(report, JobFailed):
+            report = report.report
         reports.append(report)
         if not as_json:
             table, notes = _summary(report)

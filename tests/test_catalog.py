@@ -182,7 +182,33 @@ def test_upsert_source_is_idempotent_on_content_hash(catalog, catalog_url):
             sa.text("SELECT id, path FROM sources WHERE content_hash = :h"), {"h": content_hash}
         ).all()
     engine.dispose()
-    assert [tuple(row) for row in rows] == [(first, "/archive/ad-copy.mp4")]  # where it was seen last
+    assert [tuple(row) for row in rows] == [(first, "/videos/ad.mp4")]  # where it was seen first
+
+
+def test_each_job_keeps_its_own_input_path_and_flow_run(catalog):
+    """The same bytes under two names: each job shows the path it was given."""
+    content_hash = new_hash()
+    first = catalog.upsert_source("/videos/ad.mp4", content_hash, 30.0, 25.0, True)
+    job_a = catalog.create_job(first, ["es"], {}, "/out/a", input_path="/videos/ad.mp4",
+                               flow_run_id="0b8c1a2e-0000-4000-8000-000000000001", deployment="dub-video/dub-video")
+    again = catalog.upsert_source("/archive/ad-copy.mp4", content_hash, 30.0, 25.0, True)
+    job_b = catalog.create_job(again, ["fr"], {}, "/out/b", input_path="/archive/ad-copy.mp4")
+    assert catalog.show_job(job_a)["input"] == "/videos/ad.mp4"
+    assert catalog.show_job(job_b)["input"] == "/archive/ad-copy.mp4"
+    assert catalog.show_job(job_a)["deployment"] == "dub-video/dub-video"
+    assert catalog.job_for_flow_run("0b8c1a2e-0000-4000-8000-000000000001") == job_a
+    listed = {j["id"]: j["source"] for j in catalog.list_jobs(limit=1000, input="ad")}
+    assert listed[job_a] == "/videos/ad.mp4" and listed[job_b] == "/archive/ad-copy.mp4"
+
+
+def test_a_refused_job_is_recorded_with_its_reason(catalog):
+    job = catalog.create_job(None, ["es"], {"input": "/missing.mp4"}, "", input_path="/missing.mp4",
+                             status="rejected", error="/missing.mp4: no such file")
+    shown = catalog.show_job(job)
+    assert shown["status"] == "rejected" and shown["error"] == "/missing.mp4: no such file"
+    assert shown["source"] is None and shown["finished_at"] is not None
+    assert [j["id"] for j in catalog.list_jobs(limit=1000, status="rejected")] == [job]
+    assert job not in [j["id"] for j in catalog.list_jobs(limit=1000, status="done")]
 
 
 def test_a_whole_job_reads_back(catalog):

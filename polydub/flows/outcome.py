@@ -14,12 +14,26 @@ from pathlib import Path
 from prefect.states import Completed, Failed, State
 
 from polydub import config
+from polydub.errors import DubError, InputError
 from polydub.job import JobPlan
 from polydub.options import DubOptions
 from polydub.tasks.common import catalog
 
 ARTIFACT_KEY = re.compile(r"[^a-z0-9-]+")
 MESSAGE_MAX = 2000  # characters of a state message: the UI shows it in a single box
+
+
+class JobFailed(DubError):
+    """The result of a run that delivered some languages or none; `report` is the job
+    report in the process that ran it (the file NAME.report.json everywhere else)."""
+
+    def __init__(self, message: str, report: dict | None = None):
+        super().__init__(message)
+        self.report = report
+
+
+class JobRefused(InputError):
+    """The result of a run whose input or options were refused before any work."""
 
 
 @dataclass(frozen=True)
@@ -68,11 +82,12 @@ def final_state(report: dict) -> State:
     done = [lang for lang, entry in report["languages"].items() if entry["status"] == "done"]
     if report["status"] == "done":
         return Completed(message=f"delivered {', '.join(done)} in {report['out_dir']}", data=report)
+    # A failed state's result must be an exception; it carries the report in this process.
     if report["status"] == "partial":
-        return Failed(name="Partial", message=f"delivered {', '.join(done)}; failed {failures(report)}",
-                      data=report)
-    return Failed(message=f"nothing delivered: {report.get('error') or failures(report)}"[:MESSAGE_MAX],
-                  data=report)
+        message = f"delivered {', '.join(done)}; failed {failures(report)}"[:MESSAGE_MAX]
+        return Failed(name="Partial", message=message, data=JobFailed(message, report))
+    message = f"nothing delivered: {report.get('error') or failures(report)}"[:MESSAGE_MAX]
+    return Failed(message=message, data=JobFailed(message, report))
 
 
 def rejected(input: str, langs: list[str] | str, options: DubOptions, message: str, run: RunInfo) -> State:
@@ -90,7 +105,7 @@ def rejected(input: str, langs: list[str] | str, options: DubOptions, message: s
         note = f" (job {job_id})"
     except Exception as exc:  # noqa: BLE001 - a refused job must still fail with its reason
         note = f" (not recorded in the catalog: {exc})"
-    return Failed(message=f"{message}{note}"[:MESSAGE_MAX], data={"status": "rejected", "error": message})
+    return Failed(message=f"{message}{note}"[:MESSAGE_MAX], data=JobRefused(message))
 
 
 def _params(input: str, options: DubOptions) -> dict:

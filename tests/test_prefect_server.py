@@ -1,0 +1,251 @@
+"""The README's "Running from the Prefect UI", done for real: a Prefect server process on a
+free port, both work pools, `prefect deploy --all` from the project root, `dub worker`
+configured only through a Prefect profile, and runs created through the API as the UI's
+form creates them. Asserts what a UI user sees: states, messages, artifacts, where the
+outputs landed, and the catalog's link to each run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import EXAMPLE, REPO
+
+pytestmark = pytest.mark.slow
+RUN_TIMEOUT_S = 420
+FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """Server, profile, pools, deployments and a worker; everything stopped afterwards."""
+    root = tmp_path_factory.mktemp("prefect-ui")
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    base = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "DUB_DATABASE_URL")}
+    server_env = {**base, "PREFECT_HOME": str(root / "server-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                               "--port", str(port)], env=server_env, stdout=subprocess.DEVNULL,
+                              stderr=open(root / "server.log", "wb"), start_new_session=True)
+    procs = [server]
+    try:
+        deadline = time.monotonic() + 180
+        while not healthy(api):
+            assert server.poll() is None and time.monotonic() < deadline, (root / "server.log").read_text()[-2000:]
+            time.sleep(0.5)
+        # Prefect's own way of pointing at a server: a profile, no PREFECT_API_URL in the environment.
+        home = root / "client-home"
+        home.mkdir()
+        (home / "profiles.toml").write_text(f'active = "team"\n[profiles.team]\nPREFECT_API_URL = "{api}"\n')
+        env = {**base, "PREFECT_HOME": str(home), "DUB_HOME": str(root / "dub-home"),
+               "DUB_OUTPUTS_DIR": str(root / "outputs"), "DUB_CACHE_DIR": str(root / "cache"),
+               "DUB_DATABASE_URL": f"sqlite:///{root / 'catalog.db'}",
+               # one language's translator cannot be reached; no waiting between attempts
+               "LIBRE_API_KEY": "unused", "LIBRE_URL": f"http://127.0.0.1:{free_port()}/",
+               "DUB_TRANSLATE_RETRIES": "0", "PREFECT_LOGGING_LEVEL": "INFO"}  # a worker's default
+
+        def prefect(*args: str) -> str:
+            done = subprocess.run([sys.executable, "-m", "prefect", *args], env=env, cwd=REPO, capture_output=True,
+                                  text=True, timeout=180)
+            assert done.returncode == 0, done.stdout + done.stderr
+            return done.stdout
+
+        prefect("work-pool", "create", "polydub-cpu", "--type", "process")
+        prefect("work-pool", "create", "polydub-gpu", "--type", "process")
+        prefect("deploy", "--all")
+        worker = subprocess.Popen([sys.executable, "-m", "polydub.cli", "worker", "--pool", "polydub-cpu"], env=env,
+                                  cwd=root, stdout=open(root / "worker.log", "wb"), stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+        procs.append(worker)
+        yield {"api": api, "env": env, "root": root, "worker": worker}
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def client(setup):
+    from prefect.client.orchestration import SyncPrefectClient
+
+    with SyncPrefectClient(setup["api"]) as c:
+        yield c
+
+
+def ad_copy(folder: Path) -> Path:
+    """The example with its approved transcript and translations, in a folder of its own."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in EXAMPLE.parent.glob(f"{EXAMPLE.stem}.*"):
+        shutil.copy(f, folder / f.name)
+    return folder / EXAMPLE.name
+
+
+def create_run(client, parameters: dict):
+    """What the UI's "Run > Custom run" form does: a flow run from the deployment."""
+    deployment = client.read_deployment_by_name("dub-video/dub-video")
+    return client.create_flow_run_from_deployment(deployment.id, parameters=parameters)
+
+
+def wait_final(client, run_ids: list, timeout: float = RUN_TIMEOUT_S) -> dict:
+    deadline, runs = time.monotonic() + timeout, {}
+    while time.monotonic() < deadline:
+        runs = {rid: client.read_flow_run(rid) for rid in run_ids}
+        if all(r.state and r.state.type.value in FINAL for r in runs.values()):
+            return runs
+        time.sleep(1)
+    pytest.fail(f"runs not finished in {timeout} s: {[(r.name, r.state.name) for r in runs.values()]}")
+
+
+def catalog_rows(setup) -> dict[str, dict]:
+    with sqlite3.connect(setup["root"] / "catalog.db") as db:
+        db.row_factory = sqlite3.Row
+        return {row["flow_run_id"]: dict(row) for row in db.execute("SELECT * FROM jobs")}
+
+
+@pytest.fixture(scope="module")
+def runs(setup, client):
+    root = setup["root"]
+    first = ad_copy(root / "inputs" / "a")
+    second = ad_copy(root / "inputs" / "b")  # another ad with the same file name
+    (second.parent / "talking_head.es.srt").write_text(
+        (second.parent / "talking_head.es.srt").read_text().replace("Hola", "Buenas"))
+    created = {
+        "done": create_run(client, {"input": str(first), "langs": ["es", "fr"], "options": {"voice": "espeak"}}),
+        "partial": create_run(client, {"input": str(first), "langs": ["es", "it"],
+                                       "options": {"voice": "espeak", "translator": "libre", "out": "partial"}}),
+        "missing": create_run(client, {"input": str(root / "inputs" / "nope.mp4"), "langs": ["es"]}),
+        "voice": create_run(client, {"input": str(first), "langs": ["es"], "options": {"voice": "espeak:no-such-voice"}}),
+        "minimal": create_run(client, {"input": str(second), "langs": ["es"]}),  # only the two required fields
+    }
+    finished = wait_final(client, [r.id for r in created.values()])
+    return {name: finished[r.id] for name, r in created.items()}
+
+
+def test_states_tell_the_truth(runs):
+    assert runs["done"].state.type.value == "COMPLETED"
+    assert runs["minimal"].state.type.value == "COMPLETED"
+    partial = runs["partial"].state
+    assert partial.type.value == "FAILED" and partial.name == "Partial"
+    assert "delivered es" in partial.message and "it: " in partial.message and "libre" in partial.message
+    for name, text in (("missing", "nope.mp4"), ("voice", "espeak-ng has no voice 'no-such-voice'")):
+        state = runs[name].state
+        assert state.type.value == "FAILED" and state.name == "Failed", name
+        assert text in state.message and "\n" not in state.message
+        took = (runs[name].end_time - runs[name].start_time).total_seconds()
+        assert took < 30, f"{name} took {took:.1f} s to be refused"
+
+
+def test_run_and_task_names_say_what_is_dubbed(runs, client):
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    assert runs["done"].name == "talking_head → es,fr"
+    tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[runs["partial"].id])))
+    by_name = {t.name: t.state.type.value for t in tasks}
+    assert by_name["translate[it]"] == "FAILED" and by_name["mix[es]"] == "COMPLETED"
+    assert by_name["assemble[es]"] == "COMPLETED" and "mix[it]" not in by_name
+
+
+def test_artifacts_and_result_show_the_job(runs, client):
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    run = runs["done"]
+    artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
+    kinds = {a.type: a for a in artifacts}
+    assert {"table", "markdown", "progress"} <= set(kinds)
+    table = json.loads(kinds["table"].data) if isinstance(kinds["table"].data, str) else kinds["table"].data
+    assert [row["language"] for row in table] == ["es", "fr"]
+    assert all(row["status"] == "done" and row["voice"] == "espeak" for row in table)
+    assert kinds["progress"].data == 100.0
+    assert "| es | done | espeak |" in kinds["markdown"].data
+    report = run.state.result(raise_on_failure=False) if hasattr(run.state, "result") else None
+    assert report is None or report["status"] == "done"
+
+
+def test_logs_have_one_line_per_stage_and_language(runs, client):
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    labels = ("probe", "transcribe", "translate[es]", "synthesize[fr]", "mix[fr]", "assemble[es]", "assemble")
+    deadline, missing = time.monotonic() + 30, labels  # the last lines reach the server as the run ends
+    while missing and time.monotonic() < deadline:
+        logs = [log.message for offset in (0, 200, 400) for log in client.read_logs(
+            LogFilter(flow_run_id=LogFilterFlowRunId(any_=[runs["done"].id])), limit=200, offset=offset)]
+        missing = [label for label in labels
+                   if not any(m.startswith((f"{label}: done in", f"{label}: cached in")) for m in logs)]
+        time.sleep(1)
+    assert not missing, logs
+    assert not any("Traceback" in m for m in logs)
+
+
+def test_outputs_land_under_the_outputs_root_one_folder_per_job(runs, setup):
+    root, rows = setup["root"], catalog_rows(setup)
+    done, minimal, partial = (rows[str(runs[n].id)] for n in ("done", "minimal", "partial"))
+    assert Path(done["out_dir"]) == root / "outputs" / "talking_head" / f"job-{done['id']}"
+    assert Path(minimal["out_dir"]) == root / "outputs" / "talking_head" / f"job-{minimal['id']}"
+    assert Path(partial["out_dir"]) == root / "outputs" / "partial" / f"job-{partial['id']}"
+    first_srt = Path(done["out_dir"]) / "talking_head.es.srt"
+    second_srt = Path(minimal["out_dir"]) / "talking_head.es.srt"
+    assert "Hola" in first_srt.read_text() and "Buenas" in second_srt.read_text()  # neither overwrote the other
+    assert not (REPO / "dubbed").exists() or not any((REPO / "dubbed").rglob("*.report.json"))
+
+
+def test_catalog_points_at_each_run(runs, setup):
+    rows = catalog_rows(setup)
+    assert rows[str(runs["done"].id)]["status"] == "done"
+    assert rows[str(runs["done"].id)]["deployment"] == "dub-video/dub-video"
+    assert rows[str(runs["partial"].id)]["status"] == "partial"
+    for name in ("missing", "voice"):
+        row = rows[str(runs[name].id)]
+        assert row["status"] == "rejected" and row["error"] in runs[name].state.message
+    shown = subprocess.run([sys.executable, "-m", "polydub.cli", "show", str(rows[str(runs["done"].id)]["id"])],
+                           env=setup["env"], capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    assert f"{setup['api'][:-4]}/runs/flow-run/{runs['done'].id}" in shown.stdout
+
+
+def test_the_nightly_deployment_can_be_switched_on(client):
+    deployment = client.read_deployment_by_name("dub-video/nightly-example")
+    assert [s.active for s in deployment.schedules] == [False]
+    assert deployment.schedules[0].schedule.cron == "0 2 * * *"
+
+
+def test_worker_stops_cleanly_on_sigterm(setup, runs):
+    worker = setup["worker"]
+    os.killpg(worker.pid, signal.SIGTERM)
+    assert worker.wait(timeout=60) in (0, -signal.SIGTERM, 128 + signal.SIGTERM)
+    assert "Traceback" not in (setup["root"] / "worker.log").read_text()
