@@ -115,18 +115,23 @@ def run_cmd(
     from polydub.job import check_backends, plan_job
     from polydub.options import make_options
 
-    options = make_options(source_lang=source_lang, transcript=_text(transcript), translations=_text(translations),
-                           voice=voice, lipsync=lipsync, translator=translator, asr_model=asr_model,
-                           glossary=_text(glossary), max_speed=max_speed, loudness=loudness, consent=consent)
-    plans = []
-    for path in inputs:
-        folder = (out_dir / path.stem if len(inputs) > 1 else out_dir) if out_dir else None
-        plans.append(plan_job(path, langs, options, out=_text(folder)))
-    _refuse_shared_folders(plans)
-    for plan in plans:
-        check_backends(plan)
     if db:
         os.environ["DUB_DATABASE_URL"] = db  # the catalog is configuration, never a flow parameter
+    plans = []
+    try:
+        options = make_options(source_lang=source_lang, transcript=_text(transcript),
+                               translations=_text(translations), voice=voice, lipsync=lipsync, translator=translator,
+                               asr_model=asr_model, glossary=_text(glossary), max_speed=max_speed,
+                               loudness=loudness, consent=consent)
+        for path in inputs:
+            folder = (out_dir / path.stem if len(inputs) > 1 else out_dir) if out_dir else None
+            plans.append(plan_job(path, langs, options, out=_text(folder)))
+        _refuse_shared_folders(plans)
+        for plan in plans:
+            check_backends(plan)
+    except InputError as exc:
+        _record_refusal([str(p) for p in inputs], langs, str(exc))
+        raise
 
     t0 = time.perf_counter()
     from polydub import server
@@ -170,6 +175,19 @@ def run_cmd(
         out.print_json(json.dumps(reports if len(reports) > 1 else reports[0], default=str))
     if any(r["status"] != "done" for r in reports):
         raise typer.Exit(1)
+
+
+def _record_refusal(inputs: list[str], langs: str, message: str) -> None:
+    """A job refused before work still reaches the catalog, with why (best effort: the
+    catalog itself may be what is wrong)."""
+    try:
+        from polydub.storage import Catalog
+
+        Catalog().create_job(None, [c.strip() for c in langs.split(",") if c.strip()], {"inputs": inputs}, "",
+                             input_path=inputs[0] if len(inputs) == 1 else ", ".join(inputs)[:4000],
+                             status="rejected", error=message)
+    except Exception:  # noqa: BLE001 - the one-line error below is what matters
+        pass
 
 
 def _text(path: Path | None) -> str | None:

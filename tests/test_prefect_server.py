@@ -7,97 +7,32 @@ outputs landed, and the catalog's link to each run.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import EXAMPLE, REPO
+from tests.prefect_stack import free_port, prefect_stack
 
 pytestmark = pytest.mark.slow
 RUN_TIMEOUT_S = 420
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
-            return resp.status == 200
-    except OSError:
-        return False
-
-
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    """Server, profile, pools, deployments and a worker; everything stopped afterwards."""
-    root = tmp_path_factory.mktemp("prefect-ui")
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    base = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "DUB_DATABASE_URL")}
-    server_env = {**base, "PREFECT_HOME": str(root / "server-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                               "--port", str(port)], env=server_env, stdout=subprocess.DEVNULL,
-                              stderr=open(root / "server.log", "wb"), start_new_session=True)
-    procs = [server]
-    try:
-        deadline = time.monotonic() + 180
-        while not healthy(api):
-            assert server.poll() is None and time.monotonic() < deadline, (root / "server.log").read_text()[-2000:]
-            time.sleep(0.5)
-        # Prefect's own way of pointing at a server: a profile, no PREFECT_API_URL in the environment.
-        home = root / "client-home"
-        home.mkdir()
-        (home / "profiles.toml").write_text(f'active = "team"\n[profiles.team]\nPREFECT_API_URL = "{api}"\n')
-        env = {**base, "PREFECT_HOME": str(home), "DUB_HOME": str(root / "dub-home"),
-               "DUB_OUTPUTS_DIR": str(root / "outputs"), "DUB_CACHE_DIR": str(root / "cache"),
-               "DUB_DATABASE_URL": f"sqlite:///{root / 'catalog.db'}",
-               # one language's translator cannot be reached; no waiting between attempts
-               "LIBRE_API_KEY": "unused", "LIBRE_URL": f"http://127.0.0.1:{free_port()}/",
-               "DUB_TRANSLATE_RETRIES": "0", "PREFECT_LOGGING_LEVEL": "INFO"}  # a worker's default
-
-        def prefect(*args: str) -> str:
-            done = subprocess.run([sys.executable, "-m", "prefect", *args], env=env, cwd=REPO, capture_output=True,
-                                  text=True, timeout=180)
-            assert done.returncode == 0, done.stdout + done.stderr
-            return done.stdout
-
-        prefect("work-pool", "create", "polydub-cpu", "--type", "process")
-        prefect("work-pool", "create", "polydub-gpu", "--type", "process")
-        prefect("deploy", "--all")
-        worker = subprocess.Popen([sys.executable, "-m", "polydub.cli", "worker", "--pool", "polydub-cpu"], env=env,
-                                  cwd=root, stdout=open(root / "worker.log", "wb"), stderr=subprocess.STDOUT,
-                                  start_new_session=True)
-        procs.append(worker)
-        yield {"api": api, "env": env, "root": root, "worker": worker}
-    finally:
-        for proc in reversed(procs):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=30)
+    translator = {"LIBRE_API_KEY": "unused", "LIBRE_URL": f"http://127.0.0.1:{free_port()}/",  # unreachable
+                  "DUB_TRANSLATE_RETRIES": "0"}
+    with prefect_stack(tmp_path_factory.mktemp("prefect-ui"), translator) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="module")
@@ -242,6 +177,45 @@ def test_the_nightly_deployment_can_be_switched_on(client):
     deployment = client.read_deployment_by_name("dub-video/nightly-example")
     assert [s.active for s in deployment.schedules] == [False]
     assert deployment.schedules[0].schedule.cron == "0 2 * * *"
+
+
+def long_ad(folder: Path, seconds: int = 240) -> Path:
+    """A long, small video with a line every 2 s and its approved Spanish script: a job
+    that takes long enough to be cancelled halfway."""
+    folder.mkdir(parents=True, exist_ok=True)
+    video = folder / "long_ad.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"testsrc=size=96x64:rate=10:duration={seconds}",
+                    "-f", "lavfi", "-i", f"sine=frequency=220:duration={seconds}", "-shortest", "-c:v", "libx264",
+                    "-c:a", "aac", str(video)], check=True, timeout=120)
+    for lang, text in (("en", "This is line {} of a long advertisement."), ("es", "Esta es la línea {} de un anuncio.")):
+        cues = [f"{i + 1}\n00:{i * 2 // 60:02d}:{i * 2 % 60:02d},100 --> 00:{i * 2 // 60:02d}:{i * 2 % 60:02d},900\n"
+                f"{text.format(i + 1)}\n" for i in range(seconds // 2)]
+        (folder / f"long_ad.{lang}.srt").write_text("\n".join(cues))
+    return video
+
+
+def test_a_cancelled_run_is_recorded_as_cancelled(setup, client, runs):
+    from prefect.states import Cancelling
+
+    video = long_ad(setup["root"] / "inputs" / "long")
+    run = create_run(client, {"input": str(video), "langs": ["es"], "options": {"voice": "espeak"}})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # cancel once the job is under way
+        row = catalog_rows(setup).get(str(run.id))
+        if row and row["status"] == "running":
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("the long job never started")
+    client.set_flow_run_state(run.id, Cancelling(message="wrong campaign"), force=True)
+    final = wait_final(client, [run.id], timeout=120)[run.id]
+    assert final.state.type.value == "CANCELLED"
+    deadline = time.monotonic() + 30
+    while catalog_rows(setup)[str(run.id)]["status"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    row = catalog_rows(setup)[str(run.id)]
+    assert row["status"] == "cancelled", row
+    assert "cancelled" in row["error"]
 
 
 def test_worker_stops_cleanly_on_sigterm(setup, runs):

@@ -81,6 +81,7 @@ def run_job(plan: JobPlan, run: outcome.RunInfo | None = None) -> dict:
         cat.set_out_dir(job_id, plan.out_dir)
     ctx = JobContext(job_id, db_url, str(config.cache_dir()))
     progress = outcome.Progress(plan)
+    stopped: outcome.Stopped | None = None
     langs: dict[str, dict] = {lang: {"status": "failed", "stages": {}} for lang in plan.langs}
     report = {"job": job_id, "input": plan.input, "source_hash": source_hash, "duration": info.duration,
               "out_dir": plan.out_dir, "flow_run": run.ui_url, "languages": langs}
@@ -138,13 +139,17 @@ def run_job(plan: JobPlan, run: outcome.RunInfo | None = None) -> dict:
         report["error"] = one_line(exc)
         for entry in langs.values():
             entry.setdefault("error", one_line(exc))
+    except BaseException as exc:  # cancelled from Prefect (SIGTERM from the worker), Ctrl-C
+        stopped = outcome.interruption(exc, run)
+        report["error"] = stopped.reason
+        raise
     finally:
-        status = _job_status(langs)
+        status = stopped.status if stopped else _job_status(langs)
         report["status"] = status
         report["seconds"] = round(time.perf_counter() - started, 3)
         report["stages"] = cat.show_job(job_id)["stages"]
         _write_report(plan, report, cat, job_id)
-        cat.finish_job(job_id, status, outcome.failures(report) or None)
+        cat.finish_job(job_id, status, stopped.reason if stopped else (outcome.failures(report) or None))
         outcome.publish(report, plan)
     return report
 

@@ -56,6 +56,32 @@ def current_run() -> RunInfo:
                    flow_run_url(run_id) if run_id else None)
 
 
+@dataclass(frozen=True)
+class Stopped:
+    """Why a job stopped before its end: its catalog status and the reason."""
+
+    status: str  # cancelled | interrupted
+    reason: str
+
+
+def interruption(exc: BaseException, run: RunInfo) -> Stopped:
+    """Tell a cancellation from Prefect (the worker ends the process with SIGTERM once the
+    run is Cancelling) from any other stop."""
+    if run.flow_run_id:
+        try:
+            from prefect.client.orchestration import get_client
+
+            with get_client(sync_client=True) as client:
+                state = client.read_flow_run(run.flow_run_id).state
+            if state is not None and state.type.value in ("CANCELLING", "CANCELLED"):
+                return Stopped("cancelled", f"cancelled from Prefect{': ' + state.message if state.message else ''}")
+        except Exception:  # noqa: BLE001 - the server may be what went away
+            pass
+    if isinstance(exc, KeyboardInterrupt):
+        return Stopped("interrupted", "interrupted (Ctrl-C)")
+    return Stopped("interrupted", f"stopped by {type(exc).__name__}")
+
+
 def run_name() -> str:
     """`ad42 → es,fr,de`: what is dubbed, readable in the run list."""
     from prefect.runtime import flow_run

@@ -1,0 +1,92 @@
+"""A real Prefect setup as the README's "Running from the Prefect UI" makes it: a server
+process on a free port, a profile pointing at it (no PREFECT_API_URL in the environment),
+both work pools, `prefect deploy --all` from the project root and `dub worker`. Used by
+the integration test and by bench/deployment.py."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+REPO = Path(__file__).resolve().parents[1]
+START_TIMEOUT_S = 180
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def prefect_stack(root: Path, worker_env: dict[str, str] | None = None, workers: int = 1) -> Iterator[dict]:
+    """Yield {'api', 'env', 'root', 'worker', 'workers'}; everything is stopped afterwards."""
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    base = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "DUB_DATABASE_URL")}
+    server_env = {**base, "PREFECT_HOME": str(root / "server-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                               "--port", str(port)], env=server_env, stdout=subprocess.DEVNULL,
+                              stderr=open(root / "server.log", "wb"), start_new_session=True)
+    procs = [server]
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not healthy(api):
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((root / "server.log").read_text()[-2000:])
+            time.sleep(0.5)
+        # Prefect's own way of pointing at a server: a profile, no PREFECT_API_URL in the environment.
+        home = root / "client-home"
+        home.mkdir(exist_ok=True)
+        (home / "profiles.toml").write_text(f'active = "team"\n[profiles.team]\nPREFECT_API_URL = "{api}"\n')
+        env = {**base, "PREFECT_HOME": str(home), "DUB_HOME": str(root / "dub-home"),
+               "DUB_OUTPUTS_DIR": str(root / "outputs"), "DUB_CACHE_DIR": str(root / "cache"),
+               "DUB_DATABASE_URL": f"sqlite:///{root / 'catalog.db'}",
+               "PREFECT_LOGGING_LEVEL": "INFO", **(worker_env or {})}  # INFO: a worker's default
+
+        def prefect(*args: str) -> None:
+            done = subprocess.run([sys.executable, "-m", "prefect", *args], env=env, cwd=REPO, capture_output=True,
+                                  text=True, timeout=180)
+            if done.returncode != 0:
+                raise RuntimeError(f"prefect {' '.join(args)}: {done.stdout}{done.stderr}")
+
+        prefect("work-pool", "create", "polydub-cpu", "--type", "process")
+        prefect("work-pool", "create", "polydub-gpu", "--type", "process")
+        prefect("deploy", "--all")
+        started = []
+        for i in range(workers):
+            started.append(subprocess.Popen(
+                [sys.executable, "-m", "polydub.cli", "worker", "--pool", "polydub-cpu"], env=env, cwd=root,
+                stdout=open(root / f"worker{i or ''}.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True))
+        procs += started
+        yield {"api": api, "env": env, "root": root, "worker": started[0], "workers": started}
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
