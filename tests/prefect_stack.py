@@ -51,7 +51,8 @@ def prefect_stack(root: Path, worker_env: dict[str, str] | None = None, workers:
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     base = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "DUB_DATABASE_URL")}
-    server_env = {**base, "PREFECT_HOME": str(root / "server-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    server_env = {**base, "PREFECT_HOME": str(root / "server-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                  "PREFECT_UI_API_URL": api}  # the UI in a browser talks to this server
     server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
                                "--port", str(port)], env=server_env, stdout=subprocess.DEVNULL,
                               stderr=open(root / "server.log", "wb"), start_new_session=True)

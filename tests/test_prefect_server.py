@@ -106,6 +106,20 @@ def test_states_tell_the_truth(runs):
         assert took < 30, f"{name} took {took:.1f} s to be refused"
 
 
+def test_refused_and_partial_runs_log_no_traceback(runs, client):
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    for name in ("missing", "partial"):
+        deadline, logs = time.monotonic() + 30, []
+        while time.monotonic() < deadline and not any(m.startswith("run ended: ") for m in logs):
+            logs = [log.message for log in client.read_logs(
+                LogFilter(flow_run_id=LogFilterFlowRunId(any_=[runs[name].id])), limit=200)]
+            time.sleep(1)
+        ended = [m for m in logs if m.startswith("run ended: ")]
+        assert ended and runs[name].state.message.split(" (job")[0] in ended[0], logs
+        assert not any("Traceback" in m and ("JobFailed" in m or "JobRefused" in m) for m in logs)
+
+
 def test_run_and_task_names_say_what_is_dubbed(runs, client):
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 

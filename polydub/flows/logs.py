@@ -34,12 +34,28 @@ def _ours(exc: BaseException) -> bool:
     return False
 
 
+class EndOfRun(logging.Filter):
+    """Prefect logs a failed run's result exception with its traceback ("Engine execution
+    exited with unexpected exception"); for a dub that ended Partial or Failed, or was
+    refused, that exception is only the carrier of the state's message: say it in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and type(exc).__name__ in ("JobFailed", "JobRefused"):
+            record.msg, record.args = f"run ended: {exc}", ()
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 def quiet_console_tracebacks(level: int | None = None) -> None:
     """Wrap the formatter of Prefect's console handlers (idempotent); with `level`, show
     only records at or above it there (the command line prints its own summary). What
     Prefect's API receives is unchanged."""
     from prefect.logging.handlers import PrefectConsoleHandler
 
+    runs = logging.getLogger("prefect.flow_runs")
+    if not any(isinstance(f, EndOfRun) for f in runs.filters):
+        runs.addFilter(EndOfRun())
     for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs"):
         for handler in logging.getLogger(name).handlers:
             if not isinstance(handler, PrefectConsoleHandler):
