@@ -5,6 +5,7 @@ These run the real `dub` command; all of them fail before Prefect is imported.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -98,3 +99,21 @@ def test_show_unknown_job_exits_2(tmp_path):
     result = dub("show", "424242", "--db", f"sqlite:///{tmp_path / 'c.db'}")
     assert result.returncode == 2
     assert result.stderr.strip() == "dub: error: no job 424242 in the catalog"
+
+
+@pytest.mark.parametrize("command", [["worker", "--pool", "polydub-cpu"], [str(EXAMPLE), "--langs", "es"]])
+def test_an_unreachable_prefect_api_from_the_profile_is_one_line(tmp_path, command):
+    """`prefect config set PREFECT_API_URL=...` then the server is down: no private server."""
+    home = tmp_path / "prefect-home"
+    home.mkdir()
+    (home / "profiles.toml").write_text('active = "team"\n[profiles.team]\n'
+                                        'PREFECT_API_URL = "http://127.0.0.1:9/api"\n')
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(PREFECT_HOME=str(home), DUB_HOME=str(tmp_path / "dub-home"))
+    result = subprocess.run([sys.executable, "-m", "polydub.cli", *command], env=env, capture_output=True, text=True,
+                            timeout=120, cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"dub: error: the Prefect API at http://127.0.0.1:9/api (set by Prefect profile 'team' "
+        f"({home / 'profiles.toml'})) does not answer; start that server, or change the setting"]
+    assert not (tmp_path / "dub-home" / "prefect" / "server.json").exists()  # no private server started
