@@ -2,6 +2,7 @@
 
     dub ad.mp4 --langs es,fr,de
     dub list | dub show JOB | dub models list|pull|verify | dub server start|stop|status
+    dub cache gc|verify
 
 Exit status: 0 every language delivered; 1 some language failed (the others are still
 delivered); 2 bad usage or bad input, found before any work starts.
@@ -33,7 +34,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 models_app = typer.Typer(help="Model weights: list, pull, verify.", no_args_is_help=True)
 server_app = typer.Typer(help="The local Prefect server that dub keeps between runs.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+cache_app = typer.Typer(help="The stage cache: remove leftovers, check every entry.", no_args_is_help=True)
 app.add_typer(server_app, name="server")
+app.add_typer(cache_app, name="cache")
 console = Console(stderr=True)
 out = Console()
 
@@ -143,6 +146,9 @@ def run_cmd(
              for p, o in zip(inputs, out_dirs)]
     for plan in plans:
         _validate(plan)
+    from polydub.preflight import check_job
+
+    check_job(plans, db)  # --out, cache and catalog usable, nothing of the user's overwritten
     if db:
         os.environ["DUB_DATABASE_URL"] = db
 
@@ -298,6 +304,30 @@ def server_status() -> None:
     out.print(f"running: {info['url']} (pid {info['pid']})" if info else "not running")
 
 
+@cache_app.command("gc")
+def cache_gc(older_than: float = typer.Option(60.0, "--older-than", help="Minutes untouched before a leftover goes.")) -> None:
+    """Remove temporary folders and partial files that killed runs left in the cache."""
+    from polydub import cache, config
+
+    swept = cache.sweep(config.cache_dir(), older_than=older_than * 60)
+    for path in swept.removed:
+        out.print(f"removed {path}")
+    out.print(f"{len(swept.removed)} leftovers removed, {swept.bytes / 1e6:.1f} MB freed")
+
+
+@cache_app.command("verify")
+def cache_verify(fix: bool = typer.Option(False, "--fix", help="Remove damaged entries (rebuilt when next needed).")) -> None:
+    """Check the size and digest of every cached file; exit 1 on damage unless --fix."""
+    from polydub import cache, config
+
+    checked, problems = cache.verify_all(config.cache_dir(), fix=fix)
+    for problem in problems:
+        print(f"{'removed' if fix else 'damaged'}: {problem.path}: {problem.reason}")
+    out.print(f"{checked} entries checked, {len(problems)} damaged{' and removed' if fix and problems else ''}")
+    if problems and not fix:
+        raise typer.Exit(1)
+
+
 @app.command("worker")
 def worker_cmd(pool: str = typer.Option("polydub-cpu", "--pool", help="polydub-cpu or polydub-gpu (see prefect.yaml)."),
                limit: Optional[int] = typer.Option(None, "--limit", help="Flow runs at once on this worker.")) -> None:
@@ -311,7 +341,7 @@ def worker_cmd(pool: str = typer.Option("polydub-cpu", "--pool", help="polydub-c
     os.execv(sys.executable, args)  # the worker replaces this process: signals reach it directly
 
 
-COMMANDS = {"run", "list", "show", "models", "server", "worker"}
+COMMANDS = {"run", "list", "show", "models", "server", "worker", "cache"}
 
 
 def main(argv: list[str] | None = None) -> int:

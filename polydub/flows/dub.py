@@ -132,8 +132,12 @@ def run_job(plan: JobPlan, db: str | None = None) -> dict:
         report["status"] = status
         report["seconds"] = round(time.perf_counter() - started, 3)
         report["stages"] = cat.show_job(job_id)["stages"]
-        _write_report(plan, report, cat, job_id)
-        cat.finish_job(job_id, status)
+        try:
+            _write_report(plan, report, cat, job_id)
+        except OSError as exc:  # the output folder is full or gone: the catalog still gets the truth
+            report["error"] = one_line(cache.disk_full(plan.out_dir) if cache.is_disk_full(exc) else exc)
+        errors = [report.get("error")] + [entry.get("error") for entry in langs.values()]
+        cat.finish_job(job_id, status, error=None if status == "done" else next((e for e in errors if e), None))
     return report
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -90,7 +89,7 @@ def lipsync_langs(ctx: JobContext, plan: JobPlan, source: StageResult,
         emit("lipsync", lang, "running")
     started = time.perf_counter()
     try:
-        with tempfile.TemporaryDirectory(dir=root) as work, _gpu_slot():
+        with cache.scratch(root, "lipsync") as work, _gpu_slot():
             models = lipsync.LipSyncModels.load(config.models_dir(), version=version,
                                                 device=lipsync.lipsync_device())
             outs = {lang: Path(work) / f"{lang}.mp4" for lang in missing}
