@@ -231,6 +231,22 @@ def place(src: str | Path, dest: Path, tmp_dir: Path | None = None) -> Path:
     return dest
 
 
+def write_text(dest: Path, text: str) -> Path:
+    """Write a small text file atomically, as `place()` does: whole or not at all."""
+    dest = Path(dest)
+    tmp = dest.with_name(f".{dest.name}{PART_SUFFIX}")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, dest)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if is_disk_full(exc):
+            raise disk_full(dest.parent) from exc
+        raise
+    return dest
+
+
 def reuse_line(key: str, out: Path, root: Path | None = None) -> tuple[bool, int]:
     """Copy the intact shared clip kept for `key` to `out`. Returns (found, damaged clips
     removed): clips are named by their sha256, so a changed one is seen and dropped."""

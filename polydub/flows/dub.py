@@ -14,6 +14,7 @@ from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from polydub import cache, config, media
+from polydub.errors import DubError
 from polydub.job import DEFAULT_LOUDNESS, DEFAULT_MAX_SPEED, JobPlan, plan_job
 from polydub.tasks.common import JobContext, StageResult, catalog, one_line
 from polydub.tasks.deliver import assemble_lang, assemble_multitrack, deliverables
@@ -134,8 +135,8 @@ def run_job(plan: JobPlan, db: str | None = None) -> dict:
         report["stages"] = cat.show_job(job_id)["stages"]
         try:
             _write_report(plan, report, cat, job_id)
-        except OSError as exc:  # the output folder is full or gone: the catalog still gets the truth
-            report["error"] = one_line(cache.disk_full(plan.out_dir) if cache.is_disk_full(exc) else exc)
+        except (OSError, DubError) as exc:  # the output folder is full or gone: the catalog still gets the truth
+            report["error"] = one_line(exc)
         errors = [report.get("error")] + [entry.get("error") for entry in langs.values()]
         cat.finish_job(job_id, status, error=None if status == "done" else next((e for e in errors if e), None))
     return report
@@ -171,11 +172,7 @@ def _language_report(outputs: dict[str, str], translation: StageResult, speech: 
 
 
 def _write_report(plan: JobPlan, report: dict, cat, job_id: int) -> None:
-    out = Path(plan.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{plan.name}.report.json"
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(json.dumps(report, ensure_ascii=False, indent=1, default=str))
-    tmp.replace(path)
+    path = Path(plan.out_dir) / f"{plan.name}.report.json"
+    cache.write_text(path, json.dumps(report, ensure_ascii=False, indent=1, default=str))
     report["report"] = str(path)
     cat.add_output(job_id, None, "report", str(path))
