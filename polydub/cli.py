@@ -305,7 +305,8 @@ def server_status() -> None:
 
 
 @cache_app.command("gc")
-def cache_gc(older_than: float = typer.Option(60.0, "--older-than", help="Minutes untouched before a leftover goes.")) -> None:
+def cache_gc(older_than: float = typer.Option(60.0, "--older-than",
+                                              help="Minutes untouched before a leftover goes.")) -> None:
     """Remove temporary folders and partial files that killed runs left in the cache."""
     from polydub import cache, config
 
@@ -316,7 +317,8 @@ def cache_gc(older_than: float = typer.Option(60.0, "--older-than", help="Minute
 
 
 @cache_app.command("verify")
-def cache_verify(fix: bool = typer.Option(False, "--fix", help="Remove damaged entries (rebuilt when next needed).")) -> None:
+def cache_verify(fix: bool = typer.Option(False, "--fix",
+                                           help="Remove damaged entries (rebuilt when next needed).")) -> None:
     """Check the size and digest of every cached file; exit 1 on damage unless --fix."""
     from polydub import cache, config
 

@@ -1,8 +1,12 @@
 """The stage cache: one builder per key, no half-written result, nobody's result removed
-from under a reader."""
+from under a reader; every reuse checked against the sizes and digests recorded when the
+result was published, and nothing outside the cache sharing storage with it."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -10,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from polydub import cache
+from polydub.tasks.common import JobContext, run_stage
 
 
 def test_concurrent_builders_of_one_key_build_once(tmp_path):
@@ -56,13 +61,6 @@ def test_a_finished_result_is_never_replaced(tmp_path):
 
 
 # --- Trust: every reuse is checked against the sizes and digests recorded at publication.
-
-import contextlib  # noqa: E402
-import os  # noqa: E402
-import subprocess  # noqa: E402
-
-from polydub.tasks.common import JobContext, run_stage  # noqa: E402
-
 
 @contextlib.contextmanager
 def small_disk(path: Path, size: str):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from polydub import cache
 from tests.conftest import EXAMPLE
 from tests.test_cache import flip_byte, small_disk
 
@@ -224,8 +225,6 @@ def test_sigkill_at_each_stage_then_a_rerun_delivers_the_same_bytes(reference, s
             proc.wait(timeout=30)
         for folder in (cache_dir / stage).iterdir():  # whatever is published is whole
             if not folder.name.startswith(".") and folder.is_dir():
-                from polydub import cache
-
                 assert cache.damage(folder)[1] is None, folder
     assert "building" in landed.values(), landed  # at least one kill hit a half-built stage
 
