@@ -122,10 +122,11 @@ def lookup(stage: str, key: str, root: Path | None = None) -> dict | None:
 def discard(folder: Path) -> None:
     """Remove a damaged result: renamed aside first (atomic, so nobody sees it half
     removed), then deleted. Readers that hold its files open keep them."""
-    if not folder.exists():
-        return
     aside = folder.parent / f"{TMP_PREFIX}discard-{folder.name}-{uuid.uuid4().hex[:8]}"
-    os.replace(folder, aside)
+    try:
+        os.replace(folder, aside)
+    except FileNotFoundError:
+        return  # nothing there, or removed meanwhile
     shutil.rmtree(aside, ignore_errors=True)
 
 
@@ -314,19 +315,20 @@ def sweep(root: Path | None = None, older_than: float = SWEEP_AGE, extra: tuple[
     and the `extra` folders (an output folder), so it is cheap enough for every run."""
     root = Path(root or config.cache_dir())
     result = Sweep()
-    folders = [root, *extra]
+    ours = [root]  # in the cache every `*.part` is ours; elsewhere only our hidden ones
     if root.is_dir():
-        folders += [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        ours += [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
     now = time.time()
-    for folder in folders:
+    for folder in [*ours, *extra]:
         try:
             entries = list(folder.iterdir())
         except OSError:
             continue
         for path in entries:
             try:
+                partial = path.name.endswith(PART_SUFFIX) and (folder in ours or path.name.startswith("."))
                 temporary = (path.name.startswith(TMP_PREFIX) and path.is_dir() and not _in_use(path)) or \
-                    (path.name.startswith(".") and path.name.endswith(PART_SUFFIX) and path.is_file())
+                    (partial and path.is_file())
                 if not temporary or now - _newest(path) < older_than:
                     continue
                 size = _size(path)

@@ -182,15 +182,23 @@ def test_sweep_removes_abandoned_leftovers_but_not_a_live_build(tmp_path):
     (dead / "half.wav").write_bytes(b"x" * 5000)
     part.parent.mkdir()
     part.write_bytes(b"y" * 100)
+    memory = tmp_path / "memory" / "abc.part"  # the translation memory's partial write
+    memory.parent.mkdir()
+    memory.write_bytes(b"m")
+    out = tmp_path.with_name(f"{tmp_path.name}-out")  # a job's output folder: only our hidden partial copies go
+    out.mkdir()
+    (out / ".dub-1234.part").write_bytes(b"z" * 10)
+    (out / "users.part").write_bytes(b"mine")
     old = time.time() - 2 * cache.SWEEP_AGE
-    for p in (dead / "half.wav", dead, part):
+    for p in (dead / "half.wav", dead, part, memory, out / ".dub-1234.part", out / "users.part"):
         os.utime(p, (old, old))
     with cache.building("mix", "live", tmp_path) as live:
         os.utime(live, (old, old))  # old, but its builder holds it
-        swept = cache.sweep(tmp_path)
+        swept = cache.sweep(tmp_path, extra=(out,))
         assert live.exists()
         cache.finish(live, {})
-    assert sorted(swept.removed) == sorted([str(dead), str(part)]) and swept.bytes == 5100
+    assert sorted(swept.removed) == sorted(map(str, [dead, part, memory, out / ".dub-1234.part"]))
+    assert swept.bytes == 5111 and (out / "users.part").exists()
     young = stage / ".tmp-young-0000"
     young.mkdir()
     assert cache.sweep(tmp_path).removed == [] and young.exists()
