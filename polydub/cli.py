@@ -33,8 +33,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Dub talking-head videos into many languages, lip-synced, with a catalog.")
 models_app = typer.Typer(help="Model weights: list, pull, verify.", no_args_is_help=True)
 server_app = typer.Typer(help="The local Prefect server that dub keeps between runs.", no_args_is_help=True)
-app.add_typer(models_app, name="models")
 cache_app = typer.Typer(help="The stage cache: remove leftovers, check every entry.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
 app.add_typer(server_app, name="server")
 app.add_typer(cache_app, name="cache")
 console = Console(stderr=True)
@@ -112,6 +112,10 @@ def _summary(report: dict) -> tuple[Table, list[str]]:
             note = f"  {lang} {what}: {backends[key]}" if backends.get(key) else None
             if note:
                 notes.append(note)
+    for stage in report.get("stages", []):  # a damaged cache entry that this run rebuilt
+        if (stage.get("detail") or {}).get("rebuilt"):
+            notes.append(f"  {stage['lang'] or 'video'} {stage['stage']}: cached result was damaged "
+                         f"({stage['detail']['rebuilt']}); rebuilt")
     return table, notes
 
 

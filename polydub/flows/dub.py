@@ -135,10 +135,10 @@ def run_job(plan: JobPlan, db: str | None = None) -> dict:
         report["stages"] = cat.show_job(job_id)["stages"]
         try:
             _write_report(plan, report, cat, job_id)
-        except (OSError, DubError) as exc:  # the output folder is full or gone: the catalog still gets the truth
+        except (OSError, DubError) as exc:  # output folder full or gone: the catalog still gets the truth
             report["error"] = one_line(exc)
-        errors = [report.get("error")] + [entry.get("error") for entry in langs.values()]
-        cat.finish_job(job_id, status, error=None if status == "done" else next((e for e in errors if e), None))
+        reasons = [report.get("error")] + [entry.get("error") for entry in langs.values()]
+        cat.finish_job(job_id, status, error=None if status == "done" else next(filter(None, reasons), None))
     return report
 
 
