@@ -32,6 +32,7 @@ MANIFEST = "manifest"  # key of the marker: {file name: {"size": bytes, "sha256"
 HASH_CHUNK = 1 << 20
 TMP_PREFIX = ".tmp-"  # build and scratch folders; a live one is flock-ed by its builder
 PART_SUFFIX = ".part"  # a file being copied into place
+LOW_SPACE = 1 << 20  # bytes: a failure with less than this left is reported as a full disk
 SWEEP_AGE = 3600.0  # s: abandoned temporary files older than this are removed
 FICLONE = 0x40049409  # linux/fs.h: share the source's blocks (btrfs, XFS, bcachefs)
 LINES = "lines"  # shared line clips: lines/KEY/SHA256.wav
@@ -46,11 +47,17 @@ def disk_full(folder: str | Path) -> DiskFull:
     return DiskFull(f"disk full: no space left in {folder}")
 
 
-def is_disk_full(exc: BaseException) -> bool:
-    """ENOSPC raised here, or reported by a tool we ran (ffmpeg says it in words)."""
+def is_disk_full(exc: BaseException, folder: str | Path | None = None) -> bool:
+    """ENOSPC raised here, or reported by a tool we ran (ffmpeg says it in words), or any
+    failure while `folder`'s disk is full (libsndfile says "System error.", espeak-ng nothing)."""
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
-    return "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc)
+    if "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc):
+        return True
+    try:
+        return folder is not None and shutil.disk_usage(folder).free < LOW_SPACE
+    except OSError:
+        return False
 
 
 def file_hash(path: str | Path) -> str:
@@ -194,6 +201,11 @@ def building(stage: str, key: str, root: Path | None = None) -> Iterator[Path]:
                 return  # someone else finished it meanwhile: keep theirs, readers may be using it
             discard(final)  # an incomplete or damaged folder
             os.replace(work, final)
+    except Exception as exc:
+        base = Path(root or config.cache_dir())
+        if not isinstance(exc, DiskFull) and is_disk_full(exc, base):  # checked before the cleanup frees space
+            raise disk_full(base) from exc
+        raise
     finally:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)

@@ -217,6 +217,16 @@ def test_disk_full_while_building_is_one_line_and_publishes_nothing(job, tmp_pat
         row = stage_row(job)
         assert row["status"] == "failed" and row["error"] == f"disk full: no space left in {job.cache_root}"
 
+        def build_like_libsndfile(folder: Path) -> dict:
+            """Fill the disk, then fail as a library does that hides the errno."""
+            with open(folder / "filler", "wb") as f:
+                with contextlib.suppress(OSError):
+                    f.write(b"\0" * (2 << 20))
+            raise RuntimeError("System error.")
+
+        with pytest.raises(cache.DiskFull, match=f"^disk full: no space left in {job.cache_root}$"):
+            run_stage(job, "mix", "es", "k2", build_like_libsndfile)
+
 
 def test_disk_full_while_delivering_names_the_folder_and_leaves_no_part(tmp_path):
     source = tmp_path / "dubbed.mp4"

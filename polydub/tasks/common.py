@@ -92,7 +92,7 @@ def run_stage(ctx: JobContext, stage: str, lang: str | None, key: str,
                     meta["note"] = "; ".join(filter(None, [meta.get("note"), f"rebuilt: {damaged}"]))
                 cache.finish(work, meta)
         except BaseException as exc:
-            if cache.is_disk_full(exc):
+            if isinstance(exc, Exception) and cache.is_disk_full(exc, root):
                 exc = cache.disk_full(root)  # one line naming the folder; nothing was published
             cat.finish_stage(run_id, "failed", error=one_line(exc), backend=backend, model_version=model_version)
             emit(stage, lang, "failed", one_line(exc))

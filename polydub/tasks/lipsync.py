@@ -115,7 +115,7 @@ def lipsync_langs(ctx: JobContext, plan: JobPlan, source: StageResult,
                 results[lang] = StageResult("lipsync", lang, str(cache.stage_dir("lipsync", keys[lang], root)),
                                             meta, "done")
     except Exception as exc:
-        if cache.is_disk_full(exc):
+        if cache.is_disk_full(exc, root):
             exc = cache.disk_full(root)
         for lang in missing:
             if lang not in results:
