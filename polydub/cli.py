@@ -229,8 +229,10 @@ def show_cmd(job: int = typer.Argument(...), db: Optional[str] = typer.Option(No
     for col in ("stage", "lang", "status", "backend", "seconds", "error"):
         table.add_column(col)
     for s in info["stages"]:
+        rebuilt = (s.get("detail") or {}).get("rebuilt")  # a damaged cached result this run replaced
         table.add_row(s["stage"], s["lang"] or "", s["status"], s["backend"] or "",
-                      f"{s['seconds']:.2f}" if s["seconds"] is not None else "", s["error"] or "")
+                      f"{s['seconds']:.2f}" if s["seconds"] is not None else "",
+                      s["error"] or (f"rebuilt: {rebuilt}" if rebuilt else ""))
     out.print(table)
     for o in info["outputs"]:
         out.print(f"{o['kind']:10} {o['lang'] or '':6} {o['path']}")

@@ -28,7 +28,7 @@ STAGES = ("probe", "transcribe", "translate", "synthesize", "mix", "assemble")
 
 
 def dub(*args: str, cache_dir: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, **({"DUB_CACHE_DIR": str(cache_dir)} if cache_dir else {}))
+    env = dict(os.environ, COLUMNS="200", **({"DUB_CACHE_DIR": str(cache_dir)} if cache_dir else {}))
     return subprocess.run([sys.executable, "-m", "polydub.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env=env)
 
@@ -177,6 +177,8 @@ def test_damaged_cache_is_rebuilt_and_nothing_delivered_is_touched(reference, sp
     assert "  video transcribe: cached result was damaged (unreadable completion marker); rebuilt\n" in result.stderr
     assert deliverables(second) == reference  # the edit of an earlier delivery does not leak
     runs = stage_runs(db, job_rows(db)[-1][0])
+    shown = dub("show", str(job_rows(db)[-1][0]), "--db", f"sqlite:///{db}")
+    assert "rebuilt: unreadable completion marker" in shown.stdout, shown.stdout
     assert runs[("probe", None)]["rebuilt"] == "asr.wav: missing"
     assert runs[("transcribe", None)]["rebuilt"] == "unreadable completion marker"
     rebuilt = sorted(r["rebuilt"] for r in (runs[("assemble", "es")], runs[("assemble", "fr")]))
