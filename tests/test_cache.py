@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import threading
 import time
@@ -137,6 +138,33 @@ def test_placed_files_share_nothing_with_the_cache(tmp_path):
         f.write(b"edited")
     assert delivered.read_bytes()[:8] == b"editedal" and cached.read_bytes()[:8] == b"DAMAGED!"
     assert sorted(p.name for p in delivered.parent.iterdir()) == ["ad.es.mp4"]  # no temporary left
+
+
+def test_on_a_copy_on_write_file_system_a_placed_file_is_a_clone(tmp_path):
+    """btrfs (loop-mounted): the copy shares the cache's blocks until either is written."""
+    if not shutil.which("mkfs.btrfs"):
+        pytest.skip("mkfs.btrfs is not installed (btrfs-progs)")
+    image, disk = tmp_path / "btrfs.img", tmp_path / "btrfs"
+    with open(image, "wb") as f:
+        f.truncate(128 << 20)  # about the smallest btrfs
+    subprocess.run(["mkfs.btrfs", "-q", str(image)], check=True, capture_output=True, timeout=60)
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-o", "loop", str(image), str(disk)], capture_output=True, text=True,
+                             timeout=60)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot loop-mount a btrfs image here: {mounted.stderr.strip()}")
+    try:
+        cached, delivered = disk / "cache.mp4", disk / "out" / "ad.es.mp4"
+        cached.write_bytes(os.urandom(1 << 20))
+        original = cached.read_bytes()
+        cache.place(cached, delivered)
+        extents = subprocess.run(["filefrag", "-v", str(delivered)], capture_output=True, text=True, timeout=60)
+        assert "shared" in extents.stdout, extents.stdout
+        with open(cached, "r+b") as f:
+            f.write(b"DAMAGED!")
+        assert delivered.read_bytes() == original
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True, timeout=60)
 
 
 def test_a_delivered_hard_link_from_before_is_replaced_by_a_copy(tmp_path):
