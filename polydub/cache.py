@@ -113,6 +113,8 @@ def damage(folder: Path, digests: bool = True) -> tuple[dict | None, str | None]
             return None, f"{name}: missing"
         except OSError as exc:
             return None, f"{name}: unreadable ({exc.strerror or exc})"
+        except (KeyError, TypeError):
+            return None, "garbled completion marker"
     return meta, None
 
 

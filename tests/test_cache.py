@@ -111,6 +111,7 @@ def flip_byte(path: Path) -> None:
     (lambda d: (d / "b.txt").unlink(), "b.txt: missing"),
     (lambda d: (d / "done.json").write_text("{garbage"), "unreadable completion marker"),
     (lambda d: (d / "done.json").write_text("{}"), "no recorded sizes and digests"),
+    (lambda d: (d / "done.json").write_text('{"manifest": {"a.bin": 3}}'), "garbled completion marker"),
 ])
 def test_a_damaged_entry_is_rebuilt_and_the_catalog_says_why(job, harm, reason):
     first = run_stage(job, "mix", "es", "k1", build_two_files)
