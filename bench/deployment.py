@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,7 +48,8 @@ def first_stage_start(catalog: Path, flow_run_id: str) -> datetime:
     with sqlite3.connect(catalog) as db:
         started = db.execute("SELECT MIN(s.started_at) FROM stage_runs s JOIN jobs j ON s.job_id = j.id "
                              "WHERE j.flow_run_id = ?", (flow_run_id,)).fetchone()[0]
-    return datetime.fromisoformat(started)
+    when = datetime.fromisoformat(started)
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)  # SQLite keeps UTC without an offset
 
 
 def deployment_run(client, stack: dict, video: Path, langs: list[str]) -> dict:
@@ -65,8 +66,7 @@ def deployment_run(client, stack: dict, video: Path, langs: list[str]) -> dict:
         time.sleep(0.2)
     done = time.perf_counter() - t0
     first = first_stage_start(stack["root"] / "catalog.db", str(run.id))
-    created = run.created if run.created.tzinfo else run.created.replace(tzinfo=first.tzinfo)
-    return {"state": run.state.name, "seconds": done, "to_first_stage": (first - created).total_seconds()}
+    return {"state": run.state.name, "seconds": done, "to_first_stage": first.timestamp() - run.created.timestamp()}
 
 
 def cli_run(stack: dict, video: Path, langs: list[str]) -> float:

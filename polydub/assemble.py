@@ -104,5 +104,7 @@ def multitrack_file(video: str | None, audio: list[AudioTrack], subtitles: list[
                  f"-disposition:s:{i}", "0"]
         n += 1
     codecs = (["-c:v", "copy"] if video else []) + ["-c:a", "copy", "-c:s", "srt"]
-    ffmpeg(*inputs, *maps, *codecs, *meta, *_notice_args(None), str(out), what=f"assembling {out.name}")
+    # bitexact: no random segment id or muxing date, so a rebuilt file equals the first one
+    ffmpeg(*inputs, *maps, *codecs, *meta, *_notice_args(None), "-fflags", "+bitexact", str(out),
+           what=f"assembling {out.name}")
     return out

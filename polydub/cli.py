@@ -2,6 +2,7 @@
 
     dub ad.mp4 --langs es,fr,de
     dub list | dub show JOB | dub models list|pull|verify | dub server start|stop|status
+    dub cache gc|verify
 
 Exit status: 0 every language delivered; 1 some language failed (the others are still
 delivered); 2 bad usage or bad input, found before any work starts.
@@ -33,8 +34,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Dub talking-head videos into many languages, lip-synced, with a catalog.")
 models_app = typer.Typer(help="Model weights: list, pull, verify.", no_args_is_help=True)
 server_app = typer.Typer(help="The local Prefect server that dub keeps between runs.", no_args_is_help=True)
+cache_app = typer.Typer(help="The stage cache: remove leftovers, check every entry.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(server_app, name="server")
+app.add_typer(cache_app, name="cache")
 console = Console(stderr=True)
 out = Console()
 
@@ -88,6 +91,10 @@ def _summary(report: dict) -> tuple[Table, list[str]]:
             note = f"  {lang} {what}: {backends[key]}" if backends.get(key) else None
             if note:
                 notes.append(note)
+    for stage in report.get("stages", []):  # a damaged cache entry that this run rebuilt
+        if (stage.get("detail") or {}).get("rebuilt"):
+            notes.append(f"  {stage['lang'] or 'video'} {stage['stage']}: cached result was damaged "
+                         f"({stage['detail']['rebuilt']}); rebuilt")
     return table, notes
 
 
@@ -129,6 +136,9 @@ def run_cmd(
         _refuse_shared_folders(plans)
         for plan in plans:
             check_backends(plan)
+        from polydub.preflight import check_job
+
+        check_job(plans, db)  # --out, cache and catalog usable, nothing of the user's overwritten
     except InputError as exc:
         _record_refusal([str(p) for p in inputs], langs, str(exc))
         raise
@@ -275,8 +285,10 @@ def show_cmd(job: int = typer.Argument(...), db: Optional[str] = typer.Option(No
     for col in ("stage", "lang", "status", "backend", "seconds", "error"):
         table.add_column(col)
     for s in info["stages"]:
+        rebuilt = (s.get("detail") or {}).get("rebuilt")  # a damaged cached result this run replaced
         table.add_row(s["stage"], s["lang"] or "", s["status"], s["backend"] or "",
-                      f"{s['seconds']:.2f}" if s["seconds"] is not None else "", s["error"] or "")
+                      f"{s['seconds']:.2f}" if s["seconds"] is not None else "",
+                      s["error"] or (f"rebuilt: {rebuilt}" if rebuilt else ""))
     out.print(table)
     for o in info["outputs"]:
         out.print(f"{o['kind']:10} {o['lang'] or '':6} {o['path']}", soft_wrap=True)
@@ -354,6 +366,32 @@ def server_status() -> None:
     out.print(f"running: {info['url']} (pid {info['pid']})" if info else "not running")
 
 
+@cache_app.command("gc")
+def cache_gc(older_than: float = typer.Option(60.0, "--older-than",
+                                              help="Minutes untouched before a leftover goes.")) -> None:
+    """Remove temporary folders and partial files that killed runs left in the cache."""
+    from polydub import cache, config
+
+    swept = cache.sweep(config.cache_dir(), older_than=older_than * 60)
+    for path in swept.removed:
+        out.print(f"removed {path}")
+    out.print(f"{len(swept.removed)} leftovers removed, {swept.bytes / 1e6:.1f} MB freed")
+
+
+@cache_app.command("verify")
+def cache_verify(fix: bool = typer.Option(False, "--fix",
+                                           help="Remove damaged entries (rebuilt when next needed).")) -> None:
+    """Check the size and digest of every cached file; exit 1 on damage unless --fix."""
+    from polydub import cache, config
+
+    checked, problems = cache.verify_all(config.cache_dir(), fix=fix)
+    for problem in problems:
+        print(f"{'removed' if fix else 'damaged'}: {problem.path}: {problem.reason}")
+    out.print(f"{checked} entries checked, {len(problems)} damaged{' and removed' if fix and problems else ''}")
+    if problems and not fix:
+        raise typer.Exit(1)
+
+
 @app.command("worker")
 def worker_cmd(pool: str = typer.Option("polydub-cpu", "--pool", help="polydub-cpu or polydub-gpu (see prefect.yaml)."),
                limit: Optional[int] = typer.Option(None, "--limit", help="Flow runs at once on this worker.")) -> None:
@@ -368,7 +406,7 @@ def worker_cmd(pool: str = typer.Option("polydub-cpu", "--pool", help="polydub-c
     os.execv(sys.executable, args)  # the worker replaces this process: signals reach it directly
 
 
-COMMANDS = {"run", "list", "show", "models", "server", "worker"}
+COMMANDS = {"run", "list", "show", "models", "server", "worker", "cache"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,9 +7,7 @@ lip-sync once for all languages, then the deliverables and the report.
 from __future__ import annotations
 
 import json
-import os
 import time
-import uuid
 from pathlib import Path
 
 from prefect import flow, task
@@ -17,11 +15,12 @@ from prefect.cache_policies import NONE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from polydub import cache, config, media
-from polydub.errors import InputError
+from polydub.errors import DubError, InputError
 from polydub.flows import outcome
 from polydub.flows.logs import quiet_console_tracebacks
 from polydub.job import JobPlan, check_backends, plan_job
 from polydub.options import DubOptions
+from polydub.preflight import check_job
 from polydub.tasks.common import JobContext, StageResult, catalog, one_line
 from polydub.tasks.deliver import assemble_lang, assemble_multitrack, deliverables
 from polydub.tasks.language import mix_lang, synthesize_lang, translate_lang
@@ -50,6 +49,7 @@ def dub_video(input: str, langs: list[str], options: DubOptions = DubOptions()):
     try:
         plan = plan_job(input, langs, options, outputs_root=config.outputs_dir() if run.deployment else None)
         check_backends(plan)
+        check_job([plan])  # --out, cache and catalog usable; nothing of the user's overwritten
     except InputError as exc:  # refused before any work: recorded, and the run fails with the CLI's line
         return outcome.rejected(input, langs, options, str(exc), run)
     return outcome.final_state(run_job(plan, run))
@@ -148,8 +148,12 @@ def run_job(plan: JobPlan, run: outcome.RunInfo | None = None) -> dict:
         report["status"] = status
         report["seconds"] = round(time.perf_counter() - started, 3)
         report["stages"] = cat.show_job(job_id)["stages"]
-        _write_report(plan, report, cat, job_id)
-        cat.finish_job(job_id, status, stopped.reason if stopped else (outcome.failures(report) or None))
+        try:
+            _write_report(plan, report, cat, job_id)
+        except (OSError, DubError) as exc:  # output folder full or gone: the catalog still gets the truth
+            report["error"] = one_line(exc)
+        reason = stopped.reason if stopped else (outcome.failures(report) or report.get("error"))
+        cat.finish_job(job_id, status, error=None if status == "done" else reason)
         outcome.publish(report, plan)
     return report
 
@@ -184,11 +188,7 @@ def _language_report(outputs: dict[str, str], translation: StageResult, speech: 
 
 
 def _write_report(plan: JobPlan, report: dict, cat, job_id: int) -> None:
-    out = Path(plan.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{plan.name}.report.json"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}.part")  # concurrent runs never share it
-    tmp.write_text(json.dumps(report, ensure_ascii=False, indent=1, default=str))
-    tmp.replace(path)
+    path = Path(plan.out_dir) / f"{plan.name}.report.json"
+    cache.write_text(path, json.dumps(report, ensure_ascii=False, indent=1, default=str))
     report["report"] = str(path)
     cat.add_output(job_id, None, "report", str(path))

@@ -72,7 +72,9 @@ def run_stage(ctx: JobContext, stage: str, lang: str | None, key: str,
     # Languages run in threads and jobs in processes: whoever holds the key's lock builds,
     # the others wait and then find it cached.
     with cache.exclusive(stage, key, root):
-        hit = cache.lookup(stage, key, root)
+        hit, damaged = cache.inspect(stage, key, root)
+        if damaged:  # never reuse what no longer matches its record: rebuild it, and say so
+            cache.discard(cache.stage_dir(stage, key, root))
         if hit is not None:
             cat.finish_stage(run_id, "cached", detail=_detail(hit), backend=hit.get("backend", backend),
                              model_version=hit.get("model_version", model_version))
@@ -87,12 +89,19 @@ def run_stage(ctx: JobContext, stage: str, lang: str | None, key: str,
                 meta.setdefault("backend", backend)
                 meta.setdefault("model_version", model_version)
                 meta["seconds"] = round(time.perf_counter() - started, 3)
+                if damaged:
+                    meta["rebuilt"] = damaged
+                    meta["note"] = "; ".join(filter(None, [meta.get("note"), f"rebuilt: {damaged}"]))
                 cache.finish(work, meta)
         except BaseException as exc:
+            if isinstance(exc, Exception) and cache.is_disk_full(exc, root):
+                exc = cache.disk_full(root)  # one line naming the folder; nothing was published
             cat.finish_stage(run_id, "failed", error=one_line(exc), backend=backend, model_version=model_version)
             emit(stage, lang, "failed", one_line(exc))
             stage_logger().error("%s: failed after %.1f s: %s", _label(stage, lang), time.perf_counter() - started,
                                  one_line(exc))  # the traceback reaches Prefect's log with the task's failure
+            if isinstance(exc, cache.DiskFull):
+                raise exc from None
             if isinstance(exc, DubError) or not isinstance(exc, Exception):
                 raise
             raise StageError(f"{stage}{' ' + lang if lang else ''}: {one_line(exc)}") from exc

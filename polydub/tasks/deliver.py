@@ -84,6 +84,6 @@ def assemble_multitrack(ctx: JobContext, plan: JobPlan, source: StageResult, tra
         return {"file": filename, "tracks": len(audio)}
 
     key = cache.stage_key("multitrack", source=_key(source), transcript=_key(transcript),
-                          parts={lang: _key(r) for lang, r in delivered.items()}, version=2)
+                          parts={lang: _key(r) for lang, r in delivered.items()}, version=3)
     result = run_stage(ctx, "assemble", None, key, build, backend="ffmpeg")
     return str(cache.place(result.file(filename), Path(plan.out_dir) / f"{plan.name}{ext}"))

@@ -120,23 +120,23 @@ def synthesize_lang(ctx: JobContext, plan: JobPlan, source: StageResult, transcr
 
     voice_key = dict(lang=lang, voice=voice.model, trim=1,
                      reference=cache.file_hash(reference) if reference else None)
-    lines = Path(ctx.cache_root) / "lines"  # one clip per distinct line and voice, across jobs
+    root = Path(ctx.cache_root)  # one clip per distinct line and voice, shared across jobs
 
     def build(folder: Path) -> dict:
-        clips, spoken = [], 0
+        clips, spoken, damaged = [], 0, 0
         for i, segment in enumerate(load_segments(translation)):
             out = folder / f"line{i:04d}.wav"
-            kept = lines / f"{cache.stage_key('line', text=segment.text, **voice_key)}.wav"
-            if kept.is_file():  # said before in this voice: an edited script re-voices only its edits
-                cache.place(kept, out)
-            else:
+            line = cache.stage_key("line", text=segment.text, **voice_key)
+            found, removed = cache.reuse_line(line, out, root)  # an edited script re-voices only its edits
+            damaged += removed
+            if not found:
                 voice.synthesize(segment.text, lang, out)
                 trim_silence(out)
-                cache.place(out, kept)
+                cache.keep_line(line, out, root)
                 spoken += 1
             clips.append({"file": out.name, "duration": sf_duration(out)})
         return {"clips": clips, "reason": reason, "synthesized": spoken, "reused": len(clips) - spoken,
-                "note": f"{voice.backend}: {reason}"}
+                "damaged_clips": damaged, "note": f"{voice.backend}: {reason}"}
 
     key = cache.stage_key("synthesize", segments=_segments_hash(translation), **voice_key)
     result = run_stage(ctx, "synthesize", lang, key, build, backend=voice.backend, model_version=voice.model)

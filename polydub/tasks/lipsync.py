@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -76,10 +75,11 @@ def lipsync_langs(ctx: JobContext, plan: JobPlan, source: StageResult,
     runs = {lang: cat.start_stage(ctx.job_id, "lipsync", lang, keys[lang], "latentsync", version)
             for lang in mixes}
     results: dict[str, StageResult] = {}
-    missing = [lang for lang in mixes if cache.lookup("lipsync", keys[lang], root) is None]
+    checked = {lang: cache.inspect("lipsync", keys[lang], root) for lang in mixes}  # (meta, damage)
+    missing = [lang for lang in mixes if checked[lang][0] is None]
     for lang in mixes:
         if lang not in missing:
-            meta = cache.lookup("lipsync", keys[lang], root)
+            meta = checked[lang][0]
             cat.finish_stage(runs[lang], "cached", backend="latentsync", model_version=version)
             emit("lipsync", lang, "cached")
             results[lang] = StageResult("lipsync", lang, str(cache.stage_dir("lipsync", keys[lang], root)),
@@ -90,7 +90,7 @@ def lipsync_langs(ctx: JobContext, plan: JobPlan, source: StageResult,
         emit("lipsync", lang, "running")
     started = time.perf_counter()
     try:
-        with tempfile.TemporaryDirectory(dir=root) as work, _gpu_slot():
+        with cache.scratch(root, "lipsync") as work, _gpu_slot():
             models = lipsync.LipSyncModels.load(config.models_dir(), version=version,
                                                 device=lipsync.lipsync_device())
             outs = {lang: Path(work) / f"{lang}.mp4" for lang in missing}
@@ -103,15 +103,20 @@ def lipsync_langs(ctx: JobContext, plan: JobPlan, source: StageResult,
                 meta = {"file": VIDEO, "backend": "latentsync", "model_version": version, "seconds": seconds,
                         "frames": info.get("frames"), "face_frames": info.get("face_frames"),
                         "track": info.get("track")}
+                if checked[lang][1]:  # a damaged result is replaced by building(), and the report says so
+                    meta["rebuilt"] = checked[lang][1]
                 with cache.building("lipsync", keys[lang], root) as folder:
                     shutil.move(str(outs[lang]), folder / VIDEO)
                     cache.finish(folder, meta)
-                cat.finish_stage(runs[lang], "done", detail={k: v for k, v in meta.items() if k != "file"},
+                detail = {k: v for k, v in meta.items() if k not in ("file", cache.MANIFEST)}
+                cat.finish_stage(runs[lang], "done", detail=detail,
                                  backend="latentsync", model_version=version)
                 emit("lipsync", lang, "done", f"face track {info.get('track')}")
                 results[lang] = StageResult("lipsync", lang, str(cache.stage_dir("lipsync", keys[lang], root)),
                                             meta, "done")
     except Exception as exc:
+        if cache.is_disk_full(exc, root):
+            exc = cache.disk_full(root)
         for lang in missing:
             if lang not in results:
                 cat.finish_stage(runs[lang], "failed", error=one_line(exc), backend="latentsync")

@@ -1,0 +1,179 @@
+"""Checks made before any work: every folder a job writes to is usable, and no deliverable
+would land on a file the user provided.
+
+A problem found here is an `InputError` (exit status 2, one line), raised before a single
+stage runs, instead of a traceback after all the work is done.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from polydub import cache, config, media
+from polydub.errors import InputError
+from polydub.job import JobPlan, _sidecar, _tagged_sidecars
+
+NAME_MAX = 255  # bytes, when the file system does not say
+PATH_MAX = 4096
+TEMP_SUFFIX = len(".") + len(cache.PART_SUFFIX)  # the report is written as .NAME.part first
+# Rough bytes per second of source, for the free-space estimate (measured on the example):
+AAC_RATE = 24_000  # a delivered 192 kbit/s audio track
+SOURCE_AUDIO_RATE = 250_000  # the probe stage: 48 kHz mix base and 16 kHz ASR copy
+LANGUAGE_CACHE_RATE = 700_000  # per language: line clips, fitted track, mix and its temporaries
+MARGIN = 1.2
+CATALOG_NEED = 16 << 20  # a catalog write needs little; an almost-full disk still fails it
+MB = 1 << 20
+
+
+@dataclass
+class Needs:
+    """Rough bytes a job writes: deliverables into --out, stage results into the cache."""
+
+    out: int
+    cache: int
+
+
+def deliverable_names(plan: JobPlan) -> list[str]:
+    """Every file name a job publishes into its output folder."""
+    media_ext = ".mp4" if plan.has_video else ".m4a"
+    names = [f"{plan.name}.{lang}{ext}" for lang in plan.langs for ext in (media_ext, ".srt", ".vtt")]
+    names.append(f"{plan.name}.dubbed{'.mkv' if plan.has_video else '.mka'}")
+    names.append(f"{plan.name}.report.json")
+    return names
+
+
+def provided(plan: JobPlan) -> dict[Path, str]:
+    """The user's files a job reads, by resolved path: none may ever be overwritten."""
+    mine: dict[Path, str] = {}
+
+    def add(path: str | Path | None, what: str) -> None:
+        if path:
+            mine.setdefault(Path(path).expanduser().resolve(), what)
+
+    add(plan.input, "the input")
+    add(plan.transcript, "the approved transcript")
+    for lang, path in plan.translations.items():
+        add(path, f"the approved {lang} translation")
+    if plan.glossary and Path(plan.glossary).is_file():
+        add(plan.glossary, "the glossary")
+    folder = Path(plan.input).parent
+    for path in _tagged_sidecars(folder, plan.name).values():
+        add(path, "a subtitle file beside the input")
+    add(_sidecar(folder, plan.name, None), "a subtitle file beside the input")
+    return mine
+
+
+def check_overwrites(plan: JobPlan) -> None:
+    """Refuse a job whose deliverables would replace one of the user's files."""
+    mine = provided(plan)
+    out = Path(plan.out_dir)
+    for name in deliverable_names(plan):
+        dest = (out / name).resolve()
+        what = mine.get(dest)
+        if what is None and dest.exists():
+            what = next((w for p, w in mine.items() if p.exists() and os.path.samefile(p, dest)), None)
+        if what:
+            raise InputError(f"--out {plan.out_dir}: {name} would replace {what} ({dest}); "
+                             f"choose another output folder")
+        if dest.is_dir():
+            raise InputError(f"--out {plan.out_dir}: {name} exists as a folder")
+
+
+def estimate(plan: JobPlan) -> Needs:
+    """A rough upper estimate of what the job writes (no stage is assumed cached)."""
+    size = Path(plan.input).stat().st_size
+    seconds = media.probe(plan.input).duration
+    n = len(plan.langs)
+    picture = size * (2 if plan.has_video and plan.lipsync != "off" else 1)  # a lip-synced re-encode
+    per_language = picture + AAC_RATE * seconds
+    multitrack = size + n * AAC_RATE * seconds
+    out = n * per_language + multitrack
+    cache_bytes = SOURCE_AUDIO_RATE * seconds + n * (LANGUAGE_CACHE_RATE * seconds + per_language) + multitrack
+    return Needs(int(out * MARGIN), int(cache_bytes * MARGIN))
+
+
+def _existing(folder: Path, what: str) -> Path:
+    """The folder, or its nearest existing parent (where it will be created); refuse a file
+    in the way."""
+    folder = folder.expanduser().absolute()
+    probe = folder
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        detail = "exists as a file" if probe == folder else f"{probe} is a file, not a folder"
+        raise InputError(f"{what} {folder}: {detail}")
+    return probe
+
+
+def _writable(folder: Path, shown: Path, what: str) -> None:
+    """Write a probe file: permission bits alone say nothing to root or of a read-only mount."""
+    try:
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".dub-check-", suffix=cache.PART_SUFFIX)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        if cache.is_disk_full(exc):
+            raise InputError(f"{what} {shown}: no space left in {folder}") from None
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            reason = "not writable"
+        raise InputError(f"{what} {shown}: cannot write in {folder} ({reason.lower()})") from None
+
+
+def _names_fit(folder: Path, names: list[str], shown: Path, what: str) -> None:
+    try:
+        name_max = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = NAME_MAX
+    for name in names:
+        if len(name.encode()) + TEMP_SUFFIX > name_max:
+            raise InputError(f"{what} {shown}: file name {name[:40]}... is too long for this file system "
+                             f"({len(name.encode())} bytes, at most {name_max - TEMP_SUFFIX}); rename the input")
+        if len(str(shown / name).encode()) + TEMP_SUFFIX >= PATH_MAX:
+            raise InputError(f"{what} {shown}: path of {name[:40]}... is too long")
+
+
+def check_job(plans: list[JobPlan], db_url: str | None = None, cache_root: Path | None = None) -> None:
+    """Everything about where the jobs write, before any work: --out, the cache and the
+    catalog folder each exist as folders (or can be made), can be written, hold the names,
+    and have room for a rough estimate of the jobs. Also removes what killed runs left
+    (old temporary files), which may free the room needed."""
+    cache_root = Path(cache_root or config.cache_dir())
+    db_url = db_url or config.database_url()
+    needs: dict[int, tuple[Path, int]] = {}  # device -> (first folder, bytes), for shared disks
+
+    def need(folder: Path, shown: Path, what: str, bytes_: int) -> None:
+        _writable(folder, shown, what)
+        dev = os.stat(folder).st_dev
+        first, total = needs.get(dev, (folder, 0))
+        needs[dev] = (first, total + bytes_)
+
+    root = _existing(cache_root, "cache folder (DUB_CACHE_DIR)")
+    cache.sweep(cache_root, extra=tuple(Path(p.out_dir) for p in plans if Path(p.out_dir).is_dir()))
+    total_cache = 0
+    for plan in plans:
+        check_overwrites(plan)
+        out = Path(plan.out_dir)
+        found = _existing(out, "--out")
+        _names_fit(found, deliverable_names(plan), out, "--out")
+        job = estimate(plan)
+        need(found, out, "--out", job.out)
+        total_cache += job.cache
+    need(root, cache_root, "cache folder (DUB_CACHE_DIR)", total_cache)
+    if db_url.startswith("sqlite:///"):
+        db_file = Path(db_url.removeprefix("sqlite:///"))
+        if db_file.is_dir():
+            raise InputError(f"catalog {db_file}: exists as a folder")
+        need(_existing(db_file.parent, "catalog"), db_file.parent, "catalog", CATALOG_NEED)
+    for folder, bytes_ in needs.values():
+        free = shutil.disk_usage(folder).free
+        if free < bytes_:
+            raise InputError(f"not enough free space in {folder}: this job needs about {bytes_ / MB:.0f} MB, "
+                             f"{free / MB:.0f} MB free")
