@@ -400,11 +400,15 @@ def worker_cmd(pool: str = typer.Option("polydub-cpu", "--pool", help="polydub-c
 
     server.ensure_api()
     server.keep_results_private()  # inherited by the flow runs the worker starts
+    # Prefect's default polls for new runs every 10 s: half of a short dub's start-up.
+    os.environ.setdefault("PREFECT_WORKER_QUERY_SECONDS", str(WORKER_POLL_S))
     args = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process"]
     if limit:
         args += ["--limit", str(limit)]
     os.execv(sys.executable, args)  # the worker replaces this process: signals reach it directly
 
+
+WORKER_POLL_S = 2  # seconds between a worker's checks for new runs
 
 COMMANDS = {"run", "list", "show", "models", "server", "worker", "cache"}
 
