@@ -167,7 +167,8 @@ def run_cmd(
                 report = dub_video(plan.input, plan.langs, plan.out_dir, plan.source_lang, plan.transcript,
                                    str(translations) if translations else None, plan.voice, plan.lipsync,
                                    plan.translator, plan.asr_model, plan.glossary, plan.max_speed,
-                                   plan.loudness, plan.consent, db)
+                                   plan.loudness, plan.consent)  # --db travels in the environment:
+                # a flow parameter is stored (and shown) by Prefect, password and all
         finally:
             remove()
         reports.append(report)
@@ -311,10 +312,17 @@ def worker_cmd(pool: str = typer.Option("polydub-cpu", "--pool", help="polydub-c
     os.execv(sys.executable, args)  # the worker replaces this process: signals reach it directly
 
 
+# What dub writes (catalog, cache, Prefect's state, deliverables) holds job data and
+# is readable by its owner only; the umask is inherited by the Prefect server and workers.
+FILE_MODE_MASK = 0o077
 COMMANDS = {"run", "list", "show", "models", "server", "worker"}
 
 
 def main(argv: list[str] | None = None) -> int:
+    from polydub import redact
+
+    os.umask(FILE_MODE_MASK)
+    redact.install()
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] not in COMMANDS and args[0] not in ("--help", "-h"):
         args.insert(0, "run")  # `dub ad.mp4 --langs es` is `dub run ad.mp4 --langs es`
@@ -345,8 +353,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _error(message: str) -> None:
-    """One line on stderr, whatever the terminal width."""
-    print(f"dub: error: {' '.join(message.split())}", file=sys.stderr)
+    """One line on stderr, whatever the terminal width; secrets masked."""
+    from polydub.redact import redact
+
+    print(f"dub: error: {' '.join(redact(message).split())}", file=sys.stderr)
 
 
 if __name__ == "__main__":

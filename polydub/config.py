@@ -25,3 +25,8 @@ def database_url() -> str:
     """The catalog: a SQLite file by default, any SQLAlchemy URL by `DUB_DATABASE_URL`."""
     url = os.environ.get("DUB_DATABASE_URL")
     return url or f"sqlite:///{home() / 'catalog.db'}"
+
+
+def translate_timeout() -> float:
+    """Seconds one request to a translation service may take: DUB_TRANSLATE_TIMEOUT (default 60)."""
+    return float(os.environ.get("DUB_TRANSLATE_TIMEOUT", 60))

@@ -39,6 +39,12 @@ class MediaInfo:
     frames: int | None = None
 
 
+def file_arg(path: str | Path) -> str:
+    """A path as ffmpeg and ffprobe must get it: absolute, so that a name starting with
+    `-` is never read as an option (and `file:` so that `x:y.mp4` is not a protocol)."""
+    return "file:" + str(Path(path).absolute())
+
+
 def _run(args: list[str], timeout: float, what: str) -> subprocess.CompletedProcess:
     try:
         proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
@@ -87,7 +93,7 @@ def probe(path: str | Path) -> MediaInfo:
         raise InputError(f"{path}: file is empty (zero length)")
     try:
         proc = subprocess.run(
-            ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)],
+            ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", file_arg(path)],
             capture_output=True, text=True, timeout=PROBE_TIMEOUT,
         )
     except subprocess.TimeoutExpired:
@@ -145,7 +151,7 @@ def check_decodes(path: str | Path, info: MediaInfo) -> None:
         return
     try:
         proc = subprocess.run(
-            ["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0",
+            ["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-i", file_arg(path), "-map", "0:a:0",
              "-f", "null", "-"],
             capture_output=True, text=True, timeout=PROBE_TIMEOUT + info.duration / 20,  # long films too
         )
@@ -173,6 +179,6 @@ def extract_audio(path: str | Path, out: str | Path, sample_rate: int = SAMPLE_R
     if seconds is not None:
         n = round(seconds * sample_rate)
         fit = ["-af", f"apad=whole_len={n},atrim=end_sample={n}"]
-    ffmpeg("-i", str(path), "-map", "0:a:0", "-vn", "-ac", str(channels), "-ar", str(sample_rate), *fit,
-           "-c:a", "pcm_s16le", str(out), what="audio extraction")
+    ffmpeg("-i", file_arg(path), "-map", "0:a:0", "-vn", "-ac", str(channels), "-ar", str(sample_rate), *fit,
+           "-c:a", "pcm_s16le", file_arg(out), what="audio extraction")
     return out

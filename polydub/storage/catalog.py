@@ -31,6 +31,7 @@ from sqlalchemy.orm import sessionmaker
 
 from polydub.config import database_url
 from polydub.errors import InputError
+from polydub.redact import redact
 from polydub.storage.models import (
     JOB_STATUSES,
     OUTPUT_KINDS,
@@ -417,7 +418,7 @@ class Catalog:
                 raise ValueError(f"no stage run {run_id} in the catalog")
             run.finished_at = utcnow()
             run.seconds = max(0.0, (run.finished_at - run.started_at).total_seconds())
-            run.status, run.error, run.detail = status, error, detail
+            run.status, run.error, run.detail = status, redact(error) if error else error, detail
             if backend is not None:
                 run.backend = backend
             if model_version is not None:
@@ -445,7 +446,7 @@ class Catalog:
             job = session.get(Job, job_id)
             if job is None:
                 raise InputError(f"no job {job_id} in the catalog")
-            job.status, job.error, job.finished_at = status, error, utcnow()
+            job.status, job.error, job.finished_at = status, redact(error) if error else error, utcnow()
 
     def mark_interrupted(self) -> int:
         """Fail the jobs and stage runs left 'running' by processes that died (on this

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from polydub import cache
+from polydub import cache, redact
 from polydub.errors import DubError, StageError
 from polydub.progress import emit
 
@@ -51,8 +51,12 @@ def catalog(url: str):
         return _catalogs[url]
 
 
+redact.install()  # task and flow logs, ours and Prefect's, carry no secrets
+
+
 def one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
+    """The first line of an error, secrets masked: what the catalog, report and screen show."""
+    text = redact.redact(str(exc)).strip().splitlines()
     return (text[0] if text else type(exc).__name__)[:500]
 
 
