@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import List, Optional
@@ -190,11 +191,20 @@ def _catalog(db: str | None):
     return Catalog(db)
 
 
+def _reaped(catalog):
+    """The catalog, its jobs whose process is gone marked interrupted first."""
+    from polydub.crash import reap
+
+    for note in reap(catalog):
+        print(f"dub: warning: {note}", file=sys.stderr)
+    return catalog
+
+
 @app.command("list")
 def list_cmd(db: Optional[str] = typer.Option(None, "--db"), as_json: bool = typer.Option(False, "--json"),
              limit: int = typer.Option(50, "--limit")) -> None:
     """Jobs in the catalog, newest first."""
-    jobs = _catalog(db).list_jobs(limit)
+    jobs = _reaped(_catalog(db)).list_jobs(limit)
     if as_json:
         out.print_json(json.dumps(jobs, default=str))
         return
@@ -211,7 +221,7 @@ def list_cmd(db: Optional[str] = typer.Option(None, "--db"), as_json: bool = typ
 def show_cmd(job: int = typer.Argument(...), db: Optional[str] = typer.Option(None, "--db"),
              as_json: bool = typer.Option(False, "--json")) -> None:
     """One job: its source, every stage run and every output."""
-    info = _catalog(db).show_job(job)
+    info = _reaped(_catalog(db)).show_job(job)
     if as_json:
         out.print_json(json.dumps(info, default=str))
         return
@@ -315,14 +325,16 @@ def worker_cmd(pool: str = typer.Option("polydub-cpu", "--pool", help="polydub-c
 # What dub writes (catalog, cache, Prefect's state, deliverables) holds job data and
 # is readable by its owner only; the umask is inherited by the Prefect server and workers.
 FILE_MODE_MASK = 0o077
+EXIT_GRACE_S = 10.0  # after Ctrl-C, how long stage threads get to stop before the process exits
 COMMANDS = {"run", "list", "show", "models", "server", "worker"}
 
 
 def main(argv: list[str] | None = None) -> int:
-    from polydub import redact
+    from polydub import crash, redact
 
     os.umask(FILE_MODE_MASK)
     redact.install()
+    crash.install_interrupt_handler()
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] not in COMMANDS and args[0] not in ("--help", "-h"):
         args.insert(0, "run")  # `dub ad.mp4 --langs es` is `dub run ad.mp4 --langs es`
@@ -335,8 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Exit as exc:
         return exc.exit_code
     except typer.Abort:
-        console.print("dub: interrupted")
-        return 130
+        return _interrupted()
     except click_exceptions.ClickException as exc:  # bad usage
         _error(exc.format_message())
         return 2
@@ -347,9 +358,17 @@ def main(argv: list[str] | None = None) -> int:
         _error(str(exc))
         return 1
     except KeyboardInterrupt:
-        console.print("dub: interrupted")
-        return 130
+        return _interrupted()
     return rc if isinstance(rc, int) else 0
+
+
+def _interrupted() -> int:
+    """Ctrl-C: say so and leave with 130, even if a stage thread is still winding down."""
+    print("dub: interrupted", file=sys.stderr, flush=True)
+    timer = threading.Timer(EXIT_GRACE_S, os._exit, (130,))
+    timer.daemon = True
+    timer.start()
+    return 130
 
 
 def _error(message: str) -> None:

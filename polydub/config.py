@@ -30,3 +30,13 @@ def database_url() -> str:
 def translate_timeout() -> float:
     """Seconds one request to a translation service may take: DUB_TRANSLATE_TIMEOUT (default 60)."""
     return float(os.environ.get("DUB_TRANSLATE_TIMEOUT", 60))
+
+
+HEARTBEAT_INTERVAL_S = 15.0  # how often a running job says it is alive
+HEARTBEAT_TIMEOUT_S = 120.0  # silence after which a job on another host counts as interrupted
+
+
+def heartbeat_timeout() -> float:
+    """Seconds without a heartbeat before `dub list` / `dub show` call a job of another
+    host interrupted: DUB_HEARTBEAT_TIMEOUT (default 120; a shared PostgreSQL catalog)."""
+    return float(os.environ.get("DUB_HEARTBEAT_TIMEOUT", HEARTBEAT_TIMEOUT_S))

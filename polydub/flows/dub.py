@@ -13,7 +13,7 @@ from pathlib import Path
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from polydub import cache, config, media
+from polydub import cache, config, crash, media
 from polydub.job import DEFAULT_LOUDNESS, DEFAULT_MAX_SPEED, JobPlan, plan_job
 from polydub.tasks.common import JobContext, StageResult, catalog, one_line
 from polydub.tasks.deliver import assemble_lang, assemble_multitrack, deliverables
@@ -61,12 +61,13 @@ def run_job(plan: JobPlan, db: str | None = None) -> dict:
     started = time.perf_counter()
     db_url = db or config.database_url()
     cat = catalog(db_url)
-    cat.mark_interrupted()  # rows left 'running' by a process that died on this machine
+    crash.reap(cat)  # jobs left 'running' by a process that is gone: interrupted, flow runs Crashed
     info = media.probe(plan.input)
     source_hash = cache.file_hash(plan.input)
     source_id = cat.upsert_source(plan.input, source_hash, info.duration, info.fps, info.has_video)
     job_id = cat.create_job(source_id, plan.langs, plan.to_dict(), plan.out_dir, plan.consent)
     ctx = JobContext(job_id, db_url, str(config.cache_dir()))
+    heartbeat = crash.start_heartbeat(cat, job_id)
     langs: dict[str, dict] = {lang: {"status": "failed", "stages": {}} for lang in plan.langs}
     report = {"job": job_id, "input": plan.input, "source_hash": source_hash, "duration": info.duration,
               "out_dir": plan.out_dir, "languages": langs}
@@ -131,9 +132,13 @@ def run_job(plan: JobPlan, db: str | None = None) -> dict:
         status = _job_status(langs)
         report["status"] = status
         report["seconds"] = round(time.perf_counter() - started, 3)
+        heartbeat.stop()
+        if crash.interrupted_at():  # Ctrl-C: the job and its stages read interrupted, not failed
+            status = report["status"] = "interrupted"
+            crash.record_interrupt(cat, job_id)
         report["stages"] = cat.show_job(job_id)["stages"]
         _write_report(plan, report, cat, job_id)
-        cat.finish_job(job_id, status)
+        cat.finish_job(job_id, status, crash.CTRL_C_REASON if crash.interrupted_at() else None)
     return report
 
 

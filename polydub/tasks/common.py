@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from polydub import cache, redact
+from polydub import cache, crash, redact
 from polydub.errors import DubError, StageError
 from polydub.progress import emit
 
@@ -91,7 +91,8 @@ def run_stage(ctx: JobContext, stage: str, lang: str | None, key: str,
                 meta["seconds"] = round(time.perf_counter() - started, 3)
                 cache.finish(work, meta)
         except BaseException as exc:
-            cat.finish_stage(run_id, "failed", error=one_line(exc), backend=backend, model_version=model_version)
+            status = "interrupted" if crash.interrupted_at() else "failed"  # Ctrl-C reaches ffmpeg too
+            cat.finish_stage(run_id, status, error=one_line(exc), backend=backend, model_version=model_version)
             emit(stage, lang, "failed", one_line(exc))
             if isinstance(exc, DubError) or not isinstance(exc, Exception):
                 raise

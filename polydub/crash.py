@@ -1,0 +1,131 @@
+"""What is left behind when a job stops without finishing: the heartbeat a running job
+writes, Ctrl-C, and closing the records of jobs whose process is gone.
+
+`dub list`, `dub show` and every new job call `reap`, which marks such jobs (and their
+running stages) 'interrupted' in the catalog and their Prefect flow runs Crashed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from datetime import datetime
+
+from polydub import config
+from polydub.storage.models import utcnow
+
+log = logging.getLogger(__name__)
+
+CTRL_C_REASON = "interrupted: stopped by Ctrl-C (SIGINT)"
+PREFECT_TIMEOUT_S = 10.0  # a Prefect server that does not answer does not hold up `dub list`
+
+_interrupted_at: datetime | None = None
+
+
+# ------------------------------------------------------------------------- heartbeat
+
+
+class Heartbeat:
+    """A daemon thread writing jobs.heartbeat_at every `interval` seconds until `stop()`."""
+
+    def __init__(self, catalog, job_id: int, interval: float = config.HEARTBEAT_INTERVAL_S):
+        self._catalog, self._job_id, self._interval = catalog, job_id, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-job-{job_id}", daemon=True)
+
+    def _run(self) -> None:
+        failing = False
+        while True:
+            try:
+                self._catalog.heartbeat(self._job_id)
+                failing = False
+            except Exception as exc:  # noqa: BLE001 - a catalog hiccup must not stop the job
+                if not failing:
+                    log.warning("job %s: heartbeat not recorded (%s)", self._job_id, exc)
+                failing = True
+            if self._stop.wait(self._interval):
+                return
+
+    def start(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def start_heartbeat(catalog, job_id: int) -> Heartbeat:
+    return Heartbeat(catalog, job_id).start()
+
+
+# ---------------------------------------------------------------------------- Ctrl-C
+
+
+def _on_sigint(signum, frame) -> None:
+    global _interrupted_at
+    _interrupted_at = _interrupted_at or utcnow()
+    raise KeyboardInterrupt
+
+
+def install_interrupt_handler() -> None:
+    """Remember when Ctrl-C came (stages failing on it are then recorded as interrupted),
+    then interrupt as Python does. Main thread only."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _on_sigint)
+
+
+def interrupted_at() -> datetime | None:
+    """When this process got Ctrl-C, or None."""
+    return _interrupted_at
+
+
+def record_interrupt(catalog, job_id: int) -> None:
+    """Close a job stopped by Ctrl-C: it and its running stages read 'interrupted'."""
+    catalog.interrupt_job(job_id, CTRL_C_REASON, since=_interrupted_at)
+
+
+# ------------------------------------------------------------------------ dead jobs
+
+
+def reap(catalog) -> list[str]:
+    """Mark the jobs whose process is gone as interrupted (and their flow runs Crashed).
+    Returns notes on what could not be done (a Prefect server out of reach)."""
+    jobs = catalog.mark_interrupted(config.heartbeat_timeout())
+    return crash_flow_runs([(j["flow_run_id"], j["error"]) for j in jobs if j.get("flow_run_id")])
+
+
+def crash_flow_runs(runs: list[tuple[str, str]]) -> list[str]:
+    """Set each (flow run id, reason) to Crashed in Prefect; notes on the failures."""
+    if not runs:
+        return []
+    api = os.environ.get("PREFECT_API_URL")
+    if not api:  # the server `dub` keeps, if it is up; never start one for this
+        from polydub import server
+
+        info = server.status()
+        if info is None:
+            return [f"flow run {run_id} not marked Crashed: no Prefect server is running" for run_id, _ in runs]
+        os.environ["PREFECT_API_URL"] = info["url"]
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    notes = []
+    try:
+        with get_client(sync_client=True, httpx_settings={"timeout": PREFECT_TIMEOUT_S}) as client:
+            for run_id, reason in runs:
+                try:
+                    client.set_flow_run_state(run_id, Crashed(message=reason), force=True)
+                except Exception as exc:  # noqa: BLE001 - one missing run does not stop the others
+                    notes.append(f"flow run {run_id} not marked Crashed: {_first_line(exc)}")
+    except Exception as exc:  # noqa: BLE001 - server unreachable
+        notes.append(f"flow runs not marked Crashed: {_first_line(exc)}")
+    return notes
+
+
+def _first_line(exc: BaseException) -> str:
+    from polydub.redact import redact
+
+    return next((ln for ln in redact(str(exc)).splitlines() if ln.strip()), type(exc).__name__)
