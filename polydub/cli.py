@@ -154,8 +154,10 @@ def run_cmd(
     mode = server.ensure_api()
     from rich.live import Live
 
-    from polydub import progress
+    from polydub import crash, progress
     from polydub.flows.dub import dub_video
+
+    crash.quiet_console()
 
     console.print(f"[dim]prefect: {mode} server; ready to run in {time.perf_counter() - t0:.1f} s "
                   f"(server check and imports)[/]")
@@ -341,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
         rc = command.main(args, prog_name="dub", standalone_mode=False)
+        if rc == 130:  # typer's form of KeyboardInterrupt
+            return _interrupted()
     except click_exceptions.NoArgsIsHelpError as exc:
         print(exc.ctx.get_help(), file=sys.stderr)
         return 2

@@ -11,7 +11,7 @@ import logging
 import os
 import signal
 import threading
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from polydub import config
 from polydub.storage.models import utcnow
@@ -20,6 +20,10 @@ log = logging.getLogger(__name__)
 
 CTRL_C_REASON = "interrupted: stopped by Ctrl-C (SIGINT)"
 PREFECT_TIMEOUT_S = 10.0  # a Prefect server that does not answer does not hold up `dub list`
+# Ctrl-C reaches child processes (ffmpeg, espeak-ng) at once, but Python runs its handler
+# only when the main thread next gets to: stages that failed this shortly before count as
+# interrupted, not failed.
+INTERRUPT_WINDOW_S = 5.0
 
 _interrupted_at: datetime | None = None
 
@@ -70,6 +74,24 @@ def _on_sigint(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def quiet_console() -> None:
+    """Prefect's lines on the console without tracebacks (the summary and the report say
+    what failed; Prefect's own log keeps them whole), and none once Ctrl-C came. Call
+    after Prefect has set up logging."""
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_console_filter)
+
+
+def _console_filter(record: logging.LogRecord) -> bool:
+    if not record.name.startswith("prefect"):
+        return True
+    if _interrupted_at:
+        return False
+    # The record's own handlers (Prefect's API log) have already taken it whole.
+    record.exc_info, record.exc_text = None, None
+    return True
+
+
 def install_interrupt_handler() -> None:
     """Remember when Ctrl-C came (stages failing on it are then recorded as interrupted),
     then interrupt as Python does. Main thread only."""
@@ -84,7 +106,8 @@ def interrupted_at() -> datetime | None:
 
 def record_interrupt(catalog, job_id: int) -> None:
     """Close a job stopped by Ctrl-C: it and its running stages read 'interrupted'."""
-    catalog.interrupt_job(job_id, CTRL_C_REASON, since=_interrupted_at)
+    since = _interrupted_at - timedelta(seconds=INTERRUPT_WINDOW_S) if _interrupted_at else None
+    catalog.interrupt_job(job_id, CTRL_C_REASON, since=since)
 
 
 # ------------------------------------------------------------------------ dead jobs

@@ -506,7 +506,7 @@ class Catalog:
                 late_failure = run.status == "failed" and since is not None and run.finished_at is not None \
                     and run.finished_at >= since
                 if run.status == "running" or late_failure:
-                    run.status, run.error = INTERRUPTED, reason
+                    run.status, run.error = INTERRUPTED, f"{reason}; {run.error}" if late_failure else reason
                     run.finished_at = run.finished_at or now
                     run.seconds = max(0.0, (run.finished_at - run.started_at).total_seconds())
 

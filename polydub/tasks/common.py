@@ -91,8 +91,10 @@ def run_stage(ctx: JobContext, stage: str, lang: str | None, key: str,
                 meta["seconds"] = round(time.perf_counter() - started, 3)
                 cache.finish(work, meta)
         except BaseException as exc:
-            status = "interrupted" if crash.interrupted_at() else "failed"  # Ctrl-C reaches ffmpeg too
-            cat.finish_stage(run_id, status, error=one_line(exc), backend=backend, model_version=model_version)
+            status, error = "failed", one_line(exc)
+            if crash.interrupted_at():  # Ctrl-C reaches ffmpeg and espeak-ng too: they fail on it
+                status, error = "interrupted", f"{crash.CTRL_C_REASON}; {error}"
+            cat.finish_stage(run_id, status, error=error, backend=backend, model_version=model_version)
             emit(stage, lang, "failed", one_line(exc))
             if isinstance(exc, DubError) or not isinstance(exc, Exception):
                 raise
