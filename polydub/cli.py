@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import List, Optional
@@ -165,6 +164,7 @@ def run_cmd(
     for plan in plans:
         view = Progress(plan.langs)
         remove = progress.listen(view)
+        started = time.time()
         try:
             with Live(view, console=console, refresh_per_second=4, transient=not console.is_terminal):
                 report = dub_video(plan.input, plan.langs, plan.out_dir, plan.source_lang, plan.transcript,
@@ -172,6 +172,8 @@ def run_cmd(
                                    plan.translator, plan.asr_model, plan.glossary, plan.max_speed,
                                    plan.loudness, plan.consent)  # --db travels in the environment:
                 # a flow parameter is stored (and shown) by Prefect, password and all
+        except Exception as exc:  # e.g. the Prefect server died: the work may still be complete
+            report = crash.finished_despite(exc, Path(plan.out_dir) / f"{plan.name}.report.json", started)
         finally:
             remove()
         reports.append(report)
@@ -181,9 +183,14 @@ def run_cmd(
             for note in notes:
                 print(note, file=sys.stderr)  # whole lines: paths must stay copyable
             console.print(f"outputs in {report['out_dir']}; report {Path(report.get('report', '')).name}")
+        if report.get("not_recorded"):
+            print(f"dub: warning: {report['not_recorded']}", file=sys.stderr)
     if as_json:
         out.print_json(json.dumps(reports if len(reports) > 1 else reports[0], default=str))
-    if any(r["status"] != "done" for r in reports):
+    failed = any(r["status"] != "done" for r in reports)
+    if any(r.get("not_recorded") for r in reports):
+        crash.exit_within(EXIT_GRACE_S, int(failed))
+    if failed:
         raise typer.Exit(1)
 
 
@@ -327,7 +334,7 @@ def worker_cmd(pool: str = typer.Option("polydub-cpu", "--pool", help="polydub-c
 # What dub writes (catalog, cache, Prefect's state, deliverables) holds job data and
 # is readable by its owner only; the umask is inherited by the Prefect server and workers.
 FILE_MODE_MASK = 0o077
-EXIT_GRACE_S = 10.0  # after Ctrl-C, how long stage threads get to stop before the process exits
+EXIT_GRACE_S = 10.0  # after Ctrl-C or losing Prefect, how long threads get to wind down before exit
 COMMANDS = {"run", "list", "show", "models", "server", "worker"}
 
 
@@ -368,10 +375,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _interrupted() -> int:
     """Ctrl-C: say so and leave with 130, even if a stage thread is still winding down."""
+    from polydub.crash import exit_within
+
     print("dub: interrupted", file=sys.stderr, flush=True)
-    timer = threading.Timer(EXIT_GRACE_S, os._exit, (130,))
-    timer.daemon = True
-    timer.start()
+    exit_within(EXIT_GRACE_S, 130)
     return 130
 
 

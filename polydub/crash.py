@@ -7,13 +7,17 @@ running stages) 'interrupted' in the catalog and their Prefect flow runs Crashed
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
+import sys
 import threading
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from polydub import config
+from polydub.errors import DubError
 from polydub.storage.models import utcnow
 
 log = logging.getLogger(__name__)
@@ -152,3 +156,38 @@ def _first_line(exc: BaseException) -> str:
     from polydub.redact import redact
 
     return next((ln for ln in redact(str(exc)).splitlines() if ln.strip()), type(exc).__name__)
+
+
+# ----------------------------------------------------------- Prefect server gone
+
+
+def finished_despite(exc: Exception, report_path: str | Path, since: float) -> dict:
+    """The job's report when the job finished (its report written after `since`, a
+    time.time()) and only Prefect's bookkeeping failed afterwards, e.g. the Prefect server
+    stopped answering; otherwise `exc` as a one-line DubError."""
+    if isinstance(exc, DubError):
+        raise exc
+    path = Path(report_path)
+    try:
+        if path.stat().st_mtime >= since:
+            report = json.loads(path.read_text())
+            report["report"] = str(path)
+            report["not_recorded"] = (f"the flow run's final state is not in Prefect "
+                                      f"({type(exc).__name__}: {_first_line(exc)})")
+            return report
+    except (OSError, ValueError):
+        pass
+    raise DubError(f"the run stopped: {type(exc).__name__}: {_first_line(exc)}") from exc
+
+
+def exit_within(seconds: float, status: int) -> None:
+    """Leave with `status` after `seconds` even if Prefect is still trying to send
+    events or logs to a server that is gone (it retries for minutes at exit)."""
+    def leave() -> None:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(status)
+
+    timer = threading.Timer(seconds, leave)
+    timer.daemon = True
+    timer.start()

@@ -128,3 +128,34 @@ def test_a_dead_jobs_flow_run_is_set_to_crashed_by_dub_list(prefect_api, tmp_pat
     assert state.type.value == "CRASHED" and state.message == row["error"]
     shown = dub("show", str(job_id), "--db", db)
     assert shown.returncode == 0 and f"job {job_id}: interrupted" in shown.stdout
+
+
+@pytest.mark.slow
+def test_losing_the_prefect_server_mid_run_does_not_fail_a_finished_dub(tmp_path):
+    """dub's own kept server, stopped while the job works: every language is still
+    delivered and recorded, dub exits 0 and says what Prefect could not record."""
+    args = long_job(tmp_path)
+    env = {**os.environ, "DUB_HOME": str(tmp_path / "home")}
+    env.pop("PREFECT_API_URL", None)
+    proc = subprocess.Popen([sys.executable, "-m", "polydub.cli", *args, "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 180
+        while not (tmp_path / "c.db").exists() or not sqlite3.connect(tmp_path / "c.db").execute(
+                "select 1 from sqlite_master where name = 'stage_runs'").fetchall() or not sqlite3.connect(
+                tmp_path / "c.db").execute("select 1 from stage_runs where stage = 'synthesize'").fetchall():
+            assert time.monotonic() < deadline and proc.poll() is None, "the job ended before the server could go"
+            time.sleep(0.2)
+        stopped = subprocess.run([sys.executable, "-m", "polydub.cli", "server", "stop"], env=env,
+                                 capture_output=True, text=True, timeout=60)
+        assert stopped.stdout.strip() == "stopped"
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr
+    assert "dub: warning: the flow run's final state is not in Prefect" in stderr and "Traceback" not in stderr
+    report = json.loads(stdout)
+    assert report["status"] == "done" and "not_recorded" in report
+    assert (tmp_path / "out" / "long.es.mp4").exists() and (tmp_path / "out" / "long.fr.mp4").exists()
+    [row] = json.loads(dub("list", "--db", args[-1], "--json").stdout)
+    assert row["status"] == "done" and row["n_outputs"] == 8
