@@ -29,16 +29,20 @@ def check_cues(path: str | Path, segments: list[Segment], duration: float) -> No
     if len(segments) > MAX_CUES:
         raise InputError(f"{path}: {len(segments)} cues; at most {MAX_CUES} are accepted")
     for n, seg in enumerate(segments, 1):
-        where = f"{path}: cue {n} ({format_time(seg.start)})"
-        if len(seg.text) > MAX_CUE_CHARS:
-            raise InputError(f"{where} has {len(seg.text)} characters; at most {MAX_CUE_CHARS} per cue")
-        if len(seg.text) > MAX_CHARS_PER_SECOND * seg.duration + CPS_SLACK_CHARS:
-            rate = len(seg.text) / max(seg.duration, 1e-3)
-            raise InputError(f"{where} has {len(seg.text)} characters in {seg.duration:.3f} s "
+        chars = len(seg.text)
+        if chars > MAX_CUE_CHARS:
+            raise InputError(f"{_cue(path, n, seg)} has {chars} characters; at most {MAX_CUE_CHARS} per cue")
+        if chars > MAX_CHARS_PER_SECOND * seg.duration + CPS_SLACK_CHARS:
+            rate = chars / max(seg.duration, 1e-3)
+            raise InputError(f"{_cue(path, n, seg)} has {chars} characters in {seg.duration:.3f} s "
                              f"({rate:.0f} per second; speech is at most {MAX_CHARS_PER_SECOND:.0f}); "
                              "check its end time")
         if seg.start >= duration:
-            raise InputError(f"{where} starts after the end of the source ({duration:.3f} s)")
+            raise InputError(f"{_cue(path, n, seg)} starts after the end of the source ({duration:.3f} s)")
+
+
+def _cue(path: str | Path, n: int, seg: Segment) -> str:
+    return f"{path}: cue {n} ({format_time(seg.start)})"
 
 
 def check_glossary(path: str | Path, glossary: dict[str, str]) -> None:

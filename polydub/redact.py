@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 import traceback
 
 MASK = "***"
@@ -23,12 +24,21 @@ _USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?
 _PARAM = re.compile(r"(?P<name>(?<![\w-])(?:%s))=(?P<value>[^&\s'\"#)]+)" % "|".join(SECRET_PARAMS), re.I)
 
 
+ENV_REFRESH_S = 1.0  # the environment is read again at most this often (it rarely changes)
+_known: tuple[float, list[str]] = (float("-inf"), [])
+
+
 def secret_values() -> list[str]:
     """Values of environment variables that name a secret (DEEPL_API_KEY, ...), longest first."""
+    global _known
+    now = time.monotonic()
+    if now - _known[0] < ENV_REFRESH_S:
+        return _known[1]
     values = {v for k, v in os.environ.items() if SECRET_ENV.search(k) and len(v) >= MIN_SECRET_CHARS}
     url = os.environ.get("DUB_DATABASE_URL", "")
     values |= {m.group("pw") for m in _USERINFO.finditer(url) if len(m.group("pw")) >= 3}
-    return sorted(values, key=len, reverse=True)
+    _known = (now, sorted(values, key=len, reverse=True))
+    return _known[1]
 
 
 def redact(text: str) -> str:
