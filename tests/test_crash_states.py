@@ -73,6 +73,7 @@ def test_ctrl_c_records_the_job_and_its_stages_as_interrupted(prefect_api, tmp_p
 
     job = json.loads(dub("show", "1", "--db", db, "--json").stdout)
     assert (job["status"], job["error"]) == ("interrupted", CTRL_C_REASON)
+    assert job["heartbeat_at"] is not None  # the job said it was alive while it ran
     statuses = {s["status"] for s in job["stages"]}
     assert "running" not in statuses and "failed" not in statuses, job["stages"]
     assert "interrupted" in statuses  # caught mid-synthesis
