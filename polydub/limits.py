@@ -18,6 +18,7 @@ MAX_CUES = 20_000  # a 3-hour film has 2,000-3,000 cues
 MAX_CUE_CHARS = 2_000  # a long paragraph; one cue is spoken as one clip
 MAX_CHARS_PER_SECOND = 50.0  # fast speech is ~20; beyond this no voice can say it in time
 CPS_SLACK_CHARS = 20  # short cues ("OK!") may be denser than the rate says
+TRANSLATION_GROWTH = 4  # a translated line may be this many times its source line (plus a cue)
 MAX_GLOSSARY_TERMS = 10_000
 MAX_TERM_CHARS = 200
 

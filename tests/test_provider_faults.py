@@ -21,7 +21,8 @@ KEY = "planted-libre-key-8c1f0d"
 
 class Service:
     """Answers each request with the next scripted action: an HTTP status, 'ok' (a
-    translation), 'hang' (accepts and never answers) or 'close' (drops the connection)."""
+    translation), 'flood' (5,000 characters for it), 'hang' (accepts and never answers)
+    or 'close' (drops the connection)."""
 
     def __init__(self, script: list):
         self.script, self.paths = list(script), []
@@ -38,8 +39,9 @@ class Service:
                     self.close_connection = True
                     self.connection.close()
                     return
-                body = json.dumps({"translatedText": "HOLA"}).encode() if action == "ok" else b"{}"
-                self.send_response(200 if action == "ok" else action)
+                text = "HOLA " * 1000 if action == "flood" else "HOLA"
+                body = json.dumps({"translatedText": text}).encode() if action in ("ok", "flood") else b"{}"
+                self.send_response(200 if action in ("ok", "flood") else action)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -95,3 +97,9 @@ def test_errors_never_show_the_key(service, script):
     with pytest.raises(StageError) as caught:
         translate_segments(LINE, "en", "es", make_translator("libre"))
     assert KEY not in str(caught.value) and "libre" in str(caught.value)
+
+
+def test_a_flood_of_text_for_one_line_is_not_voiced(service):
+    service("flood")
+    with pytest.raises(StageError, match=r"^libre returned 4999 characters for line 1 \(5 sent\); not voicing it$"):
+        translate_segments(LINE, "en", "es", make_translator("libre"))
