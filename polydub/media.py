@@ -63,14 +63,26 @@ def run(args: list[str], timeout: float = FFMPEG_TIMEOUT, what: str = "ffmpeg") 
     return _run(args, timeout, what).stdout
 
 
+def _files(args: tuple[str, ...], output: bool) -> list[str]:
+    """`args` with every input (after `-i`) and, with `output`, the last argument (the
+    output file) as `file_arg` paths; `-` (a pipe) stays as it is."""
+    out = list(args)
+    for i, arg in enumerate(out):
+        is_input = i > 0 and out[i - 1] == "-i"
+        if (is_input or (output and i == len(out) - 1)) and arg != "-" and not arg.startswith("file:"):
+            out[i] = file_arg(arg)
+    return out
+
+
 def ffmpeg(*args: str, timeout: float = FFMPEG_TIMEOUT, what: str = "ffmpeg") -> str:
-    return run(["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args],
+    """Run ffmpeg on `args` (inputs after `-i`, the output file last)."""
+    return run(["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *_files(args, output=True)],
                timeout=timeout, what=what)
 
 
 def ffmpeg_log(*args: str, timeout: float = FFMPEG_TIMEOUT, what: str = "ffmpeg") -> str:
     """Run ffmpeg for what it prints (measurements go to stderr); return stderr."""
-    cmd = ["ffmpeg", "-hide_banner", "-nostdin", "-nostats", "-loglevel", "info", *args]
+    cmd = ["ffmpeg", "-hide_banner", "-nostdin", "-nostats", "-loglevel", "info", *_files(args, output=False)]
     return _run(cmd, timeout, what).stderr
 
 
@@ -179,6 +191,6 @@ def extract_audio(path: str | Path, out: str | Path, sample_rate: int = SAMPLE_R
     if seconds is not None:
         n = round(seconds * sample_rate)
         fit = ["-af", f"apad=whole_len={n},atrim=end_sample={n}"]
-    ffmpeg("-i", file_arg(path), "-map", "0:a:0", "-vn", "-ac", str(channels), "-ar", str(sample_rate), *fit,
-           "-c:a", "pcm_s16le", file_arg(out), what="audio extraction")
+    ffmpeg("-i", str(path), "-map", "0:a:0", "-vn", "-ac", str(channels), "-ar", str(sample_rate), *fit,
+           "-c:a", "pcm_s16le", str(out), what="audio extraction")
     return out
