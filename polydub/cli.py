@@ -151,7 +151,7 @@ def run_cmd(
     mode = server.ensure_api()
     from rich.live import Live
 
-    from polydub import progress
+    from polydub import crash, progress
     from polydub.flows.dub import dub_video
     from polydub.flows.logs import quiet_console_tracebacks
     from polydub.flows.outcome import JobFailed, JobRefused
@@ -163,13 +163,16 @@ def run_cmd(
     for plan in plans:
         view = Progress(plan.langs)
         remove = progress.listen(view)
+        started = time.time()
         try:
             with Live(view, console=console, refresh_per_second=4, transient=not console.is_terminal):
                 state = dub_video(plan.input, plan.langs, options.model_copy(update={"out": plan.out_dir}),
                                   return_state=True)
+            report = state.result(raise_on_failure=False)
+        except Exception as exc:  # e.g. the Prefect server died: the work may still be complete
+            report = crash.finished_despite(exc, Path(plan.out_dir) / f"{plan.name}.report.json", started)
         finally:
             remove()
-        report = state.result(raise_on_failure=False)
         if isinstance(report, JobRefused):  # refused by the flow's own checks
             raise InputError(str(report))
         if isinstance(report, JobFailed):
@@ -181,9 +184,14 @@ def run_cmd(
             for note in notes:
                 print(note, file=sys.stderr)  # whole lines: paths must stay copyable
             console.print(f"outputs in {report['out_dir']}; report {Path(report.get('report', '')).name}")
+        if report.get("not_recorded"):
+            print(f"dub: warning: {report['not_recorded']}", file=sys.stderr)
     if as_json:
         out.print_json(json.dumps(reports if len(reports) > 1 else reports[0], default=str))
-    if any(r["status"] != "done" for r in reports):
+    failed = any(r["status"] != "done" for r in reports)
+    if any(r.get("not_recorded") for r in reports):
+        crash.exit_within(EXIT_GRACE_S, int(failed))
+    if failed:
         raise typer.Exit(1)
 
 
@@ -221,6 +229,15 @@ def _catalog(db: str | None):
     return Catalog(db)
 
 
+def _reaped(catalog):
+    """The catalog, its jobs whose process is gone marked interrupted first."""
+    from polydub.crash import reap
+
+    for note in reap(catalog):
+        print(f"dub: warning: {note}", file=sys.stderr)
+    return catalog
+
+
 @app.command("list")
 def list_cmd(db: Optional[str] = typer.Option(None, "--db"), as_json: bool = typer.Option(False, "--json"),
              limit: int = typer.Option(50, "--limit", min=1, max=10000),
@@ -234,7 +251,7 @@ def list_cmd(db: Optional[str] = typer.Option(None, "--db"), as_json: bool = typ
 
     if status and status not in JOB_STATUSES:
         raise InputError(f"--status must be one of {', '.join(JOB_STATUSES)}, not {status!r}")
-    jobs = _catalog(db).list_jobs(limit, status=status, input=input, since=_since(since) if since else None)
+    jobs = _reaped(_catalog(db)).list_jobs(limit, status=status, input=input, since=_since(since) if since else None)
     if as_json:
         out.print_json(json.dumps(jobs, default=str))
         return
@@ -269,7 +286,7 @@ def show_cmd(job: int = typer.Argument(...), db: Optional[str] = typer.Option(No
     """One job: its input, its Prefect run, every stage run and every output."""
     from polydub.server import flow_run_url
 
-    info = _catalog(db).show_job(job)
+    info = _reaped(_catalog(db)).show_job(job)
     info["flow_run_url"] = flow_run_url(info["flow_run_id"]) if info.get("flow_run_id") else None
     if as_json:
         out.print_json(json.dumps(info, default=str))
@@ -408,26 +425,35 @@ def worker_cmd(pool: str = typer.Option("polydub-cpu", "--pool", help="polydub-c
     os.execv(sys.executable, args)  # the worker replaces this process: signals reach it directly
 
 
+# What dub writes (catalog, cache, Prefect's state, deliverables) holds job data and
+# is readable by its owner only; the umask is inherited by the Prefect server and workers.
+FILE_MODE_MASK = 0o077
+EXIT_GRACE_S = 10.0  # after Ctrl-C or losing Prefect, how long threads get to wind down before exit
 WORKER_POLL_S = 2  # seconds between a worker's checks for new runs
-
 COMMANDS = {"run", "list", "show", "models", "server", "worker", "cache"}
 
 
 def main(argv: list[str] | None = None) -> int:
+    from polydub import crash, redact
+
+    os.umask(FILE_MODE_MASK)
+    redact.install()
+    crash.install_interrupt_handler()
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] not in COMMANDS and args[0] not in ("--help", "-h"):
         args.insert(0, "run")  # `dub ad.mp4 --langs es` is `dub run ad.mp4 --langs es`
     command = typer.main.get_command(app)
     try:
         rc = command.main(args, prog_name="dub", standalone_mode=False)
+        if rc == 130:  # typer's form of KeyboardInterrupt
+            return _interrupted()
     except click_exceptions.NoArgsIsHelpError as exc:
         print(exc.ctx.get_help(), file=sys.stderr)
         return 2
     except typer.Exit as exc:
         return exc.exit_code
     except typer.Abort:
-        console.print("dub: interrupted")
-        return 130
+        return _interrupted()
     except click_exceptions.ClickException as exc:  # bad usage
         _error(exc.format_message())
         return 2
@@ -438,14 +464,24 @@ def main(argv: list[str] | None = None) -> int:
         _error(str(exc))
         return 1
     except KeyboardInterrupt:
-        console.print("dub: interrupted")
-        return 130
+        return _interrupted()
     return rc if isinstance(rc, int) else 0
 
 
+def _interrupted() -> int:
+    """Ctrl-C: say so and leave with 130, even if a stage thread is still winding down."""
+    from polydub.crash import exit_within
+
+    print("dub: interrupted", file=sys.stderr, flush=True)
+    exit_within(EXIT_GRACE_S, 130)
+    return 130
+
+
 def _error(message: str) -> None:
-    """One line on stderr, whatever the terminal width."""
-    print(f"dub: error: {' '.join(message.split())}", file=sys.stderr)
+    """One line on stderr, whatever the terminal width; secrets masked."""
+    from polydub.redact import redact
+
+    print(f"dub: error: {' '.join(redact(message).split())}", file=sys.stderr)
 
 
 if __name__ == "__main__":

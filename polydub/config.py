@@ -52,3 +52,18 @@ def prefect_api_url() -> tuple[str | None, str]:
     name = os.environ.get("PREFECT_PROFILE") or profiles.get("active") or "ephemeral"
     url = profiles.get("profiles", {}).get(name, {}).get("PREFECT_API_URL")
     return (str(url), f"Prefect profile {name!r} ({profiles_path})") if url else (None, "")
+
+
+def translate_timeout() -> float:
+    """Seconds one request to a translation service may take: DUB_TRANSLATE_TIMEOUT (default 60)."""
+    return float(os.environ.get("DUB_TRANSLATE_TIMEOUT", 60))
+
+
+HEARTBEAT_INTERVAL_S = 15.0  # how often a running job says it is alive
+HEARTBEAT_TIMEOUT_S = 120.0  # silence after which a job on another host counts as interrupted
+
+
+def heartbeat_timeout() -> float:
+    """Seconds without a heartbeat before `dub list` / `dub show` call a job of another
+    host interrupted: DUB_HEARTBEAT_TIMEOUT (default 120; a shared PostgreSQL catalog)."""
+    return float(os.environ.get("DUB_HEARTBEAT_TIMEOUT", HEARTBEAT_TIMEOUT_S))

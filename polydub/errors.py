@@ -5,8 +5,16 @@
 """
 
 
+from polydub.redact import redact
+
+
 class DubError(Exception):
-    """Base for every error polydub reports as a one-line message."""
+    """Base for every error polydub reports as a one-line message. The message is
+    redacted when the error is made, so it carries no secret wherever it travels
+    (Prefect's task states, the catalog, the report, the screen)."""
+
+    def __init__(self, message: object = "", *args: object):
+        super().__init__(redact(str(message)), *args)
 
 
 class InputError(DubError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from polydub import languages, media
+from polydub import languages, limits, media
 from polydub.errors import InputError
 from polydub.options import DEFAULT_ASR_MODEL, DEFAULT_LOUDNESS, DEFAULT_MAX_SPEED, DubOptions, make_options
 from polydub.segments import read_subtitles
@@ -72,6 +72,14 @@ def _from_container_tag(tag: str) -> str | None:
     return None
 
 
+def _check_glossaries(glossary: Path, langs: list[str]) -> None:
+    """Read every glossary the job will use, so a malformed one fails before work."""
+    from polydub.translate.glossary import glossary_for, load_glossary
+
+    for path in {glossary_for(str(glossary), lang) for lang in langs} - {None}:
+        limits.check_glossary(path, load_glossary(path))
+
+
 def plan_job(input: str | Path, langs: list[str] | str, options: DubOptions | dict | None = None,
              check_decode: bool = True, outputs_root: str | Path | None = None, **overrides) -> JobPlan:
     """Validate one input and its options; raise `InputError` naming the first problem.
@@ -118,8 +126,10 @@ def plan_job(input: str | Path, langs: list[str] | str, options: DubOptions | di
             raise InputError(f"several subtitle sidecars could be the transcript ({names}); "
                              f"say which language is spoken with --source-lang")
     if found:
-        if not read_subtitles(found):
+        cues = read_subtitles(found)
+        if not cues:
             raise InputError(f"{found}: transcript has no subtitle lines")
+        limits.check_cues(found, cues, info.duration)
     if source and source in langs:
         langs = [code for code in langs if code != source]
         if not langs:
@@ -136,11 +146,16 @@ def plan_job(input: str | Path, langs: list[str] | str, options: DubOptions | di
         candidates.append(tagged.get(code))
         hit = next((c for c in candidates if c), None)
         if hit:
-            read_subtitles(hit)  # fail now, not mid-job, on a malformed file
+            cues = read_subtitles(hit)  # fail now, not mid-job, on a malformed file
+            if not cues:
+                raise InputError(f"{hit}: approved translation has no subtitle lines")
+            limits.check_cues(hit, cues, info.duration)
             approved[code] = str(hit)
 
     if glossary and not Path(glossary).expanduser().exists():
         raise InputError(f"--glossary {glossary}: no such file or folder")
+    if glossary:
+        _check_glossaries(Path(glossary).expanduser(), [c for c in langs if c not in approved])
 
     return JobPlan(
         input=str(path.resolve()), name=stem,

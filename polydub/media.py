@@ -39,6 +39,12 @@ class MediaInfo:
     frames: int | None = None
 
 
+def file_arg(path: str | Path) -> str:
+    """A path as ffmpeg and ffprobe must get it: absolute, so that a name starting with
+    `-` is never read as an option (and `file:` so that `x:y.mp4` is not a protocol)."""
+    return "file:" + str(Path(path).absolute())
+
+
 def _run(args: list[str], timeout: float, what: str) -> subprocess.CompletedProcess:
     try:
         proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
@@ -57,14 +63,26 @@ def run(args: list[str], timeout: float = FFMPEG_TIMEOUT, what: str = "ffmpeg") 
     return _run(args, timeout, what).stdout
 
 
+def _files(args: tuple[str, ...], output: bool) -> list[str]:
+    """`args` with every input (after `-i`) and, with `output`, the last argument (the
+    output file) as `file_arg` paths; `-` (a pipe) stays as it is."""
+    out = list(args)
+    for i, arg in enumerate(out):
+        is_input = i > 0 and out[i - 1] == "-i"
+        if (is_input or (output and i == len(out) - 1)) and arg != "-" and not arg.startswith("file:"):
+            out[i] = file_arg(arg)
+    return out
+
+
 def ffmpeg(*args: str, timeout: float = FFMPEG_TIMEOUT, what: str = "ffmpeg") -> str:
-    return run(["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args],
+    """Run ffmpeg on `args` (inputs after `-i`, the output file last)."""
+    return run(["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *_files(args, output=True)],
                timeout=timeout, what=what)
 
 
 def ffmpeg_log(*args: str, timeout: float = FFMPEG_TIMEOUT, what: str = "ffmpeg") -> str:
     """Run ffmpeg for what it prints (measurements go to stderr); return stderr."""
-    cmd = ["ffmpeg", "-hide_banner", "-nostdin", "-nostats", "-loglevel", "info", *args]
+    cmd = ["ffmpeg", "-hide_banner", "-nostdin", "-nostats", "-loglevel", "info", *_files(args, output=False)]
     return _run(cmd, timeout, what).stderr
 
 
@@ -87,7 +105,7 @@ def probe(path: str | Path) -> MediaInfo:
         raise InputError(f"{path}: file is empty (zero length)")
     try:
         proc = subprocess.run(
-            ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)],
+            ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", file_arg(path)],
             capture_output=True, text=True, timeout=PROBE_TIMEOUT,
         )
     except subprocess.TimeoutExpired:
@@ -145,7 +163,7 @@ def check_decodes(path: str | Path, info: MediaInfo) -> None:
         return
     try:
         proc = subprocess.run(
-            ["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0",
+            ["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-i", file_arg(path), "-map", "0:a:0",
              "-f", "null", "-"],
             capture_output=True, text=True, timeout=PROBE_TIMEOUT + info.duration / 20,  # long films too
         )

@@ -49,30 +49,53 @@ def _format_time(seconds: float, sep: str) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
 
 
+def format_time(seconds: float) -> str:
+    """`HH:MM:SS,mmm`, as an SRT shows a time: how errors name a cue."""
+    return _format_time(seconds, ",")
+
+
 def parse_subtitles(text: str) -> list[Segment]:
-    """Parse SRT or WebVTT text into segments sorted by start time."""
+    """Parse SRT or WebVTT text into segments sorted by start time; a malformed timing
+    line is a ValueError naming its cue (counted in file order)."""
     segments = []
     blocks = re.split(r"\r?\n\s*\r?\n", text.replace("\ufeff", "").strip())
+    n = 0
     for block in blocks:
         lines = [ln for ln in block.splitlines() if ln.strip()]
         idx = next((i for i, ln in enumerate(lines) if "-->" in ln), None)
         if idx is None:
             continue  # WEBVTT header, NOTE or STYLE block
+        n += 1
         left, right = lines[idx].split("-->", 1)
-        start, end = _parse_time(left), _parse_time(right.split()[0])
+        if not right.split():
+            raise ValueError(f"cue {n} has no end time: {lines[idx].strip()!r}")
+        try:
+            start, end = _parse_time(left), _parse_time(right.split()[0])
+        except ValueError as exc:
+            raise ValueError(f"cue {n}: {exc}") from None
         body = " ".join(ln.strip() for ln in lines[idx + 1 :])
         body = re.sub(r"<[^>]+>", "", body).strip()
         if end < start:
-            raise ValueError(f"cue ends before it starts at {lines[idx].strip()!r}")
+            raise ValueError(f"cue {n} ends before it starts: {lines[idx].strip()!r}")
         if body:
             segments.append(Segment(start, end, body))
     return sorted(segments, key=lambda s: s.start)
 
 
+def clip_to(segments: list[Segment], duration: float) -> list[Segment]:
+    """The segments that start before `duration` (seconds), their ends clipped to it: a
+    subtitle track must not outlast the picture and lengthen the file."""
+    return [Segment(s.start, min(s.end, duration), s.text) for s in segments if s.start < duration]
+
+
 def read_subtitles(path: str | Path) -> list[Segment]:
     """Read an SRT/VTT file; a malformed file is an `InputError` naming it."""
+    from polydub.limits import MAX_SUBTITLE_BYTES
+
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_SUBTITLE_BYTES:
+            raise ValueError(f"larger than {MAX_SUBTITLE_BYTES // 2**20} MB")
         return parse_subtitles(path.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise InputError(f"{path}: not a readable SRT/VTT subtitle file ({exc})") from None

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import textwrap
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
@@ -303,7 +304,7 @@ def test_threads_record_stages_at_once(catalog):
     assert shown["status"] == "done"
 
 
-def test_mark_interrupted_fails_rows_of_dead_processes(catalog, catalog_url):
+def test_mark_interrupted_closes_rows_of_dead_processes(catalog, catalog_url):
     source_id = catalog.upsert_source("/videos/crash.mp4", new_hash(), 8.0, 24.0, True)
     live_job = catalog.create_job(source_id, ["es"], {}, "/out/live")
     live_run = catalog.start_stage(live_job, "transcribe", None, "k-live")
@@ -322,13 +323,16 @@ def test_mark_interrupted_fails_rows_of_dead_processes(catalog, catalog_url):
     dead_job, dead_run = map(int, out.split())
     assert catalog.show_job(dead_job)["stages"][0]["status"] == "running"
 
-    assert catalog.mark_interrupted() == 2  # the dead job and its stage run
-    assert catalog.mark_interrupted() == 0
+    [changed] = catalog.mark_interrupted()
+    assert changed["id"] == dead_job and changed["flow_run_id"] is None
+    assert catalog.mark_interrupted() == []
 
     dead = catalog.show_job(dead_job)
-    assert dead["status"] == "failed" and dead["finished_at"] is not None
+    assert dead["status"] == "interrupted" and dead["finished_at"] is not None
+    assert dead["error"].startswith("interrupted: its process (") and dead["error"].endswith(") is gone")
+    assert dead["owner"].split(":")[0] == socket.gethostname()
     [stage] = dead["stages"]
-    assert (stage["id"], stage["status"], stage["error"]) == (dead_run, "failed", "interrupted")
+    assert (stage["id"], stage["status"], stage["error"]) == (dead_run, "interrupted", dead["error"])
     assert stage["finished_at"] is not None
     live = catalog.show_job(live_job)
     assert live["status"] == "running"
@@ -342,12 +346,35 @@ def test_mark_interrupted_fails_rows_of_dead_processes(catalog, catalog_url):
             sa.text("UPDATE stage_runs SET owner = 'gpu-worker-7:4242:99' WHERE id = :id"), {"id": remote_run}
         )
     engine.dispose()
-    assert catalog.mark_interrupted() == 0
+    assert catalog.mark_interrupted() == []
 
     catalog.finish_stage(live_run, "done")
     catalog.finish_stage(remote_run, "done")
     catalog.finish_job(live_job, "done")
     assert [s["status"] for s in catalog.show_job(live_job)["stages"]] == ["done", "done"]
+
+
+def test_a_silent_job_of_another_host_is_interrupted_after_the_heartbeat_timeout(catalog, catalog_url):
+    """A shared catalog: a worker on another host cannot be asked whether it lives; its
+    heartbeat says so, and a job silent for longer than the timeout reads interrupted."""
+    source_id = catalog.upsert_source("/videos/remote.mp4", new_hash(), 8.0, 24.0, True)
+    quiet, beating = (catalog.create_job(source_id, ["es"], {}, f"/out/{n}") for n in ("quiet", "beating"))
+    run = catalog.start_stage(quiet, "lipsync", "es", "k-quiet")
+    engine = raw_engine(catalog_url)
+    with engine.begin() as connection:
+        connection.execute(sa.text("UPDATE jobs SET owner = 'gpu-worker-9:77:5', heartbeat_at = :old "
+                                   "WHERE id IN (:a, :b)"),
+                           {"old": datetime.now(timezone.utc) - timedelta(seconds=600), "a": quiet, "b": beating})
+        connection.execute(sa.text("UPDATE stage_runs SET owner = 'gpu-worker-9:77:5' WHERE id = :id"), {"id": run})
+    engine.dispose()
+    catalog.heartbeat(beating)  # this one's process is still at work
+    assert catalog.mark_interrupted() == []  # no timeout: other hosts are left alone
+    assert [j["id"] for j in catalog.mark_interrupted(heartbeat_timeout=120)] == [quiet]
+    job = catalog.show_job(quiet)
+    assert job["status"] == "interrupted" and job["error"].startswith("interrupted: no heartbeat from gpu-worker-9 pid 77")
+    assert [s["status"] for s in job["stages"]] == ["interrupted"]
+    assert catalog.show_job(beating)["status"] == "running"
+    catalog.finish_job(beating, "done")
 
 
 def test_show_job_of_a_missing_id(catalog):

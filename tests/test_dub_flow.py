@@ -274,7 +274,8 @@ def test_several_inputs_in_one_command(prefect_api, tmp_path):
 
 def test_a_killed_run_loses_nothing_and_resumes(prefect_api, tmp_path):
     """Kill `dub` in the middle of a job: what finished stays cached, nothing half-done is
-    marked done, the dead job reads as failed, and the next run completes it."""
+    marked done, `dub list` and `dub show` show the dead job interrupted, and the next run
+    completes it."""
     import os
     import signal
     import sqlite3
@@ -310,6 +311,10 @@ def test_a_killed_run_loses_nothing_and_resumes(prefect_api, tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     assert not (out / "long.es.mp4").exists() or (out / "long.es.mp4").stat().st_size > 0
+    [listed] = json.loads(dub("list", "--db", f"sqlite:///{db_file}", "--json").stdout)
+    assert listed["status"] == "interrupted" and listed["error"].endswith("is gone")
+    shown = dub("show", "1", "--db", f"sqlite:///{db_file}")
+    assert shown.returncode == 0 and shown.stdout.startswith("job 1: interrupted")
 
     result = dub(*args[3:], "--json")
     assert result.returncode == 0, result.stderr
@@ -318,9 +323,9 @@ def test_a_killed_run_loses_nothing_and_resumes(prefect_api, tmp_path):
     assert again[("probe", None)] == "cached" and again[("transcribe", None)] == "cached"
     assert "cached" in {again[("synthesize", "es")], again[("synthesize", "fr")]}
     killed = json.loads(dub("show", "1", "--db", f"sqlite:///{db_file}", "--json").stdout)
-    assert killed["status"] == "failed" and killed["error"] == "interrupted"
-    assert all(s["status"] in ("done", "failed", "skipped") for s in killed["stages"])
-    assert all(s["error"] == "interrupted" for s in killed["stages"] if s["status"] == "failed")
+    assert killed["status"] == "interrupted" and killed["error"] == listed["error"]
+    assert all(s["status"] in ("done", "interrupted", "skipped") for s in killed["stages"])
+    assert all(s["error"] == listed["error"] for s in killed["stages"] if s["status"] == "interrupted")
     for lang in ("es", "fr"):
         assert abs(float(ffprobe(out / f"long.{lang}.mp4")["format"]["duration"]) -
                    float(ffprobe(clip)["format"]["duration"])) <= FRAME

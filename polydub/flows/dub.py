@@ -14,7 +14,7 @@ from prefect import flow, task
 from prefect.cache_policies import NONE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from polydub import cache, config, media
+from polydub import cache, config, crash, media
 from polydub.errors import DubError, InputError
 from polydub.flows import outcome
 from polydub.flows.logs import quiet_console_tracebacks
@@ -70,7 +70,7 @@ def run_job(plan: JobPlan, run: outcome.RunInfo | None = None) -> dict:
     started = time.perf_counter()
     db_url = config.database_url()
     cat = catalog(db_url)
-    cat.mark_interrupted()  # rows left 'running' by a process that died on this machine
+    crash.reap(cat)  # jobs left 'running' by a process that is gone: interrupted, flow runs Crashed
     info = media.probe(plan.input)
     source_hash = cache.file_hash(plan.input)
     source_id = cat.upsert_source(plan.input, source_hash, info.duration, info.fps, info.has_video)
@@ -82,6 +82,7 @@ def run_job(plan: JobPlan, run: outcome.RunInfo | None = None) -> dict:
     ctx = JobContext(job_id, db_url, str(config.cache_dir()))
     progress = outcome.Progress(plan)
     stopped: outcome.Stopped | None = None
+    heartbeat = crash.start_heartbeat(cat, job_id)
     langs: dict[str, dict] = {lang: {"status": "failed", "stages": {}} for lang in plan.langs}
     report = {"job": job_id, "input": plan.input, "source_hash": source_hash, "duration": info.duration,
               "out_dir": plan.out_dir, "flow_run": run.ui_url, "languages": langs}
@@ -144,6 +145,10 @@ def run_job(plan: JobPlan, run: outcome.RunInfo | None = None) -> dict:
         report["error"] = stopped.reason
         raise
     finally:
+        heartbeat.stop()
+        if crash.interrupted_at():  # Ctrl-C: the job and its stages read interrupted, not failed
+            stopped = outcome.Stopped("interrupted", crash.CTRL_C_REASON)
+            crash.record_interrupt(cat, job_id)
         status = stopped.status if stopped else _job_status(langs)
         report["status"] = status
         report["seconds"] = round(time.perf_counter() - started, 3)

@@ -78,7 +78,9 @@ def interruption(exc: BaseException, run: RunInfo) -> Stopped:
         except Exception:  # noqa: BLE001 - the server may be what went away
             pass
     if isinstance(exc, KeyboardInterrupt):
-        return Stopped("interrupted", "interrupted (Ctrl-C)")
+        from polydub.crash import CTRL_C_REASON
+
+        return Stopped("interrupted", CTRL_C_REASON)
     return Stopped("interrupted", f"stopped by {type(exc).__name__}")
 
 

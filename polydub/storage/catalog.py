@@ -31,6 +31,7 @@ from sqlalchemy.orm import sessionmaker
 
 from polydub.config import database_url
 from polydub.errors import InputError
+from polydub.redact import redact
 from polydub.storage.models import (
     JOB_STATUSES,
     OUTPUT_KINDS,
@@ -224,6 +225,9 @@ def job_dict(job: Job) -> dict[str, Any]:
         "status": job.status,
         "consent": job.consent,
         "error": job.error,
+        "owner": job.owner,
+        "flow_run_id": job.flow_run_id,
+        "heartbeat_at": iso(job.heartbeat_at),
         "created_at": iso(job.created_at),
         "finished_at": iso(job.finished_at),
     }
@@ -431,7 +435,7 @@ class Catalog:
                 raise ValueError(f"no stage run {run_id} in the catalog")
             run.finished_at = utcnow()
             run.seconds = max(0.0, (run.finished_at - run.started_at).total_seconds())
-            run.status, run.error, run.detail = status, error, detail
+            run.status, run.error, run.detail = status, redact(error) if error else error, detail
             if backend is not None:
                 run.backend = backend
             if model_version is not None:
@@ -464,29 +468,66 @@ class Catalog:
             job = session.get(Job, job_id)
             if job is None:
                 raise InputError(f"no job {job_id} in the catalog")
-            job.status, job.error, job.finished_at = status, error, utcnow()
+            job.status, job.error, job.finished_at = status, redact(error) if error else error, utcnow()
 
-    def mark_interrupted(self) -> int:
-        """Fail the jobs and stage runs left 'running' by processes that died (on this
-        host; rows of other hosts are left alone). Returns how many rows it changed."""
-        changed = 0
+    def heartbeat(self, job_id: int) -> None:
+        """Say that the job's process is still at work (jobs.heartbeat_at = now)."""
         with self._write.begin() as session:
-            for table in (StageRun, Job):
-                owners = session.scalars(select(table.owner).where(table.status == "running").distinct()).all()
-                dead = [owner for owner in owners if not owner_alive(owner)]
-                if not dead:
-                    continue
-                is_dead = table.owner.in_([o for o in dead if o is not None])
-                if None in dead:
-                    is_dead = is_dead | table.owner.is_(None)
-                result = session.execute(
-                    update(table)
-                    .where(table.status == "running", is_dead)
-                    .values(status="failed", error=INTERRUPTED, finished_at=utcnow())
-                    .execution_options(synchronize_session=False)
-                )
-                changed += result.rowcount
+            session.execute(update(Job).where(Job.id == job_id, Job.status == "running")
+                            .values(heartbeat_at=utcnow()).execution_options(synchronize_session=False))
+
+    def mark_interrupted(self, heartbeat_timeout: float | None = None) -> list[dict]:
+        """Mark 'interrupted' the jobs left 'running' by processes that are gone: dead
+        on this host, or (any host) silent for more than `heartbeat_timeout` seconds; with
+        them their running stage runs, and stage runs of dead processes on this host.
+        Returns the jobs it changed: [{'id', 'flow_run_id', 'error'}]."""
+        now = utcnow()
+        changed: list[dict] = []
+        with self._write.begin() as session:
+            for job in session.scalars(select(Job).where(Job.status == "running")).all():
+                reason = self._gone(job.owner, job.heartbeat_at or job.created_at, now, heartbeat_timeout)
+                if reason:
+                    job.status, job.error, job.finished_at = INTERRUPTED, reason, now
+                    changed.append({"id": job.id, "flow_run_id": job.flow_run_id, "error": reason})
+            for run in session.scalars(select(StageRun).where(StageRun.status == "running")).all():
+                reason = next((j["error"] for j in changed if j["id"] == run.job_id), None)
+                if reason is None and run.owner and run.owner.rsplit(":", 2)[0] == socket.gethostname():
+                    reason = self._gone(run.owner, None, now, None)
+                if reason:
+                    run.status, run.error, run.finished_at = INTERRUPTED, reason, now
+                    run.seconds = max(0.0, (now - run.started_at).total_seconds())
         return changed
+
+    @staticmethod
+    def _gone(owner: str | None, last_seen: datetime | None, now: datetime, timeout: float | None) -> str | None:
+        """Why the process behind `owner` no longer runs its rows, or None if it may."""
+        host, pid = (owner.rsplit(":", 2)[:2] if owner and owner.count(":") >= 2 else ("?", "?"))
+        if owner and host == socket.gethostname():
+            return None if owner_alive(owner) else f"interrupted: its process ({host} pid {pid}) is gone"
+        if not owner:
+            return "interrupted: no process owns it"
+        if timeout is not None and last_seen is not None and (now - last_seen).total_seconds() > timeout:
+            return f"interrupted: no heartbeat from {host} pid {pid} since {iso(last_seen)[:19]} UTC"
+        return None
+
+    def interrupt_job(self, job_id: int, reason: str, since: datetime | None = None) -> None:
+        """Close a job stopped on purpose (Ctrl-C) as 'interrupted' with `reason`; its
+        running stage runs too, and those that failed from `since` on (the signal
+        reaches ffmpeg and the like as well, and they fail on it)."""
+        now = utcnow()
+        with self._write.begin() as session:
+            job = session.get(Job, job_id)
+            if job is None:
+                raise InputError(f"no job {job_id} in the catalog")
+            job.status, job.error, job.finished_at = INTERRUPTED, reason, now
+            runs = session.scalars(select(StageRun).where(StageRun.job_id == job_id)).all()
+            for run in runs:
+                late_failure = run.status == "failed" and since is not None and run.finished_at is not None \
+                    and run.finished_at >= since
+                if run.status == "running" or late_failure:
+                    run.status, run.error = INTERRUPTED, f"{reason}; {run.error}" if late_failure else reason
+                    run.finished_at = run.finished_at or now
+                    run.seconds = max(0.0, (run.finished_at - run.started_at).total_seconds())
 
     # ---------------------------------------------------------------- reading
 
@@ -524,6 +565,7 @@ class Catalog:
                     "source": path,
                     "langs": list(job.langs),
                     "status": job.status,
+                    "error": job.error,
                     "out_dir": job.out_dir,
                     "created_at": iso(job.created_at),
                     "finished_at": iso(job.finished_at),

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from polydub import cache
+from polydub import cache, crash, redact
 from polydub.errors import DubError, StageError
 from polydub.flows.logs import stage_logger
 from polydub.progress import emit
@@ -52,8 +52,12 @@ def catalog(url: str):
         return _catalogs[url]
 
 
+redact.install()  # task and flow logs, ours and Prefect's, carry no secrets
+
+
 def one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
+    """The first line of an error, secrets masked: what the catalog, report and screen show."""
+    text = redact.redact(str(exc)).strip().splitlines()
     return (text[0] if text else type(exc).__name__)[:500]
 
 
@@ -96,7 +100,10 @@ def run_stage(ctx: JobContext, stage: str, lang: str | None, key: str,
         except BaseException as exc:
             if isinstance(exc, Exception) and cache.is_disk_full(exc, root):
                 exc = cache.disk_full(root)  # one line naming the folder; nothing was published
-            cat.finish_stage(run_id, "failed", error=one_line(exc), backend=backend, model_version=model_version)
+            status, error = "failed", one_line(exc)
+            if crash.interrupted_at():  # Ctrl-C reaches ffmpeg and espeak-ng too: they fail on it
+                status, error = "interrupted", f"{crash.CTRL_C_REASON}; {error}"
+            cat.finish_stage(run_id, status, error=error, backend=backend, model_version=model_version)
             emit(stage, lang, "failed", one_line(exc))
             stage_logger().error("%s: failed after %.1f s: %s", _label(stage, lang), time.perf_counter() - started,
                                  one_line(exc))  # the traceback reaches Prefect's log with the task's failure

@@ -9,7 +9,7 @@ from prefect.cache_policies import NONE
 
 from polydub import assemble, cache, languages
 from polydub.job import JobPlan
-from polydub.segments import write_subtitles
+from polydub.segments import clip_to, write_subtitles
 from polydub.tasks.common import JobContext, StageResult, run_stage
 from polydub.tasks.language import MIXED
 from polydub.tasks.source import load_segments
@@ -39,7 +39,7 @@ def assemble_lang(ctx: JobContext, plan: JobPlan, source: StageResult, translati
     lipsynced = video is not None and video.status in ("done", "cached")
 
     def build(folder: Path) -> dict:
-        segments = load_segments(translation)
+        segments = clip_to(load_segments(translation), source.meta["duration"])  # never outlast the source
         write_subtitles(segments, folder / SRT)
         write_subtitles(segments, folder / VTT)
         picture = None
@@ -50,7 +50,7 @@ def assemble_lang(ctx: JobContext, plan: JobPlan, source: StageResult, translati
         return {"files": [dubbed, SRT, VTT], "lipsynced": bool(lipsynced)}
 
     key = cache.stage_key("assemble", source=_key(source), translation=_key(translation),
-                          mix=_key(mixed), video=_key(video) if lipsynced else None, lang=lang, version=2)
+                          mix=_key(mixed), video=_key(video) if lipsynced else None, lang=lang, version=3)
     result = run_stage(ctx, "assemble", lang, key, build, backend="ffmpeg")
     for f, dest in zip(result.meta["files"], deliverables(plan, result).values()):
         cache.place(result.file(f), Path(dest))
@@ -73,9 +73,10 @@ def assemble_multitrack(ctx: JobContext, plan: JobPlan, source: StageResult, tra
     def build(folder: Path) -> dict:
         audio = [assemble.AudioTrack(plan.input, src_lang, "Original")]
         subs = []
-        if load_segments(transcript):
-            subs.append(assemble.SubtitleTrack(str(Path(transcript.folder) / "transcript.srt"), src_lang,
-                                               "Original"))
+        original = clip_to(load_segments(transcript), source.meta["duration"])
+        if original:
+            write_subtitles(original, folder / "transcript.srt")
+            subs.append(assemble.SubtitleTrack(str(folder / "transcript.srt"), src_lang, "Original"))
         for lang, result in delivered.items():
             dubbed, srt = (result.file(f) for f in result.meta["files"][:2])
             audio.append(assemble.AudioTrack(dubbed, lang, f"{languages.name(lang)} (AI dub)"))

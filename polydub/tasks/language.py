@@ -20,6 +20,7 @@ from polydub.tasks.source import (
     load_segments,
     save_segments,
 )
+from polydub.translate.glossary import glossary_for
 
 DUB_TRACK = "dub.wav"  # the placed, fitted voice alone
 MIXED = "mixed.wav"  # voice over the ducked background, loudness-normalized
@@ -28,17 +29,6 @@ REFERENCE = "reference.wav"
 
 def _segments_hash(result: StageResult) -> str:
     return cache.file_hash(result.file(SEGMENTS))
-
-
-def glossary_for(glossary: str | None, lang: str) -> Path | None:
-    """`--glossary FILE` applies to every language; `--glossary DIR` holds `<lang>.tsv|csv|json`."""
-    if not glossary:
-        return None
-    path = Path(glossary)
-    if path.is_file():
-        return path
-    return next((path / f"{lang}{ext}" for ext in (".tsv", ".csv", ".json") if (path / f"{lang}{ext}").is_file()),
-                None)
 
 
 @task(name="translate", task_run_name="translate[{lang}]", cache_policy=NONE, persist_result=False)

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from polydub import languages
+from polydub import languages, limits
 from polydub.errors import DubError, InputError, StageError
 from polydub.segments import Segment, read_subtitles
 from polydub.translate import glossary as gl
@@ -91,6 +91,10 @@ def translate_segments(segments: list[Segment], source: str, target: str, transl
         for i in lost:
             parts = [next(translated) if gl.has_words(p) else "" for p in pieces[i]]
             texts[i] = gl.join_at_terms(pieces[i], parts, replacements[i])
+    for n, (seg, text) in enumerate(zip(segments, texts), 1):
+        if len(text) > limits.MAX_CUE_CHARS + limits.TRANSLATION_GROWTH * len(seg.text):
+            raise StageError(f"{translator.name} returned {len(text)} characters for line {n} "
+                             f"({len(seg.text)} sent); not voicing it")
     return [Segment(s.start, s.end, t) for s, t in zip(segments, texts)]
 
 

@@ -48,6 +48,17 @@ def load_glossary(path: str | Path) -> dict[str, str]:
     return glossary
 
 
+def glossary_for(glossary: str | None, lang: str) -> Path | None:
+    """`--glossary FILE` applies to every language; `--glossary DIR` holds `<lang>.tsv|csv|json`."""
+    if not glossary:
+        return None
+    path = Path(glossary)
+    if path.is_file():
+        return path
+    return next((path / f"{lang}{ext}" for ext in (".tsv", ".csv", ".json") if (path / f"{lang}{ext}").is_file()),
+                None)
+
+
 def _from_json(path: Path, text: str) -> dict[str, str]:
     try:
         data = json.loads(text)

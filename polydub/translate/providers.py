@@ -8,10 +8,11 @@ count and retries smaller batches when a service merged or split lines).
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 from importlib import metadata
 
-from polydub import languages
+from polydub import config, languages
 from polydub.errors import InputError, StageError
 
 SEPARATOR = "\n"
@@ -114,10 +115,34 @@ class ProviderTranslator:
         """One request for all `texts`; the lines that came back (their count may differ
         when the service merged or split lines)."""
         joined = SEPARATOR.join(" ".join(t.split()) for t in texts)
-        out = self.client(source, target).translate(joined)
+        client = self.client(source, target)
+        out = _with_deadline(lambda: client.translate(joined), config.translate_timeout())
         if isinstance(out, list):  # MyMemory's return_all form
             out = out[0] if out else ""
         return [line.strip() for line in (out or "").split(SEPARATOR) if line.strip()]
+
+
+def _with_deadline(call, seconds: float):
+    """`call()`, or TimeoutError (retried like any dropped connection) when it has not
+    answered in `seconds`: deep-translator sends its requests without a timeout, so a
+    service that accepts and never answers would hang the job. The waiting thread is
+    left behind; it ends with the process."""
+    done: dict = {}
+
+    def target() -> None:
+        try:
+            done["value"] = call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            done["error"] = exc
+
+    thread = threading.Thread(target=target, name="translation-request", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise TimeoutError(f"no answer within {seconds:.0f} s")
+    if "error" in done:
+        raise done["error"]
+    return done["value"]
 
 
 def make_provider(name: str) -> ProviderTranslator:

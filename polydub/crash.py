@@ -1,0 +1,193 @@
+"""What is left behind when a job stops without finishing: the heartbeat a running job
+writes, Ctrl-C, and closing the records of jobs whose process is gone.
+
+`dub list`, `dub show` and every new job call `reap`, which marks such jobs (and their
+running stages) 'interrupted' in the catalog and their Prefect flow runs Crashed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from polydub import config
+from polydub.errors import DubError
+from polydub.storage.models import utcnow
+
+log = logging.getLogger(__name__)
+
+CTRL_C_REASON = "interrupted: stopped by Ctrl-C (SIGINT)"
+PREFECT_TIMEOUT_S = 10.0  # a Prefect server that does not answer does not hold up `dub list`
+# Ctrl-C reaches child processes (ffmpeg, espeak-ng) at once, but Python runs its handler
+# only when the main thread next gets to: stages that failed this shortly before count as
+# interrupted, not failed.
+INTERRUPT_WINDOW_S = 5.0
+
+_interrupted_at: datetime | None = None
+
+
+# ------------------------------------------------------------------------- heartbeat
+
+
+class Heartbeat:
+    """A daemon thread writing jobs.heartbeat_at every `interval` seconds until `stop()`."""
+
+    def __init__(self, catalog, job_id: int, interval: float = config.HEARTBEAT_INTERVAL_S):
+        self._catalog, self._job_id, self._interval = catalog, job_id, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-job-{job_id}", daemon=True)
+
+    def _run(self) -> None:
+        failing = False
+        while True:
+            try:
+                self._catalog.heartbeat(self._job_id)
+                failing = False
+            except Exception as exc:  # noqa: BLE001 - a catalog hiccup must not stop the job
+                if not failing:
+                    log.warning("job %s: heartbeat not recorded (%s)", self._job_id, exc)
+                failing = True
+            if self._stop.wait(self._interval):
+                return
+
+    def start(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def start_heartbeat(catalog, job_id: int) -> Heartbeat:
+    return Heartbeat(catalog, job_id).start()
+
+
+# ---------------------------------------------------------------------------- Ctrl-C
+
+
+def _on_sigint(signum, frame) -> None:
+    global _interrupted_at
+    _interrupted_at = _interrupted_at or utcnow()
+    raise KeyboardInterrupt
+
+
+def quiet_console() -> None:
+    """Prefect's lines on the console without tracebacks (the summary and the report say
+    what failed; Prefect's own log keeps them whole), and none once Ctrl-C came. Call
+    after Prefect has set up logging."""
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_console_filter)
+
+
+def _console_filter(record: logging.LogRecord) -> bool:
+    if not record.name.startswith("prefect"):
+        return True
+    if _interrupted_at:
+        return False
+    # The record's own handlers (Prefect's API log) have already taken it whole.
+    record.exc_info, record.exc_text = None, None
+    return True
+
+
+def install_interrupt_handler() -> None:
+    """Remember when Ctrl-C came (stages failing on it are then recorded as interrupted),
+    then interrupt as Python does. Main thread only."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _on_sigint)
+
+
+def interrupted_at() -> datetime | None:
+    """When this process got Ctrl-C, or None."""
+    return _interrupted_at
+
+
+def record_interrupt(catalog, job_id: int) -> None:
+    """Close a job stopped by Ctrl-C: it and its running stages read 'interrupted'."""
+    since = _interrupted_at - timedelta(seconds=INTERRUPT_WINDOW_S) if _interrupted_at else None
+    catalog.interrupt_job(job_id, CTRL_C_REASON, since=since)
+
+
+# ------------------------------------------------------------------------ dead jobs
+
+
+def reap(catalog) -> list[str]:
+    """Mark the jobs whose process is gone as interrupted (and their flow runs Crashed).
+    Returns notes on what could not be done (a Prefect server out of reach)."""
+    jobs = catalog.mark_interrupted(config.heartbeat_timeout())
+    return crash_flow_runs([(j["flow_run_id"], j["error"]) for j in jobs if j.get("flow_run_id")])
+
+
+def crash_flow_runs(runs: list[tuple[str, str]]) -> list[str]:
+    """Set each (flow run id, reason) to Crashed in Prefect; notes on the failures."""
+    if not runs:
+        return []
+    api = os.environ.get("PREFECT_API_URL")
+    if not api:  # the server `dub` keeps, if it is up; never start one for this
+        from polydub import server
+
+        info = server.status()
+        if info is None:
+            return [f"flow run {run_id} not marked Crashed: no Prefect server is running" for run_id, _ in runs]
+        os.environ["PREFECT_API_URL"] = info["url"]
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    notes = []
+    try:
+        with get_client(sync_client=True, httpx_settings={"timeout": PREFECT_TIMEOUT_S}) as client:
+            for run_id, reason in runs:
+                try:
+                    client.set_flow_run_state(run_id, Crashed(message=reason), force=True)
+                except Exception as exc:  # noqa: BLE001 - one missing run does not stop the others
+                    notes.append(f"flow run {run_id} not marked Crashed: {_first_line(exc)}")
+    except Exception as exc:  # noqa: BLE001 - server unreachable
+        notes.append(f"flow runs not marked Crashed: {_first_line(exc)}")
+    return notes
+
+
+def _first_line(exc: BaseException) -> str:
+    from polydub.redact import redact
+
+    return next((ln for ln in redact(str(exc)).splitlines() if ln.strip()), type(exc).__name__)
+
+
+# ----------------------------------------------------------- Prefect server gone
+
+
+def finished_despite(exc: Exception, report_path: str | Path, since: float) -> dict:
+    """The job's report when the job finished (its report written after `since`, a
+    time.time()) and only Prefect's bookkeeping failed afterwards, e.g. the Prefect server
+    stopped answering; otherwise `exc` as a one-line DubError."""
+    if isinstance(exc, DubError):
+        raise exc
+    path = Path(report_path)
+    try:
+        if path.stat().st_mtime >= since:
+            report = json.loads(path.read_text())
+            report["report"] = str(path)
+            report["not_recorded"] = (f"the flow run's final state is not in Prefect "
+                                      f"({type(exc).__name__}: {_first_line(exc)})")
+            return report
+    except (OSError, ValueError):
+        pass
+    raise DubError(f"the run stopped: {type(exc).__name__}: {_first_line(exc)}") from exc
+
+
+def exit_within(seconds: float, status: int) -> None:
+    """Leave with `status` after `seconds` even if Prefect is still trying to send
+    events or logs to a server that is gone (it retries for minutes at exit)."""
+    def leave() -> None:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(status)
+
+    timer = threading.Timer(seconds, leave)
+    timer.daemon = True
+    timer.start()

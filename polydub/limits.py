@@ -1,0 +1,55 @@
+"""Bounds on what a job may ask for, checked before any work starts.
+
+A subtitle line is spoken by a voice and mixed into a track as long as the source, so an
+unbounded line (or thousands of them) means hours of audio and gigabytes of memory. Every
+bound is named here once; `check_cues` and `check_glossary` raise `InputError` naming the
+file and the cue.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from polydub.errors import InputError
+from polydub.segments import Segment, format_time
+
+MAX_SUBTITLE_BYTES = 10 * 1024 * 1024  # a 3-hour film's SRT is ~200 KB
+MAX_CUES = 20_000  # a 3-hour film has 2,000-3,000 cues
+MAX_CUE_CHARS = 2_000  # a long paragraph; one cue is spoken as one clip
+MAX_CHARS_PER_SECOND = 50.0  # fast speech is ~20; beyond this no voice can say it in time
+CPS_SLACK_CHARS = 20  # short cues ("OK!") may be denser than the rate says
+TRANSLATION_GROWTH = 4  # a translated line may be this many times its source line (plus a cue)
+MAX_GLOSSARY_TERMS = 10_000
+MAX_TERM_CHARS = 200
+
+
+def check_cues(path: str | Path, segments: list[Segment], duration: float) -> None:
+    """Refuse too many cues, over-long or unspeakably fast cues, and cues that start at or
+    after the end of the source (`duration`, seconds). Cues that start inside the source
+    but end after it are kept; their end is clipped when the deliverables are made."""
+    if len(segments) > MAX_CUES:
+        raise InputError(f"{path}: {len(segments)} cues; at most {MAX_CUES} are accepted")
+    for n, seg in enumerate(segments, 1):
+        chars = len(seg.text)
+        if chars > MAX_CUE_CHARS:
+            raise InputError(f"{_cue(path, n, seg)} has {chars} characters; at most {MAX_CUE_CHARS} per cue")
+        if chars > MAX_CHARS_PER_SECOND * seg.duration + CPS_SLACK_CHARS:
+            rate = chars / max(seg.duration, 1e-3)
+            raise InputError(f"{_cue(path, n, seg)} has {chars} characters in {seg.duration:.3f} s "
+                             f"({rate:.0f} per second; speech is at most {MAX_CHARS_PER_SECOND:.0f}); "
+                             "check its end time")
+        if seg.start >= duration:
+            raise InputError(f"{_cue(path, n, seg)} starts after the end of the source ({duration:.3f} s)")
+
+
+def _cue(path: str | Path, n: int, seg: Segment) -> str:
+    return f"{path}: cue {n} ({format_time(seg.start)})"
+
+
+def check_glossary(path: str | Path, glossary: dict[str, str]) -> None:
+    """Refuse glossaries too large to apply to every line, or with over-long terms."""
+    if len(glossary) > MAX_GLOSSARY_TERMS:
+        raise InputError(f"{path}: {len(glossary)} terms; at most {MAX_GLOSSARY_TERMS} are accepted")
+    for term, translation in glossary.items():
+        if len(term) > MAX_TERM_CHARS or len(translation) > MAX_TERM_CHARS:
+            raise InputError(f"{path}: term {term[:40]!r}... is longer than {MAX_TERM_CHARS} characters")

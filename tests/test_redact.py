@@ -1,0 +1,53 @@
+"""Secrets are masked in error texts and in log records (messages and tracebacks)."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import pytest
+
+from polydub import redact
+from polydub.errors import StageError
+
+
+@pytest.fixture
+def fresh_env(monkeypatch):
+    monkeypatch.setattr(redact, "_known", (float("-inf"), []))  # read the environment again
+    return monkeypatch
+
+
+@pytest.mark.parametrize("text, kept", [
+    ("postgresql://dubber:hunter2pw@db.example.com:5432/catalog", "postgresql://dubber:***@db.example.com:5432/catalog"),
+    ("GET https://api-free.deepl.com/v2/translate?auth_key=abc123:fx&text=Hi", "?auth_key=***&text=Hi"),
+    ("POST http://127.0.0.1:5000/translate?q=Hi&api_key=s3cr3t&format=text", "?q=Hi&api_key=***&format=text"),
+    ("https://x.test/a?key=AIzaSyD-123&token=t0k3n", "?key=***&token=***"),
+    ("no secret here: cache_key=abc, monkey=3", "no secret here: cache_key=abc, monkey=3"),
+])
+def test_urls_are_masked(text, kept, fresh_env):
+    assert kept in redact.redact(text)
+
+
+def test_secret_environment_values_are_masked_wherever_they_appear(fresh_env):
+    fresh_env.setenv("DEEPL_API_KEY", "f63c02c5-f056-key:fx")
+    fresh_env.setenv("DUB_DATABASE_URL", "postgresql://u:pw-in-url@h/db")
+    fresh_env.setenv("DUB_LANGS", "es,fr")  # not a secret's name: left alone
+    text = "AuthorizationException: f63c02c5-f056-key:fx --> bad key; login pw-in-url; es,fr"
+    assert redact.redact(text) == "AuthorizationException: *** --> bad key; login ***; es,fr"
+    assert str(StageError(text)) == redact.redact(text)  # errors are masked when made
+
+
+def test_log_records_are_masked_message_and_traceback(fresh_env):
+    fresh_env.setenv("MICROSOFT_API_KEY", "ms-planted-secret-77")
+    redact.install()
+    stream = io.StringIO()
+    log = logging.getLogger("polydub.test_redact")
+    log.addHandler(logging.StreamHandler(stream))
+    log.propagate = False
+    try:
+        raise ConnectionError("Max retries exceeded with url: /translate?api_key=plain-in-url&q=x")
+    except ConnectionError:
+        log.exception("request with %s failed", "ms-planted-secret-77")
+    text = stream.getvalue()
+    assert "Traceback" in text and "api_key=***" in text and "request with *** failed" in text
+    assert "ms-planted-secret-77" not in text and "plain-in-url" not in text
