@@ -150,7 +150,7 @@ def test_losing_the_prefect_server_mid_run_does_not_fail_a_finished_dub(tmp_path
         stopped = subprocess.run([sys.executable, "-m", "polydub.cli", "server", "stop"], env=env,
                                  capture_output=True, text=True, timeout=60)
         assert stopped.stdout.strip() == "stopped"
-        stdout, stderr = proc.communicate(timeout=120)
+        stdout, stderr = proc.communicate(timeout=300)
     finally:
         proc.kill()
     assert proc.returncode == 0, stderr

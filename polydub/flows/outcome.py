@@ -94,6 +94,17 @@ def run_name() -> str:
     return f"{Path(str(params.get('input') or '?')).stem} → {','.join(map(str, langs))}"
 
 
+def api_answers() -> bool:
+    """Whether Prefect's API answers now (2 s at most). Artifacts are worth showing, not
+    worth waiting for: Prefect's client retries a server that went away for minutes."""
+    from prefect.settings import PREFECT_API_URL
+
+    from polydub.server import _healthy
+
+    url = PREFECT_API_URL.value()
+    return not url or _healthy(str(url).rstrip("/"))
+
+
 def _key(*parts: str) -> str:
     return ARTIFACT_KEY.sub("-", "-".join(parts).lower()).strip("-")[:100] or "dub"
 
@@ -158,7 +169,7 @@ class Progress:
 
     def advance(self, lang: str, what: str) -> None:
         self.done += 2 if what == "failed" else 1
-        if self.artifact is None:
+        if self.artifact is None or not api_answers():
             return
         from prefect.artifacts import update_progress_artifact
 
@@ -221,6 +232,9 @@ def publish(report: dict, plan: JobPlan) -> None:
         from prefect.context import FlowRunContext
 
         if FlowRunContext.get() is None:
+            return
+        if not api_answers():
+            report.setdefault("warnings", []).append("artifacts not recorded: the Prefect API does not answer")
             return
         create_table_artifact(summary_rows(report), key=_key("dub", plan.name),
                               description=f"{plan.name}: job {report['job']} {report['status']}")
