@@ -29,6 +29,7 @@ class JobPlan:
     transcript: str | None = None  # an approved transcript (sidecar or --transcript)
     translations: dict[str, str] = field(default_factory=dict)  # lang -> approved SRT/VTT
     voice: str = "auto"
+    voices: str | None = None  # --voices FILE: speaker -> voice, checked
     lipsync: str = "auto"
     translator: str = "google"
     asr_model: str = DEFAULT_ASR_MODEL
@@ -141,15 +142,30 @@ def plan_job(input: str | Path, langs: list[str] | str, options: DubOptions | di
 
     if glossary and not Path(glossary).expanduser().exists():
         raise InputError(f"--glossary {glossary}: no such file or folder")
+    voices = _voice_map(opts.voices, found, approved)
 
     return JobPlan(
         input=str(path.resolve()), name=stem,
         out_dir=str(_out_dir(out, stem, outputs_root)),
         langs=langs, source_lang=source, transcript=str(found) if found else None,
-        translations=approved, voice=opts.voice, lipsync=opts.lipsync, translator=opts.translator,
+        translations=approved, voice=opts.voice, voices=voices, lipsync=opts.lipsync, translator=opts.translator,
         asr_model=opts.asr_model, glossary=str(glossary) if glossary else None,
         max_speed=opts.max_speed, loudness=opts.loudness, consent=opts.consent, has_video=info.has_video,
     )
+
+
+def _voice_map(path: str | None, transcript: Path | None, approved: dict[str, str]) -> str | None:
+    """Check `--voices FILE` against the script: every spec valid, every speaker in it."""
+    if not path:
+        return None
+    from polydub.segments import speakers_of
+    from polydub.tts.cast import check_speakers, load_voice_map
+
+    voice_map = load_voice_map(path)
+    scripts = ([transcript] if transcript else []) + [Path(p) for p in approved.values()]
+    check_speakers(voice_map, list(dict.fromkeys(name for script in scripts
+                                                 for name in speakers_of(read_subtitles(script)))))
+    return str(Path(voice_map.path).resolve())
 
 
 def _out_dir(out: str | None, stem: str, outputs_root: str | Path | None) -> Path:
@@ -174,6 +190,15 @@ def check_backends(plan: JobPlan) -> None:
     if not plan.voice.startswith("coqui"):
         for lang in plan.langs:  # every language needs a voice: espeak-ng may lack one
             select_voice(plan.voice, lang)
+    if plan.voices:
+        from polydub.tts.cast import load_voice_map
+
+        voice_map = load_voice_map(plan.voices)
+        for speaker in voice_map.voices:
+            for lang in plan.langs:
+                spec = voice_map.spec_for(speaker, lang)
+                if spec and not spec.startswith("coqui"):
+                    select_voice(spec, lang)
     if not plan.transcript:
         from polydub.transcribe import locate_model
 

@@ -162,6 +162,8 @@ def _job_status(langs: dict[str, dict]) -> str:
 def _language_report(outputs: dict[str, str], translation: StageResult, speech: StageResult,
                      mix: StageResult, video: StageResult | None) -> dict:
     lines = json.loads(Path(mix.file("lines.json")).read_text())
+    for line, clip in zip(lines, speech.meta.get("clips", [])):  # who says each line, in which voice
+        line.update(speaker=clip.get("speaker"), voice=clip.get("voice"))
     stages = {r.stage: {"status": r.status, "seconds": r.meta.get("seconds", 0.0)}
               for r in (translation, speech, mix, video) if r is not None}
     return {
@@ -174,6 +176,7 @@ def _language_report(outputs: dict[str, str], translation: StageResult, speech: 
             "lipsync": video.status if video else "skipped",
             "lipsync_reason": (video.meta.get("reason") if video else None),
         },
+        "speakers": speech.meta.get("speakers", {}),  # speaker -> voice, backend, reason
         "segments": len(lines),
         "loudness_lufs": mix.meta.get("loudness"),
         "sped_up": sum(line["speed"] > 1.0 for line in lines),

@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -91,7 +92,7 @@ def translate_segments(segments: list[Segment], source: str, target: str, transl
         for i in lost:
             parts = [next(translated) if gl.has_words(p) else "" for p in pieces[i]]
             texts[i] = gl.join_at_terms(pieces[i], parts, replacements[i])
-    return [Segment(s.start, s.end, t) for s, t in zip(segments, texts)]
+    return [replace(s, text=t) for s, t in zip(segments, texts)]  # times and speaker kept
 
 
 def _translate_lines(lines: list[str], source: str, target: str, translator: Translator,
@@ -198,4 +199,4 @@ def align_approved(path: str | Path, source_segments: list[Segment]) -> list[Seg
     if len(lines) != len(source_segments):
         raise InputError(f"{path}: {len(lines)} lines for {len(source_segments)} source lines "
                          "(a text file needs one line per source line; use SRT for other timings)")
-    return [Segment(s.start, s.end, t) for s, t in zip(source_segments, lines)]
+    return [replace(s, text=t) for s, t in zip(source_segments, lines)]
