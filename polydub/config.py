@@ -52,3 +52,10 @@ def prefect_api_url() -> tuple[str | None, str]:
     name = os.environ.get("PREFECT_PROFILE") or profiles.get("active") or "ephemeral"
     url = profiles.get("profiles", {}).get(name, {}).get("PREFECT_API_URL")
     return (str(url), f"Prefect profile {name!r} ({profiles_path})") if url else (None, "")
+
+
+def diarizer() -> str:
+    """Who-speaks-when for transcripts without speaker labels (`DUB_DIARIZER`): `auto` (a
+    pyannote pipeline when pyannote.audio and `MODELS/pyannote-diarization/` are both here),
+    `off`, `pyannote[:DIR]`, or `MODULE:FACTORY` for a backend of your own."""
+    return os.environ.get("DUB_DIARIZER", "auto").strip() or "auto"

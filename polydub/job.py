@@ -12,7 +12,7 @@ from pathlib import Path
 from polydub import languages, media
 from polydub.errors import InputError
 from polydub.options import DEFAULT_ASR_MODEL, DEFAULT_LOUDNESS, DEFAULT_MAX_SPEED, DubOptions, make_options
-from polydub.segments import read_subtitles
+from polydub.segments import read_subtitles, speakers_of
 
 SUBTITLE_SUFFIXES = (".srt", ".vtt")
 
@@ -158,7 +158,6 @@ def _voice_map(path: str | None, transcript: Path | None, approved: dict[str, st
     """Check `--voices FILE` against the script: every spec valid, every speaker in it."""
     if not path:
         return None
-    from polydub.segments import speakers_of
     from polydub.tts.cast import check_speakers, load_voice_map
 
     voice_map = load_voice_map(path)
@@ -207,6 +206,10 @@ def check_backends(plan: JobPlan) -> None:
         from polydub.translate import make_translator
 
         make_translator(plan.translator)
+    if not plan.transcript or not speakers_of(read_subtitles(plan.transcript)):
+        from polydub.diarize import find_diarizer
+
+        find_diarizer()  # a diarizer that is asked for must load
     ok, reason = lipsync_decision(plan.lipsync, plan.has_video)  # also checks lip-sync settings
     if plan.lipsync == "on" and not ok:
         raise InputError(f"--lipsync on: lip-sync cannot run: {reason}")

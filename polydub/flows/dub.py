@@ -90,7 +90,8 @@ def run_job(plan: JobPlan, run: outcome.RunInfo | None = None) -> dict:
         transcript = transcribe_source(ctx, plan, source, source_hash)
         report["source_lang"] = transcript.meta.get("language")
         report["transcript"] = {"backend": transcript.meta.get("backend"), "status": transcript.status,
-                                "segments": transcript.meta.get("segments")}
+                                "segments": transcript.meta.get("segments"),
+                                "diarizer": transcript.meta.get("diarizer")}
 
         chains = {lang: voice_language.submit(ctx, plan, source, transcript, lang) for lang in plan.langs}
         mixed: dict[str, tuple[StageResult, StageResult, StageResult]] = {}
