@@ -92,8 +92,8 @@ def find_diarizer(spec: str | None = None) -> Diarizer | None:
         raise InputError(f"DUB_DIARIZER={spec}: use auto, off, pyannote[:DIR] or MODULE:FACTORY")
     try:
         backend = getattr(importlib.import_module(module), factory)()
-    except (ImportError, AttributeError) as exc:
-        raise InputError(f"DUB_DIARIZER={spec}: cannot load it ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - whatever a backend's import or setup raises
+        raise InputError(f"DUB_DIARIZER={spec}: cannot load it ({type(exc).__name__}: {exc})") from None
     if not callable(getattr(backend, "diarize", None)) or not getattr(backend, "version", None):
         raise InputError(f"DUB_DIARIZER={spec}: not a diarizer (needs name, version and diarize(wav))")
     return backend
