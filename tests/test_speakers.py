@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -72,7 +73,7 @@ def source(tmp_path_factory) -> Path:
 def job_folder(source: Path, tmp_path: Path, transcript: str, translation: str,
                labels: tuple[bool, bool]) -> Path:
     """A copy of the source with an English transcript and a Spanish approved translation."""
-    (tmp_path / "talk.mp4").symlink_to(source)
+    shutil.copy(source, tmp_path / "talk.mp4")
     write_subtitles(segments(0, labels[0]), tmp_path / f"talk.en.{transcript}")
     write_subtitles(segments(1, labels[1]), tmp_path / f"talk.es.{translation}")
     return tmp_path / "talk.mp4"
@@ -94,6 +95,19 @@ def pitch_by_speaker(report: dict, lang: str, media: Path, folder: Path) -> dict
         length = min(line["clip"] / line["speed"], line["slot"])
         spans.setdefault(line["speaker"], []).append((line["start"], line["start"] + length))
     return {who: median_f0(audio, sr, s) for who, s in spans.items()}
+
+
+def test_a_source_at_another_rate_decodes_to_its_own_length(source, tmp_path):
+    """The source's audio is at 22.05 kHz: the job's 48 kHz and 16 kHz copies must still be
+    exactly as long as its audio stream (they were 2.2x too long and 0.7x too short)."""
+    from polydub.media import extract_audio, probe
+
+    seconds = probe(source).audio_duration
+    assert abs(seconds - DURATION) < 0.05
+    for rate in (48_000, 16_000):
+        wav = extract_audio(source, tmp_path / f"{rate}.wav", sample_rate=rate, seconds=seconds)
+        assert sf.info(str(wav)).frames == round(seconds * rate)
+        assert np.abs(sf.read(wav)[0][round(9.0 * rate):round(9.5 * rate)]).max() > 0.01  # Ben's last line is there
 
 
 # --- casting and diarization, without a job --------------------------------------------
