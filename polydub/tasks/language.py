@@ -18,6 +18,7 @@ from polydub.tasks.source import (
     ASR_AUDIO,
     SEGMENTS,
     SOURCE_AUDIO,
+    SUBTITLE_PARSER,
     load_segments,
     save_segments,
 )
@@ -56,7 +57,7 @@ def translate_lang(ctx: JobContext, plan: JobPlan, transcript: StageResult, lang
             save_segments(segments, folder)
             return {"segments": len(segments), "note": f"approved {Path(approved).name}"}
 
-        key = cache.stage_key("translate", approved=cache.file_hash(approved), lang=lang,
+        key = cache.stage_key("translate", approved=cache.file_hash(approved), lang=lang, subtitles=SUBTITLE_PARSER,
                               **({"speakers": _segments_hash(transcript)} if labeled else {}))
         return run_stage(ctx, "translate", lang, key, build_approved, backend="approved translation",
                          model_version=Path(approved).name)

@@ -24,6 +24,7 @@ from polydub.transcribe import ASR_SAMPLE_RATE
 SOURCE_AUDIO = "source.wav"  # 48 kHz, the source's channels (at most 2): mixing base
 ASR_AUDIO = "asr.wav"  # 16 kHz mono: whisper and lip-sync features
 SEGMENTS = "segments.json"
+SUBTITLE_PARSER = 2  # in the keys of approved scripts: 2 reads speaker labels out of the text
 
 
 def load_segments(result: StageResult) -> list[Segment]:
@@ -70,7 +71,8 @@ def transcribe_source(ctx: JobContext, plan: JobPlan, source: StageResult, sourc
             return {"language": plan.source_lang, "segments": len(segments),
                     "note": f"approved transcript {Path(plan.transcript).name}"}
 
-        key = cache.stage_key("transcribe", transcript=transcript_hash, lang=plan.source_lang)
+        key = cache.stage_key("transcribe", transcript=transcript_hash, lang=plan.source_lang,
+                              subtitles=SUBTITLE_PARSER)
         return label_speakers(ctx, source, run_stage(ctx, "transcribe", None, key, build,
                                                      backend="approved transcript",
                                                      model_version=Path(plan.transcript).name))
