@@ -24,6 +24,7 @@ from polydub.errors import InputError
 from polydub.segments import Segment, read_subtitles, speakers_of, write_subtitles
 from polydub.tts.cast import VARIANTS, check_speakers, espeak_variant, load_voice_map
 from tests.pitch import PitchDiarizer, median_f0
+from tests.test_tts import xtts_dir  # noqa: F401 - the tiny XTTS fixture
 
 SR = 22_050  # espeak-ng's rate
 DURATION = 11.5  # seconds
@@ -182,6 +183,41 @@ def test_diarizer_setting():
                           ("something", "use auto, off")):
         with pytest.raises(InputError, match=message):
             find_diarizer(spec)
+
+
+def test_a_cloning_voice_clones_each_speaker_from_their_own_lines(source, xtts_dir, tmp_path, monkeypatch):
+    """With XTTS present, `--voice auto` casts a cloning voice per speaker, each from a
+    reference clip cut from that speaker's lines only (and so keyed apart in the cache)."""
+    from polydub.job import JobPlan
+    from polydub.media import extract_audio
+    from polydub.storage import Catalog
+    from polydub.tasks.common import JobContext, StageResult
+    from polydub.tasks.language import cast_voices
+    from polydub.tasks.source import ASR_AUDIO, save_segments
+
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "xtts-v2").symlink_to(xtts_dir, target_is_directory=True)
+    monkeypatch.setenv("DUB_MODELS_DIR", str(models))
+    stages = {}  # the folders the per-video stages and the translation leave
+    for stage, lines in (("probe", None), ("transcribe", segments(0, True)), ("translate", segments(1, True))):
+        stages[stage] = tmp_path / stage
+        stages[stage].mkdir()
+        if lines:
+            save_segments(lines, stages[stage])
+    extract_audio(source, stages["probe"] / ASR_AUDIO, sample_rate=16_000)
+    db = f"sqlite:///{tmp_path / 'catalog.db'}"
+    ctx = JobContext(Catalog(db).create_job(None, ["es"], {}, str(tmp_path)), db, str(tmp_path / "cache"))
+    plan = JobPlan(input=str(source), name="talk", out_dir=str(tmp_path / "out"), langs=["es"], voice="auto")
+    cast = cast_voices(ctx, plan, *(StageResult(stage, None, str(folder)) for stage, folder in stages.items()), "es")
+
+    assert list(cast) == ["Ana", "Ben"]
+    assert all(c.voice.backend == "coqui" and "cloning the source speaker" in c.reason for c in cast.values())
+    assert cast["Ana"].key["reference"] != cast["Ben"].key["reference"]  # their lines are cached apart
+    pitch = {who: median_f0(*sf.read(c.voice.reference_wav, dtype="float32")) for who, c in cast.items()}
+    assert pitch["Ana"] / pitch["Ben"] >= PITCH_RATIO, pitch  # Ana's source voice is the high one
+    reference_runs = [r for r in Catalog(db).show_job(ctx.job_id)["stages"] if r["stage"] == "reference"]
+    assert len(reference_runs) == 2
 
 
 # --- whole jobs through `dub` ----------------------------------------------------------
