@@ -160,10 +160,12 @@ def _voice_map(path: str | None, transcript: Path | None, approved: dict[str, st
         return None
     from polydub.tts.cast import check_speakers, load_voice_map
 
+    from polydub.diarize import find_diarizer
+
     voice_map = load_voice_map(path)
     scripts = ([transcript] if transcript else []) + [Path(p) for p in approved.values()]
-    check_speakers(voice_map, list(dict.fromkeys(name for script in scripts
-                                                 for name in speakers_of(read_subtitles(script)))))
+    names = list(dict.fromkeys(name for script in scripts for name in speakers_of(read_subtitles(script))))
+    check_speakers(voice_map, names, diarized=not names and find_diarizer() is not None)
     return str(Path(voice_map.path).resolve())
 
 

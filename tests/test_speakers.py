@@ -121,7 +121,9 @@ def test_voice_maps_in_json_or_yaml_per_language(tmp_path):
         assert vm.spec_for("Ana", "es") == "espeak:es+f3" and vm.spec_for("Ana", "fr") == "espeak"
         assert vm.spec_for("Ben", "de") == "espeak:en+m3" and vm.spec_for("Cleo", "es") is None
     check_speakers(vm, ["Ana", "Ben", "Cleo"])
-    check_speakers(vm, [])  # speakers unknown before recognition: nothing to hold against the map
+    check_speakers(vm, [], diarized=True)  # names given by a diarizer during the job: nothing to check yet
+    with pytest.raises(InputError, match="the script names no speakers"):
+        check_speakers(vm, [])
     with pytest.raises(InputError, match="no speaker 'Ben' in the script \\(its speakers: Ana, Cleo\\)"):
         check_speakers(vm, ["Ana", "Cleo"])
 
@@ -283,12 +285,13 @@ def test_a_diarizer_names_the_speakers_of_an_unlabeled_script(prefect_api, sourc
     assert speakers_of(read_subtitles(out / "talk.es.srt")) == ["Speaker 1", "Speaker 2"]
 
 
-@pytest.mark.parametrize("voices, message", [
-    ('{"Benn": "espeak:es+f4"}', "no speaker 'Benn' in the script (its speakers: Ana, Ben)"),
-    ('{"Ben": "espeak:es+nosuch"}', "speaker 'Ben': espeak-ng has no voice"),
+@pytest.mark.parametrize("labels, voices, message", [
+    (True, '{"Benn": "espeak:es+f4"}', "no speaker 'Benn' in the script (its speakers: Ana, Ben)"),
+    (True, '{"Ben": "espeak:es+nosuch"}', "speaker 'Ben': espeak-ng has no voice"),
+    (False, '{"Ben": "espeak:es+f4"}', "the script names no speakers"),  # and no diarizer here
 ])
-def test_a_bad_voices_file_is_refused_before_work(source, tmp_path, voices, message):
-    video = job_folder(source, tmp_path, "srt", "srt", labels=(True, False))
+def test_a_bad_voices_file_is_refused_before_work(source, tmp_path, labels, voices, message):
+    video = job_folder(source, tmp_path, "srt", "srt", labels=(labels, False))
     (tmp_path / "voices.json").write_text(voices)
     out = tmp_path / "out"
     result = dub(str(video), "--langs", "es", "--voice", "espeak", "--voices", str(tmp_path / "voices.json"),

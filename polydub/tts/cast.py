@@ -90,11 +90,15 @@ def _language(code: str, where: str, speaker: str) -> str:
         raise InputError(f"{where}: speaker {speaker!r}: {exc}") from None
 
 
-def check_speakers(voice_map: VoiceMap, script: list[str]) -> None:
-    """A speaker the map names must be in the script, when the script names its speakers:
-    a misspelt name would otherwise silently leave that speaker in the default voice."""
+def check_speakers(voice_map: VoiceMap, script: list[str], diarized: bool = False) -> None:
+    """A speaker the map names must be in the script when the script names its speakers: a
+    misspelt name would otherwise silently leave that speaker in the default voice. With a
+    diarizer, an unlabeled script gets its names ("Speaker 1", ...) only during the job."""
     if not script:
-        return  # speakers known only after recognition and diarization: nothing to check yet
+        if diarized:
+            return
+        raise InputError(f"--voices {voice_map.path}: the script names no speakers (label its lines "
+                         "<v Name> or Name:, or set DUB_DIARIZER)")
     unknown = [name for name in voice_map.voices if name not in script]
     if unknown:
         raise InputError(f"--voices {voice_map.path}: no speaker {unknown[0]!r} in the script "
