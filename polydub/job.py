@@ -158,9 +158,8 @@ def _voice_map(path: str | None, transcript: Path | None, approved: dict[str, st
     """Check `--voices FILE` against the script: every spec valid, every speaker in it."""
     if not path:
         return None
-    from polydub.tts.cast import check_speakers, load_voice_map
-
     from polydub.diarize import find_diarizer
+    from polydub.tts.cast import check_speakers, load_voice_map
 
     voice_map = load_voice_map(path)
     scripts = ([transcript] if transcript else []) + [Path(p) for p in approved.values()]
