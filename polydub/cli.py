@@ -108,6 +108,7 @@ def run_cmd(
     transcript: Optional[Path] = typer.Option(None, "--transcript", help=help_for("transcript")),
     translations: Optional[Path] = typer.Option(None, "--translations", help=help_for("translations")),
     voice: str = typer.Option(default_of("voice"), "--voice", help=help_for("voice")),
+    voices: Optional[Path] = typer.Option(None, "--voices", help=help_for("voices")),
     lipsync: str = typer.Option(default_of("lipsync"), "--lipsync", help=help_for("lipsync")),
     translator: str = typer.Option(default_of("translator"), "--translator", help=help_for("translator")),
     asr_model: str = typer.Option(default_of("asr_model"), "--asr-model", help=help_for("asr_model")),
@@ -127,7 +128,8 @@ def run_cmd(
     plans = []
     try:
         options = make_options(source_lang=source_lang, transcript=_text(transcript),
-                               translations=_text(translations), voice=voice, lipsync=lipsync, translator=translator,
+                               translations=_text(translations), voice=voice, voices=_text(voices),
+                               lipsync=lipsync, translator=translator,
                                asr_model=asr_model, glossary=_text(glossary), max_speed=max_speed,
                                loudness=loudness, consent=consent)
         for path in inputs:

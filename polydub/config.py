@@ -67,3 +67,10 @@ def heartbeat_timeout() -> float:
     """Seconds without a heartbeat before `dub list` / `dub show` call a job of another
     host interrupted: DUB_HEARTBEAT_TIMEOUT (default 120; a shared PostgreSQL catalog)."""
     return float(os.environ.get("DUB_HEARTBEAT_TIMEOUT", HEARTBEAT_TIMEOUT_S))
+
+
+def diarizer() -> str:
+    """Who-speaks-when for transcripts without speaker labels (`DUB_DIARIZER`): `auto` (a
+    pyannote pipeline when pyannote.audio and `MODELS/pyannote-diarization/` are both here),
+    `off`, `pyannote[:DIR]`, or `MODULE:FACTORY` for a backend of your own."""
+    return os.environ.get("DUB_DIARIZER", "auto").strip() or "auto"

@@ -12,7 +12,7 @@ from pathlib import Path
 from polydub import languages, limits, media
 from polydub.errors import InputError
 from polydub.options import DEFAULT_ASR_MODEL, DEFAULT_LOUDNESS, DEFAULT_MAX_SPEED, DubOptions, make_options
-from polydub.segments import read_subtitles
+from polydub.segments import read_subtitles, speakers_of
 
 SUBTITLE_SUFFIXES = (".srt", ".vtt")
 
@@ -29,6 +29,7 @@ class JobPlan:
     transcript: str | None = None  # an approved transcript (sidecar or --transcript)
     translations: dict[str, str] = field(default_factory=dict)  # lang -> approved SRT/VTT
     voice: str = "auto"
+    voices: str | None = None  # --voices FILE: speaker -> voice, checked
     lipsync: str = "auto"
     translator: str = "google"
     asr_model: str = DEFAULT_ASR_MODEL
@@ -156,15 +157,30 @@ def plan_job(input: str | Path, langs: list[str] | str, options: DubOptions | di
         raise InputError(f"--glossary {glossary}: no such file or folder")
     if glossary:
         _check_glossaries(Path(glossary).expanduser(), [c for c in langs if c not in approved])
+    voices = _voice_map(opts.voices, found, approved)
 
     return JobPlan(
         input=str(path.resolve()), name=stem,
         out_dir=str(_out_dir(out, stem, outputs_root)),
         langs=langs, source_lang=source, transcript=str(found) if found else None,
-        translations=approved, voice=opts.voice, lipsync=opts.lipsync, translator=opts.translator,
+        translations=approved, voice=opts.voice, voices=voices, lipsync=opts.lipsync, translator=opts.translator,
         asr_model=opts.asr_model, glossary=str(glossary) if glossary else None,
         max_speed=opts.max_speed, loudness=opts.loudness, consent=opts.consent, has_video=info.has_video,
     )
+
+
+def _voice_map(path: str | None, transcript: Path | None, approved: dict[str, str]) -> str | None:
+    """Check `--voices FILE` against the script: every spec valid, every speaker in it."""
+    if not path:
+        return None
+    from polydub.diarize import find_diarizer
+    from polydub.tts.cast import check_speakers, load_voice_map
+
+    voice_map = load_voice_map(path)
+    scripts = ([transcript] if transcript else []) + [Path(p) for p in approved.values()]
+    names = list(dict.fromkeys(name for script in scripts for name in speakers_of(read_subtitles(script))))
+    check_speakers(voice_map, names, diarized=not names and find_diarizer() is not None)
+    return str(Path(voice_map.path).resolve())
 
 
 def _out_dir(out: str | None, stem: str, outputs_root: str | Path | None) -> Path:
@@ -189,6 +205,15 @@ def check_backends(plan: JobPlan) -> None:
     if not plan.voice.startswith("coqui"):
         for lang in plan.langs:  # every language needs a voice: espeak-ng may lack one
             select_voice(plan.voice, lang)
+    if plan.voices:
+        from polydub.tts.cast import load_voice_map
+
+        voice_map = load_voice_map(plan.voices)
+        for speaker in voice_map.voices:
+            for lang in plan.langs:
+                spec = voice_map.spec_for(speaker, lang)
+                if spec and not spec.startswith("coqui"):
+                    select_voice(spec, lang)
     if not plan.transcript:
         from polydub.transcribe import locate_model
 
@@ -197,6 +222,10 @@ def check_backends(plan: JobPlan) -> None:
         from polydub.translate import make_translator
 
         make_translator(plan.translator)
+    if not plan.transcript or not speakers_of(read_subtitles(plan.transcript)):
+        from polydub.diarize import find_diarizer
+
+        find_diarizer()  # a diarizer that is asked for must load
     ok, reason = lipsync_decision(plan.lipsync, plan.has_video)  # also checks lip-sync settings
     if plan.lipsync == "on" and not ok:
         raise InputError(f"--lipsync on: lip-sync cannot run: {reason}")

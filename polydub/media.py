@@ -190,7 +190,9 @@ def extract_audio(path: str | Path, out: str | Path, sample_rate: int = SAMPLE_R
     fit = []
     if seconds is not None:
         n = round(seconds * sample_rate)
-        fit = ["-af", f"apad=whole_len={n},atrim=end_sample={n}"]
+        # resampled first: apad and atrim count samples at the rate they receive, and -ar
+        # alone would resample only after them (a 22.05 kHz source came out 2.2x too long)
+        fit = ["-af", f"aresample={sample_rate},apad=whole_len={n},atrim=end_sample={n}"]
     ffmpeg("-i", str(path), "-map", "0:a:0", "-vn", "-ac", str(channels), "-ar", str(sample_rate), *fit,
            "-c:a", "pcm_s16le", str(out), what="audio extraction")
     return out

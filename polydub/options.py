@@ -57,6 +57,11 @@ class DubOptions(BaseModel):
     voice: Union[VoiceChoice, VoiceSpec] = Field(
         "auto", description="auto (clone the speaker with Coqui XTTS when its weights are present, "
         "else espeak-ng) | espeak | espeak:VOICE | coqui:MODEL_OR_PATH.")
+    voices: Text | None = Field(
+        None, description="Voices per speaker: a JSON or YAML file mapping speaker names (from the "
+        "script's <v Name> or 'Name:' labels) to voices, for every language or per language, e.g. "
+        '{"Ana": "espeak:es+f3", "Ben": {"es": "espeak:es+m3", "*": "auto"}}. Speakers it does not name get '
+        "--voice, a voice each.")
     lipsync: Literal[LIPSYNC_MODES] = Field(  # type: ignore[valid-type]
         "auto", description="auto | on | off. auto: lip-sync when a GPU and the weights are present, "
         "best effort; on: refuse to start without them.")

@@ -163,6 +163,7 @@ def test_coqui_missing_model_tells_how_to_get_it(tmp_path):
     ("coqui:/no/such/dir", "no such model directory, and not a Coqui model name"),
     ("coqui:not/a/real/model", "no such model directory, and not a Coqui model name"),
     ("espeak:zz-nope", "espeak-ng has no voice 'zz-nope'"),
+    ("espeak:en+f33", "espeak-ng has no voice 'en\\+f33'"),  # espeak-ng itself ignores it silently
     ("auto:es", "takes no argument"),
 ])
 def test_parse_voice_spec_rejects(spec, message):

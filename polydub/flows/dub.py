@@ -91,7 +91,8 @@ def run_job(plan: JobPlan, run: outcome.RunInfo | None = None) -> dict:
         transcript = transcribe_source(ctx, plan, source, source_hash)
         report["source_lang"] = transcript.meta.get("language")
         report["transcript"] = {"backend": transcript.meta.get("backend"), "status": transcript.status,
-                                "segments": transcript.meta.get("segments")}
+                                "segments": transcript.meta.get("segments"),
+                                "diarizer": transcript.meta.get("diarizer")}
 
         chains = {lang: voice_language.submit(ctx, plan, source, transcript, lang) for lang in plan.langs}
         mixed: dict[str, tuple[StageResult, StageResult, StageResult]] = {}
@@ -171,6 +172,8 @@ def _job_status(langs: dict[str, dict]) -> str:
 def _language_report(outputs: dict[str, str], translation: StageResult, speech: StageResult,
                      mix: StageResult, video: StageResult | None) -> dict:
     lines = json.loads(Path(mix.file("lines.json")).read_text())
+    for line, clip in zip(lines, speech.meta.get("clips", [])):  # who says each line, in which voice
+        line.update(speaker=clip.get("speaker"), voice=clip.get("voice"))
     stages = {r.stage: {"status": r.status, "seconds": r.meta.get("seconds", 0.0)}
               for r in (translation, speech, mix, video) if r is not None}
     return {
@@ -183,6 +186,7 @@ def _language_report(outputs: dict[str, str], translation: StageResult, speech: 
             "lipsync": video.status if video else "skipped",
             "lipsync_reason": (video.meta.get("reason") if video else None),
         },
+        "speakers": speech.meta.get("speakers", {}),  # speaker -> voice, backend, reason
         "segments": len(lines),
         "loudness_lufs": mix.meta.get("loudness"),
         "sped_up": sum(line["speed"] > 1.0 for line in lines),

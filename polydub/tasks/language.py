@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import task
@@ -11,12 +12,13 @@ from prefect.cache_policies import NONE
 from polydub import cache, config
 from polydub.job import JobPlan
 from polydub.media import SAMPLE_RATE
-from polydub.segments import read_subtitles
+from polydub.segments import label_from, read_subtitles, speakers_of
 from polydub.tasks.common import JobContext, StageResult, run_stage
 from polydub.tasks.source import (
     ASR_AUDIO,
     SEGMENTS,
     SOURCE_AUDIO,
+    SUBTITLE_PARSER,
     load_segments,
     save_segments,
 )
@@ -36,12 +38,17 @@ def translate_lang(ctx: JobContext, plan: JobPlan, transcript: StageResult, lang
     """Translated segments on the source timeline: approved lines as they are, else a provider."""
     approved = plan.translations.get(lang)
     if approved:
+        source_lines = load_segments(transcript)
+        labeled = bool(speakers_of(source_lines))
+
         def build_approved(folder: Path) -> dict:
-            segments = read_subtitles(approved)
+            # the speakers of the source lines they overlap; the file's own labels win
+            segments = label_from(read_subtitles(approved), source_lines)
             save_segments(segments, folder)
             return {"segments": len(segments), "note": f"approved {Path(approved).name}"}
 
-        key = cache.stage_key("translate", approved=cache.file_hash(approved), lang=lang)
+        key = cache.stage_key("translate", approved=cache.file_hash(approved), lang=lang, subtitles=SUBTITLE_PARSER,
+                              **({"speakers": _segments_hash(transcript)} if labeled else {}))
         return run_stage(ctx, "translate", lang, key, build_approved, backend="approved translation",
                          model_version=Path(approved).name)
 
@@ -69,15 +76,21 @@ def translate_lang(ctx: JobContext, plan: JobPlan, transcript: StageResult, lang
                      model_version=translator.version)
 
 
-def _reference_clip(ctx: JobContext, source: StageResult, transcript: StageResult) -> StageResult:
-    """A clip of the source speaker for voice cloning, cut once per video."""
+def _reference_clip(ctx: JobContext, source: StageResult, transcript: StageResult,
+                    speaker: str | None = None) -> StageResult:
+    """A clip of one source speaker for voice cloning, cut once per video and speaker: from
+    their own lines, or from every line when the script does not say who speaks."""
     from polydub.tts import cut_reference
 
+    lines = load_segments(transcript)
+    own = [s for s in lines if s.speaker == speaker] if speaker is not None else []
+
     def build(folder: Path) -> dict:
-        cut_reference(Path(source.file(ASR_AUDIO)), load_segments(transcript), folder / REFERENCE)
+        cut_reference(Path(source.file(ASR_AUDIO)), own or lines, folder / REFERENCE)
         return {"backend": "ffmpeg"}
 
-    key = cache.stage_key("reference", source=Path(source.folder).name, segments=_segments_hash(transcript))
+    key = cache.stage_key("reference", source=Path(source.folder).name, segments=_segments_hash(transcript),
+                          **({"speaker": speaker} if own else {}))
     return run_stage(ctx, "reference", None, key, build, backend="ffmpeg")
 
 
@@ -96,40 +109,88 @@ def _may_clone(voice: str) -> bool:
     return voice == "auto" and checkpoint_in(config.models_dir() / XTTS_DIR) is not None
 
 
+UNNAMED = "(unnamed)"  # the report's name for lines no script or diarizer labeled
+
+
+@dataclass
+class Casting:
+    """The voice of one speaker in one language, and why."""
+
+    voice: object  # a polydub.tts.Voice
+    reason: str
+    key: dict  # what the voice's clips depend on: part of every line's cache key
+
+
+def cast_voices(ctx: JobContext, plan: JobPlan, source: StageResult, transcript: StageResult,
+                translation: StageResult, lang: str) -> dict[str | None, Casting]:
+    """Speaker (None: unlabeled lines) -> voice, in the order speakers first speak."""
+    from polydub.tts import EspeakVoice, select_voice
+    from polydub.tts.cast import espeak_variant, load_voice_map
+
+    source_lines, lines = load_segments(transcript), load_segments(translation)
+    named = list(dict.fromkeys(speakers_of(source_lines) + speakers_of(lines)))
+    cast_order = named + ([None] if any(s.speaker is None for s in lines) or not lines else [])
+    voice_map = load_voice_map(plan.voices) if plan.voices else None
+    cast: dict[str | None, Casting] = {}
+    for speaker in cast_order:
+        mapped = voice_map.spec_for(speaker, lang) if voice_map and speaker is not None else None
+        spec = mapped or plan.voice
+        reference = None
+        if _may_clone(spec) and source_lines:
+            reference = Path(_reference_clip(ctx, source, transcript, speaker).file(REFERENCE))
+        voice, reason = select_voice(spec, lang, config.models_dir(), reference)
+        if mapped:
+            reason = f"--voices {Path(voice_map.path).name}: {reason}"
+        elif isinstance(voice, EspeakVoice) and speaker is not None:
+            varied = espeak_variant(voice.voice, named.index(speaker), len(named))
+            if varied != voice.voice:
+                voice = EspeakVoice(varied, voice.rate)
+                reason += f"; speaker {named.index(speaker) + 1} of {len(named)}: variant {varied}"
+        cast[speaker] = Casting(voice, reason, dict(lang=lang, voice=voice.model, trim=1,
+                                                    reference=cache.file_hash(reference) if reference else None))
+    return cast
+
+
 @task(name="synthesize", task_run_name="synthesize[{lang}]", cache_policy=NONE, persist_result=False)
 def synthesize_lang(ctx: JobContext, plan: JobPlan, source: StageResult, transcript: StageResult,
                     translation: StageResult, lang: str) -> StageResult:
-    """One WAV per translated line, in the chosen voice."""
-    from polydub.tts import select_voice
+    """One WAV per translated line, in its speaker's voice."""
     from polydub.tts.trim import trim_silence
 
-    reference = None
-    if _may_clone(plan.voice) and load_segments(transcript):
-        reference = Path(_reference_clip(ctx, source, transcript).file(REFERENCE))
-    voice, reason = select_voice(plan.voice, lang, config.models_dir(), reference)
-
-    voice_key = dict(lang=lang, voice=voice.model, trim=1,
-                     reference=cache.file_hash(reference) if reference else None)
+    cast = cast_voices(ctx, plan, source, transcript, translation, lang)
     root = Path(ctx.cache_root)  # one clip per distinct line and voice, shared across jobs
+    backends = "+".join(sorted({c.voice.backend for c in cast.values()}))
+    if len(cast) == 1:
+        reason, model = next(iter(cast.values())).reason, next(iter(cast.values())).voice.model
+    else:
+        reason = " | ".join(f"{speaker or UNNAMED}: {c.reason}" for speaker, c in cast.items())
+        model = "; ".join(f"{speaker or UNNAMED}: {c.voice.model}" for speaker, c in cast.items())[:256]
 
     def build(folder: Path) -> dict:
         clips, spoken, damaged = [], 0, 0
         for i, segment in enumerate(load_segments(translation)):
+            casting = cast[segment.speaker]
             out = folder / f"line{i:04d}.wav"
-            line = cache.stage_key("line", text=segment.text, **voice_key)
+            line = cache.stage_key("line", text=segment.text, **casting.key)
             found, removed = cache.reuse_line(line, out, root)  # an edited script re-voices only its edits
             damaged += removed
             if not found:
-                voice.synthesize(segment.text, lang, out)
+                casting.voice.synthesize(segment.text, lang, out)
                 trim_silence(out)
                 cache.keep_line(line, out, root)
                 spoken += 1
-            clips.append({"file": out.name, "duration": sf_duration(out)})
-        return {"clips": clips, "reason": reason, "synthesized": spoken, "reused": len(clips) - spoken,
-                "damaged_clips": damaged, "note": f"{voice.backend}: {reason}"}
+            clips.append({"file": out.name, "duration": sf_duration(out), "speaker": segment.speaker,
+                          "voice": casting.voice.model})
+        speakers = {speaker or UNNAMED: {"voice": c.voice.model, "backend": c.voice.backend, "reason": c.reason}
+                    for speaker, c in cast.items()}
+        return {"clips": clips, "reason": reason, "speakers": speakers, "synthesized": spoken,
+                "reused": len(clips) - spoken, "damaged_clips": damaged, "note": f"{backends}: {reason}"}
 
-    key = cache.stage_key("synthesize", segments=_segments_hash(translation), **voice_key)
-    result = run_stage(ctx, "synthesize", lang, key, build, backend=voice.backend, model_version=voice.model)
+    # One unlabeled voice keys the stage as it always did; a cast keys it by every voice.
+    voices = (next(iter(cast.values())).key if list(cast) == [None]
+              else {"cast": {speaker or UNNAMED: c.key for speaker, c in cast.items()}})
+    key = cache.stage_key("synthesize", segments=_segments_hash(translation), **voices)
+    result = run_stage(ctx, "synthesize", lang, key, build, backend=backends, model_version=model)
     result.meta.setdefault("reason", reason)
     return result
 

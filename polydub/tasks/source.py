@@ -15,6 +15,7 @@ from polydub.segments import (
     read_subtitles,
     segments_from_dicts,
     segments_to_dicts,
+    speakers_of,
     write_subtitles,
 )
 from polydub.tasks.common import JobContext, StageResult, run_stage
@@ -23,6 +24,7 @@ from polydub.transcribe import ASR_SAMPLE_RATE
 SOURCE_AUDIO = "source.wav"  # 48 kHz, the source's channels (at most 2): mixing base
 ASR_AUDIO = "asr.wav"  # 16 kHz mono: whisper and lip-sync features
 SEGMENTS = "segments.json"
+SUBTITLE_PARSER = 2  # in the keys of approved scripts: 2 reads speaker labels out of the text
 
 
 def load_segments(result: StageResult) -> list[Segment]:
@@ -69,9 +71,11 @@ def transcribe_source(ctx: JobContext, plan: JobPlan, source: StageResult, sourc
             return {"language": plan.source_lang, "segments": len(segments),
                     "note": f"approved transcript {Path(plan.transcript).name}"}
 
-        key = cache.stage_key("transcribe", transcript=transcript_hash, lang=plan.source_lang)
-        return run_stage(ctx, "transcribe", None, key, build, backend="approved transcript",
-                         model_version=Path(plan.transcript).name)
+        key = cache.stage_key("transcribe", transcript=transcript_hash, lang=plan.source_lang,
+                              subtitles=SUBTITLE_PARSER)
+        return label_speakers(ctx, source, run_stage(ctx, "transcribe", None, key, build,
+                                                     backend="approved transcript",
+                                                     model_version=Path(plan.transcript).name))
 
     from polydub import transcribe as asr
 
@@ -87,4 +91,28 @@ def transcribe_source(ctx: JobContext, plan: JobPlan, source: StageResult, sourc
         return {"language": language, "segments": len(segments)}
 
     key = cache.stage_key("transcribe", source=source_hash, model=version, lang=plan.source_lang)
-    return run_stage(ctx, "transcribe", None, key, build, backend="whisper", model_version=version)
+    return label_speakers(ctx, source, run_stage(ctx, "transcribe", None, key, build, backend="whisper",
+                                                 model_version=version))
+
+
+def label_speakers(ctx: JobContext, source: StageResult, transcript: StageResult) -> StageResult:
+    """The transcript with speakers from a diarization backend, when it names none and one is
+    configured; else the transcript as it is."""
+    from polydub import diarize
+
+    segments = load_segments(transcript)
+    diarizer = diarize.find_diarizer() if segments and not speakers_of(segments) else None
+    if diarizer is None:
+        return transcript
+
+    def build(folder: Path) -> dict:
+        labeled = diarize.label_segments(segments, diarizer.diarize(Path(source.file(ASR_AUDIO))))
+        save_segments(labeled, folder, "transcript.srt")
+        return {"speakers": len(speakers_of(labeled)), "note": f"{len(speakers_of(labeled))} speaker(s)"}
+
+    key = cache.stage_key("diarize", source=Path(source.folder).name, segments=cache.file_hash(
+        transcript.file(SEGMENTS)), diarizer=diarizer.version)
+    result = run_stage(ctx, "diarize", None, key, build, backend=diarizer.name, model_version=diarizer.version)
+    # downstream reads the labeled lines; what the transcript was is still its own stage's
+    meta = {**transcript.meta, "diarizer": diarizer.name, "speakers": result.meta.get("speakers")}
+    return StageResult(transcript.stage, None, result.folder, meta, transcript.status)

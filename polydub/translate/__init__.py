@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -95,7 +96,7 @@ def translate_segments(segments: list[Segment], source: str, target: str, transl
         if len(text) > limits.MAX_CUE_CHARS + limits.TRANSLATION_GROWTH * len(seg.text):
             raise StageError(f"{translator.name} returned {len(text)} characters for line {n} "
                              f"({len(seg.text)} sent); not voicing it")
-    return [Segment(s.start, s.end, t) for s, t in zip(segments, texts)]
+    return [replace(s, text=t) for s, t in zip(segments, texts)]  # times and speaker kept
 
 
 def _translate_lines(lines: list[str], source: str, target: str, translator: Translator,
@@ -202,4 +203,4 @@ def align_approved(path: str | Path, source_segments: list[Segment]) -> list[Seg
     if len(lines) != len(source_segments):
         raise InputError(f"{path}: {len(lines)} lines for {len(source_segments)} source lines "
                          "(a text file needs one line per source line; use SRT for other timings)")
-    return [Segment(s.start, s.end, t) for s, t in zip(source_segments, lines)]
+    return [replace(s, text=t) for s, t in zip(source_segments, lines)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from polydub.segments import Segment
@@ -66,4 +67,4 @@ def translate_with_memory(segments: list[Segment], source: str, target: str, tra
         fresh = {text: seg.text for text, seg in zip(new, done)}
         memory.put(fresh)
         known.update(fresh)
-    return [Segment(s.start, s.end, known[s.text]) for s in segments], len(new)
+    return [replace(s, text=known[s.text]) for s in segments], len(new)

@@ -57,9 +57,22 @@ def installed_voices() -> frozenset[str]:
     return frozenset(n.lower() for n in names)
 
 
+@functools.cache
+def installed_variants() -> frozenset[str]:
+    """What `+VARIANT` accepts (`f3`, `m3`, `klatt`, ...), lower-case: espeak-ng ignores an
+    unknown variant without a word, so it is checked here."""
+    names: set[str] = set()
+    for line in _espeak(["--voices=variant"]).splitlines()[1:]:
+        cols = line.split()
+        if len(cols) >= 5:
+            names.update({cols[3], cols[4].rsplit("/", 1)[-1]})
+    return frozenset(n.lower() for n in names)
+
+
 def has_voice(voice: str) -> bool:
     # `en+f3` is voice `en` with variant `f3`
-    return voice.split("+", 1)[0].lower() in installed_voices()
+    base, _, variant = voice.partition("+")
+    return base.lower() in installed_voices() and (not variant or variant.lower() in installed_variants())
 
 
 def voice_for(lang: str) -> str:
