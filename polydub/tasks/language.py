@@ -15,6 +15,7 @@ from polydub.segments import read_subtitles
 from polydub.tasks.common import JobContext, StageResult, run_stage
 from polydub.tasks.source import (
     ASR_AUDIO,
+    BACKGROUND,
     SEGMENTS,
     SOURCE_AUDIO,
     load_segments,
@@ -97,13 +98,13 @@ def sf_duration(path: Path) -> float:
     return soundfile.info(str(path)).duration
 
 
-def _may_clone(voice: str) -> bool:
+def _may_clone(voice: str, commercial: bool = False) -> bool:
     """Whether the voice could clone the speaker (and so needs a reference clip)."""
     from polydub.tts.coqui import XTTS_DIR, checkpoint_in
 
     if voice.startswith("coqui"):
         return True
-    return voice == "auto" and checkpoint_in(config.models_dir() / XTTS_DIR) is not None
+    return voice == "auto" and not commercial and checkpoint_in(config.models_dir() / XTTS_DIR) is not None
 
 
 @task(name="synthesize", task_run_name="synthesize[{lang}]", cache_policy=NONE, persist_result=False)
@@ -113,10 +114,12 @@ def synthesize_lang(ctx: JobContext, plan: JobPlan, source: StageResult, transcr
     from polydub.tts import select_voice
     from polydub.tts.trim import trim_silence
 
+    from polydub import licences
+
     reference = None
-    if _may_clone(plan.voice) and load_segments(transcript):
+    if _may_clone(plan.voice, plan.commercial) and load_segments(transcript):
         reference = Path(_reference_clip(ctx, source, transcript).file(REFERENCE))
-    voice, reason = select_voice(plan.voice, lang, config.models_dir(), reference)
+    voice, reason = select_voice(plan.voice, lang, config.models_dir(), reference, commercial=plan.commercial)
 
     voice_key = dict(lang=lang, voice=voice.model, trim=1,
                      reference=cache.file_hash(reference) if reference else None)
@@ -139,16 +142,27 @@ def synthesize_lang(ctx: JobContext, plan: JobPlan, source: StageResult, transcr
                 "note": f"{voice.backend}: {reason}"}
 
     key = cache.stage_key("synthesize", segments=_segments_hash(translation), **voice_key)
-    result = run_stage(ctx, "synthesize", lang, key, build, backend=voice.backend, model_version=voice.model)
+    result = run_stage(ctx, "synthesize", lang, key, build, backend=voice.backend, model_version=voice.model,
+                       licence=licences.of_voice(voice.backend, getattr(voice, "xtts", False)))
     result.meta.setdefault("reason", reason)
     return result
 
 
 @task(name="fit-and-mix", task_run_name="mix[{lang}]", cache_policy=NONE, persist_result=False)
 def mix_lang(ctx: JobContext, plan: JobPlan, source: StageResult, transcript: StageResult,
-             translation: StageResult, speech: StageResult, lang: str) -> StageResult:
-    """Place every line at its source start (sped up only as needed) and mix over the background."""
+             translation: StageResult, speech: StageResult, lang: str,
+             background: StageResult | None = None) -> StageResult:
+    """Place every line at its source start (sped up only as needed) and mix over the
+    background: the separated one when separation ran, else the band-cut source. The mix
+    is normalized to the source's loudness and true peak, or to `--loudness`."""
     from polydub import fit, mix
+
+    separated = background is not None and background.status in ("done", "cached")
+    method = "demucs" if separated else "band-cut"
+    why = (background.meta.get("reason") if background is not None and not separated else None) \
+        or ("separated by " + str(background.meta.get("model_version")) if separated else "no separation ran")
+    level = mix.Loudness(source.meta["loudness_lufs"], source.meta.get("true_peak_db") or mix.SILENCE)
+    target = mix.delivery_target(level, plan.loudness)
 
     def build(folder: Path) -> dict:
         segments = load_segments(translation)
@@ -158,18 +172,24 @@ def mix_lang(ctx: JobContext, plan: JobPlan, source: StageResult, transcript: St
         lines = fit.render_dub_track([Path(speech.folder) / c["file"] for c in clips], fits,
                                      source.meta["samples"], folder / DUB_TRACK)
         mix.mix(Path(source.file(SOURCE_AUDIO)), folder / DUB_TRACK, load_segments(transcript),
-                folder / MIXED, loudness=plan.loudness)
+                folder / MIXED, target=target,
+                background_wav=Path(background.file(BACKGROUND)) if separated else None)
         report = []
         for segment, f, line in zip(segments, fits, lines):
             report.append({"start": round(f.start, 3), "end": round(segment.end, 3), "text": segment.text,
                            "clip": round(f.clip, 3), "slot": round(f.slot, 3), "speed": round(f.speed, 3),
                            "overflow": round(f.overflow, 3), "truncated": line.get("truncated", 0.0)})
         (folder / "lines.json").write_text(json.dumps(report, ensure_ascii=False, indent=1))
+        measured = mix.measure(folder / MIXED)  # for the QA report
         return {"lines": len(report), "sped_up": sum(r["speed"] > 1.0 for r in report),
                 "overflowing": sum(r["overflow"] > 0 for r in report), "backend": "ffmpeg",
-                "loudness": round(mix.measure_loudness(folder / MIXED), 2)}  # measured, for the QA report
+                "background": method, "background_reason": why,
+                "target_lufs": target.lufs, "target_true_peak_db": target.true_peak_db,
+                "loudness": round(measured.lufs, 2),
+                "true_peak_db": round(measured.true_peak_db, 2) if measured.true_peak_db > mix.SILENCE else None}
 
     key = cache.stage_key("mix", source=Path(source.folder).name, transcript=_segments_hash(transcript),
                           translation=_segments_hash(translation), speech=Path(speech.folder).name,
-                          max_speed=plan.max_speed, loudness=plan.loudness, version=2)
+                          max_speed=plan.max_speed, loudness=target.lufs, true_peak=target.true_peak_db,
+                          background=Path(background.folder).name if separated else "band-cut", version=3)
     return run_stage(ctx, "mix", lang, key, build, backend="ffmpeg")
