@@ -77,8 +77,8 @@ def separate_source(ctx: JobContext, plan: JobPlan, source: StageResult) -> Stag
                           "under the dub (dub models pull htdemucs)")
     licence = licences.of_separator(checkpoint)
     if plan.commercial and licence.commercial is False:
-        return skip_stage(ctx, "separate", None, f"{checkpoint.name}: {licence.label} (--commercial); "
-                          "the voice is band-cut under the dub")
+        return skip_stage(ctx, "separate", None, f"{checkpoint.name}: {licence.name}, not used with "
+                          "--commercial; the voice is band-cut under the dub")
     version = separate.model_version(checkpoint)
 
     def build(folder: Path) -> dict:
