@@ -148,14 +148,16 @@ def _exact_length(wav: Path, frames: int, out_wav: Path) -> Path:
 
 def mix(source_wav: Path, dub_wav: Path, speech: list[Segment], out_wav: Path,
         loudness: float | None = None, sample_rate: int = SAMPLE_RATE,
-        background_wav: Path | None = None, target: Loudness | None = None) -> Path:
+        background_wav: Path | None = None, target: Loudness | None = None,
+        source_level: Loudness | None = None) -> Path:
     """Mix `dub_wav` over the background of `source_wav` into a 16-bit WAV at `sample_rate`.
 
     `speech` are the source's own lines (seconds). `background_wav` is the source without
     its voice (separated, same rate and channels as the source); None: the band-cut. The
     output is stereo if the source has two or more channels, else mono, normalized to
     `target` (default: `delivery_target` of the source and `loudness`), and exactly as many
-    samples as the source has at `sample_rate`.
+    samples as the source has at `sample_rate`. `source_level`: the source's measurements
+    when already known (measured here otherwise).
     """
     source_wav, dub_wav, out_wav = Path(source_wav), Path(dub_wav), Path(out_wav)
     try:
@@ -168,7 +170,7 @@ def mix(source_wav: Path, dub_wav: Path, speech: list[Segment], out_wav: Path,
     layout = "stereo" if info.channels >= 2 else "mono"
 
     # Put the dub where the original voice sat relative to the background.
-    source = measure(source_wav)
+    source = source_level or measure(source_wav)
     target = target or delivery_target(source, loudness)
     src_lufs, dub_lufs = source.lufs, measure_loudness(dub_wav)
     gain = 0.0

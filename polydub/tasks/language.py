@@ -172,7 +172,7 @@ def mix_lang(ctx: JobContext, plan: JobPlan, source: StageResult, transcript: St
         lines = fit.render_dub_track([Path(speech.folder) / c["file"] for c in clips], fits,
                                      source.meta["samples"], folder / DUB_TRACK)
         mix.mix(Path(source.file(SOURCE_AUDIO)), folder / DUB_TRACK, load_segments(transcript),
-                folder / MIXED, target=target,
+                folder / MIXED, target=target, source_level=level,
                 background_wav=Path(background.file(BACKGROUND)) if separated else None)
         report = []
         for segment, f, line in zip(segments, fits, lines):
