@@ -21,8 +21,11 @@ SOURCE_LUFS = -17.8
 
 
 def dub(*args: str, models: Path) -> subprocess.CompletedProcess:
+    """`dub` with its own models folder, and a stage cache of this module's own (the other
+    whole-job tests count stages run on an empty cache)."""
+    env = {**os.environ, "DUB_MODELS_DIR": str(models), "DUB_CACHE_DIR": str(models.parent / "cache")}
     return subprocess.run([sys.executable, "-m", "polydub.cli", *args], capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "DUB_MODELS_DIR": str(models)})
+                          timeout=600, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +42,7 @@ def loud_ad(tmp_path_factory) -> Path:
     return folder / EXAMPLE.name
 
 
-def test_separated_background_and_the_source_loudness_then_a_target_then_commercial(prefect_api, loud_ad, tmp_path):
+def test_separated_background_at_the_source_loudness_then_a_target_commercial_and_a_broken_model(prefect_api, loud_ad, tmp_path):
     models, db = tmp_path / "models", f"sqlite:///{tmp_path / 'catalog.db'}"
     build_demucs(models / "htdemucs")
     common = ("--langs", "es", "--lipsync", "off", "--db", db, "--json")
@@ -78,3 +81,16 @@ def test_separated_background_and_the_source_loudness_then_a_target_then_commerc
     assert "research use only, not used with --commercial" in report["background"]["reason"]
     assert report["languages"]["es"]["backends"]["background"] == "band-cut"
     assert "separate" not in report["languages"]["es"]["licences"]
+
+    # A checkpoint that does not load: the dub is still made, with the band-cut, and says why.
+    broken = tmp_path / "broken" / "models"
+    (broken / "htdemucs").mkdir(parents=True)
+    (broken / "htdemucs" / "mine.th").write_bytes(b"not a checkpoint")
+    result = dub(str(loud_ad), *common, "--out", str(tmp_path / "broken" / "out"), models=broken)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["languages"]["es"]["status"] == "done"
+    assert report["background"]["method"] == "band-cut" and report["background"]["status"] == "failed"
+    assert report["background"]["reason"].startswith("separation failed: ")
+    assert "mine.th: not a Demucs checkpoint" in report["background"]["reason"]
+    assert report["languages"]["es"]["backends"]["background"] == "band-cut"

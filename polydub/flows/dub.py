@@ -89,8 +89,10 @@ def run_job(plan: JobPlan, run: outcome.RunInfo | None = None) -> dict:
         source = prepare_source(ctx, plan, source_hash)
         report["source_loudness_lufs"] = source.meta.get("loudness_lufs")
         report["source_true_peak_db"] = source.meta.get("true_peak_db")
+        separating = separate_source.submit(ctx, plan, source)  # alongside speech recognition
+        transcript = transcribe_source(ctx, plan, source, source_hash)
         try:
-            background = separate_source(ctx, plan, source)
+            background = separating.result()
         except Exception as exc:  # best effort: the band-cut still makes a dub, and the report says why
             background = StageResult("separate", None, "", {"reason": f"separation failed: {one_line(exc)}; "
                                                                       "the voice is band-cut under the dub"}, "failed")
@@ -98,7 +100,6 @@ def run_job(plan: JobPlan, run: outcome.RunInfo | None = None) -> dict:
                                 "status": background.status, "model": background.meta.get("model_version"),
                                 "licence": background.meta.get("licence"),
                                 "reason": background.meta.get("reason") or background.meta.get("note")}
-        transcript = transcribe_source(ctx, plan, source, source_hash)
         shared = {"transcribe": transcript.meta.get("licence"), "separate": background.meta.get("licence")}
         report["source_lang"] = transcript.meta.get("language")
         report["transcript"] = {"backend": transcript.meta.get("backend"), "status": transcript.status,

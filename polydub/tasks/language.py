@@ -8,7 +8,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NONE
 
-from polydub import cache, config
+from polydub import cache, config, licences
 from polydub.job import JobPlan
 from polydub.media import SAMPLE_RATE
 from polydub.segments import read_subtitles
@@ -114,8 +114,6 @@ def synthesize_lang(ctx: JobContext, plan: JobPlan, source: StageResult, transcr
     from polydub.tts import select_voice
     from polydub.tts.trim import trim_silence
 
-    from polydub import licences
-
     reference = None
     if _may_clone(plan.voice, plan.commercial) and load_segments(transcript):
         reference = Path(_reference_clip(ctx, source, transcript).file(REFERENCE))
@@ -161,7 +159,8 @@ def mix_lang(ctx: JobContext, plan: JobPlan, source: StageResult, transcript: St
     method = "demucs" if separated else "band-cut"
     why = (background.meta.get("reason") if background is not None and not separated else None) \
         or ("separated by " + str(background.meta.get("model_version")) if separated else "no separation ran")
-    level = mix.Loudness(source.meta["loudness_lufs"], source.meta.get("true_peak_db") or mix.SILENCE)
+    peak = source.meta.get("true_peak_db")  # None: a silent source
+    level = mix.Loudness(source.meta["loudness_lufs"], mix.SILENCE if peak is None else peak)
     target = mix.delivery_target(level, plan.loudness)
 
     def build(folder: Path) -> dict:
