@@ -38,7 +38,7 @@ app.add_typer(server_app, name="server")
 console = Console(stderr=True)
 out = Console()
 
-STAGES = ("probe", "transcribe", "translate", "synthesize", "mix", "lipsync", "assemble")
+STAGES = ("probe", "separate", "transcribe", "translate", "synthesize", "mix", "lipsync", "assemble")
 ICONS = {"running": "[yellow]…[/]", "done": "[green]✓[/]", "cached": "[cyan]=[/]",
          "skipped": "[dim]-[/]", "failed": "[red]✗[/]"}
 
@@ -74,6 +74,14 @@ def _summary(report: dict) -> tuple[Table, list[str]]:
     for col in ("lang", "output", "length", "voice", "sped", "over", "lip-sync", "time"):
         table.add_column(col, no_wrap=True)
     notes: list[str] = []
+    if report.get("background"):
+        background = report["background"]
+        notes.append(f"  background: {background['method']}"
+                     + (f": {background['reason']}" if background.get("reason") else ""))
+    if report.get("source_loudness_lufs") is not None:
+        levels = ", ".join(f"{lang} {e['loudness_lufs']}" for lang, e in report["languages"].items()
+                           if e.get("loudness_lufs") is not None)
+        notes.append(f"  loudness (LUFS): source {report['source_loudness_lufs']:.1f}" + (f"; {levels}" if levels else ""))
     for lang, entry in report["languages"].items():
         if entry["status"] != "done":
             table.add_row(lang, "[red]failed[/]", "", "", "", "", "", "")
