@@ -81,7 +81,8 @@ def _summary(report: dict) -> tuple[Table, list[str]]:
     if report.get("source_loudness_lufs") is not None:
         levels = ", ".join(f"{lang} {e['loudness_lufs']}" for lang, e in report["languages"].items()
                            if e.get("loudness_lufs") is not None)
-        notes.append(f"  loudness (LUFS): source {report['source_loudness_lufs']:.1f}" + (f"; {levels}" if levels else ""))
+        notes.append(f"  loudness (LUFS): source {report['source_loudness_lufs']:.1f}"
+                     + (f"; {levels}" if levels else ""))
     for lang, entry in report["languages"].items():
         if entry["status"] != "done":
             table.add_row(lang, "[red]failed[/]", "", "", "", "", "", "")

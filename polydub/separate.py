@@ -48,7 +48,8 @@ def load(checkpoint: Path):
     try:
         model = load_model(Path(checkpoint))
     except Exception as exc:  # noqa: BLE001 - torch/pickle raise anything on a bad file
-        raise StageError(f"{checkpoint}: not a Demucs checkpoint ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise StageError(f"{checkpoint}: not a Demucs checkpoint ({why})") from None
     if VOICE_STEM not in getattr(model, "sources", []):
         raise StageError(f"{checkpoint}: the model has no '{VOICE_STEM}' stem (it has {', '.join(model.sources)})")
     return model.eval()

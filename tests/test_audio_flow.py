@@ -42,7 +42,8 @@ def loud_ad(tmp_path_factory) -> Path:
     return folder / EXAMPLE.name
 
 
-def test_separated_background_at_the_source_loudness_then_a_target_commercial_and_a_broken_model(prefect_api, loud_ad, tmp_path):
+def test_separated_background_at_the_source_loudness_then_a_target_commercial_and_a_broken_model(
+        prefect_api, loud_ad, tmp_path):
     models, db = tmp_path / "models", f"sqlite:///{tmp_path / 'catalog.db'}"
     build_demucs(models / "htdemucs")
     common = ("--langs", "es", "--lipsync", "off", "--db", db, "--json")

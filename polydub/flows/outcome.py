@@ -202,7 +202,8 @@ def markdown(report: dict) -> str:
                      f"{report.get('source_true_peak_db')} dBTP")
     if report.get("background"):
         background = report["background"]
-        lines.append(f"- background: {background['method']}" + (f" ({background['reason']})" if background.get("reason") else ""))
+        reason = f" ({background['reason']})" if background.get("reason") else ""
+        lines.append(f"- background: {background['method']}{reason}")
     lines += ["", "| language | status | voice | sped up | overflowing | lip-sync | loudness (LUFS) |",
               "|---|---|---|---|---|---|---|"]
     for lang, entry in report["languages"].items():
