@@ -41,7 +41,7 @@ app.add_typer(cache_app, name="cache")
 console = Console(stderr=True)
 out = Console()
 
-STAGES = ("probe", "transcribe", "translate", "synthesize", "mix", "lipsync", "assemble")
+STAGES = ("probe", "separate", "transcribe", "translate", "synthesize", "mix", "lipsync", "assemble")
 ICONS = {"running": "[yellow]…[/]", "done": "[green]✓[/]", "cached": "[cyan]=[/]",
          "skipped": "[dim]-[/]", "failed": "[red]✗[/]"}
 
@@ -77,6 +77,15 @@ def _summary(report: dict) -> tuple[Table, list[str]]:
     for col in ("lang", "output", "length", "voice", "sped", "over", "lip-sync", "time"):
         table.add_column(col, no_wrap=True)
     notes: list[str] = []
+    if report.get("background"):
+        background = report["background"]
+        notes.append(f"  background: {background['method']}"
+                     + (f": {background['reason']}" if background.get("reason") else ""))
+    if report.get("source_loudness_lufs") is not None:
+        levels = ", ".join(f"{lang} {e['loudness_lufs']}" for lang, e in report["languages"].items()
+                           if e.get("loudness_lufs") is not None)
+        notes.append(f"  loudness (LUFS): source {report['source_loudness_lufs']:.1f}"
+                     + (f"; {levels}" if levels else ""))
     for lang, entry in report["languages"].items():
         if entry["status"] != "done":
             table.add_row(lang, "[red]failed[/]", "", "", "", "", "", "")
@@ -114,7 +123,8 @@ def run_cmd(
     asr_model: str = typer.Option(default_of("asr_model"), "--asr-model", help=help_for("asr_model")),
     glossary: Optional[Path] = typer.Option(None, "--glossary", help=help_for("glossary")),
     max_speed: float = typer.Option(default_of("max_speed"), "--max-speed", help=help_for("max_speed")),
-    loudness: float = typer.Option(default_of("loudness"), "--loudness", help=help_for("loudness")),
+    loudness: Optional[float] = typer.Option(None, "--loudness", metavar="LUFS", help=help_for("loudness")),
+    commercial: Optional[bool] = typer.Option(None, "--commercial/--non-commercial", help=help_for("commercial")),
     consent: Optional[str] = typer.Option(None, "--consent", help=help_for("consent")),
     db: Optional[str] = typer.Option(None, "--db", help="Catalog URL (default DUB_DATABASE_URL or ~/.polydub/catalog.db)."),
     as_json: bool = typer.Option(False, "--json", help="Print the job reports as JSON."),
@@ -131,7 +141,7 @@ def run_cmd(
                                translations=_text(translations), voice=voice, voices=_text(voices),
                                lipsync=lipsync, translator=translator,
                                asr_model=asr_model, glossary=_text(glossary), max_speed=max_speed,
-                               loudness=loudness, consent=consent)
+                               loudness=loudness, commercial=commercial, consent=consent)
         for path in inputs:
             folder = (out_dir / path.stem if len(inputs) > 1 else out_dir) if out_dir else None
             plans.append(plan_job(path, langs, options, out=_text(folder)))
@@ -315,7 +325,8 @@ def show_cmd(job: int = typer.Argument(...), db: Optional[str] = typer.Option(No
 
 @models_app.command("list")
 def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
-    """Known models and whether they are present in the models folder."""
+    """Known models, their licence (and whether it allows commercial use), and whether they
+    are present in the models folder."""
     from polydub import models
 
     rows = models.list_models()
@@ -323,10 +334,12 @@ def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
         out.print_json(json.dumps(rows, default=str))
         return
     table = Table()
-    for col in ("model", "present", "size", "path"):
+    for col in ("model", "licence", "commercial", "present", "size", "path"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["name"], "yes" if r["present"] else "no", str(r.get("size") or ""), str(r["path"]))
+        commercial = {True: "yes", False: "no", None: "unknown"}[r["commercial"]]
+        table.add_row(r["name"], r["licence"], commercial, "yes" if r["present"] else "no",
+                      str(r.get("size") or ""), str(r["path"]))
     out.print(table)
 
 

@@ -32,6 +32,12 @@ def outputs_dir() -> Path:
     return Path(os.environ.get("DUB_OUTPUTS_DIR", home() / "outputs")).expanduser()
 
 
+def commercial() -> bool:
+    """`DUB_COMMERCIAL=1`: jobs that do not say `--commercial` themselves use only models
+    whose licence allows commercial use."""
+    return os.environ.get("DUB_COMMERCIAL", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def prefect_api_url() -> tuple[str | None, str]:
     """The Prefect API this process is told to use, and where that was said: the
     `PREFECT_API_URL` environment variable, else the active Prefect profile (as

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from polydub import languages, limits, media
+from polydub import config, languages, limits, media
 from polydub.errors import InputError
 from polydub.options import DEFAULT_ASR_MODEL, DEFAULT_LOUDNESS, DEFAULT_MAX_SPEED, DubOptions, make_options
 from polydub.segments import read_subtitles, speakers_of
@@ -35,8 +35,9 @@ class JobPlan:
     asr_model: str = DEFAULT_ASR_MODEL
     glossary: str | None = None
     max_speed: float = DEFAULT_MAX_SPEED
-    loudness: float = DEFAULT_LOUDNESS
+    loudness: float | None = DEFAULT_LOUDNESS  # None: match the source
     consent: str | None = None
+    commercial: bool = False
     has_video: bool = True
 
     def to_dict(self) -> dict:
@@ -166,6 +167,8 @@ def plan_job(input: str | Path, langs: list[str] | str, options: DubOptions | di
         translations=approved, voice=opts.voice, voices=voices, lipsync=opts.lipsync, translator=opts.translator,
         asr_model=opts.asr_model, glossary=str(glossary) if glossary else None,
         max_speed=opts.max_speed, loudness=opts.loudness, consent=opts.consent, has_video=info.has_video,
+        # the job's own choice wins; a job that does not say gets the machine's setting
+        commercial=config.commercial() if opts.commercial is None else opts.commercial,
     )
 
 
@@ -202,6 +205,8 @@ def check_backends(plan: JobPlan) -> None:
     from polydub.tts import parse_voice_spec, select_voice
 
     parse_voice_spec(plan.voice)
+    if plan.commercial:
+        check_licences(plan)
     if not plan.voice.startswith("coqui"):
         for lang in plan.langs:  # every language needs a voice: espeak-ng may lack one
             select_voice(plan.voice, lang)
@@ -229,3 +234,38 @@ def check_backends(plan: JobPlan) -> None:
     ok, reason = lipsync_decision(plan.lipsync, plan.has_video)  # also checks lip-sync settings
     if plan.lipsync == "on" and not ok:
         raise InputError(f"--lipsync on: lip-sync cannot run: {reason}")
+
+
+def check_licences(plan: JobPlan) -> None:
+    """`--commercial`: refuse a model the job names explicitly whose licence does not allow
+    commercial use, with a permitted alternative. (What `auto` would pick is chosen among
+    permitted models instead: XTTS-v2 and the published Demucs weights are passed over.)"""
+    from polydub import licences
+
+    refused: list[tuple[str, str, licences.Licence]] = []
+    if _is_xtts_voice(plan.voice):
+        refused.append(("voice", "XTTS-v2", licences.CPML))
+    if any(lang not in plan.translations for lang in plan.langs) and plan.translator.startswith("local:"):
+        licence = licences.of_translator(plan.translator)
+        if licence and licence.commercial is False:
+            refused.append(("translator", plan.translator, licence))
+    if refused:
+        what, name, licence = refused[0]
+        raise InputError(f"--commercial: {what} {name} ({licence.name}, {licence.note}); "
+                         f"{licences.ALTERNATIVES[what]}")
+
+
+def _is_xtts_voice(spec: str) -> bool:
+    """Whether a `--voice coqui:...` spec names an XTTS model."""
+    from polydub.tts.coqui import XTTS_ALIASES, find_model, is_xtts
+
+    backend, _, arg = spec.strip().partition(":")
+    if backend.strip().lower() != "coqui":
+        return False
+    arg = arg.strip()
+    if arg in XTTS_ALIASES:
+        return True
+    try:
+        return is_xtts(find_model(arg, config.models_dir()))
+    except (InputError, OSError, ValueError):
+        return "xtts" in arg.lower()

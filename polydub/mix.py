@@ -1,16 +1,21 @@
 """Mixing the dub over the source's background, loudness-normalized (EBU R128).
 
-With no source-separation model offline, the background is the source itself with its
-speech band and level cut inside the source's speech (short fades, untouched elsewhere),
-so music and effects stay under the dub. The dub is set to the source's loudness (where
-the original voice sat), the background is ducked wherever the dub speaks, the dub is added, and the sum is normalized in two passes (measure, then one
-linear gain). The mix is exactly as long as the source.
+The background is the source's music and effects without its voice: separated by a
+source-separation model when one ran (`separate.py`), else the band-cut fallback, the
+source itself with its speech band and level cut inside the source's speech (short fades,
+untouched elsewhere; the voice's lows and highs stay faintly audible). The dub is set to
+the source's loudness (where the original voice sat), the background is ducked wherever
+the dub speaks, the dub is added, and the sum is normalized in two passes (measure, then
+one linear gain): by default to the source's own integrated loudness and true peak, so that
+switching between the original and dubbed tracks keeps the level; or to a delivery target.
+The mix is exactly as long as the source.
 """
 
 from __future__ import annotations
 
 import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +26,10 @@ from polydub.errors import StageError
 from polydub.media import SAMPLE_RATE, ffmpeg, ffmpeg_log
 from polydub.segments import Segment
 
-LOUDNESS = -23.0  # LUFS, EBU R128 broadcast target
-TRUE_PEAK = -1.5  # dBTP
+LOUDNESS = -23.0  # LUFS, EBU R128 broadcast target: for a silent source, which has no level to match
+TRUE_PEAK = -1.5  # dBTP, ceiling under a delivery target (--loudness)
+MATCHED_PEAK_MAX = -1.0  # dBTP: matching the source never goes above R128's maximum
+PEAK_RANGE = (-9.0, 0.0)  # dBTP that ffmpeg's loudnorm accepts
 LOUDNESS_RANGE = 11.0  # LU
 SILENCE = -70.0  # LUFS; R128's absolute gate, what ebur128 reports for silence
 
@@ -52,6 +59,31 @@ def loudness_stats(wav: Path, true_peak: bool = False) -> dict[str, float]:
 def measure_loudness(wav: Path) -> float:
     """Integrated loudness of `wav` in LUFS (EBU R128); -70.0 for silence."""
     return max(SILENCE, loudness_stats(wav)["I"])
+
+
+@dataclass(frozen=True)
+class Loudness:
+    """A track's integrated loudness (LUFS) and true peak (dBTP)."""
+
+    lufs: float
+    true_peak_db: float
+
+
+def measure(wav: Path) -> Loudness:
+    """Integrated loudness and true peak of `wav` (silence: -70 LUFS, -inf dBTP)."""
+    stats = loudness_stats(wav, true_peak=True)
+    return Loudness(max(SILENCE, stats["I"]), stats.get("TP", float("-inf")))
+
+
+def delivery_target(source: Loudness, loudness: float | None) -> Loudness:
+    """What a dub is normalized to: `loudness` LUFS under TRUE_PEAK, or by default (None)
+    the source's own loudness under its own true peak (at most MATCHED_PEAK_MAX)."""
+    if loudness is not None:
+        return Loudness(float(loudness), TRUE_PEAK)
+    if source.lufs <= SILENCE:
+        return Loudness(LOUDNESS, TRUE_PEAK)
+    peak = max(PEAK_RANGE[0], min(source.true_peak_db, MATCHED_PEAK_MAX))
+    return Loudness(round(source.lufs, 1), round(peak, 1))
 
 
 def _cut_envelope(speech: list[Segment]) -> tuple[np.ndarray, np.ndarray]:
@@ -115,12 +147,17 @@ def _exact_length(wav: Path, frames: int, out_wav: Path) -> Path:
 
 
 def mix(source_wav: Path, dub_wav: Path, speech: list[Segment], out_wav: Path,
-        loudness: float = LOUDNESS, sample_rate: int = SAMPLE_RATE) -> Path:
+        loudness: float | None = None, sample_rate: int = SAMPLE_RATE,
+        background_wav: Path | None = None, target: Loudness | None = None,
+        source_level: Loudness | None = None) -> Path:
     """Mix `dub_wav` over the background of `source_wav` into a 16-bit WAV at `sample_rate`.
 
-    `speech` are the source's own lines (seconds). The output is stereo if the source has
-    two or more channels, else mono, at `loudness` LUFS with peaks under TRUE_PEAK dBTP,
-    and exactly as many samples as the source has at `sample_rate`.
+    `speech` are the source's own lines (seconds). `background_wav` is the source without
+    its voice (separated, same rate and channels as the source); None: the band-cut. The
+    output is stereo if the source has two or more channels, else mono, normalized to
+    `target` (default: `delivery_target` of the source and `loudness`), and exactly as many
+    samples as the source has at `sample_rate`. `source_level`: the source's measurements
+    when already known (measured here otherwise).
     """
     source_wav, dub_wav, out_wav = Path(source_wav), Path(dub_wav), Path(out_wav)
     try:
@@ -133,7 +170,9 @@ def mix(source_wav: Path, dub_wav: Path, speech: list[Segment], out_wav: Path,
     layout = "stereo" if info.channels >= 2 else "mono"
 
     # Put the dub where the original voice sat relative to the background.
-    src_lufs, dub_lufs = measure_loudness(source_wav), measure_loudness(dub_wav)
+    source = source_level or measure(source_wav)
+    target = target or delivery_target(source, loudness)
+    src_lufs, dub_lufs = source.lufs, measure_loudness(dub_wav)
     gain = 0.0
     if src_lufs > SILENCE and dub_lufs > SILENCE:
         gain = max(-DUB_GAIN_LIMIT, min(DUB_GAIN_LIMIT, src_lufs - dub_lufs))
@@ -141,7 +180,8 @@ def mix(source_wav: Path, dub_wav: Path, speech: list[Segment], out_wav: Path,
     out_wav.parent.mkdir(parents=True, exist_ok=True)
     # Intermediates go beside the output: an hour of stereo float is 1.4 GB each, three of them.
     with tempfile.TemporaryDirectory(prefix=".mix-", dir=out_wav.parent) as tmp:
-        background = suppress_speech(source_wav, speech, Path(tmp) / "background.wav")
+        background = (Path(background_wav) if background_wav is not None
+                      else suppress_speech(source_wav, speech, Path(tmp) / "background.wav"))
         premix = Path(tmp) / "premix.wav"
         upmix = ",pan=stereo|c0=c0|c1=c0" if layout == "stereo" else ""
         graph = (
@@ -161,7 +201,7 @@ def mix(source_wav: Path, dub_wav: Path, speech: list[Segment], out_wav: Path,
         loudnorm = ""  # silence: nothing to normalize
         if stats["I"] > SILENCE:
             lra = min(50.0, max(LOUDNESS_RANGE, stats["LRA"]))  # keep the mix's own range
-            loudnorm = (f"loudnorm=I={loudness}:TP={TRUE_PEAK}:LRA={lra}:measured_I={stats['I']}"
+            loudnorm = (f"loudnorm=I={target.lufs}:TP={target.true_peak_db}:LRA={lra}:measured_I={stats['I']}"
                         f":measured_TP={stats['TP']}:measured_LRA={stats['LRA']}"
                         f":measured_thresh={stats['thresh']}:linear=true,")
         # loudnorm works at 192 kHz: resample back and pin the layout.

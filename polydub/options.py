@@ -22,7 +22,7 @@ from polydub.translate.providers import PROVIDERS
 
 DEFAULT_MAX_SPEED = 1.3
 MAX_SPEED_RANGE = (1.0, 2.0)
-DEFAULT_LOUDNESS = -23.0  # LUFS, EBU R128
+DEFAULT_LOUDNESS = None  # match the source's integrated loudness and true peak
 LOUDNESS_RANGE = (-40.0, -5.0)
 LIPSYNC_MODES = ("auto", "on", "off")
 TRANSLATORS = tuple(PROVIDERS)
@@ -75,9 +75,14 @@ class DubOptions(BaseModel):
         "folder of <lang>.tsv files.")
     max_speed: float = Field(DEFAULT_MAX_SPEED, ge=MAX_SPEED_RANGE[0], le=MAX_SPEED_RANGE[1],
                              description="Cap on speeding up a line to fit its slot (pitch preserved).")
-    loudness: float = Field(DEFAULT_LOUDNESS, ge=LOUDNESS_RANGE[0], le=LOUDNESS_RANGE[1],
-                            description="Integrated loudness of the dubbed tracks, LUFS (EBU R128): "
-                            "-23 broadcast, -14 streaming.")
+    loudness: float | None = Field(
+        DEFAULT_LOUDNESS, ge=LOUDNESS_RANGE[0], le=LOUDNESS_RANGE[1],
+        description="Integrated loudness of the dubbed tracks, LUFS (EBU R128). Default: the source's own "
+        "loudness and true peak, so switching audio tracks keeps the level; or a delivery target: "
+        "-23 broadcast, -14 streaming.")
+    commercial: bool | None = Field(
+        None, description="Commercial use: refuse, before any work, a model whose licence does not allow "
+        "it (XTTS-v2). Unset: the machine's DUB_COMMERCIAL setting (off unless set).")
     consent: Text | None = Field(
         None, description="The consent under which the voice is cloned and the lips changed "
         "(recorded in the catalog).")

@@ -72,6 +72,10 @@ def test_audio_only_with_whisper_marian_and_coqui_into_postgres(prefect_api, pg_
     transcribe = [s for s in job["stages"] if s["stage"] == "transcribe"][0]
     assert transcribe["backend"] == "whisper" and transcribe["status"] == "done"
     assert "tiny.pt" in transcribe["model_version"]
+    assert transcribe["licence"] == "MIT"  # the model behind each output, in the catalog
+    voices = {s["licence"] for s in job["stages"] if s["stage"] == "synthesize"}
+    assert voices == {"not in polydub's licence table (licence unknown)"}  # a user's own Coqui model
+    assert report["languages"]["es"]["licences"]["transcribe"] == "MIT"
     lipsync = [s for s in job["stages"] if s["stage"] == "lipsync"]
     assert {s["status"] for s in lipsync} == {"skipped"}
     assert job["source"]["has_video"] is False

@@ -9,7 +9,7 @@ import soundfile as sf
 from scipy.signal import butter, hilbert, sosfiltfilt
 
 from polydub.errors import StageError
-from polydub.mix import measure_loudness, mix, suppress_speech
+from polydub.mix import Loudness, delivery_target, measure, measure_loudness, mix, suppress_speech
 from polydub.segments import Segment
 from tests.probe import ffprobe_samples
 
@@ -54,7 +54,7 @@ def test_stereo_mix_keeps_length_background_and_timing_and_drops_the_original_vo
     frames = 8 * SR + 77  # not a whole number of anything
     source = make_source(tmp_path / "source.wav", frames, SR, channels=2)
     make_dub(tmp_path / "dub.wav", frames)
-    out = mix(tmp_path / "source.wav", tmp_path / "dub.wav", SPEECH, tmp_path / "mix.wav")
+    out = mix(tmp_path / "source.wav", tmp_path / "dub.wav", SPEECH, tmp_path / "mix.wav", loudness=-23.0)
 
     assert sf.info(out).frames == frames
     assert ffprobe_samples(out) == frames
@@ -118,3 +118,55 @@ def test_unreadable_source_is_a_one_line_error(tmp_path):
     make_dub(tmp_path / "dub.wav", SR)
     with pytest.raises(StageError, match="cannot read the source audio"):
         mix(tmp_path / "source.wav", tmp_path / "dub.wav", SPEECH, tmp_path / "mix.wav")
+
+
+def test_by_default_the_mix_matches_the_source_loudness_and_true_peak(tmp_path):
+    """A source at -17.8 LUFS (the level of a typical ad) gives a dub at -17.8, not -23:
+    switching between the original and the dubbed track keeps the level."""
+    frames = 8 * SR
+    make_source(tmp_path / "raw.wav", frames, SR, channels=2)
+    gain = -17.8 - measure_loudness(tmp_path / "raw.wav")
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(tmp_path / "raw.wav"), "-af", f"volume={gain:.2f}dB",
+                    "-c:a", "pcm_f32le", str(tmp_path / "source.wav")], check=True, timeout=60)
+    source = measure(tmp_path / "source.wav")
+    assert source.lufs == pytest.approx(-17.8, abs=0.5)
+    make_dub(tmp_path / "dub.wav", frames)
+
+    out = mix(tmp_path / "source.wav", tmp_path / "dub.wav", SPEECH, tmp_path / "mix.wav")
+    dubbed = measure(out)
+    assert dubbed.lufs == pytest.approx(source.lufs, abs=1.0)
+    assert dubbed.true_peak_db <= min(source.true_peak_db, -1.0) + 0.5  # 16-bit and resampling margin
+    out = mix(tmp_path / "source.wav", tmp_path / "dub.wav", SPEECH, tmp_path / "mix23.wav", loudness=-23.0)
+    assert measure_loudness(out) == pytest.approx(-23.0, abs=1.0)
+
+
+def test_delivery_target():
+    loud_ad = Loudness(-17.83, -0.2)
+    assert delivery_target(loud_ad, None) == Loudness(-17.8, -1.0)  # never above R128's -1 dBTP
+    assert delivery_target(Loudness(-30.0, -12.0), None) == Loudness(-30.0, -9.0)  # loudnorm's floor
+    assert delivery_target(Loudness(-20.0, -4.7), None) == Loudness(-20.0, -4.7)
+    assert delivery_target(loud_ad, -14.0) == Loudness(-14.0, -1.5)
+    assert delivery_target(Loudness(-70.0, float("-inf")), None) == Loudness(-23.0, -1.5)  # silence
+
+
+def test_a_separated_background_is_used_as_it_is_under_the_dub(tmp_path):
+    """With a separated background (here the ideal one: the source minus its voice) the
+    effects in the speech band stay under the dub (ducked only), where the band-cut removes
+    them with the voice; the original voice is absent either way."""
+    frames, effect = 8 * SR, 2500.0  # Hz, inside the band-cut's speech band
+    t = np.arange(frames) / SR
+    background = 0.1 * np.sin(2 * np.pi * BED * t) + 0.05 * np.sin(2 * np.pi * effect * t)
+    voice = np.where((t >= 2.0) & (t < 4.0), 0.2 * np.sin(2 * np.pi * VOICE * t), 0.0)
+    sf.write(tmp_path / "source.wav", np.stack([background + voice] * 2, 1).astype(np.float32), SR, subtype="FLOAT")
+    sf.write(tmp_path / "bg.wav", np.stack([background] * 2, 1).astype(np.float32), SR, subtype="FLOAT")
+    make_dub(tmp_path / "dub.wav", frames)
+
+    separated = sf.read(mix(tmp_path / "source.wav", tmp_path / "dub.wav", SPEECH, tmp_path / "sep.wav",
+                            background_wav=tmp_path / "bg.wav"))[0][:, 0]
+    band_cut = sf.read(mix(tmp_path / "source.wav", tmp_path / "dub.wav", SPEECH, tmp_path / "cut.wav"))[0][:, 0]
+    for y in (separated, band_cut):
+        assert amplitude(y, VOICE, 2.2, 3.9) < 0.01 * amplitude(y, BED, 0.3, 1.5)
+    # relative to the same mix's untouched bed, so the normalization gain cancels
+    kept = [amplitude(y, effect, 2.3, 3.4) / amplitude(y, effect, 0.3, 1.5) for y in (separated, band_cut)]
+    assert kept[0] > 3 * kept[1]
+    assert kept[0] > 0.03  # ducked, not removed

@@ -173,6 +173,20 @@ def test_checksum_mismatch_leaves_no_file(server, tmp_path, monkeypatch):
     assert not models.is_present("bad-test", tmp_path)
 
 
+def test_a_published_sha256_prefix_is_checked_like_demucs_does(server, tmp_path, monkeypatch):
+    """Demucs publishes only the first 8 hex digits of each checkpoint's sha256 (in its
+    file name): a file that matches them is kept, one that does not is removed."""
+    data = b"a separation checkpoint"
+    (server.root / "good.th").write_bytes(data)
+    for name, prefix in (("prefix-ok", sha(data)[:8]), ("prefix-bad", "0" * 8)):
+        monkeypatch.setitem(models.REGISTRY, name, ModelSpec(name, "", (
+            ModelFile(f"{server.url}/good.th", "good.th", sha256=prefix),)))
+    assert (models.pull("prefix-ok", tmp_path) / "good.th").read_bytes() == data
+    with pytest.raises(StageError, match="failed its sha256 check"):
+        models.pull("prefix-bad", tmp_path)
+    assert not models.is_present("prefix-bad", tmp_path)
+
+
 def test_http_error_is_one_line(server, tmp_path, monkeypatch):
     spec = ModelSpec("gone-test", "", (ModelFile(f"{server.url}/missing.pt", "missing.pt"),))
     monkeypatch.setitem(models.REGISTRY, spec.name, spec)
@@ -205,7 +219,7 @@ def test_unknown_model_is_an_input_error(tmp_path):
 def test_registry_matches_upstream_locations(tmp_path):
     import whisper
 
-    expected = {"latentsync-1.5", "latentsync-1.6", "sd-vae-ft-mse", "xtts-v2", "whisper-tiny",
+    expected = {"latentsync-1.5", "latentsync-1.6", "sd-vae-ft-mse", "xtts-v2", "htdemucs", "whisper-tiny",
                 "whisper-base", "whisper-small", "whisper-medium", "whisper-large-v3"}
     assert expected <= set(models.REGISTRY)
     for size in ("tiny", "base", "small", "medium", "large-v3"):
@@ -216,6 +230,9 @@ def test_registry_matches_upstream_locations(tmp_path):
     latentsync = models.REGISTRY["latentsync-1.5"].files
     assert [f.path for f in latentsync] == ["latentsync_unet.pt", "whisper/tiny.pt"]
     assert latentsync[0].url == "https://huggingface.co/ByteDance/LatentSync-1.5/resolve/main/latentsync_unet.pt"
+    (demucs,) = models.REGISTRY["htdemucs"].files  # as demucs.pretrained would fetch "htdemucs"
+    assert demucs.url == "https://dl.fbaipublicfiles.com/demucs/hybrid_transformer/955717e8-8726e21a.th"
+    assert demucs.path == "955717e8-8726e21a.th" and demucs.sha256 == "8726e21a"
     xtts = {f.path for f in models.REGISTRY["xtts-v2"].files}
     assert xtts == {"config.json", "model.pth", "vocab.json", "speakers_xtts.pth", "dvae.pth", "mel_stats.pth"}
     rows = models.list_models(tmp_path)
@@ -229,13 +246,15 @@ def test_verify_loads_present_models_strictly(tmp_path):
     import shutil
 
     from polydub.models import verify_all
-    from tests.tiny_models import build_lipsync_models, build_whisper
+    from tests.tiny_models import build_demucs, build_lipsync_models, build_whisper
 
     build_whisper(tmp_path / "whisper-tiny" / "tiny.pt")
+    build_demucs(tmp_path / "htdemucs", name="955717e8-8726e21a.th")
     build_lipsync_models(tmp_path / "lip")
     shutil.move(str(tmp_path / "lip" / "latentsync-1.5"), tmp_path / "latentsync-1.5")
     rows = {r["name"]: r for r in verify_all(tmp_path)}
     assert rows["whisper-tiny"]["ok"], rows
+    assert rows["htdemucs"]["ok"] and "stems drums, bass, other, vocals, 44100 Hz" in rows["htdemucs"]["message"]
     assert not rows["latentsync-1.5"]["ok"]
     assert "does not match the LatentSync UNet config" in rows["latentsync-1.5"]["message"]
     assert "sd-vae-ft-mse" not in rows  # not present: not verified

@@ -141,3 +141,24 @@ def build_lipsync_models(root: Path, resolution: int = 64) -> Path:
     vae.save_pretrained(root / "sd-vae-ft-mse")
     (version / "polydub.json").write_text(json.dumps({"unet": TINY_UNET, "resolution": resolution}))
     return root
+
+
+DEMUCS_STEMS = ("drums", "bass", "other", "vocals")  # HT-Demucs' own
+
+
+def build_demucs(folder: Path, sources=DEMUCS_STEMS, name: str = "tiny-htdemucs.th") -> Path:
+    """A tiny random HTDemucs saved as Demucs publishes checkpoints (`demucs.states`:
+    class, init arguments and state), `name` in `folder`. 44.1 kHz stereo like the real one;
+    a few thousand parameters: it runs in seconds and separates nothing."""
+    import torch
+    from demucs.htdemucs import HTDemucs
+
+    torch.manual_seed(0)
+    model = HTDemucs(sources=list(sources), audio_channels=2, samplerate=44100, segment=2, channels=4, depth=2,
+                     nfft=1024, t_layers=1, t_heads=1, dconv_depth=1, dconv_comp=2)
+    args, kwargs = model._init_args_kwargs
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    torch.save({"klass": HTDemucs, "args": args, "kwargs": kwargs, "state": model.state_dict(),
+                "training_args": {}}, path)
+    return path

@@ -25,7 +25,7 @@ from polydub.tasks.common import JobContext, StageResult, catalog, one_line
 from polydub.tasks.deliver import assemble_lang, assemble_multitrack, deliverables
 from polydub.tasks.language import mix_lang, synthesize_lang, translate_lang
 from polydub.tasks.lipsync import lipsync_langs
-from polydub.tasks.source import prepare_source, transcribe_source
+from polydub.tasks.source import prepare_source, separate_source, transcribe_source
 
 LANGUAGE_WORKERS = 4  # languages in flight at once; each mostly waits on ffmpeg / TTS
 
@@ -57,11 +57,11 @@ def dub_video(input: str, langs: list[str], options: DubOptions = DubOptions()):
 
 @task(name="voice-language", task_run_name="language[{lang}]", cache_policy=NONE, persist_result=False)
 def voice_language(ctx: JobContext, plan: JobPlan, source: StageResult, transcript: StageResult,
-                   lang: str) -> tuple[StageResult, StageResult, StageResult]:
+                   background: StageResult, lang: str) -> tuple[StageResult, StageResult, StageResult]:
     """One language's chain: translate, synthesize, fit and mix (each its own task run)."""
     translation = translate_lang(ctx, plan, transcript, lang)
     speech = synthesize_lang(ctx, plan, source, transcript, translation, lang)
-    return translation, speech, mix_lang(ctx, plan, source, transcript, translation, speech, lang)
+    return translation, speech, mix_lang(ctx, plan, source, transcript, translation, speech, lang, background)
 
 
 def run_job(plan: JobPlan, run: outcome.RunInfo | None = None) -> dict:
@@ -88,13 +88,28 @@ def run_job(plan: JobPlan, run: outcome.RunInfo | None = None) -> dict:
               "out_dir": plan.out_dir, "flow_run": run.ui_url, "languages": langs}
     try:
         source = prepare_source(ctx, plan, source_hash)
+        report["source_loudness_lufs"] = source.meta.get("loudness_lufs")
+        report["source_true_peak_db"] = source.meta.get("true_peak_db")
+        separating = separate_source.submit(ctx, plan, source)  # alongside speech recognition
         transcript = transcribe_source(ctx, plan, source, source_hash)
+        try:
+            background = separating.result()
+        except Exception as exc:  # best effort: the band-cut still makes a dub, and the report says why
+            background = StageResult("separate", None, "", {"reason": f"separation failed: {one_line(exc)}; "
+                                                                      "the voice is band-cut under the dub"}, "failed")
+        report["background"] = {"method": "demucs" if background.status in ("done", "cached") else "band-cut",
+                                "status": background.status, "model": background.meta.get("model_version"),
+                                "licence": background.meta.get("licence"),
+                                "reason": background.meta.get("reason") or background.meta.get("note")}
+        shared = {"transcribe": transcript.meta.get("licence"), "separate": background.meta.get("licence")}
         report["source_lang"] = transcript.meta.get("language")
         report["transcript"] = {"backend": transcript.meta.get("backend"), "status": transcript.status,
                                 "segments": transcript.meta.get("segments"),
-                                "diarizer": transcript.meta.get("diarizer")}
+                                "diarizer": transcript.meta.get("diarizer"),
+                                "licence": transcript.meta.get("licence")}
 
-        chains = {lang: voice_language.submit(ctx, plan, source, transcript, lang) for lang in plan.langs}
+        chains = {lang: voice_language.submit(ctx, plan, source, transcript, background, lang)
+                  for lang in plan.langs}
         mixed: dict[str, tuple[StageResult, StageResult, StageResult]] = {}
         for lang, future in chains.items():
             try:
@@ -127,7 +142,7 @@ def run_job(plan: JobPlan, run: outcome.RunInfo | None = None) -> dict:
                 continue
             outputs = deliverables(plan, assembled[lang])
             translation, speech, mix = mixed[lang]
-            langs[lang].update(_language_report(outputs, translation, speech, mix, videos.get(lang)))
+            langs[lang].update(_language_report(outputs, translation, speech, mix, videos.get(lang), shared))
             progress.advance(lang, "delivered")
             for kind, path in outputs.items():
                 cat.add_output(job_id, lang, {"mp4": "video", "m4a": "audio"}.get(kind, kind), path,
@@ -170,10 +185,13 @@ def _job_status(langs: dict[str, dict]) -> str:
 
 
 def _language_report(outputs: dict[str, str], translation: StageResult, speech: StageResult,
-                     mix: StageResult, video: StageResult | None) -> dict:
+                     mix: StageResult, video: StageResult | None, shared: dict[str, str | None]) -> dict:
+    """One language's entry; `shared`: licences of the per-video stages' models by stage."""
     lines = json.loads(Path(mix.file("lines.json")).read_text())
     for line, clip in zip(lines, speech.meta.get("clips", [])):  # who says each line, in which voice
         line.update(speaker=clip.get("speaker"), voice=clip.get("voice"))
+    made_by = {**shared, **{r.stage: r.meta.get("licence") for r in (translation, speech, video)
+                            if r is not None and r.status in ("done", "cached")}}
     stages = {r.stage: {"status": r.status, "seconds": r.meta.get("seconds", 0.0)}
               for r in (translation, speech, mix, video) if r is not None}
     return {
@@ -185,10 +203,15 @@ def _language_report(outputs: dict[str, str], translation: StageResult, speech: 
             "voice_reason": speech.meta.get("reason"),
             "lipsync": video.status if video else "skipped",
             "lipsync_reason": (video.meta.get("reason") if video else None),
+            "background": mix.meta.get("background"), "background_reason": mix.meta.get("background_reason"),
         },
         "speakers": speech.meta.get("speakers", {}),  # speaker -> voice, backend, reason
+        "licences": {stage: licence for stage, licence in made_by.items() if licence},
         "segments": len(lines),
-        "loudness_lufs": mix.meta.get("loudness"),
+        "loudness_lufs": mix.meta.get("loudness"),  # measured on the mix
+        "true_peak_db": mix.meta.get("true_peak_db"),
+        "loudness_target_lufs": mix.meta.get("target_lufs"),
+        "true_peak_target_db": mix.meta.get("target_true_peak_db"),
         "sped_up": sum(line["speed"] > 1.0 for line in lines),
         "overflowing": sum(line["overflow"] > 0 for line in lines),
         "lines": lines,

@@ -210,6 +210,13 @@ def markdown(report: dict) -> str:
         lines.append(f"- multi-track: `{report['multitrack']}`")
     if report.get("error"):
         lines.append(f"- error: {report['error']}")
+    if report.get("source_loudness_lufs") is not None:
+        lines.append(f"- source loudness: {report['source_loudness_lufs']:.1f} LUFS, true peak "
+                     f"{report.get('source_true_peak_db')} dBTP")
+    if report.get("background"):
+        background = report["background"]
+        reason = f" ({background['reason']})" if background.get("reason") else ""
+        lines.append(f"- background: {background['method']}{reason}")
     lines += ["", "| language | status | voice | sped up | overflowing | lip-sync | loudness (LUFS) |",
               "|---|---|---|---|---|---|---|"]
     for lang, entry in report["languages"].items():

@@ -241,6 +241,7 @@ def stage_dict(run: StageRun) -> dict[str, Any]:
         "status": run.status,
         "backend": run.backend,
         "model_version": run.model_version,
+        "licence": run.licence,
         "seconds": run.seconds,
         "error": run.error,
         "cache_key": run.cache_key,
@@ -396,8 +397,10 @@ class Catalog:
         cache_key: str | None,
         backend: str | None = None,
         model_version: str | None = None,
+        licence: str | None = None,
     ) -> int:
-        """Record that `stage` (for `lang`, None for per-video stages) started; its run id."""
+        """Record that `stage` (for `lang`, None for per-video stages) started; its run id.
+        `licence`: that of the model making the output (`licences.Licence.label`)."""
         with self._write.begin() as session:
             run = StageRun(
                 job_id=job_id,
@@ -407,6 +410,7 @@ class Catalog:
                 cache_key=cache_key,
                 backend=backend,
                 model_version=model_version,
+                licence=licence,
                 owner=process_owner(),
                 started_at=utcnow(),
             )
@@ -422,9 +426,10 @@ class Catalog:
         detail: dict | None = None,
         backend: str | None = None,
         model_version: str | None = None,
+        licence: str | None = None,
     ) -> None:
         """Close a stage run as done, cached, skipped or failed; sets finished_at and
-        seconds. `backend` / `model_version` given here replace those from the start."""
+        seconds. `backend` / `model_version` / `licence` given here replace those from the start."""
         check_one_of("stage status", status, tuple(s for s in STAGE_STATUSES if s != "running"))
         if detail is not None and (size := check_json("stage detail", detail)) > DETAIL_MAX_BYTES:
             # Finishing a stage must not fail over its summary: keep a note instead.
@@ -440,6 +445,8 @@ class Catalog:
                 run.backend = backend
             if model_version is not None:
                 run.model_version = model_version
+            if licence is not None:
+                run.licence = licence
 
     def add_output(self, job_id: int, lang: str | None, kind: str, path: str, duration: float | None = None) -> int:
         """Record a deliverable (`lang` None for the multi-track file); its id."""

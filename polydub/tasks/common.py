@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from polydub import cache, crash, redact
+from polydub import cache, crash, licences, redact
 from polydub.errors import DubError, StageError
+from polydub.licences import Licence
 from polydub.flows.logs import stage_logger
 from polydub.progress import emit
 
@@ -63,16 +64,20 @@ def one_line(exc: BaseException) -> str:
 
 def run_stage(ctx: JobContext, stage: str, lang: str | None, key: str,
               build: Callable[[Path], dict], backend: str | None = None,
-              model_version: str | None = None) -> StageResult:
+              model_version: str | None = None, licence: Licence | None = None) -> StageResult:
     """Run `build` into a fresh cache folder unless a completed run with `key` exists.
 
     `build(folder)` writes its files and returns small metadata (JSON); it may set
     'backend' and 'model_version' when only the run knows them. The catalog gets a
-    stage row either way: 'cached' for a hit, 'done' or 'failed' for a run.
+    stage row either way: 'cached' for a hit, 'done' or 'failed' for a run, with the
+    licence of the model that made the output (`licence`, else looked up from the
+    backend); the result's meta carries it as 'licence' (a label) for the report.
     """
     cat = catalog(ctx.db_url)
     root = Path(ctx.cache_root)
-    run_id = cat.start_stage(ctx.job_id, stage, lang, key, backend, model_version)
+    licence = licence or licences.of_stage(stage, backend, model_version)
+    label = licence.label if licence else None
+    run_id = cat.start_stage(ctx.job_id, stage, lang, key, backend, model_version, licence=label)
     # Languages run in threads and jobs in processes: whoever holds the key's lock builds,
     # the others wait and then find it cached.
     with cache.exclusive(stage, key, root):
@@ -84,7 +89,8 @@ def run_stage(ctx: JobContext, stage: str, lang: str | None, key: str,
                              model_version=hit.get("model_version", model_version))
             emit(stage, lang, "cached")
             _log(stage, lang, "cached", 0.0, hit.get("backend", backend), hit.get("reason"))
-            return StageResult(stage, lang, str(cache.stage_dir(stage, key, root)), hit, "cached")
+            return StageResult(stage, lang, str(cache.stage_dir(stage, key, root)), {**hit, "licence": label},
+                               "cached")
         emit(stage, lang, "running")
         started = time.perf_counter()
         try:
@@ -116,7 +122,7 @@ def run_stage(ctx: JobContext, stage: str, lang: str | None, key: str,
                      model_version=meta.get("model_version"))
     emit(stage, lang, "done", meta.get("note", ""))
     _log(stage, lang, "done", meta["seconds"], meta.get("backend"), meta.get("reason") or meta.get("note"))
-    return StageResult(stage, lang, str(cache.stage_dir(stage, key, root)), meta, "done")
+    return StageResult(stage, lang, str(cache.stage_dir(stage, key, root)), {**meta, "licence": label}, "done")
 
 
 def _label(stage: str, lang: str | None) -> str:

@@ -9,13 +9,14 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NONE
 
-from polydub import cache, config
+from polydub import cache, config, licences
 from polydub.job import JobPlan
 from polydub.media import SAMPLE_RATE
 from polydub.segments import label_from, read_subtitles, speakers_of
 from polydub.tasks.common import JobContext, StageResult, run_stage
 from polydub.tasks.source import (
     ASR_AUDIO,
+    BACKGROUND,
     SEGMENTS,
     SOURCE_AUDIO,
     SUBTITLE_PARSER,
@@ -100,13 +101,13 @@ def sf_duration(path: Path) -> float:
     return soundfile.info(str(path)).duration
 
 
-def _may_clone(voice: str) -> bool:
+def _may_clone(voice: str, commercial: bool = False) -> bool:
     """Whether the voice could clone the speaker (and so needs a reference clip)."""
     from polydub.tts.coqui import XTTS_DIR, checkpoint_in
 
     if voice.startswith("coqui"):
         return True
-    return voice == "auto" and checkpoint_in(config.models_dir() / XTTS_DIR) is not None
+    return voice == "auto" and not commercial and checkpoint_in(config.models_dir() / XTTS_DIR) is not None
 
 
 UNNAMED = "(unnamed)"  # the report's name for lines no script or diarizer labeled
@@ -136,9 +137,9 @@ def cast_voices(ctx: JobContext, plan: JobPlan, source: StageResult, transcript:
         mapped = voice_map.spec_for(speaker, lang) if voice_map and speaker is not None else None
         spec = mapped or plan.voice
         reference = None
-        if _may_clone(spec) and source_lines:
+        if _may_clone(spec, plan.commercial) and source_lines:
             reference = Path(_reference_clip(ctx, source, transcript, speaker).file(REFERENCE))
-        voice, reason = select_voice(spec, lang, config.models_dir(), reference)
+        voice, reason = select_voice(spec, lang, config.models_dir(), reference, commercial=plan.commercial)
         if mapped:
             reason = f"--voices {Path(voice_map.path).name}: {reason}"
         elif isinstance(voice, EspeakVoice) and speaker is not None:
@@ -190,16 +191,29 @@ def synthesize_lang(ctx: JobContext, plan: JobPlan, source: StageResult, transcr
     voices = (next(iter(cast.values())).key if list(cast) == [None]
               else {"cast": {speaker or UNNAMED: c.key for speaker, c in cast.items()}})
     key = cache.stage_key("synthesize", segments=_segments_hash(translation), **voices)
-    result = run_stage(ctx, "synthesize", lang, key, build, backend=backends, model_version=model)
+    result = run_stage(ctx, "synthesize", lang, key, build, backend=backends, model_version=model,
+                       licence=licences.of_cast([licences.of_voice(c.voice.backend, getattr(c.voice, "xtts", False))
+                                                 for c in cast.values()]))
     result.meta.setdefault("reason", reason)
     return result
 
 
 @task(name="fit-and-mix", task_run_name="mix[{lang}]", cache_policy=NONE, persist_result=False)
 def mix_lang(ctx: JobContext, plan: JobPlan, source: StageResult, transcript: StageResult,
-             translation: StageResult, speech: StageResult, lang: str) -> StageResult:
-    """Place every line at its source start (sped up only as needed) and mix over the background."""
+             translation: StageResult, speech: StageResult, lang: str,
+             background: StageResult | None = None) -> StageResult:
+    """Place every line at its source start (sped up only as needed) and mix over the
+    background: the separated one when separation ran, else the band-cut source. The mix
+    is normalized to the source's loudness and true peak, or to `--loudness`."""
     from polydub import fit, mix
+
+    separated = background is not None and background.status in ("done", "cached")
+    method = "demucs" if separated else "band-cut"
+    why = (background.meta.get("reason") if background is not None and not separated else None) \
+        or ("separated by " + str(background.meta.get("model_version")) if separated else "no separation ran")
+    peak = source.meta.get("true_peak_db")  # None: a silent source
+    level = mix.Loudness(source.meta["loudness_lufs"], mix.SILENCE if peak is None else peak)
+    target = mix.delivery_target(level, plan.loudness)
 
     def build(folder: Path) -> dict:
         segments = load_segments(translation)
@@ -209,18 +223,24 @@ def mix_lang(ctx: JobContext, plan: JobPlan, source: StageResult, transcript: St
         lines = fit.render_dub_track([Path(speech.folder) / c["file"] for c in clips], fits,
                                      source.meta["samples"], folder / DUB_TRACK)
         mix.mix(Path(source.file(SOURCE_AUDIO)), folder / DUB_TRACK, load_segments(transcript),
-                folder / MIXED, loudness=plan.loudness)
+                folder / MIXED, target=target, source_level=level,
+                background_wav=Path(background.file(BACKGROUND)) if separated else None)
         report = []
         for segment, f, line in zip(segments, fits, lines):
             report.append({"start": round(f.start, 3), "end": round(segment.end, 3), "text": segment.text,
                            "clip": round(f.clip, 3), "slot": round(f.slot, 3), "speed": round(f.speed, 3),
                            "overflow": round(f.overflow, 3), "truncated": line.get("truncated", 0.0)})
         (folder / "lines.json").write_text(json.dumps(report, ensure_ascii=False, indent=1))
+        measured = mix.measure(folder / MIXED)  # for the QA report
         return {"lines": len(report), "sped_up": sum(r["speed"] > 1.0 for r in report),
                 "overflowing": sum(r["overflow"] > 0 for r in report), "backend": "ffmpeg",
-                "loudness": round(mix.measure_loudness(folder / MIXED), 2)}  # measured, for the QA report
+                "background": method, "background_reason": why,
+                "target_lufs": target.lufs, "target_true_peak_db": target.true_peak_db,
+                "loudness": round(measured.lufs, 2),
+                "true_peak_db": round(measured.true_peak_db, 2) if measured.true_peak_db > mix.SILENCE else None}
 
     key = cache.stage_key("mix", source=Path(source.folder).name, transcript=_segments_hash(transcript),
                           translation=_segments_hash(translation), speech=Path(speech.folder).name,
-                          max_speed=plan.max_speed, loudness=plan.loudness, version=2)
+                          max_speed=plan.max_speed, loudness=target.lufs, true_peak=target.true_peak_db,
+                          background=Path(background.folder).name if separated else "band-cut", version=3)
     return run_stage(ctx, "mix", lang, key, build, backend="ffmpeg")

@@ -14,7 +14,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NONE
 
-from polydub import cache, config
+from polydub import cache, config, licences
 from polydub.errors import StageError
 from polydub.job import JobPlan
 from polydub.lipsync import lipsync_decision
@@ -72,7 +72,8 @@ def lipsync_langs(ctx: JobContext, plan: JobPlan, source: StageResult,
                                   version=version, weights=weights, deep_cache=deep_cache, face=prefer, impl=1)
             for lang, m in mixes.items()}
     cat = catalog(ctx.db_url)
-    runs = {lang: cat.start_stage(ctx.job_id, "lipsync", lang, keys[lang], "latentsync", version)
+    licence = licences.LIPSYNC.label
+    runs = {lang: cat.start_stage(ctx.job_id, "lipsync", lang, keys[lang], "latentsync", version, licence=licence)
             for lang in mixes}
     results: dict[str, StageResult] = {}
     checked = {lang: cache.inspect("lipsync", keys[lang], root) for lang in mixes}  # (meta, damage)
@@ -83,7 +84,7 @@ def lipsync_langs(ctx: JobContext, plan: JobPlan, source: StageResult,
             cat.finish_stage(runs[lang], "cached", backend="latentsync", model_version=version)
             emit("lipsync", lang, "cached")
             results[lang] = StageResult("lipsync", lang, str(cache.stage_dir("lipsync", keys[lang], root)),
-                                        meta, "cached")
+                                        {**meta, "licence": licence}, "cached")
     if not missing:
         return results
     for lang in missing:
@@ -113,7 +114,7 @@ def lipsync_langs(ctx: JobContext, plan: JobPlan, source: StageResult,
                                  backend="latentsync", model_version=version)
                 emit("lipsync", lang, "done", f"face track {info.get('track')}")
                 results[lang] = StageResult("lipsync", lang, str(cache.stage_dir("lipsync", keys[lang], root)),
-                                            meta, "done")
+                                            {**meta, "licence": licence}, "done")
     except Exception as exc:
         if cache.is_disk_full(exc, root):
             exc = cache.disk_full(root)

@@ -1,4 +1,5 @@
-"""Per-video stages, shared by every language: prepare the source audio, transcribe."""
+"""Per-video stages, shared by every language: prepare the source audio, separate its
+background from its voice, transcribe."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NONE
 
-from polydub import cache, media
+from polydub import cache, config, media
 from polydub.job import JobPlan
 from polydub.segments import (
     Segment,
@@ -18,13 +19,14 @@ from polydub.segments import (
     speakers_of,
     write_subtitles,
 )
-from polydub.tasks.common import JobContext, StageResult, run_stage
+from polydub.tasks.common import JobContext, StageResult, run_stage, skip_stage
 from polydub.transcribe import ASR_SAMPLE_RATE
 
 SOURCE_AUDIO = "source.wav"  # 48 kHz, the source's channels (at most 2): mixing base
 ASR_AUDIO = "asr.wav"  # 16 kHz mono: whisper and lip-sync features
 SEGMENTS = "segments.json"
 SUBTITLE_PARSER = 2  # in the keys of approved scripts: 2 reads speaker labels out of the text
+BACKGROUND = "background.wav"  # the source without its voice (separated), SOURCE_AUDIO's format
 
 
 def load_segments(result: StageResult) -> list[Segment]:
@@ -49,14 +51,44 @@ def prepare_source(ctx: JobContext, plan: JobPlan, source_hash: str) -> StageRes
                             seconds=info.audio_duration)
         import soundfile
 
+        from polydub.mix import measure
+
         frames = soundfile.info(str(folder / SOURCE_AUDIO)).frames
+        level = measure(folder / SOURCE_AUDIO)  # once per video: what the dubs match by default
         return {"duration": info.duration, "audio_duration": frames / media.SAMPLE_RATE,
+                "loudness_lufs": level.lufs,
+                "true_peak_db": level.true_peak_db if level.true_peak_db > float("-inf") else None,
                 "samples": frames, "channels": channels, "has_video": info.has_video,
                 "fps": info.fps, "width": info.width, "height": info.height,
                 "video_codec": info.video_codec, "backend": "ffmpeg"}
 
-    key = cache.stage_key("probe", source=source_hash, rate=media.SAMPLE_RATE, version=2)
+    key = cache.stage_key("probe", source=source_hash, rate=media.SAMPLE_RATE, version=3)
     return run_stage(ctx, "probe", None, key, build, backend="ffmpeg")
+
+
+@task(name="separate", task_run_name="separate", cache_policy=NONE, persist_result=False)
+def separate_source(ctx: JobContext, plan: JobPlan, source: StageResult) -> StageResult:
+    """The source's background without its voice (Demucs), when a separation model is in
+    the models directory; else skipped, and the mix band-cuts the voice instead."""
+    from polydub import licences, separate
+
+    checkpoint = separate.locate()
+    if checkpoint is None:
+        where = config.models_dir() / separate.MODEL_DIR
+        return skip_stage(ctx, "separate", None, f"no separation model in {where}; the voice is band-cut "
+                          "under the dub (dub models pull htdemucs)")
+    licence = licences.of_separator(checkpoint)
+    if plan.commercial and licence.commercial is False:
+        return skip_stage(ctx, "separate", None, f"{checkpoint.name}: {licence.name}, not used with "
+                          "--commercial; the voice is band-cut under the dub")
+    version = separate.model_version(checkpoint)
+
+    def build(folder: Path) -> dict:
+        separate.separate(separate.load(checkpoint), Path(source.file(SOURCE_AUDIO)), folder / BACKGROUND)
+        return {"note": f"{checkpoint.name}: background separated from the voice"}
+
+    key = cache.stage_key("separate", source=Path(source.folder).name, model=version)
+    return run_stage(ctx, "separate", None, key, build, backend="demucs", model_version=version)
 
 
 @task(name="transcribe", task_run_name="transcribe", cache_policy=NONE, persist_result=False)

@@ -70,9 +70,11 @@ def parse_voice_spec(spec: str) -> None:
 
 
 def select_voice(spec: str, lang: str, models_dir: Path | None = None,
-                 reference_wav: Path | None = None) -> tuple[Voice, str]:
+                 reference_wav: Path | None = None, commercial: bool = False) -> tuple[Voice, str]:
     """The voice for `lang` and why it was chosen, e.g.
-    `(EspeakVoice, 'auto: no Coqui weights in /x/models/xtts-v2; espeak-ng voice es')`."""
+    `(EspeakVoice, 'auto: no Coqui weights in /x/models/xtts-v2; espeak-ng voice es')`.
+    `commercial`: auto never picks XTTS-v2 (non-commercial licence); an explicit
+    non-commercial voice is refused earlier, by `job.check_backends`."""
     parse_voice_spec(spec)
     lang = languages.normalize(lang)
     backend, arg = _split(spec)
@@ -96,6 +98,8 @@ def select_voice(spec: str, lang: str, models_dir: Path | None = None,
     xtts_dir = models_dir / XTTS_DIR
     if checkpoint_in(xtts_dir) is None:
         why = f"no Coqui weights in {xtts_dir}"
+    elif commercial:
+        why = "XTTS-v2 is licensed for non-commercial use only (--commercial)"
     elif reference is None or not reference.is_file():
         why = f"XTTS-v2 found in {xtts_dir} but no reference clip of the source speaker"
     else:

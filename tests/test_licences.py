@@ -1,0 +1,78 @@
+"""Licences: `dub models list` shows them, `--commercial` refuses non-commercial models
+before any work, and `auto` choices pass over them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from polydub.job import plan_job
+from polydub.tts import select_voice
+from tests.conftest import EXAMPLE
+
+
+def dub(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "polydub.cli", *args], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, **(env or {})})
+
+
+def test_models_list_shows_each_licence_and_whether_it_allows_commercial_use(tmp_path):
+    result = dub("models", "list", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {r["name"]: r for r in json.loads(result.stdout)}
+    assert rows["xtts-v2"]["licence"] == "Coqui Public Model License 1.0.0" and rows["xtts-v2"]["commercial"] is False
+    assert rows["htdemucs"]["commercial"] is False and "research" in rows["htdemucs"]["licence"]
+    assert rows["whisper-tiny"]["licence"] == "MIT" and rows["whisper-tiny"]["commercial"] is True
+    assert rows["sd-vae-ft-mse"]["commercial"] is True and "use restrictions" in rows["sd-vae-ft-mse"]["licence_note"]
+    table = dub("models", "list", env={"COLUMNS": "250"}).stdout
+    assert "commercial" in table and "Coqui Public Model" in table
+
+
+def test_commercial_refuses_xtts_before_any_work(tmp_path):
+    out, db = tmp_path / "out", f"sqlite:///{tmp_path / 'catalog.db'}"
+    args = (str(EXAMPLE), "--langs", "es", "--voice", "coqui:xtts-v2", "--out", str(out), "--db", db)
+    result = dub(*args, "--commercial")
+    assert result.returncode == 2
+    line = result.stderr.strip()
+    assert "\n" not in line and "Traceback" not in line
+    assert "--commercial: voice XTTS-v2 (Coqui Public Model License 1.0.0, non-commercial use only)" in line
+    assert "use --voice espeak or a commercially licensed coqui:MODEL" in line
+    assert not out.exists()  # nothing started
+    listing = json.loads(dub("list", "--db", db, "--json").stdout)
+    assert listing[0]["status"] == "rejected"
+
+    # The machine's setting applies when the job does not say.
+    assert "--commercial: voice XTTS-v2" in dub(*args, env={"DUB_COMMERCIAL": "1"}).stderr
+
+
+def test_the_jobs_own_choice_wins_over_the_machine_setting(tmp_path, monkeypatch):
+    monkeypatch.setenv("DUB_COMMERCIAL", "1")
+    assert plan_job(EXAMPLE, "es", out=str(tmp_path)).commercial is True
+    assert plan_job(EXAMPLE, "es", {"commercial": False}, out=str(tmp_path)).commercial is False
+    monkeypatch.delenv("DUB_COMMERCIAL")
+    assert plan_job(EXAMPLE, "es", out=str(tmp_path)).commercial is False
+    assert plan_job(EXAMPLE, "es", commercial=True, out=str(tmp_path)).commercial is True
+
+
+def test_commercial_refuses_a_non_commercial_translation_model(tmp_path):
+    result = dub(str(EXAMPLE), "--langs", "it", "--translator", "local:facebook/nllb-200-distilled-600M",
+                 "--commercial", "--out", str(tmp_path / "out"), "--db", f"sqlite:///{tmp_path / 'c.db'}")
+    assert result.returncode == 2
+    assert "--commercial: translator local:facebook/nllb-200-distilled-600M (CC-BY-NC-4.0" in result.stderr
+    assert "opus-mt" in result.stderr
+
+
+def test_auto_voice_passes_over_xtts_for_commercial_use(tmp_path):
+    xtts = tmp_path / "xtts-v2"
+    xtts.mkdir()
+    (xtts / "config.json").write_text(json.dumps({"model": "xtts"}))
+    (xtts / "model.pth").write_bytes(b"weights that must not even be loaded")
+    reference = tmp_path / "reference.wav"
+    reference.write_bytes(b"")
+    voice, reason = select_voice("auto", "es", tmp_path, reference, commercial=True)
+    assert voice.backend == "espeak"
+    assert reason.startswith("auto: XTTS-v2 is licensed for non-commercial use only (--commercial)")
+    assert Path(reference).exists()
