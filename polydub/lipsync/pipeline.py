@@ -24,7 +24,6 @@ MANIFEST = Path(__file__).parent / "assets" / "unet_state_dict_manifest.json"
 LATENT_SCALE = 0.18215  # Stable Diffusion VAE scaling factor (shift 0)
 VAE_DOWNSCALE = 8
 LATENT_CHANNELS = 4
-AUDIO_SHAPE = (50, 384)  # per frame: 10 whisper positions x 5 layers, 384 features
 VAE_FRAMES = 8  # frames per VAE encode/decode call, bounds the VAE's activation memory
 SCHEDULER = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012,
              "num_train_timesteps": 1000, "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1,
@@ -93,12 +92,15 @@ class LipSyncPipeline:
 
     Each step runs one UNet batch of 2 x languages items (CFG: zero audio, then the
     language's audio), split into calls of at most `max_batch` items (and halved again
-    if the device runs out of memory). `deep_cache=N > 1` runs the full UNet on every N-th
+    if the device runs out of memory). `audio_shape` is the per-frame audio window
+    (`audio.window_shape` of the encoder's dims); by default any (tokens, C) with C the UNet's
+    cross-attention width. `deep_cache=N > 1` runs the full UNet on every N-th
     step and only its shallowest layers in between (see LipSyncUNet).
     """
 
     def __init__(self, unet: LipSyncUNet, vae, mask: Tensor, num_steps: int = 20, guidance_scale: float = 1.5,
-                 deep_cache: int = 0, device="cpu", dtype=torch.float32, max_batch: int | None = None):
+                 deep_cache: int = 0, device="cpu", dtype=torch.float32, max_batch: int | None = None,
+                 audio_shape: tuple[int, int] | None = None):
         from diffusers import DDIMScheduler
 
         if mask.ndim != 4 or mask.shape[:2] != (1, 1) or mask.shape[2] % VAE_DOWNSCALE:
@@ -112,6 +114,7 @@ class LipSyncPipeline:
         self.guidance_scale = guidance_scale
         self.deep_cache = deep_cache
         self.max_batch = max_batch
+        self.audio_shape = tuple(audio_shape) if audio_shape else None
         self.scheduler = DDIMScheduler(**SCHEDULER)
         self.scheduler.set_timesteps(num_steps)
         self.timesteps = [int(t) for t in self.scheduler.timesteps]
@@ -140,7 +143,7 @@ class LipSyncPipeline:
     @torch.no_grad()
     def sync(self, latents: FaceLatents, audio: dict[str, Tensor], noise: Tensor,
              faces: Tensor) -> dict[str, Tensor]:
-        """audio: per language (F, 50, 384) features of the chunk's frames; noise from
+        """audio: per language (F, tokens, C) features (F, 50, 384 for whisper tiny) of the chunk's frames; noise from
         `initial_noise`; faces: the chunk's aligned faces (F, 3, res, res) in [-1, 1].
         Returns per language (F, 3, res, res) in [-1, 1] on the CPU: the decoded face in the
         regenerated region (mask 0), the input face elsewhere."""
@@ -148,9 +151,11 @@ class LipSyncPipeline:
         frames, _, h, w = latents.reference.shape
         if not languages:
             return {}
+        window = self.audio_shape or (audio[languages[0]].shape[1], self.unet.config.cross_attention_dim)
         for language, features in audio.items():
-            if tuple(features.shape) != (frames, *AUDIO_SHAPE):
-                raise ValueError(f"audio for {language} must be ({frames}, 50, 384), got {tuple(features.shape)}")
+            if tuple(features.shape) != (frames, *window):
+                raise ValueError(f"audio for {language} must be ({frames}, {window[0]}, {window[1]}), "
+                                 f"got {tuple(features.shape)}")
         res = self.mask.shape[-1]
         if tuple(faces.shape) != (frames, 3, res, res):
             raise ValueError(f"faces must be ({frames}, 3, {res}, {res}), got {tuple(faces.shape)}")
@@ -187,7 +192,7 @@ class LipSyncPipeline:
         faces = faces.detach().float().cpu()
         for i, language in enumerate(languages):
             decoded = self._decode(x[i].transpose(0, 1))
-            out[language] = decoded * (1 - mask) + faces * mask
+            out[language] = (decoded * (1 - mask) + faces * mask).clamp(-1, 1)  # clamped after, as the reference
         return out
 
     def _predict(self, model_in: Tensor, t: int, speech: Tensor,
@@ -220,14 +225,15 @@ class LipSyncPipeline:
         """(F, 3, res, res) in [-1, 1] -> (F, 4, res/8, res/8) scaled latents on the CPU."""
         parts = []
         for s in range(0, len(pixels), VAE_FRAMES):
-            chunk = pixels[s:s + VAE_FRAMES].to(self.device, self.dtype)
+            # contiguous: in channels_last torch's CPU GroupNorm takes a one-pass variance (1e-3 off)
+            chunk = pixels[s:s + VAE_FRAMES].to(self.device, self.dtype).contiguous()
             parts.append(self.vae.encode(chunk).latent_dist.sample(generator=generator).float().cpu())
         return torch.cat(parts) * LATENT_SCALE
 
     def _decode(self, latents: Tensor) -> Tensor:
-        """(F, 4, h, w) scaled latents -> (F, 3, 8h, 8w) in [-1, 1], float32 on the CPU."""
+        """(F, 4, h, w) scaled latents -> (F, 3, 8h, 8w) about [-1, 1] (not clamped), float32 on the CPU."""
         parts = []
         for s in range(0, len(latents), VAE_FRAMES):
-            chunk = (latents[s:s + VAE_FRAMES] / LATENT_SCALE).to(self.device, self.dtype)
-            parts.append(self.vae.decode(chunk).sample.float().clamp(-1, 1).cpu())
+            chunk = (latents[s:s + VAE_FRAMES] / LATENT_SCALE).to(self.device, self.dtype).contiguous()
+            parts.append(self.vae.decode(chunk).sample.float().cpu())
         return torch.cat(parts)

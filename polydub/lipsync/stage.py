@@ -20,7 +20,7 @@ from torch import Tensor
 
 from polydub.errors import InputError, StageError
 from polydub.lipsync import face
-from polydub.lipsync.audio import frame_windows, load_audio, whisper_features
+from polydub.lipsync.audio import frame_windows, load_audio, whisper_features, window_shape
 from polydub.lipsync.video import (
     ENCODE_ARGS,
     FPS,
@@ -106,7 +106,7 @@ class LipSyncModels:
 
 def _faces_tensor(faces: list[np.ndarray]) -> Tensor:
     """(F, res, res, 3) uint8 -> (F, 3, res, res) float in [-1, 1]."""
-    return torch.from_numpy(np.stack(faces)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return (torch.from_numpy(np.stack(faces)).permute(0, 3, 1, 2).float() / 127.5 - 1).contiguous()
 
 
 def _faces_uint8(faces: Tensor) -> np.ndarray:
@@ -165,7 +165,8 @@ def lipsync_video(video: str | Path, dubbed_audio: dict[str, Path], out_videos: 
     mask = models.mask if models.mask.shape[-1] == res else load_mask(res)
     pipeline = LipSyncPipeline(models.unet, models.vae, mask, num_steps=num_steps,
                                guidance_scale=guidance_scale, deep_cache=deep_cache,
-                               device=models.device, dtype=models.dtype)
+                               device=models.device, dtype=models.dtype,
+                               audio_shape=window_shape(models.whisper.dims))
     noise = pipeline.initial_noise(res, res, seed=seed)  # one draw for the whole video
     generator = torch.Generator(models.device).manual_seed(seed)
 
