@@ -25,3 +25,16 @@ def database_url() -> str:
     """The catalog: a SQLite file by default, any SQLAlchemy URL by `DUB_DATABASE_URL`."""
     url = os.environ.get("DUB_DATABASE_URL")
     return url or f"sqlite:///{home() / 'catalog.db'}"
+
+
+def lipsync_compile() -> bool:
+    """`DUB_LIPSYNC_COMPILE=1`: torch.compile the lip-sync UNet and VAE (worth it on a GPU for
+    long videos; the first chunk of each shape pays the compilation)."""
+    return os.environ.get("DUB_LIPSYNC_COMPILE", "0").lower() not in ("", "0", "false", "no")
+
+
+def lipsync_max_batch() -> int | None:
+    """`DUB_LIPSYNC_BATCH=N`: at most N UNet batch items per call (2 per language with guidance);
+    unset: all languages in one call, halved when the device runs out of memory."""
+    value = os.environ.get("DUB_LIPSYNC_BATCH")
+    return int(value) if value else None

@@ -2,8 +2,9 @@
 every language at once, decode and composite the regenerated lower face.
 
 Pixel tensors are (F, 3, res, res) in [-1, 1]; latents are (F, 4, res/8, res/8) scaled by
-LATENT_SCALE. Everything a caller keeps (face latents, results) lives on the CPU, so device
-memory does not grow with the length of the video.
+LATENT_SCALE. Everything a caller keeps across chunks (face latents, results) lives on the CPU,
+so device memory does not grow with the length of the video; a chunk's results may stay on the
+device for its paste-back.
 """
 
 from __future__ import annotations
@@ -94,13 +95,13 @@ class LipSyncPipeline:
     language's audio), split into calls of at most `max_batch` items (and halved again
     if the device runs out of memory). `audio_shape` is the per-frame audio window
     (`audio.window_shape` of the encoder's dims); by default any (tokens, C) with C the UNet's
-    cross-attention width. `deep_cache=N > 1` runs the full UNet on every N-th
+    cross-attention width. `compile` wraps the UNet and the VAE in torch.compile. `deep_cache=N > 1` runs the full UNet on every N-th
     step and only its shallowest layers in between (see LipSyncUNet).
     """
 
     def __init__(self, unet: LipSyncUNet, vae, mask: Tensor, num_steps: int = 20, guidance_scale: float = 1.5,
                  deep_cache: int = 0, device="cpu", dtype=torch.float32, max_batch: int | None = None,
-                 audio_shape: tuple[int, int] | None = None):
+                 audio_shape: tuple[int, int] | None = None, compile: bool = False):
         from diffusers import DDIMScheduler
 
         if mask.ndim != 4 or mask.shape[:2] != (1, 1) or mask.shape[2] % VAE_DOWNSCALE:
@@ -115,19 +116,22 @@ class LipSyncPipeline:
         self.deep_cache = deep_cache
         self.max_batch = max_batch
         self.audio_shape = tuple(audio_shape) if audio_shape else None
+        self._unet_call = torch.compile(self.unet) if compile else self.unet
+        self._vae_encode = torch.compile(self.vae.encode) if compile else self.vae.encode
+        self._vae_decode = torch.compile(self.vae.decode) if compile else self.vae.decode
         self.scheduler = DDIMScheduler(**SCHEDULER)
         self.scheduler.set_timesteps(num_steps)
         self.timesteps = [int(t) for t in self.scheduler.timesteps]
 
     @torch.no_grad()
     def prepare_faces(self, faces: Tensor, generator: torch.Generator | None = None) -> FaceLatents:
-        """faces (F, 3, res, res) in [-1, 1] -> their latents and the masked faces' latents
-        (a posterior sample, like the reference)."""
+        """faces (F, 3, res, res) in [-1, 1], on any device -> their latents and the masked
+        faces' latents (a posterior sample, like the reference)."""
         res = self.mask.shape[-1]
         if faces.ndim != 4 or faces.shape[1:] != (3, res, res):
             raise ValueError(f"faces must be (F, 3, {res}, {res}), got {tuple(faces.shape)}")
-        faces = faces.detach().float().cpu()
-        masked = self._encode(faces * self.mask, generator)
+        faces = faces.detach().float()
+        masked = self._encode(faces * self.mask.to(faces.device), generator)
         reference = self._encode(faces, generator)
         mask = F.interpolate(self.mask, size=(res // VAE_DOWNSCALE, res // VAE_DOWNSCALE), mode="nearest")
         return FaceLatents(masked=masked, reference=reference, mask=mask)
@@ -142,11 +146,12 @@ class LipSyncPipeline:
 
     @torch.no_grad()
     def sync(self, latents: FaceLatents, audio: dict[str, Tensor], noise: Tensor,
-             faces: Tensor) -> dict[str, Tensor]:
+             faces: Tensor, keep_on_device: bool = False) -> dict[str, Tensor]:
         """audio: per language (F, tokens, C) features (F, 50, 384 for whisper tiny) of the chunk's frames; noise from
         `initial_noise`; faces: the chunk's aligned faces (F, 3, res, res) in [-1, 1].
-        Returns per language (F, 3, res, res) in [-1, 1] on the CPU: the decoded face in the
-        regenerated region (mask 0), the input face elsewhere."""
+        Returns per language (F, 3, res, res) in [-1, 1], float32 on the CPU (or on the
+        pipeline's device with `keep_on_device`): the decoded face in the regenerated region
+        (mask 0), the input face elsewhere."""
         languages = list(audio)
         frames, _, h, w = latents.reference.shape
         if not languages:
@@ -188,10 +193,11 @@ class LipSyncPipeline:
             x = self.scheduler.step(eps, t, x, eta=0.0).prev_sample
 
         out = {}
-        mask = self.mask
-        faces = faces.detach().float().cpu()
+        where = self.device if keep_on_device else torch.device("cpu")
+        mask = self.mask.to(where)
+        faces = faces.detach().float().to(where)
         for i, language in enumerate(languages):
-            decoded = self._decode(x[i].transpose(0, 1))
+            decoded = self._decode(x[i].transpose(0, 1)).to(where)
             out[language] = (decoded * (1 - mask) + faces * mask).clamp(-1, 1)  # clamped after, as the reference
         return out
 
@@ -200,13 +206,14 @@ class LipSyncPipeline:
         """One UNet evaluation of the whole batch, in calls of at most max_batch items;
         halves max_batch and retries when the device runs out of memory."""
         items, frames = model_in.shape[0], model_in.shape[2]
+        t = torch.tensor(t, device=self.device)  # a tensor: a compiled UNet is not rebuilt per step
         while True:
             size = min(self.max_batch or items, items)
             try:
                 eps, features = [], []
                 for s in range(0, items, size):
                     e = slice(s, s + size)
-                    result = self.unet(model_in[e], t, speech[s * frames:(s + size) * frames],
+                    result = self._unet_call(model_in[e], t, speech[s * frames:(s + size) * frames],
                                        cached_features=None if cached is None else cached[e],
                                        return_features=self.deep_cache > 1)
                     eps.append(result[0] if self.deep_cache > 1 else result)
@@ -227,13 +234,14 @@ class LipSyncPipeline:
         for s in range(0, len(pixels), VAE_FRAMES):
             # contiguous: in channels_last torch's CPU GroupNorm takes a one-pass variance (1e-3 off)
             chunk = pixels[s:s + VAE_FRAMES].to(self.device, self.dtype).contiguous()
-            parts.append(self.vae.encode(chunk).latent_dist.sample(generator=generator).float().cpu())
+            parts.append(self._vae_encode(chunk).latent_dist.sample(generator=generator).float().cpu())
         return torch.cat(parts) * LATENT_SCALE
 
     def _decode(self, latents: Tensor) -> Tensor:
-        """(F, 4, h, w) scaled latents -> (F, 3, 8h, 8w) about [-1, 1] (not clamped), float32 on the CPU."""
+        """(F, 4, h, w) scaled latents -> (F, 3, 8h, 8w) about [-1, 1] (not clamped), float32 on
+        the pipeline's device."""
         parts = []
         for s in range(0, len(latents), VAE_FRAMES):
             chunk = (latents[s:s + VAE_FRAMES] / LATENT_SCALE).to(self.device, self.dtype).contiguous()
-            parts.append(self.vae.decode(chunk).sample.float().cpu())
+            parts.append(self._vae_decode(chunk).sample.float())
         return torch.cat(parts)
