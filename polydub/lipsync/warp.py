@@ -66,7 +66,8 @@ def _footprint(matrices: np.ndarray, res: int, width: int, height: int) -> tuple
 
 def _erode(mask: Tensor, size: int) -> Tensor:
     """Square erosion (size x size, size odd) of (N, 1, H, W); the border does not erode (cv2)."""
-    return -F.max_pool2d(-mask, size, stride=1, padding=size // 2)
+    rows = F.max_pool2d(-mask, (1, size), stride=1, padding=(0, size // 2))  # separable: 2 size, not size^2
+    return -F.max_pool2d(rows, (size, 1), stride=1, padding=(size // 2, 0))
 
 
 def _gaussian_blur(mask: Tensor, size: int) -> Tensor:
