@@ -38,3 +38,9 @@ def lipsync_max_batch() -> int | None:
     unset: all languages in one call, halved when the device runs out of memory."""
     value = os.environ.get("DUB_LIPSYNC_BATCH")
     return int(value) if value else None
+
+
+def lipsync_chunks() -> int:
+    """`DUB_LIPSYNC_CHUNKS=N`: 16-frame chunks denoised together in one UNet batch; 0 (the
+    default) picks enough for about three languages' worth of batch items."""
+    return int(os.environ.get("DUB_LIPSYNC_CHUNKS", "0") or 0)

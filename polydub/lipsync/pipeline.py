@@ -147,42 +147,57 @@ class LipSyncPipeline:
     @torch.no_grad()
     def sync(self, latents: FaceLatents, audio: dict[str, Tensor], noise: Tensor,
              faces: Tensor, keep_on_device: bool = False) -> dict[str, Tensor]:
-        """audio: per language (F, tokens, C) features (F, 50, 384 for whisper tiny) of the chunk's frames; noise from
-        `initial_noise`; faces: the chunk's aligned faces (F, 3, res, res) in [-1, 1].
-        Returns per language (F, 3, res, res) in [-1, 1], float32 on the CPU (or on the
-        pipeline's device with `keep_on_device`): the decoded face in the regenerated region
-        (mask 0), the input face elsewhere."""
-        languages = list(audio)
-        frames, _, h, w = latents.reference.shape
-        if not languages:
-            return {}
-        window = self.audio_shape or (audio[languages[0]].shape[1], self.unet.config.cross_attention_dim)
-        for language, features in audio.items():
-            if tuple(features.shape) != (frames, *window):
-                raise ValueError(f"audio for {language} must be ({frames}, {window[0]}, {window[1]}), "
-                                 f"got {tuple(features.shape)}")
+        """audio: per language (F, tokens, C) features (F, 50, 384 for whisper tiny) of the
+        chunk's frames; noise from `initial_noise`; faces: the chunk's aligned faces
+        (F, 3, res, res) in [-1, 1]. Returns per language (F, 3, res, res) in [-1, 1], float32
+        on the CPU (or on the pipeline's device with `keep_on_device`): the decoded face in the
+        regenerated region (mask 0), the input face elsewhere."""
+        return self.sync_chunks([(latents, audio, faces)], noise, keep_on_device)[0]
+
+    @torch.no_grad()
+    def sync_chunks(self, chunks: list[tuple[FaceLatents, dict[str, Tensor], Tensor]], noise: Tensor,
+                    keep_on_device: bool = False) -> list[dict[str, Tensor]]:
+        """`sync` for several chunks of the same length at once: chunks x languages batch items
+        share each UNet call (a short video's one language still fills the device)."""
+        if not chunks or not chunks[0][1]:
+            return [{} for _ in chunks]
+        frames, _, h, w = chunks[0][0].reference.shape
         res = self.mask.shape[-1]
-        if tuple(faces.shape) != (frames, 3, res, res):
-            raise ValueError(f"faces must be ({frames}, 3, {res}, {res}), got {tuple(faces.shape)}")
+        first_audio = next(iter(chunks[0][1].values()))
+        window = self.audio_shape or (first_audio.shape[1], self.unet.config.cross_attention_dim)
+        for latents, audio, faces in chunks:
+            if latents.reference.shape[0] != frames:
+                raise ValueError(f"chunks batched together must have the same length, got "
+                                 f"{latents.reference.shape[0]} and {frames} frames")
+            for language, features in audio.items():
+                if tuple(features.shape) != (frames, *window):
+                    raise ValueError(f"audio for {language} must be ({frames}, {window[0]}, {window[1]}), "
+                                     f"got {tuple(features.shape)}")
+            if tuple(faces.shape) != (frames, 3, res, res):
+                raise ValueError(f"faces must be ({frames}, 3, {res}, {res}), got {tuple(faces.shape)}")
         if tuple(noise.shape) != (1, LATENT_CHANNELS, 1, h, w):
             raise ValueError(f"noise must be (1, 4, 1, {h}, {w}), got {tuple(noise.shape)}")
         guided = self.guidance_scale > 1
         dev, dt = self.device, self.dtype
 
-        # the audio-independent channels [mask 1, masked latents 4, reference latents 4]: (1, 9, F, h, w)
-        faces_in = torch.cat([latents.mask.expand(frames, 1, h, w), latents.masked, latents.reference], dim=1)
-        faces_in = faces_in.transpose(0, 1)[None].to(dev, dt)
-        speech = torch.stack([audio[lang] for lang in languages]).to(dev, dt)  # (L, F, 50, 384)
+        # one batch item per (chunk, language); its audio-independent channels
+        # [mask 1, masked latents 4, reference latents 4]: (items, 9, F, h, w)
+        items = [(c, language) for c, (_, audio, _) in enumerate(chunks) for language in audio]
+        per_chunk = [torch.cat([lat.mask.expand(frames, 1, h, w), lat.masked, lat.reference], dim=1)
+                     .transpose(0, 1).to(dev, dt) for lat, _, _ in chunks]
+        faces_in = torch.stack([per_chunk[c] for c, _ in items])
+        speech = torch.stack([chunks[c][1][language] for c, language in items]).to(dev, dt)  # (items, F, T, C)
         if guided:
             speech = torch.cat([torch.zeros_like(speech), speech])
-        speech = speech.flatten(0, 1)  # (items * F, 50, 384), batch-major
+            faces_in = torch.cat([faces_in, faces_in])
+        speech = speech.flatten(0, 1)  # (batch * F, T, C), batch-major
 
-        x = noise.to(dev, torch.float32).expand(len(languages), -1, frames, -1, -1).clone()
+        x = noise.to(dev, torch.float32).expand(len(items), -1, frames, -1, -1).clone()
         features = None
         for step, t in enumerate(self.timesteps):
             reuse = self.deep_cache > 1 and step % self.deep_cache != 0
             model_in = torch.cat([x, x]) if guided else x
-            model_in = torch.cat([model_in.to(dt), faces_in.expand(len(model_in), -1, -1, -1, -1)], dim=1)
+            model_in = torch.cat([model_in.to(dt), faces_in], dim=1)
             eps, new_features = self._predict(model_in, t, speech, features if reuse else None)
             if self.deep_cache > 1 and not reuse:
                 features = new_features
@@ -192,13 +207,13 @@ class LipSyncPipeline:
                 eps = uncond + self.guidance_scale * (cond - uncond)
             x = self.scheduler.step(eps, t, x, eta=0.0).prev_sample
 
-        out = {}
         where = self.device if keep_on_device else torch.device("cpu")
         mask = self.mask.to(where)
-        faces = faces.detach().float().to(where)
-        for i, language in enumerate(languages):
+        out: list[dict[str, Tensor]] = [{} for _ in chunks]
+        for i, (c, language) in enumerate(items):
+            faces = chunks[c][2].detach().float().to(where)
             decoded = self._decode(x[i].transpose(0, 1)).to(where)
-            out[language] = (decoded * (1 - mask) + faces * mask).clamp(-1, 1)  # clamped after, as the reference
+            out[c][language] = (decoded * (1 - mask) + faces * mask).clamp(-1, 1)  # clamped after, as the reference
         return out
 
     def _predict(self, model_in: Tensor, t: int, speech: Tensor,

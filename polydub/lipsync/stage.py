@@ -46,6 +46,7 @@ from polydub.lipsync.weights import (  # noqa: F401
 
 MASK_PATH = Path(__file__).parent / "assets" / "mask.png"
 CHUNK_FRAMES = 16  # frames the UNet sees at once (its temporal layers)
+BATCH_LANGUAGES = 3  # chunks are batched together until about this many languages' worth of items
 SEED = 1247
 def can_run(models_dir: str | Path, version: str | None = None) -> tuple[bool, str]:
     """Whether lip-sync can run here: a CUDA device (or DUB_LIPSYNC_DEVICE=cpu) and the
@@ -129,13 +130,16 @@ def lipsync_video(video: str | Path, dubbed_audio: dict[str, Path], out_videos: 
                   models: LipSyncModels, track_cache: str | Path, res: int | None = None, *,
                   num_steps: int = 20, guidance_scale: float = 1.5, seed: int = SEED,
                   chunk_frames: int = CHUNK_FRAMES, deep_cache: int = 0, overlap_s: float = 0.0,
+                  chunks_per_batch: int | None = None,
                   codec_args: tuple[str, ...] = ENCODE_ARGS, timeout: float = PIPE_TIMEOUT,
                   prefer_face: str = "largest") -> dict:
     """Lip-sync `video` to each language's dubbed audio; write `out_videos[lang]` (25 fps, video only).
 
     Returns {"frames", "face_frames", "track": "computed" | "reused", "seconds", "outputs"}.
     The dubbed tracks are expected to be as long as the video; the audio windows are truncated
-    or padded (last position repeated) to the video's frame count.
+    or padded (last position repeated) to the video's frame count. `chunks_per_batch` chunks of
+    equal length share each UNet call (default: DUB_LIPSYNC_CHUNKS, or enough for about three
+    languages' worth of batch items).
     """
     from polydub.lipsync.pipeline import LipSyncPipeline
 
@@ -164,6 +168,7 @@ def lipsync_video(video: str | Path, dubbed_audio: dict[str, Path], out_videos: 
                                audio_shape=window_shape(models.whisper.dims),
                                compile=config.lipsync_compile(), max_batch=config.lipsync_max_batch())
     noise = pipeline.initial_noise(res, res, seed=seed)  # one draw for the whole video
+    per_batch = chunks_per_batch or config.lipsync_chunks() or max(1, BATCH_LANGUAGES // len(dubbed_audio))
     generator = torch.Generator(models.device).manual_seed(seed)
 
     tmp = {lang: Path(p).with_name(Path(p).stem + ".partial" + Path(p).suffix) for lang, p in out_videos.items()}
@@ -173,10 +178,24 @@ def lipsync_video(video: str | Path, dubbed_audio: dict[str, Path], out_videos: 
             writers[lang] = BackgroundWriter(FrameWriter(tmp[lang], width, height, FPS, codec_args, timeout),
                                              depth=2 * chunk_frames)
         chunk: list[tuple[int, np.ndarray]] = []
+        pending: list[tuple] = []  # prepared chunks waiting for their UNet batch, in video order
+
+        def run() -> None:
+            if not pending:
+                return
+            synced = pipeline.sync_chunks([(lat, audio, faces) for _, _, lat, audio, faces in pending], noise,
+                                          keep_on_device=True)
+            for (frames_in, matrices, *_), outs in zip(pending, synced):
+                for lang, out in outs.items():
+                    for pasted in warp.paste_faces(frames_in, out, matrices).cpu().numpy():
+                        writers[lang].write(pasted)
+            pending.clear()
 
         def flush() -> None:
             if not chunk:
                 return
+            if pending and len(pending[0][0]) != len(chunk):
+                run()  # only chunks of one length share a batch
             first = chunk[0][0]
             matrices = track.matrices[[i for i, _ in chunk]]
             frames_in = torch.from_numpy(np.stack([f for _, f in chunk])).to(pipeline.device)
@@ -184,11 +203,10 @@ def lipsync_video(video: str | Path, dubbed_audio: dict[str, Path], out_videos: 
             latents = pipeline.prepare_faces(faces, generator=generator)
             audio = {lang: frame_windows(feat, FPS, frames=len(chunk), first=first)
                      for lang, feat in features.items()}
-            synced = pipeline.sync(latents, audio, noise, faces, keep_on_device=True)
-            for lang, out in synced.items():
-                for pasted in warp.paste_faces(frames_in, out, matrices).cpu().numpy():
-                    writers[lang].write(pasted)
+            pending.append((frames_in, matrices, latents, audio, faces))
             chunk.clear()
+            if len(pending) >= per_batch:
+                run()
 
         count = 0
         for i, frame in enumerate(prefetch(read_frames(video, FPS, timeout), depth=2 * chunk_frames)):
@@ -200,11 +218,14 @@ def lipsync_video(video: str | Path, dubbed_audio: dict[str, Path], out_videos: 
             if chunk and (tid < 0 or tid != track.track_id[chunk[0][0]] or len(chunk) == chunk_frames):
                 flush()
             if tid < 0:
+                flush()
+                run()  # everything before this frame is written first
                 for w in writers.values():
                     w.write(frame)
             else:
                 chunk.append((i, frame))
         flush()
+        run()
         if count != frames:
             raise StageError(f"{track_cache}: face track has {frames} frames but the video has {count}; "
                              "delete it to track again")
