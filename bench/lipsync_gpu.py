@@ -1,7 +1,7 @@
 """Lip-sync stage end to end, against the reference loop in the same run.
 
     python bench/lipsync_gpu.py --budget 540      # CUDA: full-size UNet + SD VAE, fp16, 30 s clip
-    python bench/lipsync_gpu.py --smoke           # CPU, tiny models, 1.28 s clip: checks the script
+    python bench/lipsync_gpu.py --smoke           # CPU, tiny models, 0.64 s clip: checks the script
 
 Models have random weights (the cost of a pass does not depend on the values); whisper tiny
 too. The clip is the astronaut photo drifting over a grey frame, 25 fps, with one synthetic
@@ -354,7 +354,7 @@ def memory_estimate(smoke: bool, res: int, max_langs: int = 999) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--smoke", action="store_true", help="CPU, tiny models, 1.28 s clip at 64 px: checks the script")
+    ap.add_argument("--smoke", action="store_true", help="CPU, tiny models, 0.64 s clip at 64 px: checks the script")
     ap.add_argument("--seconds", type=float, default=30.0, help="clip length")
     ap.add_argument("--res", default="256,512")
     ap.add_argument("--steps", type=int, default=20)
@@ -379,7 +379,7 @@ def main() -> None:
     dtype = torch.float32 if device == "cpu" else getattr(torch, args.dtype)
     resolutions = [64] if smoke else [int(r) for r in args.res.split(",")]
     steps = 2 if smoke else args.steps
-    seconds = 1.28 if smoke else args.seconds
+    seconds = 0.64 if smoke else args.seconds
     ref_frames = 16 if smoke else args.reference_frames
     quality_chunks = 1 if smoke else args.quality_chunks
     if args.compile:
