@@ -82,6 +82,16 @@ def align_matrix(anchors: np.ndarray, res: int) -> np.ndarray:
     return np.hstack([scale[:, None] * crop[:, :2], (scale * crop[:, 2] + 0.5 * (scale - 1))[:, None]])
 
 
+def crop_matrix(matrix: np.ndarray, res: int) -> np.ndarray:
+    """The frame -> template-crop part of `align_matrix`'s matrix (the crop before its resize);
+    works on (2, 3) or (N, 2, 3)."""
+    scale = np.array([res, res]) / np.array(crop_size(res), np.float64)
+    matrix = np.asarray(matrix, np.float64)
+    crop = matrix / scale[:, None]
+    crop[..., 2] = (matrix[..., 2] - 0.5 * (scale - 1)) / scale
+    return crop
+
+
 def align_matrices(anchors: np.ndarray, track_id: np.ndarray, res: int) -> np.ndarray:
     """(N, 2, 3) matrices for anchors (N, 3, 2); zeros where track_id < 0."""
     matrices = np.zeros((len(track_id), 2, 3))
@@ -270,9 +280,14 @@ def track_face(frames: Iterable[np.ndarray], res: int, sigma: float = SMOOTH_SIG
 
 
 def align_face(frame: np.ndarray, matrix: np.ndarray, res: int) -> np.ndarray:
-    """The aligned face (res, res, 3) uint8 of an RGB frame."""
-    return cv2.warpAffine(frame, np.asarray(matrix, np.float64), (res, res), flags=cv2.INTER_CUBIC,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=BORDER_VALUE)
+    """The aligned face (res, res, 3) uint8 of an RGB frame, made as the reference makes it (the
+    faces the models were trained on): a bilinear warp into the template crop, truncated to
+    uint8, then a Lanczos-4 resize to res x res."""
+    width, height = crop_size(res)
+    crop = cv2.warpAffine(frame.astype(np.float32), crop_matrix(matrix, res), (width, height),
+                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=BORDER_VALUE)
+    crop = np.clip(crop, 0, 255).astype(np.uint8)  # truncates, as the reference's astype does
+    return cv2.resize(crop, (res, res), interpolation=cv2.INTER_LANCZOS4)
 
 
 def paste_back(frame: np.ndarray, face: np.ndarray, matrix: np.ndarray) -> np.ndarray:

