@@ -3,10 +3,12 @@
 MediaPipe Face Mesh gives 478 landmarks per face (pixels). Three anchors, the Face Mesh points
 matching the reference's InsightFace groups (each eyebrow's outer tip and upper edge; the lower
 nose: bridge end, both wings, tip), are mapped by a similarity transform onto the template; the
-crop (int(75r) x int(100r), r = res/256 * 2.8) is resized to res x res. A track holds, per frame,
-the smoothed anchors, the 2x3 matrix from frame pixels to aligned-face pixels (crop and resize
-composed with the resize's half-pixel convention, so a face is warped once) and which face track
-the frame belongs to (-1: no face). It is computed once per video and saved as a small .npz.
+crop (int(75r) x int(100r), r = res/256 * 2.8) is resized to res x res (bilinear warp, then
+Lanczos-4 resize, as the reference made the training faces). A track holds, per frame, the
+smoothed anchors, the 2x3 matrix from frame pixels to aligned-face pixels (crop and resize
+composed, with the resize's half-pixel convention; `crop_matrix` recovers the crop alone) and
+which face track the frame belongs to (-1: no face). It is computed once per video and saved as
+a small .npz.
 """
 
 from __future__ import annotations
