@@ -80,3 +80,22 @@ def diarizer() -> str:
     pyannote pipeline when pyannote.audio and `MODELS/pyannote-diarization/` are both here),
     `off`, `pyannote[:DIR]`, or `MODULE:FACTORY` for a backend of your own."""
     return os.environ.get("DUB_DIARIZER", "auto").strip() or "auto"
+
+
+def lipsync_compile() -> bool:
+    """`DUB_LIPSYNC_COMPILE=1`: torch.compile the lip-sync UNet and VAE (worth it on a GPU for
+    long videos; the first chunk of each shape pays the compilation)."""
+    return os.environ.get("DUB_LIPSYNC_COMPILE", "0").lower() not in ("", "0", "false", "no")
+
+
+def lipsync_max_batch() -> int | None:
+    """`DUB_LIPSYNC_BATCH=N`: at most N UNet batch items per call (2 per language with guidance);
+    unset: all languages in one call, halved when the device runs out of memory."""
+    value = os.environ.get("DUB_LIPSYNC_BATCH")
+    return int(value) if value else None
+
+
+def lipsync_chunks() -> int:
+    """`DUB_LIPSYNC_CHUNKS=N`: 16-frame chunks denoised together in one UNet batch; 0 (the
+    default) picks enough for about three languages' worth of batch items."""
+    return int(os.environ.get("DUB_LIPSYNC_CHUNKS", "0") or 0)

@@ -126,6 +126,12 @@ def frame_count(positions: int, fps: float = 25.0) -> int:
     return i + 1
 
 
+def window_shape(dims) -> tuple[int, int]:
+    """The per-frame window `(10 * (n_audio_layer + 1), n_audio_state)` an encoder with these
+    `whisper.ModelDimensions` gives: (50, 384) for whisper tiny."""
+    return (sum(FRAME_CONTEXT) * (dims.n_audio_layer + 1), dims.n_audio_state)
+
+
 def frame_windows(features: Tensor, fps: float = 25.0, frames: int | None = None, first: int = 0) -> Tensor:
     """Per video frame, the positions around it: `(N, 10 * (n_layers + 1), width)`.
 

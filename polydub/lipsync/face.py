@@ -1,11 +1,14 @@
 """The face path: track one face through a video, align it to the LatentSync template, paste back.
 
-MediaPipe Face Mesh gives 478 landmarks per face (pixels). Three anchors (centre of the
-image-left eyebrow, of the image-right eyebrow, of the nose) are mapped by a similarity
-transform onto the template; the crop (75r x 100r, r = res/256 * 2.8) is resized to res x res.
-A track holds, per frame, the 2x3 matrix from frame pixels to aligned-face pixels (crop and
-resize composed, so a face is warped once) and which face track the frame belongs to
-(-1: no face). It is computed once per video and saved as a small .npz.
+MediaPipe Face Mesh gives 478 landmarks per face (pixels). Three anchors, the Face Mesh points
+matching the reference's InsightFace groups (each eyebrow's outer tip and upper edge; the lower
+nose: bridge end, both wings, tip), are mapped by a similarity transform onto the template; the
+crop (int(75r) x int(100r), r = res/256 * 2.8) is resized to res x res (bilinear warp, then
+Lanczos-4 resize, as the reference made the training faces). A track holds, per frame, the
+smoothed anchors, the 2x3 matrix from frame pixels to aligned-face pixels (crop and resize
+composed, with the resize's half-pixel convention; `crop_matrix` recovers the crop alone) and
+which face track the frame belongs to (-1: no face). It is computed once per video and saved as
+a small .npz.
 """
 
 from __future__ import annotations
@@ -21,10 +24,15 @@ import numpy as np
 from polydub.errors import InputError, StageError
 from polydub.lipsync.weights import FACE_CHOICES
 
-# Face Mesh landmark groups (image-left / image-right eyebrow for a frontal, unmirrored face)
-LEFT_EYEBROW = (70, 63, 105, 66, 107, 46, 53, 52, 65, 55)
-RIGHT_EYEBROW = (300, 293, 334, 296, 336, 276, 283, 282, 295, 285)
-NOSE = (168, 6, 197, 195, 5, 4, 98, 97, 2, 326, 327)
+# Face Mesh points matching the reference's InsightFace 2d106 groups (frontal, unmirrored face):
+# image-left eyebrow outer tip (46, 70) + upper edge (63, 105, 66, 107)  ~ 2d106 [43, 48, 49, 51, 50]
+# image-right eyebrow outer tip (276, 300) + upper edge (293, 334, 296, 336)  ~ 2d106 101..105
+# lower nose: bridge end 5, wings 129 and 358, tip 1  ~ 2d106 [74, 77, 83, 86]
+# Not the whole eyebrow contour nor the bridge between the eyes: those enlarge the face in the crop.
+LEFT_EYEBROW = (46, 70, 63, 105, 66, 107)
+RIGHT_EYEBROW = (276, 300, 293, 334, 296, 336)
+NOSE = (5, 129, 358, 1)
+ANCHORS_VERSION = 2  # saved with a track: tracks made with other groups are computed again
 
 TEMPLATE = np.array([[17.0, 20.0], [58.0, 20.0], [37.5, 40.0]])  # anchors, in units of r
 CROP = (75.0, 100.0)  # crop width, height in units of r
@@ -59,12 +67,39 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.hstack([scale * rotation, (c2 - scale * rotation @ c1)[:, None]])
 
 
-def align_matrix(anchors: np.ndarray, res: int) -> np.ndarray:
-    """2x3 matrix from frame pixels to the res x res aligned face, for anchors (3, 2)."""
-    crop = similarity_transform(anchors, template(res))
+def crop_size(res: int) -> tuple[int, int]:
+    """(width, height) in pixels of the template crop that is resized to res x res."""
     r = res / 256 * TEMPLATE_SCALE
-    resize = np.diag([res / (CROP[0] * r), res / (CROP[1] * r)])  # non-uniform, crop -> res x res
-    return np.hstack([resize @ crop[:, :2], resize @ crop[:, 2:]])
+    return int(CROP[0] * r), int(CROP[1] * r)
+
+
+def align_matrix(anchors: np.ndarray, res: int) -> np.ndarray:
+    """2x3 matrix from frame pixels to the res x res aligned face, for anchors (3, 2).
+
+    The crop -> res resize is non-uniform and uses pixel centres at +0.5 (as cv2.resize and
+    torch's interpolate with align_corners=False do): x_res = (x_crop + 0.5) * s - 0.5.
+    """
+    crop = similarity_transform(anchors, template(res))
+    scale = np.array([res, res]) / np.array(crop_size(res), np.float64)
+    return np.hstack([scale[:, None] * crop[:, :2], (scale * crop[:, 2] + 0.5 * (scale - 1))[:, None]])
+
+
+def crop_matrix(matrix: np.ndarray, res: int) -> np.ndarray:
+    """The frame -> template-crop part of `align_matrix`'s matrix (the crop before its resize);
+    works on (2, 3) or (N, 2, 3)."""
+    scale = np.array([res, res]) / np.array(crop_size(res), np.float64)
+    matrix = np.asarray(matrix, np.float64)
+    crop = matrix / scale[:, None]
+    crop[..., 2] = (matrix[..., 2] - 0.5 * (scale - 1)) / scale
+    return crop
+
+
+def align_matrices(anchors: np.ndarray, track_id: np.ndarray, res: int) -> np.ndarray:
+    """(N, 2, 3) matrices for anchors (N, 3, 2); zeros where track_id < 0."""
+    matrices = np.zeros((len(track_id), 2, 3))
+    for i in np.flatnonzero(np.asarray(track_id) >= 0):
+        matrices[i] = align_matrix(anchors[i], res)
+    return matrices
 
 
 def anchors_of(landmarks: np.ndarray) -> np.ndarray:
@@ -111,11 +146,15 @@ class FaceMesh:
 
 @dataclass
 class FaceTrack:
-    """Per frame: `matrices` (N, 2, 3) frame -> aligned res x res, `track_id` (N,) (-1: no face)."""
+    """Per frame: smoothed `anchors` (N, 3, 2) in frame pixels, `track_id` (N,) (-1: no face), and
+    `matrices` (N, 2, 3) frame -> aligned res x res, made from the anchors."""
 
-    matrices: np.ndarray
+    anchors: np.ndarray
     track_id: np.ndarray
     res: int
+
+    def __post_init__(self) -> None:
+        self.matrices = align_matrices(self.anchors, self.track_id, self.res)
 
     @property
     def has_face(self) -> np.ndarray:
@@ -126,15 +165,15 @@ class FaceTrack:
 
     def at_res(self, res: int) -> FaceTrack:
         """The same track for another face resolution (the template scales with res)."""
-        return FaceTrack(self.matrices * (res / self.res), self.track_id, res)
+        return FaceTrack(self.anchors, self.track_id, res)
 
     def save(self, path: str | Path) -> Path:
         """Write atomically (a crash leaves no half-written cache)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, matrices=self.matrices, track_id=self.track_id, has_face=self.has_face,
-                 res=np.int64(self.res))
+        np.savez(tmp, anchors=self.anchors, matrices=self.matrices, track_id=self.track_id,
+                 has_face=self.has_face, res=np.int64(self.res), anchors_version=np.int64(ANCHORS_VERSION))
         os.replace(tmp, path)
         return path
 
@@ -142,7 +181,10 @@ class FaceTrack:
     def load(cls, path: str | Path) -> FaceTrack:
         try:
             with np.load(path) as data:
-                return cls(data["matrices"], data["track_id"], int(data["res"]))
+                version = int(data["anchors_version"]) if "anchors_version" in data else 1
+                if version != ANCHORS_VERSION:
+                    raise StageError(f"{path}: face track made with other anchor points (version {version})")
+                return cls(data["anchors"], data["track_id"], int(data["res"]))
         except (OSError, KeyError, ValueError) as exc:
             raise StageError(f"{path}: not a face track ({exc})") from None
 
@@ -150,7 +192,9 @@ class FaceTrack:
 def smooth_anchors(anchors: np.ndarray, sigma: float = SMOOTH_SIGMA) -> np.ndarray:
     """Centred Gaussian smoothing over time of one run's anchors (n, 3, 2); no lag, edges renormalised.
 
-    sigma <= 0 falls back to the reference's causal blend (0.2 previous, 0.8 current).
+    sigma <= 0 falls back to a causal exponential blend of the anchors (0.2 previous smoothed,
+    0.8 current). That is not the reference's smoothing: the reference blends only the
+    translation it adds to each frame's transform (from the normalised nose anchor), 0.2 / 0.8.
     """
     if len(anchors) < 2:
         return anchors
@@ -231,17 +275,21 @@ def track_face(frames: Iterable[np.ndarray], res: int, sigma: float = SMOOTH_SIG
             mesh.close()
     track_id = np.array(ids, dtype=np.int64)
     points = np.array(anchors, dtype=np.float64).reshape(-1, 3, 2)
-    matrices = np.zeros((len(track_id), 2, 3))
+    smoothed = np.zeros_like(points)
     for start, end in _runs(track_id):
-        for i, a in enumerate(smooth_anchors(points[start:end], sigma)):
-            matrices[start + i] = align_matrix(a, res)
-    return FaceTrack(matrices, track_id, res)
+        smoothed[start:end] = smooth_anchors(points[start:end], sigma)
+    return FaceTrack(smoothed, track_id, res)
 
 
 def align_face(frame: np.ndarray, matrix: np.ndarray, res: int) -> np.ndarray:
-    """The aligned face (res, res, 3) uint8 of an RGB frame."""
-    return cv2.warpAffine(frame, np.asarray(matrix, np.float64), (res, res), flags=cv2.INTER_CUBIC,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=BORDER_VALUE)
+    """The aligned face (res, res, 3) uint8 of an RGB frame, made as the reference makes it (the
+    faces the models were trained on): a bilinear warp into the template crop, truncated to
+    uint8, then a Lanczos-4 resize to res x res."""
+    width, height = crop_size(res)
+    crop = cv2.warpAffine(frame.astype(np.float32), crop_matrix(matrix, res), (width, height),
+                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=BORDER_VALUE)
+    crop = np.clip(crop, 0, 255).astype(np.uint8)  # truncates, as the reference's astype does
+    return cv2.resize(crop, (res, res), interpolation=cv2.INTER_LANCZOS4)
 
 
 def paste_back(frame: np.ndarray, face: np.ndarray, matrix: np.ndarray) -> np.ndarray:

@@ -2,8 +2,9 @@
 every language at once, decode and composite the regenerated lower face.
 
 Pixel tensors are (F, 3, res, res) in [-1, 1]; latents are (F, 4, res/8, res/8) scaled by
-LATENT_SCALE. Everything a caller keeps (face latents, results) lives on the CPU, so device
-memory does not grow with the length of the video.
+LATENT_SCALE. Everything a caller keeps across chunks (face latents, results) lives on the CPU,
+so device memory does not grow with the length of the video; a chunk's results may stay on the
+device for its paste-back.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ MANIFEST = Path(__file__).parent / "assets" / "unet_state_dict_manifest.json"
 LATENT_SCALE = 0.18215  # Stable Diffusion VAE scaling factor (shift 0)
 VAE_DOWNSCALE = 8
 LATENT_CHANNELS = 4
-AUDIO_SHAPE = (50, 384)  # per frame: 10 whisper positions x 5 layers, 384 features
 VAE_FRAMES = 8  # frames per VAE encode/decode call, bounds the VAE's activation memory
 SCHEDULER = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012,
              "num_train_timesteps": 1000, "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1,
@@ -93,12 +93,15 @@ class LipSyncPipeline:
 
     Each step runs one UNet batch of 2 x languages items (CFG: zero audio, then the
     language's audio), split into calls of at most `max_batch` items (and halved again
-    if the device runs out of memory). `deep_cache=N > 1` runs the full UNet on every N-th
+    if the device runs out of memory). `audio_shape` is the per-frame audio window
+    (`audio.window_shape` of the encoder's dims); by default any (tokens, C) with C the UNet's
+    cross-attention width. `compile` wraps the UNet and the VAE in torch.compile. `deep_cache=N > 1` runs the full UNet on every N-th
     step and only its shallowest layers in between (see LipSyncUNet).
     """
 
     def __init__(self, unet: LipSyncUNet, vae, mask: Tensor, num_steps: int = 20, guidance_scale: float = 1.5,
-                 deep_cache: int = 0, device="cpu", dtype=torch.float32, max_batch: int | None = None):
+                 deep_cache: int = 0, device="cpu", dtype=torch.float32, max_batch: int | None = None,
+                 audio_shape: tuple[int, int] | None = None, compile: bool = False):
         from diffusers import DDIMScheduler
 
         if mask.ndim != 4 or mask.shape[:2] != (1, 1) or mask.shape[2] % VAE_DOWNSCALE:
@@ -112,19 +115,23 @@ class LipSyncPipeline:
         self.guidance_scale = guidance_scale
         self.deep_cache = deep_cache
         self.max_batch = max_batch
+        self.audio_shape = tuple(audio_shape) if audio_shape else None
+        self._unet_call = torch.compile(self.unet) if compile else self.unet
+        self._vae_encode = torch.compile(self.vae.encode) if compile else self.vae.encode
+        self._vae_decode = torch.compile(self.vae.decode) if compile else self.vae.decode
         self.scheduler = DDIMScheduler(**SCHEDULER)
         self.scheduler.set_timesteps(num_steps)
         self.timesteps = [int(t) for t in self.scheduler.timesteps]
 
     @torch.no_grad()
     def prepare_faces(self, faces: Tensor, generator: torch.Generator | None = None) -> FaceLatents:
-        """faces (F, 3, res, res) in [-1, 1] -> their latents and the masked faces' latents
-        (a posterior sample, like the reference)."""
+        """faces (F, 3, res, res) in [-1, 1], on any device -> their latents and the masked
+        faces' latents (a posterior sample, like the reference)."""
         res = self.mask.shape[-1]
         if faces.ndim != 4 or faces.shape[1:] != (3, res, res):
             raise ValueError(f"faces must be (F, 3, {res}, {res}), got {tuple(faces.shape)}")
-        faces = faces.detach().float().cpu()
-        masked = self._encode(faces * self.mask, generator)
+        faces = faces.detach().float()
+        masked = self._encode(faces * self.mask.to(faces.device), generator)
         reference = self._encode(faces, generator)
         mask = F.interpolate(self.mask, size=(res // VAE_DOWNSCALE, res // VAE_DOWNSCALE), mode="nearest")
         return FaceLatents(masked=masked, reference=reference, mask=mask)
@@ -139,40 +146,58 @@ class LipSyncPipeline:
 
     @torch.no_grad()
     def sync(self, latents: FaceLatents, audio: dict[str, Tensor], noise: Tensor,
-             faces: Tensor) -> dict[str, Tensor]:
-        """audio: per language (F, 50, 384) features of the chunk's frames; noise from
-        `initial_noise`; faces: the chunk's aligned faces (F, 3, res, res) in [-1, 1].
-        Returns per language (F, 3, res, res) in [-1, 1] on the CPU: the decoded face in the
+             faces: Tensor, keep_on_device: bool = False) -> dict[str, Tensor]:
+        """audio: per language (F, tokens, C) features (F, 50, 384 for whisper tiny) of the
+        chunk's frames; noise from `initial_noise`; faces: the chunk's aligned faces
+        (F, 3, res, res) in [-1, 1]. Returns per language (F, 3, res, res) in [-1, 1], float32
+        on the CPU (or on the pipeline's device with `keep_on_device`): the decoded face in the
         regenerated region (mask 0), the input face elsewhere."""
-        languages = list(audio)
-        frames, _, h, w = latents.reference.shape
-        if not languages:
-            return {}
-        for language, features in audio.items():
-            if tuple(features.shape) != (frames, *AUDIO_SHAPE):
-                raise ValueError(f"audio for {language} must be ({frames}, 50, 384), got {tuple(features.shape)}")
+        return self.sync_chunks([(latents, audio, faces)], noise, keep_on_device)[0]
+
+    @torch.no_grad()
+    def sync_chunks(self, chunks: list[tuple[FaceLatents, dict[str, Tensor], Tensor]], noise: Tensor,
+                    keep_on_device: bool = False) -> list[dict[str, Tensor]]:
+        """`sync` for several chunks of the same length at once: chunks x languages batch items
+        share each UNet call (a short video's one language still fills the device)."""
+        if not chunks or not chunks[0][1]:
+            return [{} for _ in chunks]
+        frames, _, h, w = chunks[0][0].reference.shape
         res = self.mask.shape[-1]
-        if tuple(faces.shape) != (frames, 3, res, res):
-            raise ValueError(f"faces must be ({frames}, 3, {res}, {res}), got {tuple(faces.shape)}")
+        first_audio = next(iter(chunks[0][1].values()))
+        window = self.audio_shape or (first_audio.shape[1], self.unet.config.cross_attention_dim)
+        for latents, audio, faces in chunks:
+            if latents.reference.shape[0] != frames:
+                raise ValueError(f"chunks batched together must have the same length, got "
+                                 f"{latents.reference.shape[0]} and {frames} frames")
+            for language, features in audio.items():
+                if tuple(features.shape) != (frames, *window):
+                    raise ValueError(f"audio for {language} must be ({frames}, {window[0]}, {window[1]}), "
+                                     f"got {tuple(features.shape)}")
+            if tuple(faces.shape) != (frames, 3, res, res):
+                raise ValueError(f"faces must be ({frames}, 3, {res}, {res}), got {tuple(faces.shape)}")
         if tuple(noise.shape) != (1, LATENT_CHANNELS, 1, h, w):
             raise ValueError(f"noise must be (1, 4, 1, {h}, {w}), got {tuple(noise.shape)}")
         guided = self.guidance_scale > 1
         dev, dt = self.device, self.dtype
 
-        # the audio-independent channels [mask 1, masked latents 4, reference latents 4]: (1, 9, F, h, w)
-        faces_in = torch.cat([latents.mask.expand(frames, 1, h, w), latents.masked, latents.reference], dim=1)
-        faces_in = faces_in.transpose(0, 1)[None].to(dev, dt)
-        speech = torch.stack([audio[lang] for lang in languages]).to(dev, dt)  # (L, F, 50, 384)
+        # one batch item per (chunk, language); its audio-independent channels
+        # [mask 1, masked latents 4, reference latents 4]: (items, 9, F, h, w)
+        items = [(c, language) for c, (_, audio, _) in enumerate(chunks) for language in audio]
+        per_chunk = [torch.cat([lat.mask.expand(frames, 1, h, w), lat.masked, lat.reference], dim=1)
+                     .transpose(0, 1).to(dev, dt) for lat, _, _ in chunks]
+        faces_in = torch.stack([per_chunk[c] for c, _ in items])
+        speech = torch.stack([chunks[c][1][language] for c, language in items]).to(dev, dt)  # (items, F, T, C)
         if guided:
             speech = torch.cat([torch.zeros_like(speech), speech])
-        speech = speech.flatten(0, 1)  # (items * F, 50, 384), batch-major
+            faces_in = torch.cat([faces_in, faces_in])
+        speech = speech.flatten(0, 1)  # (batch * F, T, C), batch-major
 
-        x = noise.to(dev, torch.float32).expand(len(languages), -1, frames, -1, -1).clone()
+        x = noise.to(dev, torch.float32).expand(len(items), -1, frames, -1, -1).clone()
         features = None
         for step, t in enumerate(self.timesteps):
             reuse = self.deep_cache > 1 and step % self.deep_cache != 0
             model_in = torch.cat([x, x]) if guided else x
-            model_in = torch.cat([model_in.to(dt), faces_in.expand(len(model_in), -1, -1, -1, -1)], dim=1)
+            model_in = torch.cat([model_in.to(dt), faces_in], dim=1)
             eps, new_features = self._predict(model_in, t, speech, features if reuse else None)
             if self.deep_cache > 1 and not reuse:
                 features = new_features
@@ -182,12 +207,13 @@ class LipSyncPipeline:
                 eps = uncond + self.guidance_scale * (cond - uncond)
             x = self.scheduler.step(eps, t, x, eta=0.0).prev_sample
 
-        out = {}
-        mask = self.mask
-        faces = faces.detach().float().cpu()
-        for i, language in enumerate(languages):
-            decoded = self._decode(x[i].transpose(0, 1))
-            out[language] = decoded * (1 - mask) + faces * mask
+        where = self.device if keep_on_device else torch.device("cpu")
+        mask = self.mask.to(where)
+        out: list[dict[str, Tensor]] = [{} for _ in chunks]
+        for i, (c, language) in enumerate(items):
+            faces = chunks[c][2].detach().float().to(where)
+            decoded = self._decode(x[i].transpose(0, 1)).to(where)
+            out[c][language] = (decoded * (1 - mask) + faces * mask).clamp(-1, 1)  # clamped after, as the reference
         return out
 
     def _predict(self, model_in: Tensor, t: int, speech: Tensor,
@@ -195,13 +221,14 @@ class LipSyncPipeline:
         """One UNet evaluation of the whole batch, in calls of at most max_batch items;
         halves max_batch and retries when the device runs out of memory."""
         items, frames = model_in.shape[0], model_in.shape[2]
+        t = torch.tensor(t, device=self.device)  # a tensor: a compiled UNet is not rebuilt per step
         while True:
             size = min(self.max_batch or items, items)
             try:
                 eps, features = [], []
                 for s in range(0, items, size):
                     e = slice(s, s + size)
-                    result = self.unet(model_in[e], t, speech[s * frames:(s + size) * frames],
+                    result = self._unet_call(model_in[e], t, speech[s * frames:(s + size) * frames],
                                        cached_features=None if cached is None else cached[e],
                                        return_features=self.deep_cache > 1)
                     eps.append(result[0] if self.deep_cache > 1 else result)
@@ -220,14 +247,16 @@ class LipSyncPipeline:
         """(F, 3, res, res) in [-1, 1] -> (F, 4, res/8, res/8) scaled latents on the CPU."""
         parts = []
         for s in range(0, len(pixels), VAE_FRAMES):
-            chunk = pixels[s:s + VAE_FRAMES].to(self.device, self.dtype)
-            parts.append(self.vae.encode(chunk).latent_dist.sample(generator=generator).float().cpu())
+            # contiguous: in channels_last torch's CPU GroupNorm takes a one-pass variance (1e-3 off)
+            chunk = pixels[s:s + VAE_FRAMES].to(self.device, self.dtype).contiguous()
+            parts.append(self._vae_encode(chunk).latent_dist.sample(generator=generator).float().cpu())
         return torch.cat(parts) * LATENT_SCALE
 
     def _decode(self, latents: Tensor) -> Tensor:
-        """(F, 4, h, w) scaled latents -> (F, 3, 8h, 8w) in [-1, 1], float32 on the CPU."""
+        """(F, 4, h, w) scaled latents -> (F, 3, 8h, 8w) about [-1, 1] (not clamped), float32 on
+        the pipeline's device."""
         parts = []
         for s in range(0, len(latents), VAE_FRAMES):
-            chunk = (latents[s:s + VAE_FRAMES] / LATENT_SCALE).to(self.device, self.dtype)
-            parts.append(self.vae.decode(chunk).sample.float().clamp(-1, 1).cpu())
+            chunk = (latents[s:s + VAE_FRAMES] / LATENT_SCALE).to(self.device, self.dtype).contiguous()
+            parts.append(self._vae_decode(chunk).sample.float())
         return torch.cat(parts)

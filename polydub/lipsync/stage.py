@@ -1,9 +1,11 @@
 """The lip-sync stage: one source video, one dubbed audio track per language -> one video per language.
 
 The face is tracked once per video (cached as a .npz and reused by every language); then the
-video is streamed in chunks of up to 16 contiguous face frames: the chunk's aligned faces are
-encoded once, synced to every language's audio, pasted back and written to each language's
-encoder. Frames without a face are written unchanged. Memory does not grow with video length.
+video is streamed in chunks of up to 16 contiguous face frames: the chunk is aligned on the
+pipeline's device (one batched warp), its faces are encoded once, synced to every language's
+audio, pasted back (batched) and written to each language's encoder. Decoding and encoding run
+in threads beside the model. Frames without a face are written unchanged. Memory does not grow
+with video length.
 """
 
 from __future__ import annotations
@@ -18,15 +20,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from polydub import config
 from polydub.errors import InputError, StageError
-from polydub.lipsync import face
-from polydub.lipsync.audio import frame_windows, load_audio, whisper_features
+from polydub.lipsync import face, warp
+from polydub.lipsync.audio import frame_windows, load_audio, whisper_features, window_shape
 from polydub.lipsync.video import (
     ENCODE_ARGS,
     FPS,
     PIPE_TIMEOUT,
+    BackgroundWriter,
     FrameWriter,
     frame_size,
+    prefetch,
     read_frames,
 )
 from polydub.lipsync.weights import (  # noqa: F401
@@ -41,6 +46,7 @@ from polydub.lipsync.weights import (  # noqa: F401
 
 MASK_PATH = Path(__file__).parent / "assets" / "mask.png"
 CHUNK_FRAMES = 16  # frames the UNet sees at once (its temporal layers)
+BATCH_LANGUAGES = 3  # chunks are batched together until about this many languages' worth of items
 SEED = 1247
 def can_run(models_dir: str | Path, version: str | None = None) -> tuple[bool, str]:
     """Whether lip-sync can run here: a CUDA device (or DUB_LIPSYNC_DEVICE=cpu) and the
@@ -104,16 +110,6 @@ class LipSyncModels:
         return cls(unet, vae, audio_model, load_mask(res), res, device, dtype)
 
 
-def _faces_tensor(faces: list[np.ndarray]) -> Tensor:
-    """(F, res, res, 3) uint8 -> (F, 3, res, res) float in [-1, 1]."""
-    return torch.from_numpy(np.stack(faces)).permute(0, 3, 1, 2).float() / 127.5 - 1
-
-
-def _faces_uint8(faces: Tensor) -> np.ndarray:
-    """(F, 3, res, res) in [-1, 1] -> (F, res, res, 3) uint8."""
-    return ((faces.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-
-
 def load_or_track(video: Path, track_cache: Path, res: int, timeout: float = PIPE_TIMEOUT,
                   prefer: str = "largest") -> tuple[face.FaceTrack, str]:
     """The video's face track at 25 fps: read from `track_cache`, or computed once and saved
@@ -134,13 +130,16 @@ def lipsync_video(video: str | Path, dubbed_audio: dict[str, Path], out_videos: 
                   models: LipSyncModels, track_cache: str | Path, res: int | None = None, *,
                   num_steps: int = 20, guidance_scale: float = 1.5, seed: int = SEED,
                   chunk_frames: int = CHUNK_FRAMES, deep_cache: int = 0, overlap_s: float = 0.0,
+                  chunks_per_batch: int | None = None,
                   codec_args: tuple[str, ...] = ENCODE_ARGS, timeout: float = PIPE_TIMEOUT,
                   prefer_face: str = "largest") -> dict:
     """Lip-sync `video` to each language's dubbed audio; write `out_videos[lang]` (25 fps, video only).
 
     Returns {"frames", "face_frames", "track": "computed" | "reused", "seconds", "outputs"}.
     The dubbed tracks are expected to be as long as the video; the audio windows are truncated
-    or padded (last position repeated) to the video's frame count.
+    or padded (last position repeated) to the video's frame count. `chunks_per_batch` chunks of
+    equal length share each UNet call (default: DUB_LIPSYNC_CHUNKS, or enough for about three
+    languages' worth of batch items).
     """
     from polydub.lipsync.pipeline import LipSyncPipeline
 
@@ -165,34 +164,52 @@ def lipsync_video(video: str | Path, dubbed_audio: dict[str, Path], out_videos: 
     mask = models.mask if models.mask.shape[-1] == res else load_mask(res)
     pipeline = LipSyncPipeline(models.unet, models.vae, mask, num_steps=num_steps,
                                guidance_scale=guidance_scale, deep_cache=deep_cache,
-                               device=models.device, dtype=models.dtype)
+                               device=models.device, dtype=models.dtype,
+                               audio_shape=window_shape(models.whisper.dims),
+                               compile=config.lipsync_compile(), max_batch=config.lipsync_max_batch())
     noise = pipeline.initial_noise(res, res, seed=seed)  # one draw for the whole video
+    per_batch = chunks_per_batch or config.lipsync_chunks() or max(1, BATCH_LANGUAGES // len(dubbed_audio))
     generator = torch.Generator(models.device).manual_seed(seed)
 
     tmp = {lang: Path(p).with_name(Path(p).stem + ".partial" + Path(p).suffix) for lang, p in out_videos.items()}
-    writers: dict[str, FrameWriter] = {}
+    writers: dict[str, BackgroundWriter] = {}
     try:
         for lang in out_videos:
-            writers[lang] = FrameWriter(tmp[lang], width, height, FPS, codec_args, timeout)
+            writers[lang] = BackgroundWriter(FrameWriter(tmp[lang], width, height, FPS, codec_args, timeout),
+                                             depth=2 * chunk_frames)
         chunk: list[tuple[int, np.ndarray]] = []
+        pending: list[tuple] = []  # prepared chunks waiting for their UNet batch, in video order
+
+        def run() -> None:
+            if not pending:
+                return
+            synced = pipeline.sync_chunks([(lat, audio, faces) for _, _, lat, audio, faces in pending], noise,
+                                          keep_on_device=True)
+            for (frames_in, matrices, *_), outs in zip(pending, synced):
+                for lang, out in outs.items():
+                    for pasted in warp.paste_faces(frames_in, out, matrices).cpu().numpy():
+                        writers[lang].write(pasted)
+            pending.clear()
 
         def flush() -> None:
             if not chunk:
                 return
+            if pending and len(pending[0][0]) != len(chunk):
+                run()  # only chunks of one length share a batch
             first = chunk[0][0]
-            aligned = [face.align_face(f, track.matrices[i], res) for i, f in chunk]
-            faces = _faces_tensor(aligned)
+            matrices = track.matrices[[i for i, _ in chunk]]
+            frames_in = torch.from_numpy(np.stack([f for _, f in chunk])).to(pipeline.device)
+            faces = warp.align_faces(frames_in, matrices, res)  # (F, 3, res, res) on the device
             latents = pipeline.prepare_faces(faces, generator=generator)
             audio = {lang: frame_windows(feat, FPS, frames=len(chunk), first=first)
                      for lang, feat in features.items()}
-            synced = pipeline.sync(latents, audio, noise, faces)
-            for lang, out in synced.items():
-                for (i, f), new_face in zip(chunk, _faces_uint8(out)):
-                    writers[lang].write(face.paste_back(f, new_face, track.matrices[i]))
+            pending.append((frames_in, matrices, latents, audio, faces))
             chunk.clear()
+            if len(pending) >= per_batch:
+                run()
 
         count = 0
-        for i, frame in enumerate(read_frames(video, FPS, timeout)):
+        for i, frame in enumerate(prefetch(read_frames(video, FPS, timeout), depth=2 * chunk_frames)):
             count += 1
             if i >= frames:
                 raise StageError(f"{track_cache}: face track has {frames} frames but the video has more; "
@@ -201,11 +218,14 @@ def lipsync_video(video: str | Path, dubbed_audio: dict[str, Path], out_videos: 
             if chunk and (tid < 0 or tid != track.track_id[chunk[0][0]] or len(chunk) == chunk_frames):
                 flush()
             if tid < 0:
+                flush()
+                run()  # everything before this frame is written first
                 for w in writers.values():
                     w.write(frame)
             else:
                 chunk.append((i, frame))
         flush()
+        run()
         if count != frames:
             raise StageError(f"{track_cache}: face track has {frames} frames but the video has {count}; "
                              "delete it to track again")

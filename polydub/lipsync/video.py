@@ -1,6 +1,7 @@
 """Frames in and out of ffmpeg through rawvideo pipes, one RGB uint8 frame (H, W, 3) at a time.
 
-Nothing here holds more than one frame; every ffmpeg process has a watchdog that kills it
+Nothing here holds more than a few frames (`prefetch` and `BackgroundWriter` keep a short queue
+so decoding and encoding overlap the lip-sync); every ffmpeg process has a watchdog that kills it
 after `timeout` seconds (a blocking pipe read cannot time out by itself).
 """
 
@@ -11,6 +12,7 @@ import subprocess
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from queue import Full, Queue
 
 import numpy as np
 
@@ -162,3 +164,95 @@ class FrameWriter:
             self.close()
         else:
             self.abort()
+
+
+_DONE = object()
+
+
+def prefetch(items: Iterator, depth: int) -> Iterator:
+    """Yield what `items` yields, produced ahead by a thread (up to `depth` items), so decoding
+    overlaps the caller's work. Errors reach the caller; stopping early stops the producer."""
+    queue: Queue = Queue(maxsize=max(depth, 1))
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        queue.put(item, timeout=0.1)
+                        break
+                    except Full:
+                        continue
+                if stop.is_set():
+                    break
+            result = _DONE
+        except BaseException as exc:  # handed to the consumer
+            result = exc
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+        while not stop.is_set():
+            try:
+                queue.put(result, timeout=0.1)
+                return
+            except Full:
+                continue
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = queue.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+class BackgroundWriter:
+    """A FrameWriter fed by a thread: `write` queues frames (up to `depth`) and returns, so
+    encoding overlaps the caller's work. `close` finishes and raises what the encoder raised."""
+
+    def __init__(self, writer: FrameWriter, depth: int = 32):
+        self.writer = writer
+        self._queue: Queue = Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            frame = self._queue.get()
+            if frame is _DONE:
+                return
+            if self._error is None:
+                try:
+                    self.writer.write(frame)
+                except BaseException as exc:  # reported by write/close
+                    self._error = exc
+
+    def write(self, frame: np.ndarray) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(frame)
+
+    def close(self) -> Path:
+        self._queue.put(_DONE)
+        self._thread.join()
+        if self._error is not None:
+            self.writer.abort()
+            raise self._error
+        return self.writer.close()
+
+    def abort(self) -> None:
+        self._error = self._error or StageError(f"encoding {self.writer.path.name} aborted")
+        self.writer.abort()  # kills ffmpeg first, so a write blocked on its pipe returns
+        if self._thread.is_alive():
+            self._queue.put(_DONE)
+            self._thread.join()

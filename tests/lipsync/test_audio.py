@@ -8,7 +8,7 @@ import torch
 import whisper
 
 from polydub.errors import InputError
-from polydub.lipsync.audio import frame_windows, whisper_features
+from polydub.lipsync.audio import frame_windows, whisper_features, window_shape
 
 SR = 16_000
 
@@ -49,6 +49,7 @@ def test_shapes_10s_and_35s(tiny_whisper, features35):
     assert features35.shape == (1750, 5, 64)  # 1500 from the first window + 250 from the second
     assert frame_windows(f10).shape == (500 // 2 + 2, 50, 64)
     assert frame_windows(features35).shape == (1750 // 2 + 2, 50, 64)
+    assert frame_windows(f10).shape[1:] == window_shape(tiny_whisper.dims)  # (50, 64): from the encoder
 
 
 def test_windows_clamp_at_both_ends(features35):

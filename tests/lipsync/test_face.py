@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import skimage.data
 
-from polydub.errors import InputError
+from polydub.errors import InputError, StageError
 from polydub.lipsync.face import (
+    CROP,
     TEMPLATE,
     FaceMesh,
     FaceTrack,
@@ -22,6 +23,7 @@ from polydub.lipsync.face import (
     smooth_anchors,
     track_face,
 )
+from polydub.lipsync.stage import load_mask
 
 DATA = Path(__file__).parent / "data"
 
@@ -47,16 +49,75 @@ def face_centre_x(matrix: np.ndarray, res: int) -> float:
     return cv2.transform(np.array([[[res / 2, res / 2]]]), cv2.invertAffineTransform(matrix))[0, 0, 0]
 
 
-def test_anchors_land_on_the_template(astronaut):
+# The reference's anchor groups as Face Mesh points, written out here on purpose: the crop must
+# put *these* where the template says, whatever face.py's constants say.
+EYEBROW_TIP_AND_TOP = ((46, 70, 63, 105, 66, 107), (276, 300, 293, 334, 296, 336))
+LOWER_NOSE = (5, 129, 358, 1)
+# the groups polydub used before (whole eyebrow contour; nose from between the eyes)
+OLD_GROUPS = ((70, 63, 105, 66, 107, 46, 53, 52, 65, 55), (300, 293, 334, 296, 336, 276, 283, 282, 295, 285),
+              (168, 6, 197, 195, 5, 4, 98, 97, 2, 326, 327))
+EYES = (33, 263)  # outer eye corners
+MOUTH = (13, 14)  # inner lips, upper and lower
+
+
+def reference_anchors(landmarks: np.ndarray) -> np.ndarray:
+    return np.stack([landmarks[list(g)].mean(0) for g in (*EYEBROW_TIP_AND_TOP, LOWER_NOSE)])
+
+
+def placement(anchors: np.ndarray, res: int) -> tuple[np.ndarray, float]:
+    """Centroid (aligned pixels) and spread (RMS distance from the centroid, template units
+    times res/75) of three anchors in an aligned face; the similarity fit puts both exactly on
+    the template's, whatever the face's proportions."""
+    units = anchors * [CROP[0] / res, CROP[1] / res]
+    spread = np.sqrt(((units - units.mean(0)) ** 2).sum(1).mean()) * res / CROP[0]
+    return anchors.mean(0), float(spread)
+
+
+def aligned_landmarks(image: np.ndarray, matrix: np.ndarray, res: int) -> np.ndarray:
+    with FaceMesh(video=False) as mesh:
+        found = mesh.detect(align_face(image, matrix, res))
+    assert len(found) == 1
+    return found[0]
+
+
+def test_the_crop_puts_the_reference_anchors_on_the_template(astronaut):
     res = 256
     track = track_face([astronaut], res)
     assert track.track_id.tolist() == [0]
-    aligned = align_face(astronaut, track.matrices[0], res)
+    found = aligned_landmarks(astronaut, track.matrices[0], res)
+    expected = TEMPLATE * [res / CROP[0], res / CROP[1]]  # template in aligned pixels (crop resized to res)
+    centre, spread = placement(reference_anchors(found), res)
+    want_centre, want_spread = placement(expected, res)
+    assert np.abs(centre - want_centre).max() < 2  # position
+    assert abs(spread - want_spread) < 2  # size: 2 px of ~66
+    eyes = found[list(EYES)]
+    assert abs(eyes[0, 1] - eyes[1, 1]) < 2  # eye line level
+    # eyes and mouth centred on the nose anchor's column (within Face Mesh's own jitter)
+    assert abs(eyes[:, 0].mean() - expected[2, 0]) < 2.5
+    assert abs(found[list(MOUTH)].mean(0)[0] - expected[2, 0]) < 2.5
+    mouth_row = int(round(found[list(MOUTH)].mean(0)[1]))
+    assert load_mask(res)[0, 0, mouth_row, res // 2] == 0  # the mouth is in the regenerated region
+
+
+def test_the_old_anchor_groups_would_fail(astronaut):
+    """Whole eyebrows and the upper nose enlarge the face by ~10 % and drop the mouth ~10 px."""
+    res = 256
     with FaceMesh(video=False) as mesh:
-        found = mesh.detect(aligned)
-    assert len(found) == 1
-    expected = TEMPLATE * [res / 75, res / 100]  # template in aligned pixels (crop resized to res)
-    assert np.abs(anchors_of(found[0]) - expected).max() < 8  # 3 points, 4 degrees of freedom
+        landmarks = mesh.detect(astronaut)[0]
+    old = np.stack([landmarks[list(g)].mean(0) for g in OLD_GROUPS])
+    old_found = aligned_landmarks(astronaut, align_matrix(old, res), res)
+    new_found = aligned_landmarks(astronaut, align_matrix(anchors_of(landmarks), res), res)
+    _, old_spread = placement(reference_anchors(old_found), res)
+    _, want_spread = placement(TEMPLATE * [res / CROP[0], res / CROP[1]], res)
+    assert old_spread - want_spread > 4
+    assert old_found[list(MOUTH)].mean(0)[1] - new_found[list(MOUTH)].mean(0)[1] > 4
+
+
+def test_old_tracks_are_not_reused(tmp_path, astronaut):
+    path = tmp_path / "old.npz"
+    np.savez(path, matrices=np.zeros((1, 2, 3)), track_id=np.zeros(1, np.int64), res=np.int64(256))
+    with pytest.raises(StageError, match="other anchor points"):
+        FaceTrack.load(path)
 
 
 def test_aligned_crop_matches_the_checked_expectation(astronaut):

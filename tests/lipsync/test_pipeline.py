@@ -117,6 +117,27 @@ def test_languages_share_one_unet_call_per_step(faces):
     assert (plain["es"] - out["es"]).abs().max() > 1e-3
 
 
+def test_chunks_batched_together_match_chunks_alone(faces):
+    unet = tiny_unet()
+    calls = UNetCalls(unet)
+    pipe = LipSyncPipeline(unet, tiny_vae(), training_mask(), num_steps=STEPS)
+    other = faces.flip(0)  # a second chunk: other faces, other audio
+    chunks = []
+    for chunk_faces, audio in ((faces, {"es": speech(1)}), (other, {"es": speech(3)})):
+        latents = pipe.prepare_faces(chunk_faces, generator=torch.Generator().manual_seed(0))
+        chunks.append((latents, audio, chunk_faces))
+    noise = pipe.initial_noise(RES, RES)
+    together = pipe.sync_chunks(chunks, noise)
+    assert calls.batches == [4] * STEPS  # 2 chunks x (unconditional, conditional)
+    alone = [pipe.sync(lat, audio, noise, f) for lat, audio, f in chunks]
+    for batched, single in zip(together, alone):
+        torch.testing.assert_close(batched["es"], single["es"], atol=1e-5, rtol=0)
+    assert (together[0]["es"] - together[1]["es"]).abs().max() > 1e-2
+    short = (chunks[0][0], {"es": speech(1)[:2]}, faces[:2])
+    with pytest.raises(ValueError, match="same length|must be"):
+        pipe.sync_chunks([chunks[0], short], noise)
+
+
 def test_deep_cache_runs_the_full_unet_every_third_step(faces):
     audio = {"es": speech(1), "fr": speech(2)}
     full, full_calls = run(faces, audio, num_steps=4)
