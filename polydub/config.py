@@ -99,3 +99,42 @@ def lipsync_chunks() -> int:
     """`DUB_LIPSYNC_CHUNKS=N`: 16-frame chunks denoised together in one UNet batch; 0 (the
     default) picks enough for about three languages' worth of batch items."""
     return int(os.environ.get("DUB_LIPSYNC_CHUNKS", "0") or 0)
+
+
+# ----------------------------------------------------------------- lip-sync and the rest
+# Read here so that every DUB_* variable has one place; checks live with their users.
+
+
+def lipsync_version() -> str:
+    """The LatentSync version the flow uses: DUB_LIPSYNC_VERSION, else 1.5 (256 px, ~8 GB)."""
+    return os.environ.get("DUB_LIPSYNC_VERSION", "1.5")
+
+
+def lipsync_device() -> str:
+    """DUB_LIPSYNC_DEVICE if set (`cpu` runs the stage on the CPU, slowly), else cuda."""
+    return os.environ.get("DUB_LIPSYNC_DEVICE") or "cuda"
+
+
+def lipsync_face() -> str:
+    """DUB_LIPSYNC_FACE: which face to sync when several are visible (checked by its user)."""
+    return os.environ.get("DUB_LIPSYNC_FACE", "largest")
+
+
+def lipsync_deep_cache() -> str:
+    """DUB_LIPSYNC_DEEP_CACHE: run the full UNet every Nth step (0: every step)."""
+    return os.environ.get("DUB_LIPSYNC_DEEP_CACHE", "0")
+
+
+def gpu_limit() -> bool:
+    """DUB_GPU_LIMIT=0 turns off the `polydub-gpu` Prefect concurrency limit."""
+    return os.environ.get("DUB_GPU_LIMIT", "1") != "0"
+
+
+def translate_retries(default: int) -> str:
+    """DUB_TRANSLATE_RETRIES: attempts after the first, per batch sent to a translator."""
+    return os.environ.get("DUB_TRANSLATE_RETRIES", str(default))
+
+
+def prefect_server_mode() -> str:
+    """DUB_PREFECT_SERVER: `keep` (one local server, kept) or `ephemeral` (Prefect's own)."""
+    return os.environ.get("DUB_PREFECT_SERVER", "keep")

@@ -15,6 +15,8 @@ import re
 import time
 import traceback
 
+from polydub import config
+
 MASK = "***"
 MIN_SECRET_CHARS = 6  # shorter values would mask ordinary words
 SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|APPKEY|APPID|CLIENT_ID|CREDENTIALS?)$", re.I)
@@ -35,7 +37,7 @@ def secret_values() -> list[str]:
     if now - _known[0] < ENV_REFRESH_S:
         return _known[1]
     values = {v for k, v in os.environ.items() if SECRET_ENV.search(k) and len(v) >= MIN_SECRET_CHARS}
-    url = os.environ.get("DUB_DATABASE_URL", "")
+    url = config.database_url()
     values |= {m.group("pw") for m in _USERINFO.finditer(url) if len(m.group("pw")) >= 3}
     _known = (now, sorted(values, key=len, reverse=True))
     return _known[1]

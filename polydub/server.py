@@ -111,7 +111,7 @@ def ensure_api() -> str:
             raise DubError(f"the Prefect API at {url} (set by {where}) does not answer; "
                            f"start that server, or change the setting")
         return "external"
-    if os.environ.get("DUB_PREFECT_SERVER", "keep") == "ephemeral":
+    if config.prefect_server_mode() == "ephemeral":
         return "ephemeral"
     info = start()
     os.environ["PREFECT_API_URL"] = info["url"]

@@ -6,9 +6,9 @@ weights are not there.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from polydub import config
 from polydub.errors import InputError
 
 RESOLUTION = {"1.5": 256, "1.6": 512}
@@ -19,12 +19,12 @@ OVERRIDES = "polydub.json"  # optional, beside the UNet: {"unet": {...config...}
 
 def default_version() -> str:
     """The LatentSync version the flow uses: DUB_LIPSYNC_VERSION, else 1.5 (256 px, ~8 GB)."""
-    return os.environ.get("DUB_LIPSYNC_VERSION", "1.5")
+    return config.lipsync_version()
 
 
 def lipsync_device() -> str:
     """DUB_LIPSYNC_DEVICE if set (`cpu` runs the stage on the CPU, slowly), else cuda."""
-    return os.environ.get("DUB_LIPSYNC_DEVICE") or "cuda"
+    return config.lipsync_device()
 
 
 def weight_paths(models_dir: str | Path, version: str = "1.5") -> dict[str, Path]:
@@ -47,7 +47,7 @@ def missing_weights(models_dir: str | Path, version: str = "1.5") -> list[str]:
 
 def face_choice() -> str:
     """DUB_LIPSYNC_FACE (largest, left, right, center), checked."""
-    prefer = os.environ.get("DUB_LIPSYNC_FACE", "largest")
+    prefer = config.lipsync_face()
     if prefer not in FACE_CHOICES:
         raise InputError(f"DUB_LIPSYNC_FACE must be one of {', '.join(FACE_CHOICES)}, not {prefer!r}")
     return prefer

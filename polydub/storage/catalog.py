@@ -226,7 +226,6 @@ def job_dict(job: Job) -> dict[str, Any]:
         "consent": job.consent,
         "error": job.error,
         "owner": job.owner,
-        "flow_run_id": job.flow_run_id,
         "heartbeat_at": iso(job.heartbeat_at),
         "created_at": iso(job.created_at),
         "finished_at": iso(job.finished_at),

@@ -6,7 +6,6 @@ own key, so adding a language syncs only that language.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from pathlib import Path
@@ -39,7 +38,7 @@ def _gpu_slot():
     from prefect.concurrency.sync import concurrency
     from prefect.exceptions import ObjectNotFound
 
-    if os.environ.get("DUB_GPU_LIMIT", "1") == "0":
+    if not config.gpu_limit():
         return nullcontext()
     import torch
 
@@ -64,7 +63,7 @@ def lipsync_langs(ctx: JobContext, plan: JobPlan, source: StageResult,
     from polydub.lipsync import stage as lipsync
 
     version = lipsync.default_version()
-    deep_cache = int(os.environ.get("DUB_LIPSYNC_DEEP_CACHE", "0"))  # full UNet every Nth step
+    deep_cache = int(config.lipsync_deep_cache())  # full UNet every Nth step
     prefer = lipsync.face_choice()  # which face when several are visible
     root = Path(ctx.cache_root)
     weights = weights_fingerprint(config.models_dir(), version)

@@ -10,14 +10,13 @@ halves, down to single lines. The glossary is applied around every translator.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from polydub import languages, limits
+from polydub import config, languages, limits
 from polydub.errors import DubError, InputError, StageError
 from polydub.segments import Segment, read_subtitles
 from polydub.translate import glossary as gl
@@ -141,7 +140,7 @@ def _translate_chunk(chunk: list[str], source: str, target: str, translator: Tra
 def _retries() -> int:
     """Attempts after the first: DUB_TRANSLATE_RETRIES, else RETRIES."""
     try:
-        return max(0, int(os.environ.get("DUB_TRANSLATE_RETRIES", RETRIES)))
+        return max(0, int(config.translate_retries(RETRIES)))
     except ValueError:
         return RETRIES
 
