@@ -282,15 +282,18 @@ def test_a_killed_run_loses_nothing_and_resumes(prefect_api, tmp_path):
     import time
 
     clip = tmp_path / "long.mp4"
-    subprocess.run(["ffmpeg", "-v", "error", "-stream_loop", "3", "-i", str(EXAMPLE), "-c", "copy", str(clip)],
-                   check=True, timeout=120)
+    from polydub.segments import format_time
+
+    loops = 12  # long enough that mixing and assembling outlast the poll below, even on a busy machine
+    subprocess.run(["ffmpeg", "-v", "error", "-stream_loop", str(loops - 1), "-i", str(EXAMPLE), "-c", "copy",
+                    str(clip)], check=True, timeout=120)
     lines = read_subtitles(EXAMPLE.with_suffix(".en.srt"))
     for lang in ("en", "es", "fr"):
         approved = read_subtitles(EXAMPLE.with_suffix(f".{lang}.srt"))
-        cues = [f"{n}\n00:00:{10 * k + s.start:06.3f} --> 00:00:{10 * k + s.end:06.3f}\n{s.text}\n".replace(".", ",", 2)
-                for n, (k, s) in enumerate(((k, s) for k in range(4) for s in approved), 1)]
+        cues = [f"{n}\n{format_time(10 * k + s.start)} --> {format_time(10 * k + s.end)}\n{s.text}\n"
+                for n, (k, s) in enumerate(((k, s) for k in range(loops) for s in approved), 1)]
         (tmp_path / f"long.{lang}.srt").write_text("\n".join(cues), encoding="utf-8")
-    assert len(read_subtitles(tmp_path / "long.es.srt")) == 4 * len(lines)
+    assert len(read_subtitles(tmp_path / "long.es.srt")) == loops * len(lines)
     out, db_file = tmp_path / "out", tmp_path / "c.db"
     args = [sys.executable, "-m", "polydub.cli", str(clip), "--langs", "es,fr", "--out", str(out),
             "--db", f"sqlite:///{db_file}"]
