@@ -25,8 +25,8 @@ except ImportError:  # pragma: no cover
 from rich.console import Console
 from rich.table import Table
 
+from polydub.asr.locate import DEFAULT_MODEL as DEFAULT_ASR_MODEL
 from polydub.errors import DubError, InputError
-from polydub.transcribe import DEFAULT_MODEL as DEFAULT_ASR_MODEL
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Dub talking-head videos into many languages, lip-synced, with a catalog.")
@@ -52,7 +52,7 @@ def _validate(plan) -> None:
         for lang in plan.langs:  # every language needs a voice: espeak-ng may lack one
             select_voice(plan.voice, lang)
     if not plan.transcript:
-        from polydub.transcribe import locate_model
+        from polydub.asr.locate import locate_model
 
         locate_model(plan.asr_model)
     if any(lang not in plan.translations for lang in plan.langs):
@@ -123,7 +123,7 @@ def run_cmd(
     voice: str = typer.Option("auto", "--voice", help="auto | espeak[:VOICE] | coqui:MODEL_OR_PATH"),
     lipsync: str = typer.Option("auto", "--lipsync", help="auto | on | off"),
     translator: str = typer.Option("google", "--translator", help="google | deepl | microsoft | ... | local:MODEL"),
-    asr_model: str = typer.Option(DEFAULT_ASR_MODEL, "--asr-model", help="Whisper model name or checkpoint path."),
+    asr_model: str = typer.Option(DEFAULT_ASR_MODEL, "--asr-model", help="Speech recognition: a Whisper model name (tiny.en, small, large-v3), a .pt checkpoint or a CTranslate2 folder."),
     glossary: Optional[Path] = typer.Option(None, "--glossary", help="Terms kept verbatim or forced (TSV/CSV/JSON)."),
     max_speed: float = typer.Option(1.3, "--max-speed", help="Cap on speeding up a line (pitch preserved)."),
     loudness: float = typer.Option(-23.0, "--loudness", help="Integrated loudness target, LUFS."),

@@ -10,9 +10,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from polydub import languages, media
+from polydub.asr.locate import DEFAULT_MODEL as DEFAULT_ASR_MODEL
 from polydub.errors import InputError
 from polydub.segments import read_subtitles
-from polydub.transcribe import DEFAULT_MODEL as DEFAULT_ASR_MODEL
 
 SUBTITLE_SUFFIXES = (".srt", ".vtt")
 LIPSYNC_MODES = ("auto", "on", "off")
@@ -102,7 +102,8 @@ def plan_job(input: str | Path, langs: list[str] | str, out: str | Path | None =
         source = _from_container_tag(info.audio_language)
 
     # Transcript: explicit, else NAME.<source>.srt, else NAME.srt, else the one tagged sidecar
-    # whose language is not a target (which also tells us the source language).
+    # whose language is not a target (which also tells us the source language), else the one
+    # in the language heard in the first 30 s.
     tagged = _tagged_sidecars(folder, stem)
     found = None
     if transcript:
@@ -118,9 +119,16 @@ def plan_job(input: str | Path, langs: list[str] | str, out: str | Path | None =
         if len(others) == 1:
             found, source = tagged[others[0]], source or others[0]
         elif len(others) > 1:
-            names = ", ".join(tagged[c].name for c in others)
-            raise InputError(f"several subtitle sidecars could be the transcript ({names}); "
-                             f"say which language is spoken with --source-lang")
+            # listen to the first 30 s: the sidecar in the spoken language is the transcript
+            from polydub.asr.language import settle_transcript
+
+            heard, why = settle_transcript(path, {c: tagged[c] for c in others}, asr_model)
+            if not heard:
+                names = ", ".join(tagged[c].name for c in others)
+                raise InputError(f"several subtitle sidecars could be the transcript ({names}) and "
+                                 f"listening did not settle it ({why}); say which language is spoken "
+                                 f"with --source-lang")
+            found, source = tagged[heard], heard
     if found:
         if not read_subtitles(found):
             raise InputError(f"{found}: transcript has no subtitle lines")

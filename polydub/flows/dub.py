@@ -14,13 +14,13 @@ from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from polydub import cache, config, media
+from polydub.asr.locate import DEFAULT_MODEL as DEFAULT_ASR_MODEL
 from polydub.job import DEFAULT_LOUDNESS, DEFAULT_MAX_SPEED, JobPlan, plan_job
 from polydub.tasks.common import JobContext, StageResult, catalog, one_line
 from polydub.tasks.deliver import assemble_lang, assemble_multitrack, deliverables
 from polydub.tasks.language import mix_lang, synthesize_lang, translate_lang
 from polydub.tasks.lipsync import lipsync_langs
 from polydub.tasks.source import prepare_source, transcribe_source
-from polydub.transcribe import DEFAULT_MODEL as DEFAULT_ASR_MODEL
 
 LANGUAGE_WORKERS = 4  # languages in flight at once; each mostly waits on ffmpeg / TTS
 
@@ -45,7 +45,7 @@ def dub_video(input: str, langs: list[str], out: str | None = None, source_lang:
         voice: auto | espeak | espeak:VOICE | coqui:MODEL_OR_PATH.
         lipsync: auto | on | off (auto runs it when a GPU and the weights are present).
         translator: google | deepl | microsoft | mymemory | libre | ... | local:MODEL.
-        asr_model: Whisper model name or checkpoint path.
+        asr_model: Whisper model name, openai-whisper .pt checkpoint or CTranslate2 model folder.
         glossary: Glossary file (TSV/CSV/JSON), or a folder of <lang>.tsv files.
         max_speed: Cap on speeding up a line to fit its slot (pitch preserved).
         loudness: Integrated loudness target of the dubbed tracks, LUFS (EBU R128).

@@ -18,11 +18,12 @@ from polydub.segments import (
     write_subtitles,
 )
 from polydub.tasks.common import JobContext, StageResult, run_stage
-from polydub.transcribe import ASR_SAMPLE_RATE
+from polydub.asr.audio import ASR_SAMPLE_RATE
 
 SOURCE_AUDIO = "source.wav"  # 48 kHz, the source's channels (at most 2): mixing base
-ASR_AUDIO = "asr.wav"  # 16 kHz mono: whisper and lip-sync features
+ASR_AUDIO = "asr.wav"  # 16 kHz mono: speech recognition, VAD and lip-sync features
 SEGMENTS = "segments.json"
+WORDS = "words.json"  # recognised words with their times (speech recognition only)
 
 
 def load_segments(result: StageResult) -> list[Segment]:
@@ -59,7 +60,8 @@ def prepare_source(ctx: JobContext, plan: JobPlan, source_hash: str) -> StageRes
 
 @task(name="transcribe", cache_policy=NONE)
 def transcribe_source(ctx: JobContext, plan: JobPlan, source: StageResult, source_hash: str) -> StageResult:
-    """Timed source-language segments: the approved transcript if there is one, else whisper."""
+    """Timed source-language segments: the approved transcript if there is one, else speech
+    recognition (faster-whisper or openai-whisper), its lines trimmed to speech by Silero VAD."""
     if plan.transcript:
         transcript_hash = cache.file_hash(plan.transcript)
 
@@ -73,18 +75,23 @@ def transcribe_source(ctx: JobContext, plan: JobPlan, source: StageResult, sourc
         return run_stage(ctx, "transcribe", None, key, build, backend="approved transcript",
                          model_version=Path(plan.transcript).name)
 
-    from polydub import transcribe as asr
+    from polydub import asr
 
-    checkpoint = asr.locate_model(plan.asr_model)
-    version = asr.model_version(checkpoint)
+    model = asr.locate_model(plan.asr_model)
+    version = model.version
+    vad = asr.VadSettings()
 
     def build(folder: Path) -> dict:
         import soundfile
 
         audio, _ = soundfile.read(source.file(ASR_AUDIO), dtype="float32")
-        segments, language = asr.transcribe(asr.load_model(checkpoint), audio, plan.source_lang)
-        save_segments(segments, folder, "transcript.srt")
-        return {"language": language, "segments": len(segments)}
+        result = asr.transcribe(model, audio, plan.source_lang, vad)
+        save_segments(result.segments, folder, "transcript.srt")
+        (folder / WORDS).write_text(json.dumps(result.words_to_dicts(), ensure_ascii=False))
+        return {"language": result.language, "language_probability": round(result.language_probability, 3),
+                "segments": len(result.segments), "words": len(result.words),
+                "dropped_without_speech": result.dropped, "backend": result.backend}
 
-    key = cache.stage_key("transcribe", source=source_hash, model=version, lang=plan.source_lang)
-    return run_stage(ctx, "transcribe", None, key, build, backend="whisper", model_version=version)
+    key = cache.stage_key("transcribe", source=source_hash, backend=model.backend, model=version,
+                          lang=plan.source_lang, vad=vad.key())
+    return run_stage(ctx, "transcribe", None, key, build, backend=model.backend, model_version=version)
