@@ -172,7 +172,9 @@ def extract_audio(path: str | Path, out: str | Path, sample_rate: int = SAMPLE_R
     fit = []
     if seconds is not None:
         n = round(seconds * sample_rate)
-        fit = ["-af", f"apad=whole_len={n},atrim=end_sample={n}"]
+        # resample first: apad/atrim count samples at the rate they see, and -ar alone would
+        # resample after them (a 48 kHz source cut at n 16 kHz samples keeps a third of it)
+        fit = ["-af", f"aresample={sample_rate},apad=whole_len={n},atrim=end_sample={n}"]
     ffmpeg("-i", str(path), "-map", "0:a:0", "-vn", "-ac", str(channels), "-ar", str(sample_rate), *fit,
            "-c:a", "pcm_s16le", str(out), what="audio extraction")
     return out

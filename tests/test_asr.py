@@ -214,3 +214,39 @@ def test_unusable_asr_model_is_refused_before_work(tmp_path, spec, expected):
     assert not out.exists()
     with pytest.raises(InputError):
         asr.locate_model(spec)
+
+
+def test_speech_audio_is_the_whole_source(tmp_path):
+    """The 16 kHz copy speech recognition reads lasts as long as the source (the trim to the
+    source's length counts 16 kHz samples, not the 48 kHz decoder's)."""
+    from polydub import media
+
+    wav = media.extract_audio(EXAMPLE, tmp_path / "asr.wav", sample_rate=SR, seconds=10.0)
+    info = soundfile.info(str(wav))
+    assert info.samplerate == SR and info.frames == 10 * SR
+    audio, _ = soundfile.read(str(wav), dtype="float32")
+    assert np.abs(audio[-2 * SR:]).max() > 0.01  # the music bed is still there at the end
+
+
+def test_vad_splits_a_run_on_line_at_sentence_pauses():
+    """Whisper may return the example's three sentences as one segment: its words fall into
+    three stretches of speech, so the line is split there, each part on its own speech."""
+    audio = asr.load_audio(EXAMPLE)
+    regions = asr.speech_regions(audio)
+    script = read_subtitles(SCRIPT)
+    words = []
+    for cue in script:  # each cue's words spread over its cue, the way Whisper times them
+        texts = cue.text.split()
+        step = (cue.end - 0.2 - cue.start) / len(texts)
+        words += [asr.Word(round(cue.start + i * step, 3), round(cue.start + (i + 1) * step, 3), t, 0.9)
+                  for i, t in enumerate(texts)]
+    run_on = asr.Line(0.0, 8.4, " ".join(c.text for c in script), tuple(words))
+    lines = asr.split_at_pauses([run_on], regions)
+    assert [ln.text for ln in lines] == [c.text for c in script]
+    kept, dropped = asr.trim_to_speech(lines, regions)
+    assert dropped == 0
+    for line, cue in zip(kept, script):
+        assert abs(line.start - cue.start) <= MAX_START_ERROR_S, (line, cue)
+    # a comma with a short pause after it is not a new line: mid-sentence splits hurt translation
+    assert asr.split_at_pauses([asr.Line(0.5, 2.8, "Hello, and welcome", tuple(words[:3]))], regions)[0].text \
+        == "Hello, and welcome"

@@ -8,7 +8,7 @@ import numpy as np
 
 from polydub.asr.locate import FASTER_WHISPER, AsrModel
 from polydub.asr.result import Transcript
-from polydub.asr.vad import VadSettings, speech_regions, trim_to_speech
+from polydub.asr.vad import VadSettings, speech_regions, split_at_pauses, trim_to_speech
 from polydub.segments import Segment
 
 # Whisper writes these for music it cannot transcribe: not a line to dub
@@ -32,7 +32,8 @@ def load(model: AsrModel, device: str | None = None):
 
 def transcribe(model: AsrModel, audio: np.ndarray, language: str | None = None,
                vad: VadSettings | None = VadSettings(), loaded=None) -> Transcript:
-    """Transcribe 16 kHz mono float32 [samples]; with `vad`, lines are trimmed to speech.
+    """Transcribe 16 kHz mono float32 [samples]; with `vad`, lines are split at pauses and
+    trimmed to speech.
 
     `loaded` is the backend's model object when the caller has it (`load(model)`).
     """
@@ -41,7 +42,8 @@ def transcribe(model: AsrModel, audio: np.ndarray, language: str | None = None,
     lines = [ln for ln in lines if ln.end > ln.start and not NON_SPEECH.match(ln.text)]
     dropped = 0
     if vad is not None:
-        lines, dropped = trim_to_speech(lines, speech_regions(audio, vad))
+        regions = speech_regions(audio, vad)
+        lines, dropped = trim_to_speech(split_at_pauses(lines, regions), regions)
     return Transcript(
         segments=[Segment(ln.start, ln.end, ln.text) for ln in lines],
         words=[w for ln in lines for w in ln.words],

@@ -1,9 +1,13 @@
-"""Silero VAD: where speech is, to trim each line to its speech and drop lines of music.
+"""Silero VAD: where speech is, to split lines at pauses, trim each line to its speech
+and drop lines of music.
 
 Whisper's segment and word times drift into neighbouring music or silence (a line's start
-can come 0.4 s early when music precedes it, or 0.2 s late); Silero VAD's onsets are
-within ~20 ms. Each line's start and end move to the edges of the speech it overlaps,
-unless that speech also belongs to the neighbouring line (then Whisper's boundary stays).
+can come 0.4 s early when music precedes it, or 0.2 s late), and it may return several
+sentences as one segment; Silero VAD's onsets are within ~20 ms. A line is split where
+its words fall into separate stretches of speech after a sentence ends (or after a
+long pause); each line's start and end then move to the edges of the speech it
+overlaps, unless that speech also belongs to the neighbouring line (then Whisper's
+boundary stays).
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from polydub.loading import load_once
 
 MIN_SPEECH_IN_LINE_S = 0.15  # a line overlapping less speech than this is music/noise: dropped
 MAX_MOVE_S = 1.0  # a boundary moves at most this far to reach the speech edge
+MIN_PAUSE_S = 0.2  # a silence this long after a sentence ends starts a new line
+LONG_PAUSE_S = 1.0  # ... and this long, anywhere (mid-sentence splits hurt translation)
+SENTENCE_END = tuple(".?!;:…。！？；：")
 
 
 @dataclass(frozen=True)
@@ -33,7 +40,8 @@ class VadSettings:
         import silero_vad
 
         return {**asdict(self), "silero_vad": getattr(silero_vad, "__version__", "?"),
-                "min_line_speech_s": MIN_SPEECH_IN_LINE_S, "max_move_s": MAX_MOVE_S}
+                "min_line_speech_s": MIN_SPEECH_IN_LINE_S, "max_move_s": MAX_MOVE_S,
+                "pauses_s": [MIN_PAUSE_S, LONG_PAUSE_S]}
 
 
 def _load_vad():
@@ -65,6 +73,37 @@ def speech_regions(audio: np.ndarray, settings: VadSettings = VadSettings()) -> 
 
 def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
     return max(0.0, min(a1, b1) - max(a0, b0))
+
+
+def _region_of(word: Word, regions: list[tuple[float, float]]) -> int:
+    """Index of the stretch of speech nearest the word's middle."""
+    mid = (word.start + word.end) / 2
+    return min(range(len(regions)), key=lambda i: max(regions[i][0] - mid, mid - regions[i][1], 0.0))
+
+
+def split_at_pauses(lines: list[Line], regions: list[tuple[float, float]]) -> list[Line]:
+    """Split lines whose words lie in separate stretches of speech (see the module doc)."""
+    if not regions:
+        return lines
+    out = []
+    for ln in lines:
+        if len(ln.words) < 2:
+            out.append(ln)
+            continue
+        sep = " " if " " in ln.text else ""  # languages written without spaces stay so
+        where = [_region_of(w, regions) for w in ln.words]
+        group = [ln.words[0]]
+        for prev, word, a, b in zip(ln.words, ln.words[1:], where, where[1:]):
+            pause = regions[b][0] - regions[a][1] if b > a else 0.0
+            if pause >= LONG_PAUSE_S or (pause >= MIN_PAUSE_S and prev.text.endswith(SENTENCE_END)):
+                out.append(Line(group[0].start, group[-1].end, sep.join(w.text for w in group), tuple(group)))
+                group = []
+            group.append(word)
+        if len(group) == len(ln.words):
+            out.append(ln)  # not split: keep Whisper's span and text as they are
+        else:
+            out.append(Line(group[0].start, group[-1].end, sep.join(w.text for w in group), tuple(group)))
+    return out
 
 
 def trim_to_speech(lines: list[Line], regions: list[tuple[float, float]]) -> tuple[list[Line], int]:

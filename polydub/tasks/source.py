@@ -54,7 +54,7 @@ def prepare_source(ctx: JobContext, plan: JobPlan, source_hash: str) -> StageRes
                 "fps": info.fps, "width": info.width, "height": info.height,
                 "video_codec": info.video_codec, "backend": "ffmpeg"}
 
-    key = cache.stage_key("probe", source=source_hash, rate=media.SAMPLE_RATE, version=2)
+    key = cache.stage_key("probe", source=source_hash, rate=media.SAMPLE_RATE, version=3)
     return run_stage(ctx, "probe", None, key, build, backend="ffmpeg")
 
 
