@@ -11,9 +11,12 @@ Rows:
   rate against the script, line-start error (mean and max, seconds).
 - openai-whisper tiny with RANDOM weights at tiny.en's real dimensions (no real openai-whisper
   weights exist on this machine; `--openai-checkpoint tiny.en.pt` takes real ones): the same
-  network size on PyTorch, so its seconds per audio second compare compute, not accuracy. A
-  random decoder may emit more or fewer tokens than a trained one; tokens are shown.
-Speed ratios are against the openai-whisper row of the same clip, measured in this process.
+  network size on PyTorch, so its speed compares compute, not accuracy. A random decoder
+  never says "end of text" and would run every window to its token limit at all six
+  fallback temperatures, so this row decodes greedily at temperature 0 only (real weights:
+  polydub's own path). Decoded tokens are shown, and ms per token compares the two engines
+  on equal work; its WER and start errors are meaningless and left blank (nan).
+Speed-ups are against the openai-whisper row of the same clip, measured in this process.
 Nothing is asserted.
 
     python bench/asr.py [--repeat 3] [--openai-checkpoint PATH]
@@ -83,15 +86,38 @@ def start_errors(segments, truth: list[float]) -> tuple[float, float]:
     return float(np.mean(errs)), float(np.max(errs))
 
 
-def measure(model: asr.AsrModel, audio: np.ndarray, vad, repeat: int, language: str | None = "en"):
+def measure(model: asr.AsrModel, audio: np.ndarray, vad, repeat: int):
+    """polydub's own transcription path: (Transcript, fastest seconds, decoded tokens)."""
     loaded = asr.load(model)
-    asr.transcribe(model, audio[: asr.ASR_SAMPLE_RATE * 2], language, vad, loaded)  # warm-up
+    asr.transcribe(model, audio[: asr.ASR_SAMPLE_RATE * 2], "en", vad, loaded)  # warm-up
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
-        result = asr.transcribe(model, audio, language, vad, loaded)
+        result = asr.transcribe(model, audio, "en", vad, loaded)
         times.append(time.perf_counter() - t0)
-    return result, min(times)
+    if model.backend == asr.FASTER_WHISPER:
+        segments, _ = loaded.transcribe(audio, language="en", beam_size=5, word_timestamps=True,
+                                        condition_on_previous_text=False, vad_filter=False)
+        tokens = sum(len(s.tokens) for s in segments)
+    else:
+        tokens = sum(len(s["tokens"]) for s in loaded.transcribe(
+            audio, language="en", word_timestamps=True, condition_on_previous_text=False, fp16=False)["segments"])
+    return result, min(times), tokens
+
+
+def measure_random_openai(model: asr.AsrModel, audio: np.ndarray, repeat: int):
+    """Greedy, temperature 0 only, word timestamps: (fastest seconds, decoded tokens)."""
+    loaded = asr.load(model)
+    options = dict(language="en", temperature=0.0, word_timestamps=True, condition_on_previous_text=False,
+                   fp16=False, compression_ratio_threshold=None, logprob_threshold=None,
+                   no_speech_threshold=None)
+    loaded.transcribe(audio[: asr.ASR_SAMPLE_RATE * 2], **options)  # warm-up
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        result = loaded.transcribe(audio, **options)
+        times.append(time.perf_counter() - t0)
+    return min(times), sum(len(s["tokens"]) for s in result["segments"])
 
 
 def main() -> None:
@@ -118,28 +144,32 @@ def main() -> None:
         openai = asr.locate_model(str(openai_path))
         openai_label = "openai-whisper tiny" + ("" if args.openai_checkpoint else " (random weights)")
         rows = []
+        nan = float("nan")
         for clip, (audio, truth, text) in clips.items():
             seconds = len(audio) / asr.ASR_SAMPLE_RATE
-            _, base = measure(openai, audio, None, args.repeat)
-            base_result, _ = measure(openai, audio, None, 1)
-            rows.append((clip, openai_label, "off", base / seconds, 1.0, len(base_result.words),
-                         float("nan") if not args.openai_checkpoint else word_error_rate(
-                             text, " ".join(s.text for s in base_result.segments)),
-                         *((float("nan"),) * 2 if not args.openai_checkpoint else start_errors(base_result.segments, truth))))
+            if args.openai_checkpoint:
+                result, base, base_tokens = measure(openai, audio, None, args.repeat)
+                quality = (word_error_rate(text, " ".join(s.text for s in result.segments)),
+                           *start_errors(result.segments, truth))
+            else:
+                base, base_tokens = measure_random_openai(openai, audio, args.repeat)
+                quality = (nan, nan, nan)
+            rows.append((clip, openai_label, "off", base / seconds, 1.0, base_tokens,
+                         1000 * base / max(base_tokens, 1), *quality))
             for vad in (None, asr.VadSettings()):
-                result, t = measure(faster, audio, vad, args.repeat)
+                result, t, tokens = measure(faster, audio, vad, args.repeat)
                 wer = word_error_rate(text, " ".join(s.text for s in result.segments))
                 rows.append((clip, "faster-whisper tiny.en int8", "on" if vad else "off", t / seconds,
-                             base / t, len(result.words), wer, *start_errors(result.segments, truth)))
+                             base / t, tokens, 1000 * t / max(tokens, 1), wer, *start_errors(result.segments, truth)))
 
     print(f"CPU, {torch.get_num_threads()} torch threads; fastest of {args.repeat} runs; "
           f"speed-up = openai-whisper seconds / this row's seconds (same clip, same process)\n")
-    head = ("clip", "backend", "vad", "s per audio s", "speed-up", "words", "WER", "start err mean", "max")
-    print(f"{head[0]:24} {head[1]:36} {head[2]:>4} {head[3]:>13} {head[4]:>9} {head[5]:>6} {head[6]:>6} "
-          f"{head[7]:>15} {head[8]:>6}")
-    for clip, backend, vad, rtf, speedup, words, wer, mean, worst in rows:
-        print(f"{clip:24} {backend:36} {vad:>4} {rtf:13.3f} {speedup:8.2f}x {words:6d} {wer:6.2f} "
-              f"{mean:15.3f} {worst:6.3f}")
+    head = ("clip", "backend", "vad", "s/audio s", "speed-up", "tokens", "ms/token", "WER", "start err mean", "max")
+    print(f"{head[0]:24} {head[1]:36} {head[2]:>4} {head[3]:>9} {head[4]:>9} {head[5]:>6} {head[6]:>8} "
+          f"{head[7]:>5} {head[8]:>14} {head[9]:>6}")
+    for clip, backend, vad, rtf, speedup, tokens, per_token, wer, mean, worst in rows:
+        print(f"{clip:24} {backend:36} {vad:>4} {rtf:9.3f} {speedup:8.2f}x {tokens:6d} {per_token:8.1f} "
+              f"{wer:5.2f} {mean:14.3f} {worst:6.3f}")
 
 
 if __name__ == "__main__":
