@@ -14,6 +14,7 @@ Thresholds, against the bundled example's approved script (22 words, 3 cues):
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -250,3 +251,26 @@ def test_vad_splits_a_run_on_line_at_sentence_pauses():
     # a comma with a short pause after it is not a new line: mid-sentence splits hurt translation
     assert asr.split_at_pauses([asr.Line(0.5, 2.8, "Hello, and welcome", tuple(words[:3]))], regions)[0].text \
         == "Hello, and welcome"
+
+
+def test_vad_leaves_torch_threads_alone():
+    """Importing silero_vad sets torch to one thread process-wide; the other torch stages
+    (voices, lip-sync) in the same process must keep theirs."""
+    code = ("import numpy as np, torch; torch.set_num_threads(2); from polydub.asr import vad; "
+            "vad.VadSettings().key(); vad.speech_regions(np.zeros(16000, np.float32)); "
+            "print(torch.get_num_threads())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "2"
+
+
+def test_models_verify_loads_a_ctranslate2_whisper(tiny_en, tmp_path):
+    (tmp_path / "faster-whisper-tiny.en").symlink_to(tiny_en, target_is_directory=True)
+    env = {**os.environ, "DUB_MODELS_DIR": str(tmp_path)}
+    listed = subprocess.run([sys.executable, "-m", "polydub.cli", "models", "list", "--json"],
+                            capture_output=True, text=True, timeout=120, env=env, check=True)
+    row = [r for r in json.loads(listed.stdout) if r["name"] == "faster-whisper-tiny.en"][0]
+    assert row["present"] and "MIT" in row["description"]
+    verified = subprocess.run([sys.executable, "-m", "polydub.cli", "models", "verify"],
+                              capture_output=True, text=True, timeout=120, env=env)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "faster-whisper-tiny.en" in verified.stdout and "English-only" in verified.stdout

@@ -61,7 +61,8 @@ def _listen(input: str | Path, candidates: dict[str, Path], model: AsrModel) -> 
         if probs[heard] < MIN_LANGUAGE_PROBABILITY:
             return None, f"the language is unclear (best guess {heard}, p={probs[heard]:.2f})"
         if len(matches) != 1:
-            return None, f"the speech is in {heard} (p={probs[heard]:.2f}), which {len(matches)} sidecars are"
+            which = "no sidecar is" if not matches else f"{len(matches)} sidecars are"
+            return None, f"the speech is in {heard} (p={probs[heard]:.2f}) and {which}"
         return matches[0], f"the speech is in {heard} (p={probs[heard]:.2f})"
     lines, _, _ = backend.transcribe(loaded, speech, "en")
     heard_text = " ".join(ln.text for ln in lines)

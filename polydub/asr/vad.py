@@ -12,6 +12,7 @@ boundary stays).
 
 from __future__ import annotations
 
+import threading
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -25,6 +26,7 @@ MAX_MOVE_S = 1.0  # a boundary moves at most this far to reach the speech edge
 MIN_PAUSE_S = 0.2  # a silence this long after a sentence ends starts a new line
 LONG_PAUSE_S = 1.0  # ... and this long, anywhere (mid-sentence splits hurt translation)
 SENTENCE_END = tuple(".?!;:…。！？；：")
+_RUNNING = threading.Lock()  # the Silero model keeps state between windows: one caller at a time
 
 
 @dataclass(frozen=True)
@@ -37,37 +39,43 @@ class VadSettings:
     speech_pad_ms: int = 30
 
     def key(self) -> dict:
-        import silero_vad
+        from importlib.metadata import version
 
-        return {**asdict(self), "silero_vad": getattr(silero_vad, "__version__", "?"),
+        return {**asdict(self), "silero_vad": version("silero-vad"),
                 "min_line_speech_s": MIN_SPEECH_IN_LINE_S, "max_move_s": MAX_MOVE_S,
                 "pauses_s": [MIN_PAUSE_S, LONG_PAUSE_S]}
 
 
-def _load_vad():
-    """The Silero model bundled in the silero-vad package (offline; TorchScript)."""
+def _silero():
+    """The silero_vad module, imported without its side effect: importing it sets torch to
+    one thread for the whole process (slowing every later torch stage)."""
     import torch
 
     threads = torch.get_num_threads()
-    from silero_vad import load_silero_vad  # importing it sets torch to 1 thread process-wide
+    import silero_vad
 
     torch.set_num_threads(threads)
-    return load_silero_vad()
+    return silero_vad
+
+
+def _load_vad():
+    """The Silero model bundled in the silero-vad package (offline; TorchScript)."""
+    return _silero().load_silero_vad()
 
 
 def speech_regions(audio: np.ndarray, settings: VadSettings = VadSettings()) -> list[tuple[float, float]]:
     """16 kHz mono float32 [samples] -> (start, end) seconds of each stretch of speech."""
     import torch
-    from silero_vad import get_speech_timestamps
 
+    get_speech_timestamps = _silero().get_speech_timestamps
     model = load_once(("silero-vad",), _load_vad)
-    with torch.no_grad():
+    with _RUNNING, torch.no_grad():
         stamps = get_speech_timestamps(
             torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)), model,
             threshold=settings.threshold, sampling_rate=ASR_SAMPLE_RATE,
             min_speech_duration_ms=settings.min_speech_ms, min_silence_duration_ms=settings.min_silence_ms,
             speech_pad_ms=settings.speech_pad_ms)
-    model.reset_states()
+        model.reset_states()
     return [(s["start"] / ASR_SAMPLE_RATE, s["end"] / ASR_SAMPLE_RATE) for s in stamps]
 
 
