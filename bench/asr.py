@@ -16,6 +16,10 @@ Rows:
   fallback temperatures, so this row decodes greedily at temperature 0 only (real weights:
   polydub's own path). Decoded tokens are shown, and ms per token compares the two engines
   on equal work; its WER and start errors are meaningless and left blank (nan).
+  Its decoding work is therefore not the trained model's (it may also seek several times
+  through a window), so its end-to-end speed-up is only indicative.
+- encoder: one 30 s window through Whisper tiny's audio encoder on each engine (same
+  network, same work whatever the weights): the clean compute comparison.
 Speed-ups are against the openai-whisper row of the same clip, measured in this process.
 Nothing is asserted.
 
@@ -120,6 +124,29 @@ def measure_random_openai(model: asr.AsrModel, audio: np.ndarray, repeat: int):
     return min(times), sum(len(s["tokens"]) for s in result["segments"])
 
 
+def encoder_ms(faster: asr.AsrModel, openai: asr.AsrModel, audio: np.ndarray, repeat: int) -> tuple[float, float]:
+    """Fastest ms for one 30 s window through each engine's audio encoder."""
+    import torch
+    import whisper
+    from faster_whisper.audio import pad_or_trim
+
+    fw, ow = asr.load(faster), asr.load(openai)
+    features = pad_or_trim(fw.feature_extractor(audio))
+    mel = whisper.log_mel_spectrogram(whisper.pad_or_trim(torch.from_numpy(audio)), ow.dims.n_mels)[None]
+
+    def fastest(run) -> float:
+        run()  # warm-up
+        times = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - t0)
+        return 1000 * min(times)
+
+    with torch.no_grad():
+        return fastest(lambda: fw.encode(features)), fastest(lambda: ow.embed_audio(mel))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="runs per row; the fastest counts")
@@ -143,6 +170,7 @@ def main() -> None:
         openai_path = args.openai_checkpoint or random_openai_tiny(tmp / "tiny-random.pt")
         openai = asr.locate_model(str(openai_path))
         openai_label = "openai-whisper tiny" + ("" if args.openai_checkpoint else " (random weights)")
+        enc = encoder_ms(faster, openai, clips["example (music bed)"][0], args.repeat)
         rows = []
         nan = float("nan")
         for clip, (audio, truth, text) in clips.items():
@@ -162,6 +190,8 @@ def main() -> None:
                 rows.append((clip, "faster-whisper tiny.en int8", "on" if vad else "off", t / seconds,
                              base / t, tokens, 1000 * t / max(tokens, 1), wer, *start_errors(result.segments, truth)))
 
+    print(f"audio encoder, one 30 s window: openai-whisper {enc[1]:.0f} ms, faster-whisper int8 "
+          f"{enc[0]:.0f} ms ({enc[1] / enc[0]:.2f}x)\n")
     print(f"CPU, {torch.get_num_threads()} torch threads; fastest of {args.repeat} runs; "
           f"speed-up = openai-whisper seconds / this row's seconds (same clip, same process)\n")
     head = ("clip", "backend", "vad", "s/audio s", "speed-up", "tokens", "ms/token", "WER", "start err mean", "max")

@@ -274,3 +274,18 @@ def test_models_verify_loads_a_ctranslate2_whisper(tiny_en, tmp_path):
                               capture_output=True, text=True, timeout=120, env=env)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "faster-whisper-tiny.en" in verified.stdout and "English-only" in verified.stdout
+
+
+def test_listening_with_a_multilingual_openai_whisper(tmp_path):
+    """A multilingual checkpoint (random tiny weights) takes the detection path: Whisper's
+    language probabilities on the speech only. Random weights only guess, so the answer is a
+    refusal reason or one of the candidates, never a failure to listen."""
+    from tests.tiny_models import build_whisper
+
+    video = untagged_copy(tmp_path)
+    candidates = {lang: EXAMPLE.with_name(f"talking_head.{lang}.srt") for lang in ("en", "es", "fr")}
+    checkpoint = build_whisper(tmp_path / "tiny.pt")
+    heard, why = settle_transcript(video, candidates, str(checkpoint))
+    assert "listening failed" not in why and "no speech" not in why, why
+    assert heard in (None, *candidates)
+    assert why.startswith(("the language is unclear", "the speech is in")), why
