@@ -52,9 +52,11 @@ def _validate(plan) -> None:
         for lang in plan.langs:  # every language needs a voice: espeak-ng may lack one
             select_voice(plan.voice, lang)
     if not plan.transcript:
+        from polydub import config
         from polydub.asr.locate import locate_model
 
         locate_model(plan.asr_model)
+        config.asr_vad()  # a bad DUB_ASR_VAD is bad usage, found now
     if any(lang not in plan.translations for lang in plan.langs):
         from polydub.translate import make_translator
 

@@ -25,3 +25,13 @@ def database_url() -> str:
     """The catalog: a SQLite file by default, any SQLAlchemy URL by `DUB_DATABASE_URL`."""
     url = os.environ.get("DUB_DATABASE_URL")
     return url or f"sqlite:///{home() / 'catalog.db'}"
+
+
+def asr_vad() -> bool:
+    """Trim recognised lines to speech with Silero VAD (`DUB_ASR_VAD=off` keeps Whisper's times)."""
+    value = os.environ.get("DUB_ASR_VAD", "on").strip().lower()
+    if value not in ("on", "off"):
+        from polydub.errors import InputError
+
+        raise InputError(f"DUB_ASR_VAD must be on or off, not {value!r}")
+    return value == "on"

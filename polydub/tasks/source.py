@@ -8,7 +8,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NONE
 
-from polydub import cache, media
+from polydub import cache, config, media
 from polydub.job import JobPlan
 from polydub.segments import (
     Segment,
@@ -79,7 +79,7 @@ def transcribe_source(ctx: JobContext, plan: JobPlan, source: StageResult, sourc
 
     model = asr.locate_model(plan.asr_model)
     version = model.version
-    vad = asr.VadSettings()
+    vad = asr.VadSettings() if config.asr_vad() else None
 
     def build(folder: Path) -> dict:
         import soundfile
@@ -93,5 +93,5 @@ def transcribe_source(ctx: JobContext, plan: JobPlan, source: StageResult, sourc
                 "dropped_without_speech": result.dropped, "backend": result.backend}
 
     key = cache.stage_key("transcribe", source=source_hash, backend=model.backend, model=version,
-                          lang=plan.source_lang, vad=vad.key())
+                          lang=plan.source_lang, vad=vad.key() if vad else None)
     return run_stage(ctx, "transcribe", None, key, build, backend=model.backend, model_version=version)
