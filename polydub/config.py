@@ -138,3 +138,13 @@ def translate_retries(default: int) -> str:
 def prefect_server_mode() -> str:
     """DUB_PREFECT_SERVER: `keep` (one local server, kept) or `ephemeral` (Prefect's own)."""
     return os.environ.get("DUB_PREFECT_SERVER", "keep")
+
+
+def asr_vad() -> bool:
+    """Trim recognised lines to speech with Silero VAD (`DUB_ASR_VAD=off` keeps Whisper's times)."""
+    value = os.environ.get("DUB_ASR_VAD", "on").strip().lower()
+    if value not in ("on", "off"):
+        from polydub.errors import InputError
+
+        raise InputError(f"DUB_ASR_VAD must be on or off, not {value!r}")
+    return value == "on"

@@ -108,7 +108,8 @@ def plan_job(input: str | Path, langs: list[str] | str, options: DubOptions | di
         source = _from_container_tag(info.audio_language)
 
     # Transcript: explicit, else NAME.<source>.srt, else NAME.srt, else the one tagged sidecar
-    # whose language is not a target (which also tells us the source language).
+    # whose language is not a target (which also tells us the source language), else the one
+    # in the language heard in the first 30 s.
     tagged = _tagged_sidecars(folder, stem)
     found = None
     if transcript:
@@ -124,9 +125,16 @@ def plan_job(input: str | Path, langs: list[str] | str, options: DubOptions | di
         if len(others) == 1:
             found, source = tagged[others[0]], source or others[0]
         elif len(others) > 1:
-            names = ", ".join(tagged[c].name for c in others)
-            raise InputError(f"several subtitle sidecars could be the transcript ({names}); "
-                             f"say which language is spoken with --source-lang")
+            # listen to the first 30 s: the sidecar in the spoken language is the transcript
+            from polydub.asr.language import settle_transcript
+
+            heard, why = settle_transcript(path, {c: tagged[c] for c in others}, opts.asr_model)
+            if not heard:
+                names = ", ".join(tagged[c].name for c in others)
+                raise InputError(f"several subtitle sidecars could be the transcript ({names}) and "
+                                 f"listening did not settle it ({why}); say which language is spoken "
+                                 f"with --source-lang")
+            found, source = tagged[heard], heard
     if found:
         cues = read_subtitles(found)
         if not cues:
@@ -220,9 +228,10 @@ def check_backends(plan: JobPlan) -> None:
                 if spec and not spec.startswith("coqui"):
                     select_voice(spec, lang)
     if not plan.transcript:
-        from polydub.transcribe import locate_model
+        from polydub.asr.locate import locate_model
 
         locate_model(plan.asr_model)
+        config.asr_vad()  # a bad DUB_ASR_VAD is bad usage, found now
     if any(lang not in plan.translations for lang in plan.langs):
         from polydub.translate import make_translator
 

@@ -59,12 +59,29 @@ _WHISPER_URLS = {
 
 
 _HTDEMUCS_URL = "https://dl.fbaipublicfiles.com/demucs/hybrid_transformer/955717e8-8726e21a.th"
+# faster-whisper's CTranslate2 conversions of the same models (MIT, like OpenAI's weights)
+_CT2_REPOS = {
+    "tiny": "Systran/faster-whisper-tiny", "tiny.en": "Systran/faster-whisper-tiny.en",
+    "base": "Systran/faster-whisper-base", "base.en": "Systran/faster-whisper-base.en",
+    "small": "Systran/faster-whisper-small", "small.en": "Systran/faster-whisper-small.en",
+    "medium": "Systran/faster-whisper-medium", "medium.en": "Systran/faster-whisper-medium.en",
+    "large-v2": "Systran/faster-whisper-large-v2", "large-v3": "Systran/faster-whisper-large-v3",
+    "large-v3-turbo": "mobiuslabsgmbh/faster-whisper-large-v3-turbo",
+}
+_CT2_V3 = ("large-v3", "large-v3-turbo")  # 128 mel bins: a preprocessor config, a JSON vocabulary
+
+
+def _faster_whisper(size: str) -> ModelSpec:
+    files = (("config.json", "model.bin", "preprocessor_config.json", "tokenizer.json", "vocabulary.json")
+             if size in _CT2_V3 else ("config.json", "model.bin", "tokenizer.json", "vocabulary.txt"))
+    return ModelSpec(f"faster-whisper-{size}", f"Whisper {size} speech recognition for faster-whisper "
+                     f"(CTranslate2; MIT licence)", _hf(_CT2_REPOS[size], *files))
 
 
 def _whisper(size: str) -> ModelSpec:
     url = _WHISPER_URLS[size]
     file = ModelFile(url, url.rsplit("/", 1)[1], sha256=url.split("/")[-2])
-    return ModelSpec(f"whisper-{size}", f"openai-whisper {size} speech recognition", (file,))
+    return ModelSpec(f"whisper-{size}", f"openai-whisper {size} speech recognition (MIT licence)", (file,))
 
 
 REGISTRY: dict[str, ModelSpec] = {
@@ -81,7 +98,8 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec("htdemucs", "Hybrid Transformer Demucs v4: separates the voice from music and effects",
                   (ModelFile(_HTDEMUCS_URL, _HTDEMUCS_URL.rsplit("/", 1)[1],
                              sha256=_HTDEMUCS_URL.rsplit("-", 1)[1].removesuffix(".th")),)),
-        ModelSpec("xtts-v2", "Coqui XTTS v2 multilingual voice-cloning TTS",
+        *(_faster_whisper(size) for size in _CT2_REPOS),
+        ModelSpec("xtts-v2", "Coqui XTTS v2 multilingual voice-cloning TTS (CPML licence)",
                   _hf("coqui/XTTS-v2", "config.json", "model.pth", "vocab.json",
                       "speakers_xtts.pth", "dvae.pth", "mel_stats.pth")),
     ]
@@ -142,6 +160,12 @@ def verify(name: str, models_dir: Path | None = None) -> str:
 
         model = whisper.load_model(str(root / _spec(name).files[0].path), device="cpu")
         return f"whisper {model.dims.n_audio_layer}-layer encoder, {model.dims.n_vocab} tokens"
+    if name.startswith("faster-whisper-"):
+        from polydub.asr import faster
+
+        model = faster.load_model(root, device="cpu")
+        kind = "multilingual" if faster.is_multilingual(model) else "English-only"
+        return f"CTranslate2 Whisper, {kind}, {model.model.n_mels} mel bins"
     if name.startswith("latentsync-"):
         import whisper
 

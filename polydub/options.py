@@ -17,7 +17,7 @@ from typing import Annotated, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from polydub.errors import InputError
-from polydub.transcribe import DEFAULT_MODEL as DEFAULT_ASR_MODEL
+from polydub.asr.locate import DEFAULT_MODEL as DEFAULT_ASR_MODEL
 from polydub.translate.providers import PROVIDERS
 
 DEFAULT_MAX_SPEED = 1.3
@@ -68,8 +68,9 @@ class DubOptions(BaseModel):
     translator: Union[TranslatorChoice, LocalTranslator] = Field(
         "google", description="google | deepl | microsoft | ... (keys from the worker's environment) "
         "| local:MODEL (a translation model in the models folder).")
-    asr_model: Text = Field(DEFAULT_ASR_MODEL, description="Speech recognition model: a Whisper model "
-                            "name or a checkpoint path (unused with an approved transcript).")
+    asr_model: Text = Field(DEFAULT_ASR_MODEL, description="Speech recognition: a Whisper model name "
+                            "(tiny.en, small, large-v3), an openai-whisper .pt checkpoint or a CTranslate2 "
+                            "folder (unused with an approved transcript).")
     glossary: Text | None = Field(
         None, description="Glossary: a TSV/CSV/JSON file of terms kept verbatim or forced, or a "
         "folder of <lang>.tsv files.")

@@ -45,7 +45,8 @@ def assemble_lang(ctx: JobContext, plan: JobPlan, source: StageResult, translati
         picture = None
         if plan.has_video:
             picture = video.file(video.meta["file"]) if lipsynced else plan.input
-        assemble.dubbed_file(picture, mixed.file(MIXED), str(folder / SRT), lang, folder / dubbed,
+        subtitles = str(folder / SRT) if segments else None  # no lines (music only): no track
+        assemble.dubbed_file(picture, mixed.file(MIXED), subtitles, lang, folder / dubbed,
                              video_codec="h264" if lipsynced else source.meta.get("video_codec"))
         return {"files": [dubbed, SRT, VTT], "lipsynced": bool(lipsynced)}
 
@@ -80,7 +81,8 @@ def assemble_multitrack(ctx: JobContext, plan: JobPlan, source: StageResult, tra
         for lang, result in delivered.items():
             dubbed, srt = (result.file(f) for f in result.meta["files"][:2])
             audio.append(assemble.AudioTrack(dubbed, lang, f"{languages.name(lang)} (AI dub)"))
-            subs.append(assemble.SubtitleTrack(srt, lang, languages.name(lang)))
+            if Path(srt).read_text(encoding="utf-8").strip():  # an empty SRT is no track
+                subs.append(assemble.SubtitleTrack(srt, lang, languages.name(lang)))
         assemble.multitrack_file(plan.input if plan.has_video else None, audio, subs, folder / filename)
         return {"file": filename, "tracks": len(audio)}
 

@@ -19,14 +19,15 @@ from polydub.segments import (
     speakers_of,
     write_subtitles,
 )
+from polydub.asr.audio import ASR_SAMPLE_RATE
 from polydub.tasks.common import JobContext, StageResult, run_stage, skip_stage
-from polydub.transcribe import ASR_SAMPLE_RATE
 
 SOURCE_AUDIO = "source.wav"  # 48 kHz, the source's channels (at most 2): mixing base
-ASR_AUDIO = "asr.wav"  # 16 kHz mono: whisper and lip-sync features
+ASR_AUDIO = "asr.wav"  # 16 kHz mono: speech recognition, VAD and lip-sync features
 SEGMENTS = "segments.json"
 SUBTITLE_PARSER = 2  # in the keys of approved scripts: 2 reads speaker labels out of the text
 BACKGROUND = "background.wav"  # the source without its voice (separated), SOURCE_AUDIO's format
+WORDS = "words.json"  # recognised words with their times (speech recognition only)
 
 
 def load_segments(result: StageResult) -> list[Segment]:
@@ -93,7 +94,8 @@ def separate_source(ctx: JobContext, plan: JobPlan, source: StageResult) -> Stag
 
 @task(name="transcribe", task_run_name="transcribe", cache_policy=NONE, persist_result=False)
 def transcribe_source(ctx: JobContext, plan: JobPlan, source: StageResult, source_hash: str) -> StageResult:
-    """Timed source-language segments: the approved transcript if there is one, else whisper."""
+    """Timed source-language segments: the approved transcript if there is one, else speech
+    recognition (faster-whisper or openai-whisper), its lines trimmed to speech by Silero VAD."""
     if plan.transcript:
         transcript_hash = cache.file_hash(plan.transcript)
 
@@ -109,21 +111,26 @@ def transcribe_source(ctx: JobContext, plan: JobPlan, source: StageResult, sourc
                                                      backend="approved transcript",
                                                      model_version=Path(plan.transcript).name))
 
-    from polydub import transcribe as asr
+    from polydub import asr
 
-    checkpoint = asr.locate_model(plan.asr_model)
-    version = asr.model_version(checkpoint)
+    model = asr.locate_model(plan.asr_model)
+    version = model.version
+    vad = asr.VadSettings() if config.asr_vad() else None
 
     def build(folder: Path) -> dict:
         import soundfile
 
         audio, _ = soundfile.read(source.file(ASR_AUDIO), dtype="float32")
-        segments, language = asr.transcribe(asr.load_model(checkpoint), audio, plan.source_lang)
-        save_segments(segments, folder, "transcript.srt")
-        return {"language": language, "segments": len(segments)}
+        result = asr.transcribe(model, audio, plan.source_lang, vad)
+        save_segments(result.segments, folder, "transcript.srt")
+        (folder / WORDS).write_text(json.dumps(result.words_to_dicts(), ensure_ascii=False))
+        return {"language": result.language, "language_probability": round(result.language_probability, 3),
+                "segments": len(result.segments), "words": len(result.words),
+                "dropped_without_speech": result.dropped, "backend": result.backend}
 
-    key = cache.stage_key("transcribe", source=source_hash, model=version, lang=plan.source_lang)
-    return label_speakers(ctx, source, run_stage(ctx, "transcribe", None, key, build, backend="whisper",
+    key = cache.stage_key("transcribe", source=source_hash, backend=model.backend, model=version,
+                          lang=plan.source_lang, vad=vad.key() if vad else None)
+    return label_speakers(ctx, source, run_stage(ctx, "transcribe", None, key, build, backend=model.backend,
                                                  model_version=version))
 
 

@@ -1,0 +1,109 @@
+"""Which speech recognition model `--asr-model` names, and which backend runs it.
+
+A spec is a model name ('small', 'tiny.en', 'large-v3'), an openai-whisper checkpoint
+(`.pt`) or a CTranslate2 Whisper folder (holding `model.bin`). A name resolves to
+faster-whisper when it is installed and the CTranslate2 model is on this machine, else to
+openai-whisper's checkpoint; nothing is downloaded here (`dub models pull` does that).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+from polydub import config
+from polydub.errors import InputError
+
+DEFAULT_MODEL = "base"
+FASTER_WHISPER = "faster-whisper"
+OPENAI_WHISPER = "whisper"
+CT2_WEIGHTS = "model.bin"  # what makes a folder a CTranslate2 model
+# faster-whisper names with a CTranslate2 conversion (`dub models pull faster-whisper-NAME`)
+FASTER_WHISPER_NAMES = ("tiny", "tiny.en", "base", "base.en", "small", "small.en", "medium",
+                        "medium.en", "large-v2", "large-v3", "large-v3-turbo")
+
+
+@dataclass(frozen=True)
+class AsrModel:
+    """A located model: `backend` is 'faster-whisper' or 'whisper'; `path` a CTranslate2
+    folder or a `.pt` checkpoint."""
+
+    backend: str
+    path: Path
+    name: str
+
+    @property
+    def version(self) -> str:
+        """Identity for cache keys and the catalog: backend, name, weight size and mtime."""
+        weights = self.path / CT2_WEIGHTS if self.backend == FASTER_WHISPER else self.path
+        st = weights.stat()
+        return f"{self.backend}:{self.name}:{st.st_size}:{int(st.st_mtime)}"
+
+
+def faster_whisper_installed() -> bool:
+    return importlib.util.find_spec("faster_whisper") is not None
+
+
+def locate_model(spec: str, models_dir: Path | None = None) -> AsrModel:
+    """Resolve `--asr-model`; `InputError` (one line) if it is not usable here."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / CT2_WEIGHTS).is_file():
+            raise InputError(f"--asr-model {spec}: not a CTranslate2 Whisper model folder (no {CT2_WEIGHTS})")
+        if not faster_whisper_installed():
+            raise InputError(f"--asr-model {spec} is a CTranslate2 model; install faster-whisper to use it")
+        return AsrModel(FASTER_WHISPER, path, path.name)
+    if path.suffix == ".pt" or path.is_file() or "/" in spec:
+        if not path.is_file():
+            raise InputError(f"--asr-model {spec}: no such checkpoint file or model folder")
+        return AsrModel(OPENAI_WHISPER, path, path.name)
+
+    root = Path(models_dir or config.models_dir())
+    faster = faster_whisper_installed()
+    if faster and spec in FASTER_WHISPER_NAMES:
+        found = _find_ct2(spec, root)
+        if found:
+            return AsrModel(FASTER_WHISPER, found, spec)
+    checkpoint = _find_checkpoint(spec, root)
+    if checkpoint:
+        return AsrModel(OPENAI_WHISPER, checkpoint, spec)
+    known = sorted(set(FASTER_WHISPER_NAMES if faster else ()) | set(_whisper_names()))
+    if spec not in known:
+        raise InputError(f"unknown speech recognition model {spec!r} (one of: {', '.join(known)}; "
+                         f"or a .pt checkpoint or a CTranslate2 model folder)")
+    pull = f"faster-whisper-{spec}" if faster and spec in FASTER_WHISPER_NAMES else f"whisper-{spec}"
+    raise InputError(f"speech recognition model {spec!r} is not on this machine; give a transcript "
+                     f"(--transcript or a NAME.srt sidecar) or run: dub models pull {pull}")
+
+
+def _find_ct2(name: str, root: Path) -> Path | None:
+    """`MODELS/faster-whisper-NAME/` (where `dub models pull` puts it), then the Hugging
+    Face cache faster-whisper itself downloads to."""
+    folder = root / f"faster-whisper-{name}"
+    if (folder / CT2_WEIGHTS).is_file():
+        return folder
+    try:
+        from faster_whisper.utils import download_model
+
+        cached = Path(download_model(name, local_files_only=True))
+        return cached if (cached / CT2_WEIGHTS).is_file() else None
+    except Exception:  # noqa: BLE001 - not in the cache (or no hub client): not here
+        return None
+
+
+def _whisper_names() -> list[str]:
+    import whisper  # deferred: importing torch costs seconds
+
+    return list(whisper._MODELS)
+
+
+def _find_checkpoint(name: str, root: Path) -> Path | None:
+    """`MODELS/whisper-NAME/NAME.pt`, `MODELS/whisper/NAME.pt`, then ~/.cache/whisper."""
+    if name not in _whisper_names():
+        return None
+    import whisper
+
+    candidates = [root / f"whisper-{name}" / f"{name}.pt", root / "whisper" / f"{name}.pt",
+                  Path.home() / ".cache" / "whisper" / Path(whisper._MODELS[name]).name]
+    return next((c for c in candidates if c.is_file()), None)
