@@ -485,9 +485,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _interrupted() -> int:
     """Ctrl-C: say so and leave with 130, even if a stage thread is still winding down."""
-    from polydub.crash import exit_within
+    from polydub.crash import exit_within, say_interrupted
 
-    print("dub: interrupted", file=sys.stderr, flush=True)
+    say_interrupted()
     exit_within(EXIT_GRACE_S, 130)
     return 130
 

@@ -28,8 +28,13 @@ PREFECT_TIMEOUT_S = 10.0  # a Prefect server that does not answer does not hold 
 # only when the main thread next gets to: stages that failed this shortly before count as
 # interrupted, not failed.
 INTERRUPT_WINDOW_S = 5.0
+# After Ctrl-C the process leaves within this many seconds whatever it is waiting for
+# (Prefect retrying a temporary server that the same Ctrl-C stopped, for one).
+INTERRUPT_EXIT_S = 30.0
+INTERRUPTED_MESSAGE = "dub: interrupted"
 
 _interrupted_at: datetime | None = None
+_said = threading.Event()
 
 
 # ------------------------------------------------------------------------- heartbeat
@@ -74,8 +79,17 @@ def start_heartbeat(catalog, job_id: int) -> Heartbeat:
 
 def _on_sigint(signum, frame) -> None:
     global _interrupted_at
-    _interrupted_at = _interrupted_at or utcnow()
+    if _interrupted_at is None:
+        _interrupted_at = utcnow()
+        exit_within(INTERRUPT_EXIT_S, 130)
     raise KeyboardInterrupt
+
+
+def say_interrupted() -> None:
+    """Print `dub: interrupted` on stderr, once."""
+    if not _said.is_set():
+        _said.set()
+        print(INTERRUPTED_MESSAGE, file=sys.stderr, flush=True)
 
 
 def quiet_console() -> None:
@@ -184,6 +198,8 @@ def exit_within(seconds: float, status: int) -> None:
     """Leave with `status` after `seconds` even if Prefect is still trying to send
     events or logs to a server that is gone (it retries for minutes at exit)."""
     def leave() -> None:
+        if status == 130:
+            say_interrupted()
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         os._exit(status)
