@@ -182,11 +182,11 @@ def synthesize_lang(ctx: JobContext, plan: JobPlan, source: StageResult, transcr
                 spoken += 1
             clips.append({"file": out.name, "duration": sf_duration(out), "speaker": segment.speaker,
                           "voice": casting.voice.model})
-        speakers = {speaker or UNNAMED: {"voice": c.voice.model, "backend": c.voice.backend, "reason": c.reason}
-                    for speaker, c in cast.items()}
         return {"clips": clips, "reason": reason, "speakers": speakers, "synthesized": spoken,
                 "reused": len(clips) - spoken, "damaged_clips": damaged, "note": f"{backends}: {reason}"}
 
+    speakers = {speaker or UNNAMED: {"voice": c.voice.model, "backend": c.voice.backend, "reason": c.reason}
+                for speaker, c in cast.items()}
     # One unlabeled voice keys the stage as it always did; a cast keys it by every voice.
     voices = (next(iter(cast.values())).key if list(cast) == [None]
               else {"cast": {speaker or UNNAMED: c.key for speaker, c in cast.items()}})
@@ -194,7 +194,8 @@ def synthesize_lang(ctx: JobContext, plan: JobPlan, source: StageResult, transcr
     result = run_stage(ctx, "synthesize", lang, key, build, backend=backends, model_version=model,
                        licence=licences.of_cast([licences.of_voice(c.voice.backend, getattr(c.voice, "xtts", False))
                                                  for c in cast.values()]))
-    result.meta.setdefault("reason", reason)
+    # Why this job chose its voices, even when another job's identical clips are reused.
+    result.meta.update(reason=reason, speakers=speakers)
     return result
 
 
