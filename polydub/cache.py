@@ -221,45 +221,43 @@ def finish(folder: Path, meta: dict) -> dict:
     return meta
 
 
+@contextlib.contextmanager
+def _published(dest: Path, tmp: Path) -> Iterator[Path]:
+    """Yield `tmp` to write, then rename it to `dest`: whole or not at all. No space left:
+    `DiskFull` naming the folder, and nothing left behind."""
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        yield tmp
+        os.replace(tmp, dest)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if is_disk_full(exc):
+            raise disk_full(dest.parent) from exc
+        raise
+
+
 def place(src: str | Path, dest: Path, tmp_dir: Path | None = None) -> Path:
     """Put a copy of `src` at `dest` atomically: never a half-written `dest`, never a file
     that shares storage with `src` (a copy-on-write clone where the filesystem offers one,
     else a byte copy). The temporary name is short, so any `dest` name that fits can be
     written. No space left: `DiskFull` naming the folder, and nothing left behind."""
     dest = Path(dest)
-    folder = Path(tmp_dir or dest.parent)
-    tmp = folder / f".dub-{uuid.uuid4().hex[:8]}{PART_SUFFIX}"
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        folder.mkdir(parents=True, exist_ok=True)
-        with open(src, "rb") as source, open(tmp, "wb") as copy:
-            try:
-                fcntl.ioctl(copy.fileno(), FICLONE, source.fileno())
-            except OSError:
-                shutil.copyfileobj(source, copy, HASH_CHUNK)
-        os.replace(tmp, dest)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        if is_disk_full(exc):
-            raise disk_full(dest.parent) from exc
-        raise
+    tmp = Path(tmp_dir or dest.parent) / f".dub-{uuid.uuid4().hex[:8]}{PART_SUFFIX}"
+    with _published(dest, tmp), open(src, "rb") as source, open(tmp, "wb") as copy:
+        try:
+            fcntl.ioctl(copy.fileno(), FICLONE, source.fileno())
+        except OSError:
+            shutil.copyfileobj(source, copy, HASH_CHUNK)
     return dest
 
 
 def write_text(dest: Path, text: str) -> Path:
-    """Write a small text file atomically, as `place()` does: whole or not at all (a
-    temporary name of its own, so concurrent writers never share one)."""
+    """Write a small text file atomically, as `place()` does (a temporary name of its own,
+    so concurrent writers never share one)."""
     dest = Path(dest)
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}{PART_SUFFIX}")
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
+    with _published(dest, dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}{PART_SUFFIX}")) as tmp:
         tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, dest)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        if is_disk_full(exc):
-            raise disk_full(dest.parent) from exc
-        raise
     return dest
 
 
