@@ -92,24 +92,6 @@ def say_interrupted() -> None:
         print(INTERRUPTED_MESSAGE, file=sys.stderr, flush=True)
 
 
-def quiet_console() -> None:
-    """Prefect's lines on the console without tracebacks (the summary and the report say
-    what failed; Prefect's own log keeps them whole), and none once Ctrl-C came. Call
-    after Prefect has set up logging."""
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(_console_filter)
-
-
-def _console_filter(record: logging.LogRecord) -> bool:
-    if not record.name.startswith("prefect"):
-        return True
-    if _interrupted_at:
-        return False
-    # The record's own handlers (Prefect's API log) have already taken it whole.
-    record.exc_info, record.exc_text = None, None
-    return True
-
-
 def install_interrupt_handler() -> None:
     """Remember when Ctrl-C came (stages failing on it are then recorded as interrupted),
     then interrupt as Python does. Main thread only."""
