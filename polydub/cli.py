@@ -178,8 +178,11 @@ def run_cmd(
         started = time.time()
         try:
             with Live(view, console=console, refresh_per_second=4, transient=not console.is_terminal):
-                state = dub_video(plan.input, plan.langs, options.model_copy(update={"out": plan.out_dir}),
-                                  return_state=True)
+                # What planning settled (the folder, the transcript and its language, found by
+                # listening when sidecars were ambiguous) goes along, so the flow's own checks
+                # do not settle it again.
+                settled = {"out": plan.out_dir, "source_lang": plan.source_lang, "transcript": plan.transcript}
+                state = dub_video(plan.input, plan.langs, options.model_copy(update=settled), return_state=True)
             report = state.result(raise_on_failure=False)
         except Exception as exc:  # e.g. the Prefect server died: the work may still be complete
             report = crash.finished_despite(exc, Path(plan.out_dir) / f"{plan.name}.report.json", started)
