@@ -122,6 +122,7 @@ def run_cmd(
     translator: str = typer.Option(default_of("translator"), "--translator", help=help_for("translator")),
     asr_model: str = typer.Option(default_of("asr_model"), "--asr-model", help=help_for("asr_model")),
     glossary: Optional[Path] = typer.Option(None, "--glossary", help=help_for("glossary")),
+    brand: Optional[str] = typer.Option(None, "--brand", help=help_for("brand")),
     max_speed: float = typer.Option(default_of("max_speed"), "--max-speed", help=help_for("max_speed")),
     loudness: Optional[float] = typer.Option(None, "--loudness", metavar="LUFS", help=help_for("loudness")),
     commercial: Optional[bool] = typer.Option(None, "--commercial/--non-commercial", help=help_for("commercial")),
@@ -140,7 +141,7 @@ def run_cmd(
         options = make_options(source_lang=source_lang, transcript=_text(transcript),
                                translations=_text(translations), voice=voice, voices=_text(voices),
                                lipsync=lipsync, translator=translator,
-                               asr_model=asr_model, glossary=_text(glossary), max_speed=max_speed,
+                               asr_model=asr_model, glossary=_text(glossary), brand=brand, max_speed=max_speed,
                                loudness=loudness, commercial=commercial, consent=consent)
         for path in inputs:
             folder = (out_dir / path.stem if len(inputs) > 1 else out_dir) if out_dir else None

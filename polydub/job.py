@@ -34,6 +34,7 @@ class JobPlan:
     translator: str = "google"
     asr_model: str = DEFAULT_ASR_MODEL
     glossary: str | None = None
+    brand: str | None = None  # the catalog's glossary and translation memory of this brand apply
     max_speed: float = DEFAULT_MAX_SPEED
     loudness: float | None = DEFAULT_LOUDNESS  # None: match the source
     consent: str | None = None
@@ -173,7 +174,7 @@ def plan_job(input: str | Path, langs: list[str] | str, options: DubOptions | di
         out_dir=str(_out_dir(out, stem, outputs_root)),
         langs=langs, source_lang=source, transcript=str(found) if found else None,
         translations=approved, voice=opts.voice, voices=voices, lipsync=opts.lipsync, translator=opts.translator,
-        asr_model=opts.asr_model, glossary=str(glossary) if glossary else None,
+        asr_model=opts.asr_model, glossary=str(glossary) if glossary else None, brand=opts.brand,
         max_speed=opts.max_speed, loudness=opts.loudness, consent=opts.consent, has_video=info.has_video,
         # the job's own choice wins; a job that does not say gets the machine's setting
         commercial=config.commercial() if opts.commercial is None else opts.commercial,

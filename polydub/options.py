@@ -27,6 +27,7 @@ LOUDNESS_RANGE = (-40.0, -5.0)
 LIPSYNC_MODES = ("auto", "on", "off")
 TRANSLATORS = tuple(PROVIDERS)
 TEXT_MAX = 4096  # any free-text option; paths included
+BRAND_MAX = 256
 
 VoiceChoice = Literal["auto", "espeak"]
 VoiceSpec = Annotated[str, Field(pattern=r"^(espeak:[\w.+-]+|coqui:.+)$", max_length=TEXT_MAX,
@@ -74,6 +75,9 @@ class DubOptions(BaseModel):
     glossary: Text | None = Field(
         None, description="Glossary: a TSV/CSV/JSON file of terms kept verbatim or forced, or a "
         "folder of <lang>.tsv files.")
+    brand: Annotated[str, Field(max_length=BRAND_MAX, pattern=r"^[\w .&'+-]+$")] | None = Field(
+        None, description="Brand (or client) of the video: its glossary and translation memory in the "
+        "catalog (dub glossary, dub tm) apply to every translator.")
     max_speed: float = Field(DEFAULT_MAX_SPEED, ge=MAX_SPEED_RANGE[0], le=MAX_SPEED_RANGE[1],
                              description="Cap on speeding up a line to fit its slot (pitch preserved).")
     loudness: float | None = Field(

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -27,9 +29,12 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 JOB_STATUSES = ("running", "done", "partial", "failed", "interrupted", "cancelled", "crashed", "rejected")
 STAGE_STATUSES = ("running", "done", "cached", "skipped", "failed", "interrupted")
 OUTPUT_KINDS = ("video", "audio", "srt", "vtt", "multitrack", "report")
+DELIVERY_STATUSES = ("queued", "running", "done", "failed")
+TM_ORIGINS = ("approved", "edited", "imported")
 
 PATH_LENGTH = 4096
 OWNER_LENGTH = 300  # "host:pid:start", enough for any hostname
+KEY_LENGTH = 512  # a manifest's key (its resolved path) and an item id
 
 
 def status_check(column: str, values: tuple[str, ...]) -> str:
@@ -157,3 +162,82 @@ class StageRun(Base):
     licence: Mapped[str | None] = mapped_column(String(128), nullable=True)
 
     job: Mapped[Job] = relationship(back_populates="stage_runs")
+
+
+class Delivery(Base):
+    """One item x language of a manifest: its state, who holds it, what it was made from.
+
+    `manifest` is the manifest's key (its resolved path); `fingerprint` the sha256 of the
+    `recipe` (source, scripts, glossary, options, model versions) the delivered file was
+    made from; `owner` the runner that claimed it (queued / running), released when that
+    runner finishes or is found dead (`heartbeat_at`)."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("manifest", "item", "lang", name="uq_deliveries_item_lang"),
+        CheckConstraint(status_check("status", DELIVERY_STATUSES), name="ck_deliveries_status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    manifest: Mapped[str] = mapped_column(String(KEY_LENGTH))
+    item: Mapped[str] = mapped_column(String(KEY_LENGTH))
+    lang: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    recipe: Mapped[dict | None] = mapped_column(JSONType, nullable=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"), nullable=True)
+    path: Mapped[str | None] = mapped_column(String(PATH_LENGTH), nullable=True)
+    duration: Mapped[float | None] = mapped_column(Float, nullable=True)
+    sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    owner: Mapped[str | None] = mapped_column(String(OWNER_LENGTH), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class TranslationMemoryEntry(Base):
+    """An approved, edited or imported translation of one source line, per brand ('' for
+    none) and language pair; `source_key` is the sha256 of the normalized source line."""
+
+    __tablename__ = "translation_memory"
+    __table_args__ = (
+        UniqueConstraint("brand", "source_lang", "target_lang", "source_key", name="uq_translation_memory_line"),
+        CheckConstraint(status_check("origin", TM_ORIGINS), name="ck_translation_memory_origin"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    brand: Mapped[str] = mapped_column(String(256))
+    source_lang: Mapped[str] = mapped_column(String(32))
+    target_lang: Mapped[str] = mapped_column(String(32))
+    source_key: Mapped[str] = mapped_column(String(64))
+    source_text: Mapped[str] = mapped_column(Text)
+    target_text: Mapped[str] = mapped_column(Text)
+    origin: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class GlossaryTerm(Base):
+    """A term forced (or kept verbatim, translation '') for one brand and target language."""
+
+    __tablename__ = "glossary_terms"
+    __table_args__ = (UniqueConstraint("brand", "lang", "term", name="uq_glossary_terms_term"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    brand: Mapped[str] = mapped_column(String(256))
+    lang: Mapped[str] = mapped_column(String(32))
+    term: Mapped[str] = mapped_column(String(256))
+    translation: Mapped[str] = mapped_column(String(256))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class FileDigest(Base):
+    """The sha256 of a file as it was at (size, mtime_ns): rehash only what changed."""
+
+    __tablename__ = "file_digests"
+
+    path: Mapped[str] = mapped_column(String(PATH_LENGTH), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
