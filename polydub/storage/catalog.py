@@ -314,6 +314,21 @@ class Catalog:
             return f"its schema revision {revision} is newer than this polydub knows ({exc})"
         return one_line(exc)
 
+    @property
+    def dialect(self) -> str:
+        """'sqlite' or 'postgresql'."""
+        return self._engine.dialect.name
+
+    def writing(self):
+        """A session in one short writing transaction (SQLite: BEGIN IMMEDIATE), for the
+        catalog's other tables (`polydub.storage.deliveries`, `.terms`):
+        `with catalog.writing() as session: ...`."""
+        return self._write.begin()
+
+    def reading(self):
+        """A session in one read-only transaction."""
+        return self._read.begin()
+
     def close(self) -> None:
         """Release the connections (the catalog can still be used; it reconnects)."""
         self._engine.dispose()
