@@ -1,6 +1,7 @@
 """`dub` (also `polydub`): dub videos from the command line and read the catalog.
 
     dub ad.mp4 --langs es,fr,de
+    dub catalog ads.csv | dub status ads.csv | dub export ads.csv --out delivery.csv
     dub list | dub show JOB | dub models list|pull|verify | dub server start|stop|status
     dub cache gc|verify
 
@@ -444,12 +445,18 @@ def worker_cmd(pool: str = typer.Option("polydub-cpu", "--pool", help="polydub-c
     os.execv(sys.executable, args)  # the worker replaces this process: signals reach it directly
 
 
+from polydub import catalog_cli  # noqa: E402 - a manifest's commands, in a module of their own
+
+app.command("catalog")(catalog_cli.catalog_cmd)
+app.command("status")(catalog_cli.status_cmd)
+app.command("export")(catalog_cli.export_cmd)
+
 # What dub writes (catalog, cache, Prefect's state, deliverables) holds job data and
 # is readable by its owner only; the umask is inherited by the Prefect server and workers.
 FILE_MODE_MASK = 0o077
 EXIT_GRACE_S = 10.0  # after Ctrl-C or losing Prefect, how long threads get to wind down before exit
 WORKER_POLL_S = 2  # seconds between a worker's checks for new runs
-COMMANDS = {"run", "list", "show", "models", "server", "worker", "cache"}
+COMMANDS = {"run", "list", "show", "models", "server", "worker", "cache", "catalog", "status", "export"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -477,7 +484,8 @@ def main(argv: list[str] | None = None) -> int:
         _error(exc.format_message())
         return 2
     except InputError as exc:
-        _error(str(exc))
+        for problem in getattr(exc, "problems", None) or [str(exc)]:  # a manifest: every row's problem
+            _error(problem)
         return 2
     except DubError as exc:
         _error(str(exc))

@@ -105,7 +105,7 @@ def api_answers() -> bool:
     return not url or _healthy(str(url).rstrip("/"))
 
 
-def _key(*parts: str) -> str:
+def artifact_key(*parts: str) -> str:
     return ARTIFACT_KEY.sub("-", "-".join(parts).lower()).strip("-")[:100] or "dub"
 
 
@@ -158,7 +158,7 @@ class Progress:
         self.steps = 2 * len(plan.langs)
         self.done = 0
         self.artifact = None
-        self.key = _key("dub-progress", plan.name)
+        self.key = artifact_key("dub-progress", plan.name)
         try:
             from prefect.artifacts import create_progress_artifact
 
@@ -243,9 +243,9 @@ def publish(report: dict, plan: JobPlan) -> None:
         if not api_answers():
             report.setdefault("warnings", []).append("artifacts not recorded: the Prefect API does not answer")
             return
-        create_table_artifact(summary_rows(report), key=_key("dub", plan.name),
+        create_table_artifact(summary_rows(report), key=artifact_key("dub", plan.name),
                               description=f"{plan.name}: job {report['job']} {report['status']}")
-        create_markdown_artifact(markdown(report), key=_key("dub-report", plan.name),
+        create_markdown_artifact(markdown(report), key=artifact_key("dub-report", plan.name),
                                  description=f"{plan.name}: the job report")
     except Exception as exc:  # noqa: BLE001 - the dub is delivered; say what could not be shown
         report.setdefault("warnings", []).append(f"artifacts not recorded: {exc}")

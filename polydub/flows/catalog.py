@@ -1,0 +1,394 @@
+"""The `dub_catalog` flow: every item x language of a manifest that is not up to date.
+
+It reads the manifest (every row checked, all problems reported at once), works out what
+is done, stale, failed or missing against the catalog, claims the items it will dub (no
+other runner dubs them meanwhile), dubs them, in this process with bounded concurrency or
+as runs of a `dub_video` deployment that workers pick up, and records each item x
+language's delivery with the recipe it was made from.
+
+An item is dubbed in all its languages that are due or already done: the done ones come
+from the cache in seconds, and the item's multi-track file keeps every language.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Annotated
+
+from prefect import flow, task
+from prefect.cache_policies import NONE
+from prefect.states import Completed, Failed, State
+from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import Field
+
+from polydub import cache, config, staleness
+from polydub.errors import InputError
+from polydub.flows import outcome
+from polydub.flows.dub import dub_video
+from polydub.flows.logs import quiet_console_tracebacks
+from polydub.job import JobPlan, _out_dir
+from polydub.manifest import Manifest, ManifestError, load_manifest, plan_items
+from polydub.options import DubOptions
+from polydub.storage import deliveries
+from polydub.storage.catalog import process_owner
+from polydub.tasks.common import catalog, one_line
+
+DEFAULT_CONCURRENCY = 2  # items dubbed at once in this process; each runs its languages in threads
+MAX_CONCURRENCY = 16
+POLL_S = 2.0  # how often deployment runs are looked at
+CREATE_AT_ONCE = 16  # deployment runs created concurrently
+TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "CRASHED")
+ROW_LIMIT = 5000  # rows of the catalog table artifact
+
+
+@dataclass
+class Work:
+    """What one catalog run does: the manifest, each item's plan and why it is due."""
+
+    manifest: Manifest
+    out_root: str
+    cells: dict[tuple[str, str], staleness.Cell]
+    recipes: dict[tuple[str, str], dict]
+    plans: dict[str, JobPlan] = field(default_factory=dict)  # item id -> its job (due items only)
+    due: dict[str, list[str]] = field(default_factory=dict)  # item id -> languages due
+
+
+def catalog_run_name() -> str:
+    from prefect.runtime import flow_run
+
+    params = flow_run.get_parameters()
+    return f"catalog {Path(str(params.get('manifest') or '?')).name}" + (" (stale only)" if params.get("only_stale") else "")
+
+
+@flow(name="dub-catalog", flow_run_name=catalog_run_name, task_runner=ThreadPoolTaskRunner(max_workers=MAX_CONCURRENCY),
+      persist_result=True, result_serializer="json")
+def dub_catalog(manifest: str, langs: list[str] | None = None, options: DubOptions = DubOptions(),
+                only_stale: bool = False, via_deployment: str | None = None,
+                concurrency: Annotated[int, Field(ge=1, le=MAX_CONCURRENCY)] = DEFAULT_CONCURRENCY):
+    """Dub every item x language of a manifest that is not up to date: missing, stale
+    (its source, scripts, glossary, options or models changed) or failed before. The run
+    ends Completed when nothing failed, `Partial` when some failed, Failed when all due
+    work failed or the manifest was refused; its result is the catalog table.
+
+    Args:
+        manifest: A CSV, JSON or YAML manifest (id, input, langs, options per row), or a
+            folder of videos with their subtitle sidecars, as the worker sees it.
+        langs: Languages for items (or a folder's videos) that do not name their own.
+        options: Defaults for every item; a manifest's own defaults and columns win.
+            `out` is the catalog's output folder (each item in a subfolder named by its id).
+        only_stale: Redo only deliveries that are stale; skip missing and failed ones.
+        via_deployment: Hand each item to workers as a run of this `dub_video` deployment
+            (e.g. dub-video) instead of dubbing it in this process.
+        concurrency: Items dubbed at once in this process.
+    """
+    quiet_console_tracebacks()
+    started = time.perf_counter()
+    run = outcome.current_run()
+    try:
+        work = plan_work(manifest, langs, options, only_stale, in_deployment=bool(run.deployment),
+                         via_deployment=via_deployment)
+    except InputError as exc:
+        return refused(exc)
+    cat = catalog(config.database_url())
+    owner = process_owner()
+    claimed = {item: langs for item, langs in work.due.items()
+               if deliveries.claim(cat, work.manifest.key, item, work.plans[item].langs, owner)}
+    busy = sorted(set(work.due) - set(claimed))
+    beat = _Heartbeat(cat, work.manifest.key, owner)
+    results: dict[str, dict] = {}
+    try:
+        if via_deployment:
+            results = _via_deployment(work, claimed, via_deployment, cat, owner, run.flow_run_id)
+        else:
+            _in_process(work, list(claimed), concurrency, results)
+    finally:
+        beat.stop()
+        for item in claimed:
+            if item in results:
+                _record(cat, work, item, results[item])
+            else:  # stopped before this item's result: give its rows back as they were
+                deliveries.release(cat, work.manifest.key, item, work.plans[item].langs, owner)
+    report = _report(work, results, busy, time.perf_counter() - started)
+    _publish(report)
+    return _final_state(report)
+
+
+def plan_work(manifest: str, langs, options: DubOptions, only_stale: bool, in_deployment: bool = False,
+              via_deployment: str | None = None) -> Work:
+    """Read and check the manifest, find what is due, and plan (and check) those items'
+    jobs: every problem of every row at once, before any work."""
+    loaded = load_manifest(manifest, langs, options)
+    outputs_root = config.outputs_dir() if (in_deployment or via_deployment) else None
+    if outputs_root is not None:
+        out_root = str(_out_dir(options.out or loaded.name, loaded.name, outputs_root))
+    else:
+        out_root = str(Path(options.out or Path("dubbed") / loaded.name).expanduser().resolve())
+    cat = catalog(config.database_url())
+    recipes = staleness.Recipes(cat).for_items(loaded.items)
+    recorded = {(r.item, r.lang): r for r in deliveries.records(cat, loaded.key)}
+    cells = {(item.id, lang): staleness.cell(item.id, lang, recipes[(item.id, lang)], recorded.get((item.id, lang)))
+             for item in loaded.items for lang in item.langs}
+    wanted = ("stale",) if only_stale else ("stale", "missing", "failed")
+    due_items = []
+    work = Work(loaded, out_root, cells, recipes)
+    for item in loaded.items:
+        due = [lang for lang in item.langs if cells[(item.id, lang)].state in wanted]
+        if not due:
+            continue
+        keep = [lang for lang in item.langs if lang in due or cells[(item.id, lang)].state == "done"]
+        work.due[item.id] = due
+        due_items.append(replace(item, langs=keep))
+    if due_items:
+        due_manifest = replace(loaded, items=due_items)
+        relative = Path(options.out or loaded.name) if outputs_root is not None else Path(out_root)
+        work.plans = plan_items(due_manifest, relative, outputs_root=outputs_root)
+        if not via_deployment:
+            from polydub.preflight import check_job
+
+            check_job(list(work.plans.values()))
+    return work
+
+
+def _settled(manifest: Manifest, item_id: str, plan: JobPlan) -> DubOptions:
+    """The item's options with what planning settled (its folder, transcript, language)."""
+    item = next(i for i in manifest.items if i.id == item_id)
+    return item.options.model_copy(update={"out": plan.out_dir, "source_lang": plan.source_lang,
+                                           "transcript": plan.transcript})
+
+
+def _in_process(work: Work, items: list[str], concurrency: int, results: dict[str, dict]) -> None:
+    """Dub the items here, `concurrency` at a time, each as a `dub_video` subflow; fills
+    `results` (item -> job report) as they end."""
+    pending, running = list(items), {}
+    while pending or running:
+        while pending and len(running) < concurrency:
+            item = pending.pop(0)
+            running[item] = dub_item.submit(item, work.plans[item], _settled(work.manifest, item, work.plans[item]))
+        for item, future in list(running.items()):
+            future.wait(timeout=0.2)
+            if future.state.is_final():
+                try:
+                    results[item] = future.result()
+                except Exception as exc:  # the subflow itself broke: its languages failed, the rest go on
+                    results[item] = {"status": "failed", "error": one_line(exc), "languages": {}}
+                del running[item]
+
+
+@task(name="dub-item", task_run_name="item[{item_id}]", cache_policy=NONE, persist_result=False)
+def dub_item(item_id: str, plan: JobPlan, options: DubOptions) -> dict:
+    """One item's job as a `dub_video` run of its own (a subflow): its report."""
+    state = dub_video(plan.input, plan.langs, options, return_state=True)
+    return _report_of(state)
+
+
+def _report_of(state: State) -> dict:
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, outcome.JobFailed) and result.report:
+        return result.report
+    if isinstance(result, dict):
+        return result
+    return {"status": "failed", "error": str(result or state.message or state.name), "languages": {}}
+
+
+def _record(cat, work: Work, item: str, report: dict) -> None:
+    """Each language's delivery: the file, its sha256 and the recipe it was made from."""
+    plan = work.plans[item]
+    for lang in plan.langs:
+        entry = report.get("languages", {}).get(lang) or {}
+        recipe = work.recipes[(item, lang)]
+        if entry.get("status") == "done":
+            outputs = entry.get("outputs", {})
+            path = outputs.get("mp4") or outputs.get("m4a")
+            deliveries.finish(cat, work.manifest.key, item, lang, "done", fingerprint=staleness.fingerprint(recipe),
+                              recipe=recipe, job_id=report.get("job"), path=path,
+                              duration=report.get("duration"), sha256=cache.file_hash(path))
+        else:
+            error = entry.get("error") or report.get("error") or "failed"
+            deliveries.finish(cat, work.manifest.key, item, lang, "failed", job_id=report.get("job"), error=error)
+
+
+# ------------------------------------------------------------------ via a deployment
+
+
+def _via_deployment(work: Work, claimed: dict[str, list[str]], name: str, cat, owner: str,
+                    parent: str | None) -> dict[str, dict]:
+    """Create one deployment run per item (all at once), wait for them, and read each
+    job's outcome from the catalog the workers share."""
+    with ThreadPoolExecutor(1) as loop_thread:  # a loop of our own: the flow's thread may have one
+        return loop_thread.submit(asyncio.run, _dispatch(work, claimed, name, cat, owner, parent)).result()
+
+
+async def _dispatch(work: Work, claimed: dict[str, list[str]], name: str, cat, owner: str,
+                    parent: str | None) -> dict[str, dict]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.exceptions import ObjectNotFound
+
+    full = name if "/" in name else f"dub-video/{name}"
+    async with get_client() as client:
+        try:
+            deployment = await client.read_deployment_by_name(full)
+        except ObjectNotFound:
+            raise InputError(f"--via-deployment {name}: no deployment {full} (see `prefect deployment ls`)") from None
+        gate = asyncio.Semaphore(CREATE_AT_ONCE)
+
+        async def create(item: str):
+            plan = work.plans[item]
+            relative = str(Path(plan.out_dir).relative_to(config.outputs_dir().resolve()))
+            options = _settled(work.manifest, item, plan).model_copy(update={"out": relative})
+            async with gate:
+                run = await client.create_flow_run_from_deployment(
+                    deployment.id, parameters={"input": plan.input, "langs": plan.langs,
+                                               "options": options.model_dump(mode="json", exclude_none=True)},
+                    tags=["polydub", f"catalog:{work.manifest.name}"],
+                    idempotency_key=f"{parent}:{item}" if parent else None)
+            return item, run.id
+
+        runs = dict(await asyncio.gather(*(create(item) for item in claimed)))
+        waiting = {str(run_id): item for item, run_id in runs.items()}
+        ended: dict[str, dict] = {}
+        started: set[str] = set()
+        while waiting:
+            await asyncio.sleep(POLL_S)
+            ids = list(waiting)
+            for start in range(0, len(ids), 200):
+                chunk = [runs[waiting[i]] for i in ids[start:start + 200]]
+                for flow_run in await client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=chunk)),
+                                                            limit=len(chunk)):
+                    item = waiting.get(str(flow_run.id))
+                    state = flow_run.state.type.value if flow_run.state else "PENDING"
+                    if state == "RUNNING" and item not in started:
+                        started.add(item)
+                        deliveries.start(cat, work.manifest.key, item, work.plans[item].langs, owner)
+                    if item and state in TERMINAL:
+                        ended[item] = _deployment_report(cat, str(flow_run.id), flow_run.state)
+                        del waiting[str(flow_run.id)]
+        return ended
+
+
+def _deployment_report(cat, flow_run_id: str, state) -> dict:
+    """What a worker's job delivered, as the catalog it shares with us recorded it."""
+    job_id = cat.job_for_flow_run(flow_run_id)
+    message = (state.message if state else None) or "the run ended without a job in this catalog"
+    if job_id is None:
+        return {"status": "failed", "error": message, "languages": {}}
+    job = cat.show_job(job_id)
+    languages: dict[str, dict] = {lang: {"status": "failed", "error": job["error"] or message} for lang in job["langs"]}
+    for output in job["outputs"]:
+        if output["lang"] and output["kind"] in ("video", "audio"):
+            ext = "mp4" if output["kind"] == "video" else "m4a"
+            languages[output["lang"]] = {"status": "done", "outputs": {ext: output["path"]}}
+    duration = (job.get("source") or {}).get("duration")
+    return {"job": job_id, "status": job["status"], "duration": duration, "languages": languages,
+            "error": job["error"]}
+
+
+# ------------------------------------------------------------------------ the outcome
+
+
+class _Heartbeat:
+    """Keep this runner's claims alive while it works."""
+
+    def __init__(self, cat, manifest_key: str, owner: str):
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(cat, manifest_key, owner), daemon=True,
+                                        name="catalog-heartbeat")
+        self._thread.start()
+
+    def _run(self, cat, key: str, owner: str) -> None:
+        while not self._stop.wait(config.HEARTBEAT_INTERVAL_S):
+            try:
+                deliveries.heartbeat(cat, key, owner)
+            except Exception:  # noqa: BLE001 - a catalog hiccup must not stop the dubbing
+                pass
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def _report(work: Work, results: dict[str, dict], busy: list[str], seconds: float) -> dict:
+    """The catalog table: one row per item x language, and the counts."""
+    rows = []
+    for item in work.manifest.items:
+        report = results.get(item.id)
+        for lang in item.langs:
+            cell = work.cells[(item.id, lang)]
+            row = {"item": item.id, "language": lang, "status": "up to date", "output": cell.path or "",
+                   "job": cell.job, "error": ""}
+            if item.id in busy:
+                row.update(status="skipped", error="another runner holds it")
+            elif report is not None and lang in work.plans[item.id].langs:
+                entry = report.get("languages", {}).get(lang) or {}
+                done = entry.get("status") == "done"
+                outputs = entry.get("outputs", {})
+                row.update(status=("dubbed" if lang in work.due[item.id] else "up to date") if done else "failed",
+                           output=(outputs.get("mp4") or outputs.get("m4a") or "") if done else row["output"],
+                           job=report.get("job"),
+                           error="" if done else (entry.get("error") or report.get("error") or "failed"))
+            elif item.id in work.due and lang in work.due[item.id]:
+                row.update(status="failed", error="not dubbed: the run stopped first")
+            elif cell.state != "done":
+                row.update(status=f"not due ({cell.state})", error=cell.why)
+            rows.append(row)
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    return {"manifest": work.manifest.path, "out_dir": work.out_root, "items": len(work.manifest.items),
+            "rows": rows, "counts": counts, "seconds": round(seconds, 3)}
+
+
+def _summary(report: dict) -> str:
+    return ", ".join(f"{n} {status}" for status, n in sorted(report["counts"].items())) or "nothing to do"
+
+
+def _final_state(report: dict) -> State:
+    failed = [r for r in report["rows"] if r["status"] == "failed"]
+    summary = f"{Path(report['manifest']).name}: {_summary(report)}"
+    if not failed:
+        return Completed(message=summary, data=report)
+    first = "; ".join(f"{r['item']} {r['language']}: {r['error']}" for r in failed[:5])
+    message = f"{summary}; {first}"[:outcome.MESSAGE_MAX]
+    delivered = any(r["status"] == "dubbed" for r in report["rows"])
+    return Failed(name="Partial" if delivered else "Failed", message=message, data=outcome.JobFailed(message, report))
+
+
+def refused(exc: InputError) -> State:
+    """The manifest or an item was refused before any work: every problem in the log, the
+    run Failed with the first."""
+    from prefect.logging import get_run_logger
+
+    problems = exc.problems if isinstance(exc, ManifestError) else [str(exc)]
+    logger = get_run_logger()
+    for problem in problems:
+        logger.error("dub: error: %s", problem)
+    return Failed(message=str(exc)[:outcome.MESSAGE_MAX], data=outcome.JobRefused(str(exc)))
+
+
+def _publish(report: dict) -> None:
+    """The catalog table and a short summary as artifacts of this run."""
+    try:
+        from prefect.artifacts import create_markdown_artifact, create_table_artifact
+        from prefect.context import FlowRunContext
+
+        if FlowRunContext.get() is None or not outcome.api_answers():
+            return
+        name = Path(report["manifest"]).stem
+        rows = [{k: r[k] for k in ("item", "language", "status", "output", "error")} for r in report["rows"][:ROW_LIMIT]]
+        create_table_artifact(rows, key=outcome.artifact_key("catalog", name),
+                              description=f"{name}: {_summary(report)}")
+        lines = [f"# Catalog {name}", "", f"- manifest: `{report['manifest']}`", f"- outputs: `{report['out_dir']}`",
+                 f"- {report['items']} items: {_summary(report)} in {report['seconds']:.1f} s"]
+        failed = [r for r in report["rows"] if r["status"] == "failed"]
+        if failed:
+            lines += ["", "| item | language | error |", "|---|---|---|"]
+            lines += [f"| {r['item']} | {r['language']} | {r['error'].replace('|', '/')} |" for r in failed[:200]]
+        create_markdown_artifact("\n".join(lines), key=outcome.artifact_key("catalog-report", name),
+                                 description=f"{name}: the catalog run")
+    except Exception as exc:  # noqa: BLE001 - the dubs are delivered; say what could not be shown
+        report.setdefault("warnings", []).append(f"artifacts not recorded: {exc}")

@@ -1,0 +1,297 @@
+"""What a delivery is made from (its recipe), and whether it is still up to date.
+
+An item x language is stale when anything its file was made from changed: the source's
+bytes, the transcript or its approved translation, the glossary (file or the brand's terms
+in the catalog), the voice map, any other option, or the version of a model that makes
+it. The recipe is computed without probing media (a catalog of 10,000 items is checked in
+well under a second): files are known by their sha256, rehashed only when their size or
+mtime changed (`deliveries.digests`), and sidecars are found from one listing per folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from polydub import config, languages
+from polydub.errors import DubError
+from polydub.job import SUBTITLE_SUFFIXES
+from polydub.storage import deliveries
+from polydub.storage.catalog import Catalog, iso
+
+RECIPE_VERSION = 1  # bump when the recipe's parts change meaning: every delivery turns stale
+STATES = ("done", "stale", "failed", "running", "queued", "missing")
+AUDIO_SUFFIXES = {".wav", ".m4a", ".mp3", ".aac", ".flac", ".ogg", ".opus", ".mka"}
+# Options that are file paths: their content counts (as a part of its own), not their path.
+PATH_OPTIONS = ("out", "transcript", "translations", "glossary", "voices")
+NOT_IN_RECIPE = ("consent",)  # recorded with the job; it does not change the file
+
+
+@dataclass
+class Cell:
+    """One item x language as `dub status` shows it."""
+
+    item: str
+    lang: str
+    state: str  # one of STATES
+    why: str = ""  # stale: what changed; failed: the error; missing: never delivered / file gone
+    path: str | None = None
+    job: int | None = None
+    delivered_at: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"item": self.item, "lang": self.lang, "state": self.state, "why": self.why, "path": self.path,
+                "job": self.job, "delivered_at": self.delivered_at}
+
+
+# ------------------------------------------------------------------------------ sidecars
+
+
+class Folders:
+    """Names in each folder, listed once: `stem.*` lookups for thousands of items."""
+
+    def __init__(self):
+        self._by_prefix: dict[Path, dict[str, list[str]]] = {}
+
+    def starting(self, folder: Path, stem: str) -> list[str]:
+        """Names in `folder` of the form `stem.*`."""
+        if folder not in self._by_prefix:
+            index: dict[str, list[str]] = {}
+            try:
+                names = sorted(p.name for p in folder.iterdir())
+            except OSError:
+                names = []
+            for name in names:
+                for at in (i for i, ch in enumerate(name) if ch == "."):
+                    index.setdefault(name[:at], []).append(name)
+            self._by_prefix[folder] = index
+        return self._by_prefix[folder].get(stem, [])
+
+
+def _subtitles(folders: Folders, folder: Path, stem: str) -> dict[str | None, Path]:
+    """`stem.srt` (key None) and `stem.<lang>.srt` (key: normalized code) in `folder`."""
+    found: dict[str | None, Path] = {}
+    for name in folders.starting(folder, stem):
+        rest = name[len(stem) + 1:]
+        tag, _, suffix = rest.rpartition(".")
+        if "." + suffix.lower() not in SUBTITLE_SUFFIXES:
+            continue
+        if not tag:
+            found.setdefault(None, folder / name)
+            continue
+        try:
+            found.setdefault(languages.normalize(tag), folder / name)
+        except DubError:
+            continue  # NAME.forced.srt and the like
+    return found
+
+
+def script_files(item, folders: Folders) -> tuple[list[Path], dict[str, Path]]:
+    """The files that may be the item's transcript, and its approved translations by
+    language, found as `plan_job` finds them (without probing the media)."""
+    options, source = item.options, Path(item.input)
+    beside = _subtitles(folders, source.parent, source.stem)
+    translations: dict[str, Path] = {}
+    if options.translations:
+        folder = Path(options.translations)
+        for lang in item.langs:
+            named = _subtitles(folders, folder, source.stem).get(lang) or _subtitles(folders, folder, lang).get(None)
+            if named:
+                translations[lang] = named
+    for lang in item.langs:
+        if lang not in translations and lang in beside:
+            translations[lang] = beside[lang]
+    if options.transcript:
+        return [Path(options.transcript)], translations
+    scripts = [path for tag, path in beside.items() if tag is None or tag not in item.langs]
+    return sorted(scripts), translations
+
+
+# ------------------------------------------------------------------------------- models
+
+
+@lru_cache(maxsize=256)
+def _voice_identity(spec: str, lang: str, commercial: bool) -> str:
+    from polydub.tts import select_voice
+    from polydub.tts.coqui import XTTS_DIR, checkpoint_in
+
+    if spec == "auto" and not commercial:
+        checkpoint = checkpoint_in(config.models_dir() / XTTS_DIR)
+        if checkpoint is not None:  # cloning needs the job's reference clip; the model is this one
+            return f"xtts-v2 {_file_identity(checkpoint)}"
+    try:
+        return select_voice(spec, lang, commercial=commercial)[0].model
+    except DubError as exc:
+        return f"unavailable: {exc}"
+
+
+def _file_identity(path) -> str:
+    paths = path if isinstance(path, (list, tuple)) else [path]
+    stats = []
+    for p in paths:
+        try:
+            st = Path(p).stat()
+            stats.append(f"{Path(p).name}:{st.st_size}:{st.st_mtime_ns}")
+        except (OSError, TypeError):
+            stats.append(str(p))
+    return ",".join(stats)
+
+
+@lru_cache(maxsize=64)
+def _translator_identity(spec: str) -> str:
+    from polydub.translate import make_translator
+
+    try:
+        translator = make_translator(spec)
+        return f"{translator.name} {translator.version}"
+    except DubError as exc:
+        return f"unavailable: {exc}"
+
+
+@lru_cache(maxsize=8)
+def _lipsync_identity(mode: str, has_video: bool) -> str:
+    if mode == "off" or not has_video:
+        return "off"
+    from polydub.lipsync import lipsync_decision
+
+    try:
+        ok, _ = lipsync_decision(mode, has_video)
+    except DubError as exc:
+        return f"unavailable: {exc}"
+    return f"latentsync {config.lipsync_version()}" if ok else "not run"
+
+
+def model_versions(item, lang: str, has_script: bool, approved: bool) -> dict[str, str]:
+    """The models that make this item x language, each with its version."""
+    options = item.options
+    commercial = config.commercial() if options.commercial is None else options.commercial
+    has_video = Path(item.input).suffix.lower() not in AUDIO_SUFFIXES
+    models = {"voice": _voice_identity(options.voice, lang, commercial),
+              "lipsync": _lipsync_identity(options.lipsync, has_video)}
+    if not has_script:
+        models["asr"] = options.asr_model
+    if not approved:
+        models["translator"] = _translator_identity(options.translator)
+    return models
+
+
+# ------------------------------------------------------------------------------- recipes
+
+
+def _glossary_terms_digest(cat: Catalog, brand: str | None, lang: str) -> str | None:
+    try:
+        from polydub.storage.terms import glossary_digest
+    except ImportError:  # TEMPORARY until the terms branch lands
+        return None
+    return glossary_digest(cat, brand or "", lang)
+
+
+class Recipes:
+    """Recipes of many items x languages, sharing folder listings, digests and model
+    identities."""
+
+    def __init__(self, cat: Catalog):
+        self.cat = cat
+        self.folders = Folders()
+        self._terms: dict[tuple[str | None, str], str | None] = {}
+
+    def for_items(self, items: list) -> dict[tuple[str, str], dict]:
+        """(item id, lang) -> recipe (a dict of parts) for every item of a manifest."""
+        from polydub.translate.glossary import glossary_for
+
+        found = {}
+        paths: list[Path] = []
+        for item in items:
+            scripts, translations = script_files(item, self.folders)
+            glossaries = {lang: glossary_for(item.options.glossary, lang) for lang in item.langs}
+            voices = Path(item.options.voices) if item.options.voices else None
+            found[item.id] = (scripts, translations, glossaries, voices)
+            paths += [Path(item.input), *scripts, *translations.values(), *filter(None, glossaries.values())]
+            paths += [voices] if voices else []
+        sha = deliveries.digests(self.cat, paths)
+        recipes = {}
+        for item in items:
+            scripts, translations, glossaries, voices = found[item.id]
+            options = item.options.model_dump(exclude=set(PATH_OPTIONS) | set(NOT_IN_RECIPE))
+            if options.get("commercial") is None:
+                options["commercial"] = config.commercial()
+            for lang in item.langs:
+                glossary = glossaries[lang]
+                if (item.options.brand, lang) not in self._terms:
+                    self._terms[(item.options.brand, lang)] = _glossary_terms_digest(self.cat, item.options.brand, lang)
+                recipes[(item.id, lang)] = {
+                    "version": RECIPE_VERSION,
+                    "source": sha[str(item.input)],
+                    "script": [sha[str(p)] for p in scripts],
+                    "translation": sha[str(translations[lang])] if lang in translations else None,
+                    "glossary": sha[str(glossary)] if glossary else None,
+                    "brand_glossary": self._terms[(item.options.brand, lang)],
+                    "voices": sha[str(voices)] if voices else None,
+                    "options": options,
+                    "models": model_versions(item, lang, bool(scripts), lang in translations),
+                }
+        return recipes
+
+
+def fingerprint(recipe: dict) -> str:
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()
+
+
+NAMES = {"source": "source changed", "script": "transcript changed", "translation": "approved translation changed",
+         "glossary": "glossary changed", "brand_glossary": "brand glossary changed", "voices": "voice map changed",
+         "options": "options changed", "models": "model versions changed", "version": "recipe format changed"}
+
+
+def what_changed(old: dict | None, new: dict) -> str:
+    """`transcript changed, options changed (voice)`: why a delivery is stale."""
+    if not old:
+        return "made before recipes were recorded"
+    said = []
+    for part, name in NAMES.items():
+        if old.get(part) == new.get(part):
+            continue
+        if part in ("options", "models") and isinstance(old.get(part), dict) and isinstance(new.get(part), dict):
+            keys = sorted(k for k in set(old[part]) | set(new[part]) if old[part].get(k) != new[part].get(k))
+            name += f" ({', '.join(keys)})"
+        said.append(name)
+    return ", ".join(said)
+
+
+# ------------------------------------------------------------------------------- matrix
+
+
+def cell(item: str, lang: str, recipe: dict | None, record: deliveries.Record | None) -> Cell:
+    """The state of one item x language: what the catalog holds against its current recipe."""
+    if record is None:
+        return Cell(item, lang, "missing", "never dubbed")
+    shown = dict(path=record.path, job=record.job_id, delivered_at=iso(record.delivered_at))
+    if record.held:
+        return Cell(item, lang, record.status, f"held by {record.owner}", **shown)
+    if record.status == "failed":
+        return Cell(item, lang, "failed", record.error or "failed", **shown)
+    if record.delivered_at is None:
+        return Cell(item, lang, "missing", "never delivered", **shown)
+    if not record.path or not Path(record.path).is_file():
+        return Cell(item, lang, "missing", f"delivered file is gone ({record.path})", **shown)
+    if recipe is not None and record.fingerprint != fingerprint(recipe):
+        return Cell(item, lang, "stale", what_changed(record.recipe, recipe), **shown)
+    return Cell(item, lang, "done", "", **shown)
+
+
+def matrix(cat: Catalog, manifest) -> list[Cell]:
+    """Every item x language of a manifest, in manifest order."""
+    recipes = Recipes(cat).for_items(manifest.items)
+    recorded = {(r.item, r.lang): r for r in deliveries.records(cat, manifest.key)}
+    return [cell(item.id, lang, recipes[(item.id, lang)], recorded.get((item.id, lang)))
+            for item in manifest.items for lang in item.langs]
+
+
+def recorded_matrix(cat: Catalog, manifest_key: str | None = None) -> dict[str, list[Cell]]:
+    """Without a manifest: what the catalog recorded, by manifest key (no staleness)."""
+    found: dict[str, list[Cell]] = {}
+    for key in ([manifest_key] if manifest_key else deliveries.manifests(cat)):
+        found[key] = [cell(r.item, r.lang, None, r) for r in deliveries.records(cat, key)]
+    return found

@@ -1,0 +1,230 @@
+"""Deliveries: one row per manifest item x language, and the claims runners hold on them.
+
+A runner (a `dub catalog` process) claims an item's languages before dubbing them; a row
+it holds is 'queued' until its job starts and 'running' while it runs. Two runners never
+hold the same row: the claim is one transaction that locks the rows it reads (PostgreSQL:
+`SELECT ... FOR UPDATE`; SQLite: the database's write lock, `BEGIN IMMEDIATE`). A claim is
+released when the runner records the result, or taken over by another runner once the
+holder is found dead (its process gone on this host, or silent past the heartbeat timeout).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from polydub import config
+from polydub.redact import redact
+from polydub.storage.catalog import Catalog, iso, owner_alive, process_owner
+from polydub.storage.models import Delivery, FileDigest, utcnow
+
+HELD = ("queued", "running")
+CHUNK = 500  # values per IN (...) list
+
+
+@dataclass
+class Record:
+    """What the catalog says of one item x language."""
+
+    item: str
+    lang: str
+    status: str  # queued | running | done | failed
+    fingerprint: str | None  # of the last delivered file's recipe
+    recipe: dict | None
+    job_id: int | None
+    path: str | None
+    duration: float | None
+    sha256: str | None
+    error: str | None
+    owner: str | None
+    heartbeat_at: datetime | None
+    delivered_at: datetime | None
+
+    @property
+    def held(self) -> bool:
+        """Claimed by a runner that still works on it."""
+        return self.status in HELD and holder_alive(self.owner, self.heartbeat_at)
+
+    def to_dict(self) -> dict:
+        return {"item": self.item, "lang": self.lang, "status": self.status, "job": self.job_id,
+                "path": self.path, "duration": self.duration, "sha256": self.sha256, "error": self.error,
+                "delivered_at": iso(self.delivered_at)}
+
+
+def holder_alive(owner: str | None, heartbeat_at: datetime | None, timeout: float | None = None) -> bool:
+    """Whether the runner that holds a claim may still be at work: its process runs (this
+    host) and it said so within the heartbeat timeout (any host)."""
+    if not owner_alive(owner):
+        return False
+    timeout = config.heartbeat_timeout() if timeout is None else timeout
+    return heartbeat_at is None or (utcnow() - heartbeat_at).total_seconds() <= timeout
+
+
+def _record(row: Delivery) -> Record:
+    return Record(row.item, row.lang, row.status, row.fingerprint, row.recipe, row.job_id, row.path, row.duration,
+                  row.sha256, row.error, row.owner, row.heartbeat_at, row.delivered_at)
+
+
+def records(cat: Catalog, manifest: str | None = None) -> list[Record]:
+    """Every delivery of one manifest (by its key), or of all manifests."""
+    statement = select(Delivery).order_by(Delivery.manifest, Delivery.item, Delivery.lang)
+    if manifest is not None:
+        statement = statement.where(Delivery.manifest == manifest)
+    with cat.reading() as session:
+        return [_record(row) for row in session.scalars(statement)]
+
+
+def manifests(cat: Catalog) -> list[str]:
+    with cat.reading() as session:
+        return list(session.scalars(select(Delivery.manifest).distinct().order_by(Delivery.manifest)))
+
+
+def claim(cat: Catalog, manifest: str, item: str, langs: list[str], owner: str | None = None) -> bool:
+    """Hold every one of `langs` of `item` for `owner` (default: this process), or none of
+    them when another live runner holds any. True when held."""
+    owner = owner or process_owner()
+    now = utcnow()
+    try:
+        with cat.writing() as session:
+            statement = select(Delivery).where(Delivery.manifest == manifest, Delivery.item == item,
+                                               Delivery.lang.in_(langs))
+            if cat.dialect == "postgresql":
+                statement = statement.with_for_update()
+            rows = {row.lang: row for row in session.scalars(statement)}
+            if any(row.status in HELD and row.owner != owner and holder_alive(row.owner, row.heartbeat_at)
+                   for row in rows.values()):
+                return False
+            for lang in langs:
+                row = rows.get(lang)
+                if row is None:
+                    session.add(Delivery(manifest=manifest, item=item, lang=lang, status="queued", owner=owner,
+                                         heartbeat_at=now, updated_at=now))
+                else:
+                    row.status, row.owner, row.heartbeat_at, row.updated_at = "queued", owner, now, now
+            session.flush()
+    except IntegrityError:  # another runner inserted one of the same new rows first
+        return False
+    return True
+
+
+def start(cat: Catalog, manifest: str, item: str, langs: list[str], owner: str | None = None) -> None:
+    """The held rows' job has started: 'running'."""
+    _set(cat, manifest, item, langs, owner or process_owner(), status="running")
+
+
+def heartbeat(cat: Catalog, manifest: str, owner: str | None = None) -> None:
+    """Say that the runner holding rows of `manifest` is alive."""
+    with cat.writing() as session:
+        session.execute(update(Delivery).where(Delivery.manifest == manifest, Delivery.owner == (owner or process_owner()),
+                                               Delivery.status.in_(HELD))
+                        .values(heartbeat_at=utcnow()).execution_options(synchronize_session=False))
+
+
+def release(cat: Catalog, manifest: str, item: str, langs: list[str], owner: str | None = None) -> None:
+    """Give back held rows without a result (the run stopped): each returns to what it
+    was before the claim, as far as the record tells: done if a file was delivered, else
+    failed with why."""
+    owner = owner or process_owner()
+    with cat.writing() as session:
+        for row in session.scalars(select(Delivery).where(Delivery.manifest == manifest, Delivery.item == item,
+                                                          Delivery.lang.in_(langs), Delivery.owner == owner)):
+            if row.status in HELD:
+                row.status = "done" if row.delivered_at is not None else "failed"
+                row.error = row.error if row.status == "done" else "interrupted before it was dubbed"
+            row.owner, row.updated_at = None, utcnow()
+
+
+def finish(cat: Catalog, manifest: str, item: str, lang: str, status: str, *, fingerprint: str | None = None,
+           recipe: dict | None = None, job_id: int | None = None, path: str | None = None,
+           duration: float | None = None, sha256: str | None = None, error: str | None = None) -> None:
+    """Record a result and release the row. 'done' records what the delivered file was
+    made from; 'failed' keeps the last delivered file's record (it is still on disk)."""
+    if status not in ("done", "failed"):
+        raise ValueError(f"a delivery finishes done or failed, not {status!r}")
+    now = utcnow()
+    with cat.writing() as session:
+        row = session.scalars(select(Delivery).where(Delivery.manifest == manifest, Delivery.item == item,
+                                                     Delivery.lang == lang)).first()
+        if row is None:
+            row = Delivery(manifest=manifest, item=item, lang=lang, status=status, updated_at=now)
+            session.add(row)
+        row.status, row.owner, row.updated_at, row.job_id = status, None, now, job_id
+        if status == "done":
+            row.fingerprint, row.recipe, row.path, row.duration, row.sha256 = fingerprint, recipe, path, duration, sha256
+            row.error, row.delivered_at = None, now
+        else:
+            row.error = redact(error or "failed")[:2000]
+
+
+def _set(cat: Catalog, manifest: str, item: str, langs: list[str], owner: str, **values) -> None:
+    with cat.writing() as session:
+        session.execute(update(Delivery).where(Delivery.manifest == manifest, Delivery.item == item,
+                                               Delivery.lang.in_(langs), Delivery.owner == owner)
+                        .values(updated_at=utcnow(), **values).execution_options(synchronize_session=False))
+
+
+# ------------------------------------------------------------------------ file digests
+
+
+def _chunks(values: list, size: int = CHUNK) -> Iterator[list]:
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
+
+
+def digests(cat: Catalog, paths: Iterable[str | Path]) -> dict[str, str | None]:
+    """sha256 of each file (None if missing), hashing only files whose size or mtime
+    changed since the catalog last saw them."""
+    from polydub.cache import file_hash
+
+    stats: dict[str, tuple[int, int] | None] = {}
+    for path in dict.fromkeys(str(p) for p in paths):
+        try:
+            st = Path(path).stat()
+            stats[path] = (st.st_size, st.st_mtime_ns)
+        except OSError:
+            stats[path] = None
+    present = [p for p, st in stats.items() if st is not None]
+    known: dict[str, tuple[int, int, str]] = {}
+    with cat.reading() as session:
+        for chunk in _chunks(present):
+            for row in session.execute(select(FileDigest.path, FileDigest.size, FileDigest.mtime_ns, FileDigest.sha256)
+                                       .where(FileDigest.path.in_(chunk))):
+                known[row[0]] = (row[1], row[2], row[3])
+    result: dict[str, str | None] = {p: None for p, st in stats.items() if st is None}
+    fresh: dict[str, tuple[int, int, str]] = {}
+    for path in present:
+        size, mtime = stats[path]
+        hit = known.get(path)
+        if hit and hit[:2] == (size, mtime):
+            result[path] = hit[2]
+        else:
+            try:
+                fresh[path] = (size, mtime, file_hash(path))
+                result[path] = fresh[path][2]
+            except OSError:
+                result[path] = None
+    if fresh:
+        _remember_digests(cat, fresh)
+    return result
+
+
+def _remember_digests(cat: Catalog, fresh: dict[str, tuple[int, int, str]]) -> None:
+    if cat.dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    elif cat.dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:  # other databases: the digests are a cache; skip remembering them
+        return
+    rows = [{"path": p, "size": s, "mtime_ns": m, "sha256": h} for p, (s, m, h) in fresh.items()]
+    with cat.writing() as session:
+        for chunk in _chunks(rows):
+            statement = insert(FileDigest).values(chunk)
+            session.execute(statement.on_conflict_do_update(
+                index_elements=[FileDigest.path],
+                set_={"size": statement.excluded.size, "mtime_ns": statement.excluded.mtime_ns,
+                      "sha256": statement.excluded.sha256}))
