@@ -4,6 +4,7 @@ the flow's form accepts."""
 from __future__ import annotations
 
 import importlib
+import inspect
 
 import yaml
 
@@ -22,12 +23,14 @@ def test_deployments_match_the_flow():
     assert "pull" not in spec  # Prefect's default pull step: the folder `prefect deploy` ran in
     for deployment in spec["deployments"]:
         flow = load_flow(deployment["entrypoint"])
-        assert flow.name == "dub-video"
+        assert flow.name in ("dub-video", "dub-catalog")
         params = deployment.get("parameters", {})
-        assert set(params) <= {"input", "langs", "options"}, deployment["name"]
+        assert set(params) <= set(inspect.signature(flow.fn).parameters), deployment["name"]
         DubOptions(**params.get("options", {}))  # valid options, by the same model as the CLI
         assert deployment["work_pool"]["name"] in ("polydub-cpu", "polydub-gpu")
     gpu = next(d for d in spec["deployments"] if d["name"] == "dub-video-gpu")
     assert gpu["parameters"]["options"]["lipsync"] == "on"
     nightly = next(d for d in spec["deployments"] if d.get("schedules"))
     assert nightly["schedules"][0]["active"] is False  # switched on from the UI when wanted
+    assert load_flow(nightly["entrypoint"]).name == "dub-catalog"  # new or stale items only
+    assert (REPO / nightly["parameters"]["manifest"]).is_file()

@@ -1,0 +1,252 @@
+"""A catalog of short ads through the real `dub catalog`, `dub status` and `dub export`:
+Prefect, ffmpeg, espeak-ng, and the catalog on SQLite and on the machine's PostgreSQL.
+
+Three clips cut from the bundled example, each with its approved English script and
+Spanish and French translations, and one item whose translations must come from a
+translation service that is down.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+import yaml
+
+from polydub.cache import file_hash
+from polydub.segments import Segment, read_subtitles, write_subtitles
+from tests.conftest import EXAMPLE
+from tests.databases import Databases, postgres_unreachable
+from tests.probe import ffprobe
+
+pytestmark = pytest.mark.slow
+CACHE = tempfile.mkdtemp(prefix="polydub-catalog-cache-")
+CLIPS = {"spot-a": (0.0, 3.0), "spot-b": (3.0, 6.0), "spot-c": (6.0, 9.5)}  # seconds of the example
+LANGS = ("es", "fr")
+
+
+def dub(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "polydub.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "DUB_CACHE_DIR": CACHE, **(env or {})})
+
+
+def cut_clip(folder: Path, name: str, start: float, end: float) -> Path:
+    """A clip of the example and its scripts, cues shifted to the clip's own timeline."""
+    video = folder / f"{name}.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-ss", str(start), "-t", str(end - start), "-i", str(EXAMPLE),
+                    "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", str(video)], check=True, timeout=120)
+    for lang in ("en", *LANGS):
+        cues = [Segment(max(0.0, c.start - start), min(end, c.end) - start, c.text)
+                for c in read_subtitles(EXAMPLE.with_suffix(f".{lang}.srt")) if start <= c.start < end]
+        write_subtitles(cues, folder / f"{name}.{lang}.srt")
+    return video
+
+
+@pytest.fixture(scope="module")
+def ads(tmp_path_factory) -> Path:
+    """The clips, and a manifest naming them; spot-d has no approved translations."""
+    folder = tmp_path_factory.mktemp("ads")
+    (folder / "videos").mkdir()
+    for name, (start, end) in CLIPS.items():
+        cut_clip(folder / "videos", name, start, end)
+    d = folder / "videos" / "spot-d.mp4"
+    shutil.copy(folder / "videos" / "spot-a.mp4", d)
+    shutil.copy(folder / "videos" / "spot-a.en.srt", folder / "videos" / "spot-d.en.srt")
+    manifest = {"defaults": {"langs": list(LANGS), "voice": "espeak", "lipsync": "off", "translator": "libre"},
+                "items": [{"id": name, "input": f"videos/{name}.mp4"} for name in (*CLIPS, "spot-d")]}
+    (folder / "ads.yaml").write_text(yaml.safe_dump(manifest))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def down_service():
+    """A self-hosted LibreTranslate that is down: every request gets 503."""
+    import http.server
+    import threading
+
+    class Down(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's naming
+            self.send_response(503)
+            self.end_headers()
+
+        do_GET = do_POST
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Down)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield {"LIBRE_URL": f"http://127.0.0.1:{server.server_address[1]}/", "LIBRE_API_KEY": "key",
+           "DUB_TRANSLATE_RETRIES": "1"}
+    server.shutdown()
+
+
+def status(ads: Path, db: str, *args: str) -> dict[tuple[str, str], dict]:
+    result = dub("status", str(ads / "ads.yaml"), "--db", db, "--json", *args)
+    assert result.returncode == 0, result.stderr
+    (cells,) = json.loads(result.stdout).values()
+    return {(c["item"], c["lang"]): c for c in cells}
+
+
+def jobs(db: str) -> list[dict]:
+    result = dub("list", "--db", db, "--json", "--limit", "1000")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def stage_runs(db: str, job: int) -> list[dict]:
+    result = dub("show", str(job), "--db", db, "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["stages"]
+
+
+@pytest.fixture(scope="module")
+def first(prefect_api, ads, down_service):
+    db = f"sqlite:///{ads / 'catalog.db'}"
+    result = dub("catalog", str(ads / "ads.yaml"), "--out", str(ads / "out"), "--db", db, "--json", env=down_service)
+    return result, db
+
+
+def test_every_item_is_delivered_and_a_failing_item_does_not_stop_the_others(first, ads):
+    result, db = first
+    assert result.returncode == 1, result.stderr  # spot-d failed
+    report = json.loads(result.stdout)
+    rows = {(r["item"], r["language"]): r for r in report["rows"]}
+    for name, (start, end) in CLIPS.items():
+        for lang in LANGS:
+            row = rows[(name, lang)]
+            assert row["status"] == "dubbed", row
+            video = Path(row["output"])
+            assert video == ads / "out" / name / f"{name}.{lang}.mp4"
+            assert abs(float(ffprobe(video)["format"]["duration"]) - (end - start)) < 0.1
+    for lang in LANGS:
+        assert rows[("spot-d", lang)]["status"] == "failed"
+        assert "libre" in rows[("spot-d", lang)]["error"]
+    assert not list((ads / "out").glob("spot-d/*.mp4"))
+    cells = status(ads, db)
+    assert {key: c["state"] for key, c in cells.items()} == {
+        **{(name, lang): "done" for name in CLIPS for lang in LANGS},
+        ("spot-d", "es"): "failed", ("spot-d", "fr"): "failed"}
+
+
+def test_an_unchanged_catalog_redoes_nothing(first, ads, down_service):
+    _, db = first
+    before = len(jobs(db))
+    result = dub("catalog", str(ads / "ads.yaml"), "--out", str(ads / "out"), "--db", db, "--only-stale", "--json",
+                 env=down_service)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert {r["status"] for r in report["rows"] if r["item"] != "spot-d"} == {"up to date"}
+    assert len(jobs(db)) == before  # no job, so no stage at all
+
+
+def test_the_delivery_manifest_lists_each_delivered_file(first, ads):
+    _, db = first
+    result = dub("export", str(ads / "ads.yaml"), "--out", str(ads / "delivery.csv"), "--db", db)
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader((ads / "delivery.csv").open()))
+    assert [(r["item"], r["language"]) for r in rows] == [(name, lang) for name in CLIPS for lang in LANGS]
+    for row in rows:
+        assert row["sha256"] == file_hash(row["file"])
+        assert float(row["duration"]) == pytest.approx(CLIPS[row["item"]][1] - CLIPS[row["item"]][0], abs=0.1)
+        assert row["job"] and row["date"]
+    refused = dub("export", str(ads / "ads.yaml"), "--out", str(ads / "ads.yaml"), "--db", db)
+    assert refused.returncode == 2 and "would replace the manifest" in refused.stderr
+
+
+def test_a_changed_script_makes_exactly_its_language_stale_and_only_it_is_redone(first, ads, down_service):
+    _, db = first
+    script = ads / "videos" / "spot-b.es.srt"
+    cues = read_subtitles(script)
+    write_subtitles([Segment(c.start, c.end, c.text.replace("tiempo", "mucho tiempo")) for c in cues], script)
+    cells = status(ads, db)
+    stale = {key: c["why"] for key, c in cells.items() if c["state"] == "stale"}
+    assert stale == {("spot-b", "es"): "approved translation changed"}
+    old = cells[("spot-b", "fr")]
+
+    result = dub("catalog", str(ads / "ads.yaml"), "--out", str(ads / "out"), "--db", db, "--only-stale", "--json",
+                 env=down_service)
+    assert result.returncode == 0, result.stderr
+    rows = {(r["item"], r["language"]): r for r in json.loads(result.stdout)["rows"]}
+    assert rows[("spot-b", "es")]["status"] == "dubbed"
+    assert {key for key, r in rows.items() if r["status"] == "dubbed"} == {("spot-b", "es")}
+    runs = stage_runs(db, rows[("spot-b", "es")]["job"])
+    worked = {(r["stage"], r["lang"]) for r in runs if r["status"] == "done"}
+    assert ("synthesize", "es") in worked and not any(lang == "fr" for _, lang in worked), worked
+    assert "mucho tiempo" in (ads / "out" / "spot-b" / "spot-b.es.srt").read_text()
+    mkv = ffprobe(ads / "out" / "spot-b" / "spot-b.dubbed.mkv")  # the multi-track file keeps French
+    assert [s["tags"]["language"] for s in mkv["streams"] if s["codec_type"] == "audio"] == ["eng", "spa", "fre"]
+    after = status(ads, db)
+    assert after[("spot-b", "es")]["state"] == "done"
+    assert after[("spot-b", "fr")]["path"] == old["path"]
+
+
+def test_a_changed_source_makes_its_item_stale(first, ads):
+    _, db = first
+    video = ads / "videos" / "spot-c.mp4"
+    louder = ads / "spot-c.louder.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(video), "-c:v", "copy", "-af", "volume=1.5",
+                    str(louder)], check=True, timeout=120)
+    os.replace(louder, video)
+    cells = status(ads, db, "--only", "stale")
+    assert {key: c["why"] for key, c in cells.items()} == {("spot-c", lang): "source changed" for lang in LANGS}
+
+
+def test_manifest_errors_are_reported_per_row_all_at_once(prefect_api, ads, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,input,langs\n"
+                   f"ok,{ads / 'videos' / 'spot-a.mp4'},es\n"
+                   "ok,missing.mp4,es\n"
+                   f"third,{ads / 'videos' / 'spot-b.mp4'},xx-nope\n")
+    result = dub("catalog", str(bad), "--out", str(tmp_path / "out"), "--db", f"sqlite:///{tmp_path / 'c.db'}")
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.startswith("dub: error:")]
+    assert len(lines) >= 3, result.stderr
+    assert any("row 3" in line and "id" in line for line in lines), lines
+    assert any("row 3" in line and "missing.mp4" in line for line in lines), lines
+    assert any("row 4" in line and "langs" in line for line in lines), lines
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.postgres
+def test_two_catalog_runs_at_once_on_postgresql_dub_each_item_once(prefect_api, ads, tmp_path_factory):
+    reason = postgres_unreachable()
+    if reason:
+        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is unreachable: {reason}")
+    databases = Databases("postgresql", tmp_path_factory.mktemp("pg"))
+    try:
+        url = databases.new_url()
+        folder = tmp_path_factory.mktemp("race")
+        manifest = {"defaults": {"langs": list(LANGS), "voice": "espeak", "lipsync": "off"},
+                    "items": [{"id": name, "input": str(ads / "videos" / f"{name}.mp4")} for name in ("spot-a", "spot-b")]}
+        (folder / "race.yaml").write_text(yaml.safe_dump(manifest))
+        runners = [subprocess.Popen([sys.executable, "-m", "polydub.cli", "catalog", str(folder / "race.yaml"),
+                                     "--out", str(folder / "out"), "--db", url, "--json"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    env={**os.environ, "DUB_CACHE_DIR": tempfile.mkdtemp(prefix="race-cache-")})
+                   for _ in range(2)]
+        reports = []
+        for runner in runners:
+            out, err = runner.communicate(timeout=600)
+            assert runner.returncode == 0, err
+            reports.append(json.loads(out))
+        dubbed = [(r["item"], r["language"]) for report in reports for r in report["rows"] if r["status"] == "dubbed"]
+        assert sorted(dubbed) == sorted((name, lang) for name in ("spot-a", "spot-b") for lang in LANGS)
+        engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+        with engine.connect() as connection:
+            started = connection.execute(sa.text("SELECT COUNT(*) FROM jobs WHERE status <> 'rejected'")).scalar_one()
+            held = connection.execute(sa.text("SELECT COUNT(*) FROM deliveries WHERE owner IS NOT NULL")).scalar_one()
+        engine.dispose()
+        assert started == 2  # one job per item, whichever runner got it
+        assert held == 0
+    finally:
+        databases.drop_all()
