@@ -36,7 +36,8 @@ LOW_SPACE = 1 << 20  # bytes: a failure with less than this left is reported as 
 SWEEP_AGE = 3600.0  # s: abandoned temporary files older than this are removed
 FICLONE = 0x40049409  # linux/fs.h: share the source's blocks (btrfs, XFS, bcachefs)
 LINES = "lines"  # shared line clips: lines/KEY/SHA256.wav
-NOT_STAGES = {LINES, "memory", "facetrack"}  # cache folders that are not STAGE/KEY/ entries
+DOWNLOADS = "downloads"  # inputs a manifest names by URL: downloads/SHA256/NAME
+NOT_STAGES = {LINES, "memory", "facetrack", DOWNLOADS}  # cache folders that are not STAGE/KEY/ entries
 
 
 class DiskFull(DubError):

@@ -60,6 +60,23 @@ def prefect_api_url() -> tuple[str | None, str]:
     return (str(url), f"Prefect profile {name!r} ({profiles_path})") if url else (None, "")
 
 
+MAX_DOWNLOAD_MB = 2048.0  # a feature film in high quality; an ad is a few tens of MB
+
+
+def max_download_bytes() -> int:
+    """Largest file a manifest may name by URL: DUB_MAX_DOWNLOAD_MB (default 2048)."""
+    text = os.environ.get("DUB_MAX_DOWNLOAD_MB", "").strip()
+    try:
+        mb = float(text) if text else MAX_DOWNLOAD_MB
+    except ValueError:
+        mb = float("nan")
+    if not 0 < mb < float("inf"):  # NaN fails both
+        from polydub.errors import InputError
+
+        raise InputError(f"DUB_MAX_DOWNLOAD_MB must be a positive number of megabytes, not {text!r}")
+    return int(mb * 1024 * 1024)
+
+
 def translate_timeout() -> float:
     """Seconds one request to a translation service may take: DUB_TRANSLATE_TIMEOUT (default 60)."""
     return float(os.environ.get("DUB_TRANSLATE_TIMEOUT", 60))
