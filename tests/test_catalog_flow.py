@@ -158,8 +158,10 @@ def test_the_delivery_manifest_lists_each_delivered_file(first, ads):
         assert row["sha256"] == file_hash(row["file"])
         assert float(row["duration"]) == pytest.approx(CLIPS[row["item"]][1] - CLIPS[row["item"]][0], abs=0.1)
         assert row["job"] and row["date"]
-    refused = dub("export", str(ads / "ads.yaml"), "--out", str(ads / "ads.yaml"), "--db", db)
-    assert refused.returncode == 2 and "would replace the manifest" in refused.stderr
+    as_json = ads / "ads.json"  # the same manifest in JSON: the list must not replace it
+    as_json.write_text(json.dumps(yaml.safe_load((ads / "ads.yaml").read_text())))
+    refused = dub("export", str(as_json), "--out", str(as_json), "--db", db)
+    assert refused.returncode == 2 and "would replace the manifest" in refused.stderr, refused.stderr
 
 
 def test_a_changed_script_makes_exactly_its_language_stale_and_only_it_is_redone(first, ads, down_service):
