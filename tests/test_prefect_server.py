@@ -188,9 +188,49 @@ def test_catalog_points_at_each_run(runs, setup):
 
 
 def test_the_nightly_deployment_can_be_switched_on(client):
-    deployment = client.read_deployment_by_name("dub-video/nightly-example")
+    deployment = client.read_deployment_by_name("dub-catalog/nightly-catalog")
     assert [s.active for s in deployment.schedules] == [False]
     assert deployment.schedules[0].schedule.cron == "0 2 * * *"
+
+
+def test_the_nightly_catalog_run_dubs_what_is_new_then_nothing(setup, client, runs):
+    """What the schedule starts, started by hand twice: the first run dubs the example
+    manifest's item, the second finds it up to date and starts no job."""
+    deployment = client.read_deployment_by_name("dub-catalog/nightly-catalog")
+    first = client.create_flow_run_from_deployment(deployment.id)
+    done = wait_final(client, [first.id])[first.id]
+    assert done.state.type.value == "COMPLETED", done.state.message
+    assert "3 dubbed" in done.state.message
+    out = setup["root"] / "outputs" / "catalog" / "talking-head"
+    assert sorted(p.name for p in out.glob("job-*/*.mp4")) == [f"talking_head.{lang}.mp4" for lang in ("de", "es", "fr")]
+    jobs_before = len(catalog_rows(setup))
+    again = client.create_flow_run_from_deployment(deployment.id)
+    rerun = wait_final(client, [again.id])[again.id]
+    assert rerun.state.type.value == "COMPLETED" and "3 up to date" in rerun.state.message
+    assert len(catalog_rows(setup)) == jobs_before
+    artifacts = {a.key for a in client.read_artifacts() if a.flow_run_id == again.id}
+    assert {"catalog-catalog", "catalog-report-catalog"} <= artifacts
+
+
+def test_a_catalog_handed_to_workers_through_the_deployment(setup, runs, tmp_path):
+    folder = setup["root"] / "inputs" / "catalog"
+    video = ad_copy(folder / "videos")
+    (folder / "spots.csv").write_text("id,input,langs,voice\n"
+                                      f"spot-1,{video},\"es,fr\",espeak\n"
+                                      f"spot-2,{video},de,espeak\n")
+    result = subprocess.run([sys.executable, "-m", "polydub.cli", "catalog", str(folder / "spots.csv"),
+                             "--via-deployment", "dub-video", "--json"], capture_output=True, text=True,
+                            timeout=RUN_TIMEOUT_S, env=setup["env"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = {(r["item"], r["language"]): r for r in json.loads(result.stdout)["rows"]}
+    assert set(rows) == {("spot-1", "es"), ("spot-1", "fr"), ("spot-2", "de")}
+    for (item, lang), row in rows.items():
+        assert row["status"] == "dubbed", row
+        output = Path(row["output"])
+        assert output.is_file() and output.name == f"talking_head.{lang}.mp4"
+        assert output.parent.parent == setup["root"] / "outputs" / "spots" / item  # .../job-N/
+    jobs = {row["id"]: row for row in catalog_rows(setup).values()}
+    assert {jobs[r["job"]]["deployment"] for r in rows.values()} == {"dub-video/dub-video"}
 
 
 def long_ad(folder: Path, seconds: int = 240) -> Path:

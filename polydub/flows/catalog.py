@@ -54,6 +54,7 @@ class Work:
     out_root: str
     cells: dict[tuple[str, str], staleness.Cell]
     recipes: dict[tuple[str, str], dict]
+    outputs_root: str | None = None  # deployment runs: item folders are relative to it
     plans: dict[str, JobPlan] = field(default_factory=dict)  # item id -> its job (due items only)
     due: dict[str, list[str]] = field(default_factory=dict)  # item id -> languages due
 
@@ -135,7 +136,7 @@ def plan_work(manifest: str, langs, options: DubOptions, only_stale: bool, in_de
              for item in loaded.items for lang in item.langs}
     wanted = ("stale",) if only_stale else ("stale", "missing", "failed")
     due_items = []
-    work = Work(loaded, out_root, cells, recipes)
+    work = Work(loaded, out_root, cells, recipes, str(outputs_root) if outputs_root is not None else None)
     for item in loaded.items:
         due = [lang for lang in item.langs if cells[(item.id, lang)].state in wanted]
         if not due:
@@ -154,10 +155,16 @@ def plan_work(manifest: str, langs, options: DubOptions, only_stale: bool, in_de
     return work
 
 
-def _settled(manifest: Manifest, item_id: str, plan: JobPlan) -> DubOptions:
-    """The item's options with what planning settled (its folder, transcript, language)."""
-    item = next(i for i in manifest.items if i.id == item_id)
-    return item.options.model_copy(update={"out": plan.out_dir, "source_lang": plan.source_lang,
+def _settled(work: Work, item_id: str) -> DubOptions:
+    """The item's options with what planning settled (its folder, transcript, language).
+    Under a deployment the folder is relative to the outputs root, and each job gets a
+    `job-N` folder in it, as every deployment run does."""
+    plan = work.plans[item_id]
+    item = next(i for i in work.manifest.items if i.id == item_id)
+    out = plan.out_dir
+    if work.outputs_root is not None:
+        out = str(Path(plan.out_dir).relative_to(Path(work.outputs_root).resolve()))
+    return item.options.model_copy(update={"out": out, "source_lang": plan.source_lang,
                                            "transcript": plan.transcript})
 
 
@@ -168,7 +175,7 @@ def _in_process(work: Work, items: list[str], concurrency: int, results: dict[st
     while pending or running:
         while pending and len(running) < concurrency:
             item = pending.pop(0)
-            running[item] = dub_item.submit(item, work.plans[item], _settled(work.manifest, item, work.plans[item]))
+            running[item] = dub_item.submit(item, work.plans[item], _settled(work, item))
         for item, future in list(running.items()):
             future.wait(timeout=0.2)
             if future.state.is_final():
@@ -239,8 +246,7 @@ async def _dispatch(work: Work, claimed: dict[str, list[str]], name: str, cat, o
 
         async def create(item: str):
             plan = work.plans[item]
-            relative = str(Path(plan.out_dir).relative_to(config.outputs_dir().resolve()))
-            options = _settled(work.manifest, item, plan).model_copy(update={"out": relative})
+            options = _settled(work, item)
             async with gate:
                 run = await client.create_flow_run_from_deployment(
                     deployment.id, parameters={"input": plan.input, "langs": plan.langs,
