@@ -30,6 +30,7 @@ from rich.table import Table
 
 from polydub.errors import DubError, InputError
 from polydub.options import default_of, help_for
+from polydub.terms_cli import glossary_app, tm_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Dub talking-head videos into many languages, lip-synced, with a catalog.")
@@ -39,6 +40,8 @@ cache_app = typer.Typer(help="The stage cache: remove leftovers, check every ent
 app.add_typer(models_app, name="models")
 app.add_typer(server_app, name="server")
 app.add_typer(cache_app, name="cache")
+app.add_typer(tm_app, name="tm")
+app.add_typer(glossary_app, name="glossary")
 console = Console(stderr=True)
 out = Console()
 
@@ -456,7 +459,8 @@ app.command("export")(catalog_cli.export_cmd)
 FILE_MODE_MASK = 0o077
 EXIT_GRACE_S = 10.0  # after Ctrl-C or losing Prefect, how long threads get to wind down before exit
 WORKER_POLL_S = 2  # seconds between a worker's checks for new runs
-COMMANDS = {"run", "list", "show", "models", "server", "worker", "cache", "catalog", "status", "export"}
+COMMANDS = {"run", "list", "show", "models", "server", "worker", "cache", "catalog", "status", "export", "tm",
+            "glossary"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -83,6 +83,22 @@ def _check_glossaries(glossary: Path, langs: list[str]) -> None:
         limits.check_glossary(path, load_glossary(path))
 
 
+def _check_brand_glossaries(brand: str, langs: list[str]) -> None:
+    """The brand's glossaries in the catalog within the glossary limits (one counting query;
+    `dub glossary import` already refuses more, this catches rows written otherwise)."""
+    if not langs:
+        return
+    from polydub.storage import terms
+    from polydub.tasks.common import catalog
+
+    for lang, (n, longest) in terms.glossary_sizes(catalog(config.database_url()), brand, langs).items():
+        where = f"catalog glossary {lang} of brand {brand}"
+        if n > limits.MAX_GLOSSARY_TERMS:
+            raise InputError(f"{where}: {n} terms; at most {limits.MAX_GLOSSARY_TERMS} are accepted")
+        if longest > limits.MAX_TERM_CHARS:
+            raise InputError(f"{where}: a term is longer than {limits.MAX_TERM_CHARS} characters")
+
+
 def plan_job(input: str | Path, langs: list[str] | str, options: DubOptions | dict | None = None,
              check_decode: bool = True, outputs_root: str | Path | None = None, **overrides) -> JobPlan:
     """Validate one input and its options; raise `InputError` naming the first problem.
@@ -167,6 +183,8 @@ def plan_job(input: str | Path, langs: list[str] | str, options: DubOptions | di
         raise InputError(f"--glossary {glossary}: no such file or folder")
     if glossary:
         _check_glossaries(Path(glossary).expanduser(), [c for c in langs if c not in approved])
+    if opts.brand:
+        _check_brand_glossaries(opts.brand, [c for c in langs if c not in approved])
     voices = _voice_map(opts.voices, found, approved)
 
     return JobPlan(

@@ -21,6 +21,10 @@ CPS_SLACK_CHARS = 20  # short cues ("OK!") may be denser than the rate says
 TRANSLATION_GROWTH = 4  # a translated line may be this many times its source line (plus a cue)
 MAX_GLOSSARY_TERMS = 10_000
 MAX_TERM_CHARS = 200
+MAX_GLOSSARY_FILE_BYTES = 4 * 1024 * 1024  # 10,000 terms of 200 characters each way
+MAX_TM_FILE_BYTES = 64 * 1024 * 1024  # a translation memory file (CSV or TMX) to import
+MAX_TM_ENTRIES = 100_000  # lines per import; a brand's whole ad catalog has far fewer
+MAX_XML_DEPTH = 32  # element nesting in a TMX file (tmx/body/tu/tuv/seg and inline markup)
 
 
 def check_cues(path: str | Path, segments: list[Segment], duration: float) -> None:

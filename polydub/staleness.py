@@ -182,10 +182,8 @@ def model_versions(item, lang: str, has_script: bool, approved: bool) -> dict[st
 
 
 def _glossary_terms_digest(cat: Catalog, brand: str | None, lang: str) -> str | None:
-    try:
-        from polydub.storage.terms import glossary_digest
-    except ImportError:  # TEMPORARY until the terms branch lands
-        return None
+    from polydub.storage.terms import glossary_digest
+
     return glossary_digest(cat, brand or "", lang)
 
 

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from prefect import task
 from prefect.cache_policies import NONE
 
-from polydub import cache, config, licences
+from polydub import cache, config, languages, licences
+from polydub.errors import InputError
 from polydub.job import JobPlan
 from polydub.media import SAMPLE_RATE
 from polydub.segments import label_from, read_subtitles, speakers_of
-from polydub.tasks.common import JobContext, StageResult, run_stage
+from polydub.tasks.common import JobContext, StageResult, catalog, run_stage
 from polydub.tasks.source import (
     ASR_AUDIO,
     BACKGROUND,
@@ -36,7 +37,8 @@ def _segments_hash(result: StageResult) -> str:
 
 @task(name="translate", task_run_name="translate[{lang}]", cache_policy=NONE, persist_result=False)
 def translate_lang(ctx: JobContext, plan: JobPlan, transcript: StageResult, lang: str) -> StageResult:
-    """Translated segments on the source timeline: approved lines as they are, else a provider."""
+    """Translated segments on the source timeline: approved lines as they are (and then
+    remembered in the catalog), else the catalog's memory, else a provider."""
     approved = plan.translations.get(lang)
     if approved:
         source_lines = load_segments(transcript)
@@ -50,29 +52,76 @@ def translate_lang(ctx: JobContext, plan: JobPlan, transcript: StageResult, lang
 
         key = cache.stage_key("translate", approved=cache.file_hash(approved), lang=lang, subtitles=SUBTITLE_PARSER,
                               **({"speakers": _segments_hash(transcript)} if labeled else {}))
-        return run_stage(ctx, "translate", lang, key, build_approved, backend="approved translation",
-                         model_version=Path(approved).name)
+        result = run_stage(ctx, "translate", lang, key, build_approved, backend="approved translation",
+                           model_version=Path(approved).name)
+        _remember_approved(ctx, plan, transcript, result, lang)
+        return result
+    return _translate(ctx, plan, transcript, lang)
 
+
+def _remember_approved(ctx: JobContext, plan: JobPlan, transcript: StageResult, result: StageResult,
+                       lang: str) -> None:
+    """Put an approved translation's lines in the catalog's memory, paired with the source
+    lines they overlap. A cached run adds only lines the memory lacks: re-running an old
+    job is no new approval and must not undo later edits."""
+    from polydub.storage import terms
+    from polydub.translate.memory import pair_in_time
+
+    source_lang = _source_code(transcript, plan)
+    if source_lang is None:
+        return  # nothing to key the lines by
+    approved = plan.translations[lang]
+    pairs = pair_in_time(load_segments(transcript), load_segments(result))
+    terms.remember(catalog(ctx.db_url), plan.brand, source_lang, lang, pairs, "approved",
+                   note=Path(approved).name, keep_existing=result.status == "cached")
+
+
+def _source_code(transcript: StageResult, plan: JobPlan) -> str | None:
+    """The source language as the catalog's memory keys it; None when not known."""
+    try:
+        return languages.normalize(transcript.meta.get("language") or plan.source_lang or "")
+    except InputError:
+        return None
+
+
+def _translate(ctx: JobContext, plan: JobPlan, transcript: StageResult, lang: str) -> StageResult:
+    """Lines the catalog's memory holds as they are; the rest through the file memory and
+    the provider, with the brand's glossary merged under the file glossary."""
     from polydub import translate
-
-    translator = translate.make_translator(plan.translator)
-    glossary_file = glossary_for(plan.glossary, lang)
-    glossary = translate.load_glossary(glossary_file) if glossary_file else None
-    source_lang = transcript.meta.get("language") or plan.source_lang or "auto"
-
+    from polydub.storage import terms
     from polydub.translate.memory import TranslationMemory, translate_with_memory
 
+    translator = translate.make_translator(plan.translator)
+    source_lang = transcript.meta.get("language") or plan.source_lang or "auto"
+    glossary_file = glossary_for(plan.glossary, lang)
+    cat = catalog(ctx.db_url)
+    stored = terms.glossary_terms(cat, plan.brand, lang)
+    glossary = {**stored, **(translate.load_glossary(glossary_file) if glossary_file else {})} or None
+    lines = load_segments(transcript)
+    code = _source_code(transcript, plan)
+    hits = terms.recall(cat, plan.brand, code, lang, [s.text for s in lines]) if code else {}
+
     who = dict(source=source_lang, lang=lang, translator=translator.name, version=translator.version,
-               glossary=cache.file_hash(glossary_file) if glossary_file else None)
+               glossary=cache.file_hash(glossary_file) if glossary_file else None,
+               **({"catalog_glossary": terms.digest_of(stored)} if stored else {}))
     memory = TranslationMemory(Path(ctx.cache_root) / "memory" / f"{cache.stage_key('memory', **who)}.json")
 
     def build(folder: Path) -> dict:
-        segments, sent = translate_with_memory(load_segments(transcript), source_lang, lang, translator,
-                                               glossary, memory)
+        rest = [s for s in lines if s.text not in hits]
+        done, sent = translate_with_memory(rest, source_lang, lang, translator, glossary, memory) if rest else ([], 0)
+        fresh = iter(done)
+        segments = [replace(s, text=hits[s.text]) if s.text in hits else next(fresh) for s in lines]
         save_segments(segments, folder)
-        return {"segments": len(segments), "sent": sent, "note": f"{sent} line(s) sent, rest from memory"}
+        known = len(lines) - len(rest)
+        meta = {"segments": len(segments), "sent": sent, "from_catalog_memory": known,
+                "note": f"{known} line(s) from the catalog's translation memory, {sent} sent, "
+                        "the rest translated before"}
+        if lines and not rest:
+            meta["backend"] = "translation memory"  # no translator was asked
+        return meta
 
-    key = cache.stage_key("translate", segments=_segments_hash(transcript), **who)
+    key = cache.stage_key("translate", segments=_segments_hash(transcript), **who,
+                          **({"catalog_memory": terms.digest_of(hits)} if hits else {}))
     return run_stage(ctx, "translate", lang, key, build, backend=translator.name,
                      model_version=translator.version)
 

@@ -8,6 +8,7 @@ services rate-limit; this keeps the requests to what is new.
 
 from __future__ import annotations
 
+import bisect
 import fcntl
 import json
 import os
@@ -68,3 +69,41 @@ def translate_with_memory(segments: list[Segment], source: str, target: str, tra
         memory.put(fresh)
         known.update(fresh)
     return [replace(s, text=known[s.text]) for s in segments], len(new)
+
+
+OVERLAP_SHARE = 0.25  # of the shorter line: less is two tools' timings brushing, not a pair
+
+
+def pair_in_time(source: list[Segment], translated: list[Segment]) -> dict[str, str]:
+    """Source line -> its approved translation, for lines that overlap exactly one line of
+    the other script each way. Splits, merges, lines with no counterpart and a source line
+    translated two ways are left out: a wrong pair in the memory would be reused everywhere."""
+    in_source, in_translated = _Timeline(source), _Timeline(translated)
+    pairs: dict[str, str] = {}
+    doubtful: set[str] = set()
+    for line in translated:
+        found = in_source.overlapping(line)
+        if len(found) != 1 or len(in_translated.overlapping(found[0])) != 1:
+            continue
+        text = found[0].text
+        if pairs.get(text, line.text) != line.text:
+            doubtful.add(text)
+        pairs[text] = line.text
+    return {k: v for k, v in pairs.items() if k not in doubtful}
+
+
+class _Timeline:
+    """Lines sorted by start, to find those overlapping a time span without a full scan."""
+
+    def __init__(self, lines: list[Segment]):
+        self.lines = sorted(lines, key=lambda s: s.start)
+        self.starts = [s.start for s in self.lines]
+        self.longest = max((s.duration for s in self.lines), default=0.0)
+
+    def overlapping(self, line: Segment) -> list[Segment]:
+        """Lines sharing more than OVERLAP_SHARE of the shorter one's time with `line`."""
+        lo = bisect.bisect_left(self.starts, line.start - self.longest)
+        hi = bisect.bisect_left(self.starts, line.end)
+        return [o for o in self.lines[lo:hi]
+                if min(line.end, o.end) - max(line.start, o.start)
+                > OVERLAP_SHARE * max(min(line.duration, o.duration), 1e-3)]
