@@ -26,6 +26,7 @@ from polydub.segments import Segment, read_subtitles, write_subtitles
 from tests.conftest import EXAMPLE
 from tests.databases import Databases, postgres_unreachable
 from tests.probe import ffprobe
+from tests.services import translation_service_down
 
 pytestmark = pytest.mark.slow
 CACHE = tempfile.mkdtemp(prefix="polydub-catalog-cache-")
@@ -69,24 +70,8 @@ def ads(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def down_service():
     """A self-hosted LibreTranslate that is down: every request gets 503."""
-    import http.server
-    import threading
-
-    class Down(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - http.server's naming
-            self.send_response(503)
-            self.end_headers()
-
-        do_GET = do_POST
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Down)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield {"LIBRE_URL": f"http://127.0.0.1:{server.server_address[1]}/", "LIBRE_API_KEY": "key",
-           "DUB_TRANSLATE_RETRIES": "1"}
-    server.shutdown()
+    with translation_service_down() as url:
+        yield {"LIBRE_URL": url, "LIBRE_API_KEY": "key", "DUB_TRANSLATE_RETRIES": "1"}
 
 
 def status(ads: Path, db: str, *args: str) -> dict[tuple[str, str], dict]:

@@ -19,6 +19,7 @@ import pytest
 from polydub.segments import read_subtitles
 from tests.conftest import EXAMPLE
 from tests.probe import ffprobe
+from tests.services import translation_service_down
 
 LANGS = ["es", "fr", "de"]
 FRAME = 1 / 25  # the example's frame duration, seconds
@@ -194,23 +195,8 @@ def test_adding_a_language_runs_only_that_language(first_run, workdir, tmp_path)
 @pytest.fixture()
 def failing_translation_service():
     """A self-hosted LibreTranslate that is down: every request gets 503."""
-    import http.server
-    import threading
-
-    class Down(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - http.server's naming
-            self.send_response(503)
-            self.end_headers()
-
-        do_GET = do_POST
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Down)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
+    with translation_service_down() as url:
+        yield url
 
 
 def test_a_failing_language_does_not_stop_the_others(prefect_api, tmp_path, failing_translation_service,
