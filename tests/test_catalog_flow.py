@@ -60,7 +60,8 @@ def ads(tmp_path_factory) -> Path:
         cut_clip(folder / "videos", name, start, end)
     d = folder / "videos" / "spot-d.mp4"
     shutil.copy(folder / "videos" / "spot-a.mp4", d)
-    shutil.copy(folder / "videos" / "spot-a.en.srt", folder / "videos" / "spot-d.en.srt")
+    write_subtitles([Segment(0.5, 2.8, "A line no approved script has translated.")],  # not in the memory
+                    folder / "videos" / "spot-d.en.srt")
     manifest = {"defaults": {"langs": list(LANGS), "voice": "espeak", "lipsync": "off", "translator": "libre"},
                 "items": [{"id": name, "input": f"videos/{name}.mp4"} for name in (*CLIPS, "spot-d")]}
     (folder / "ads.yaml").write_text(yaml.safe_dump(manifest))

@@ -13,12 +13,13 @@ from the cache in seconds, and the item's multi-track file keeps every language.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Callable
 
 from prefect import flow, task
 from prefect.cache_policies import NONE
@@ -100,21 +101,19 @@ def dub_catalog(manifest: str, langs: list[str] | None = None, options: DubOptio
     claimed = {item: langs for item, langs in work.due.items()
                if deliveries.claim(cat, work.manifest.key, item, work.plans[item].langs, owner)}
     busy = sorted(set(work.due) - set(claimed))
+    _log_plan(work, busy)
     beat = _Heartbeat(cat, work.manifest.key, owner)
-    results: dict[str, dict] = {}
+    ledger = Ledger(cat, work, len(claimed))
     try:
         if via_deployment:
-            results = _via_deployment(work, claimed, via_deployment, cat, owner, run.flow_run_id)
+            _via_deployment(work, claimed, via_deployment, cat, owner, run.flow_run_id, ledger.add)
         else:
-            _in_process(work, list(claimed), concurrency, results)
+            _in_process(work, list(claimed), concurrency, ledger.add)
     finally:
         beat.stop()
-        for item in claimed:
-            if item in results:
-                _record(cat, work, item, results[item])
-            else:  # stopped before this item's result: give its rows back as they were
-                deliveries.release(cat, work.manifest.key, item, work.plans[item].langs, owner)
-    report = _report(work, results, busy, time.perf_counter() - started)
+        for item in set(claimed) - set(ledger.results):  # stopped first: rows go back as they were
+            deliveries.release(cat, work.manifest.key, item, work.plans[item].langs, owner)
+    report = _report(work, ledger.results, busy, time.perf_counter() - started)
     _publish(report)
     return _final_state(report)
 
@@ -168,9 +167,9 @@ def _settled(work: Work, item_id: str) -> DubOptions:
                                            "transcript": plan.transcript})
 
 
-def _in_process(work: Work, items: list[str], concurrency: int, results: dict[str, dict]) -> None:
-    """Dub the items here, `concurrency` at a time, each as a `dub_video` subflow; fills
-    `results` (item -> job report) as they end."""
+def _in_process(work: Work, items: list[str], concurrency: int, ended: Callable[[str, dict], None]) -> None:
+    """Dub the items here, `concurrency` at a time, each as a `dub_video` subflow; each
+    item's job report goes to `ended` as soon as it ends."""
     pending, running = list(items), {}
     while pending or running:
         while pending and len(running) < concurrency:
@@ -180,10 +179,11 @@ def _in_process(work: Work, items: list[str], concurrency: int, results: dict[st
             future.wait(timeout=0.2)
             if future.state.is_final():
                 try:
-                    results[item] = future.result()
+                    report = future.result()
                 except Exception as exc:  # the subflow itself broke: its languages failed, the rest go on
-                    results[item] = {"status": "failed", "error": one_line(exc), "languages": {}}
+                    report = {"status": "failed", "error": one_line(exc), "languages": {}}
                 del running[item]
+                ended(item, report)
 
 
 @task(name="dub-item", task_run_name="item[{item_id}]", cache_policy=NONE, persist_result=False)
@@ -200,6 +200,51 @@ def _report_of(state: State) -> dict:
     if isinstance(result, dict):
         return result
     return {"status": "failed", "error": str(result or state.message or state.name), "languages": {}}
+
+
+class Ledger:
+    """Each item's outcome as soon as it ends: its deliveries recorded in the catalog (a
+    runner stopped later loses nothing), a log line and the progress artifact."""
+
+    def __init__(self, cat, work: Work, items: int):
+        self.cat, self.work = cat, work
+        self.results: dict[str, dict] = {}
+        self.lock = threading.Lock()
+        self.progress = outcome.Progress(outcome.artifact_key("catalog-progress", work.manifest.name), items,
+                                         f"{work.manifest.name}: items dubbed")
+        self.logger = _logger()  # the run's logger, usable from the threads items end in
+
+    def add(self, item: str, report: dict) -> None:
+        with self.lock:
+            _record(self.cat, self.work, item, report)
+            self.results[item] = report
+        languages = report.get("languages", {})
+        done = [lang for lang in self.work.plans[item].langs if (languages.get(lang) or {}).get("status") == "done"]
+        failed = [f"{lang}: {(languages.get(lang) or {}).get('error') or report.get('error') or 'failed'}"
+                  for lang in self.work.plans[item].langs if lang not in done]
+        self.logger.info("item %s: %s%s (job %s)", item, f"delivered {', '.join(done)}" if done else "nothing delivered",
+                       f"; failed {'; '.join(failed)}" if failed else "", report.get("job"))
+        self.progress.advance(item, "done" if not failed else "failed")
+
+
+def _logger():
+    from prefect.logging import get_run_logger
+
+    try:
+        return get_run_logger()
+    except Exception:  # noqa: BLE001 - outside a run (a plain call): the module's logger
+        import logging
+
+        return logging.getLogger(__name__)
+
+
+def _log_plan(work: Work, busy: list[str]) -> None:
+    counts: dict[str, int] = {}
+    for cell in work.cells.values():
+        counts[cell.state] = counts.get(cell.state, 0) + 1
+    states = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    _logger().info("%s: %d items (%s); %d to dub%s", work.manifest.name, len(work.manifest.items), states,
+                   len(work.due) - len(busy), f"; {len(busy)} held by another runner" if busy else "")
 
 
 def _record(cat, work: Work, item: str, report: dict) -> None:
@@ -223,17 +268,18 @@ def _record(cat, work: Work, item: str, report: dict) -> None:
 
 
 def _via_deployment(work: Work, claimed: dict[str, list[str]], name: str, cat, owner: str,
-                    parent: str | None) -> dict[str, dict]:
+                    parent: str | None, ended: Callable[[str, dict], None]) -> None:
     """Create one deployment run per item (all at once), wait for them, and read each
-    job's outcome from the catalog the workers share."""
+    job's outcome from the catalog the workers share, handing it to `ended`."""
     with ThreadPoolExecutor(1) as loop_thread:  # a loop of our own: the flow's thread may have one
-        return loop_thread.submit(asyncio.run, _dispatch(work, claimed, name, cat, owner, parent)).result()
+        loop_thread.submit(asyncio.run, _dispatch(work, claimed, name, cat, owner, parent, ended)).result()
 
 
 async def _dispatch(work: Work, claimed: dict[str, list[str]], name: str, cat, owner: str,
-                    parent: str | None) -> dict[str, dict]:
+                    parent: str | None, ended: Callable[[str, dict], None]) -> None:
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterId, FlowRunFilterState,
+                                                FlowRunFilterStateType, FlowRunFilterTags)
     from prefect.exceptions import ObjectNotFound
 
     full = name if "/" in name else f"dub-video/{name}"
@@ -243,21 +289,28 @@ async def _dispatch(work: Work, claimed: dict[str, list[str]], name: str, cat, o
         except ObjectNotFound:
             raise InputError(f"--via-deployment {name}: no deployment {full} (see `prefect deployment ls`)") from None
         gate = asyncio.Semaphore(CREATE_AT_ONCE)
+        catalog_tag = f"catalog:{hashlib.sha256(work.manifest.key.encode()).hexdigest()[:12]}"
+        # Runs a runner that died handed out are still at work on the workers: wait for
+        # those instead of dubbing the same item twice at once.
+        unfinished = await client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            tags=FlowRunFilterTags(all_=[catalog_tag]), state=FlowRunFilterState(type=FlowRunFilterStateType(not_any_=list(TERMINAL)))))
+        adopted = {tag[len("item:"):]: run.id for run in unfinished for tag in run.tags if tag.startswith("item:")}
 
         async def create(item: str):
+            if item in adopted:
+                return item, adopted[item]
             plan = work.plans[item]
             options = _settled(work, item)
             async with gate:
                 run = await client.create_flow_run_from_deployment(
                     deployment.id, parameters={"input": plan.input, "langs": plan.langs,
                                                "options": options.model_dump(mode="json", exclude_none=True)},
-                    tags=["polydub", f"catalog:{work.manifest.name}"],
+                    tags=["polydub", catalog_tag, f"item:{item}"],
                     idempotency_key=f"{parent}:{item}" if parent else None)
             return item, run.id
 
         runs = dict(await asyncio.gather(*(create(item) for item in claimed)))
         waiting = {str(run_id): item for item, run_id in runs.items()}
-        ended: dict[str, dict] = {}
         started: set[str] = set()
         while waiting:
             await asyncio.sleep(POLL_S)
@@ -272,9 +325,9 @@ async def _dispatch(work: Work, claimed: dict[str, list[str]], name: str, cat, o
                         started.add(item)
                         deliveries.start(cat, work.manifest.key, item, work.plans[item].langs, owner)
                     if item and state in TERMINAL:
-                        ended[item] = _deployment_report(cat, str(flow_run.id), flow_run.state)
                         del waiting[str(flow_run.id)]
-        return ended
+                        report = _deployment_report(cat, str(flow_run.id), flow_run.state)
+                        await asyncio.to_thread(ended, item, report)  # sync catalog and API calls
 
 
 def _deployment_report(cat, flow_run_id: str, state) -> dict:

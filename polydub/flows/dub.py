@@ -80,7 +80,7 @@ def run_job(plan: JobPlan, run: outcome.RunInfo | None = None) -> dict:
         plan.out_dir = str(Path(plan.out_dir) / f"job-{job_id}")
         cat.set_out_dir(job_id, plan.out_dir)
     ctx = JobContext(job_id, db_url, str(config.cache_dir()))
-    progress = outcome.Progress(plan)
+    progress = outcome.Progress.of_job(plan)
     stopped: outcome.Stopped | None = None
     heartbeat = crash.start_heartbeat(cat, job_id)
     langs: dict[str, dict] = {lang: {"status": "failed", "stages": {}} for lang in plan.langs}
@@ -116,7 +116,7 @@ def run_job(plan: JobPlan, run: outcome.RunInfo | None = None) -> dict:
                 mixed[lang] = future.result()
             except Exception as exc:
                 langs[lang]["error"] = one_line(exc)
-            progress.advance(lang, "mixed" if lang in mixed else "failed")
+            progress.advance(lang, "mixed" if lang in mixed else "failed", 1 if lang in mixed else 2)
 
         videos: dict[str, StageResult] = {}
         if mixed:

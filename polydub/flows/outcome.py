@@ -152,30 +152,34 @@ def _params(input: str, options: DubOptions) -> dict:
 
 
 class Progress:
-    """A progress artifact that moves as languages finish (mixed, then delivered)."""
+    """A progress artifact that moves as work finishes: a job's languages (mixed, then
+    delivered) or a catalog's items."""
 
-    def __init__(self, plan: JobPlan):
-        self.steps = 2 * len(plan.langs)
+    def __init__(self, key: str, steps: int, description: str):
+        self.steps = max(1, steps)
         self.done = 0
-        self.artifact = None
-        self.key = artifact_key("dub-progress", plan.name)
+        self.key = key
         try:
             from prefect.artifacts import create_progress_artifact
 
-            self.artifact = create_progress_artifact(0.0, key=self.key,
-                                                     description=f"{plan.name}: languages mixed and delivered")
+            self.artifact = create_progress_artifact(0.0, key=self.key, description=description)
         except Exception:  # noqa: BLE001 - no run context (plain function call): nothing to show
             self.artifact = None
 
-    def advance(self, lang: str, what: str) -> None:
-        self.done += 2 if what == "failed" else 1
+    @classmethod
+    def of_job(cls, plan: JobPlan) -> Progress:
+        return cls(artifact_key("dub-progress", plan.name), 2 * len(plan.langs),
+                   f"{plan.name}: languages mixed and delivered")
+
+    def advance(self, label: str, what: str, steps: int = 1) -> None:
+        self.done += steps
         if self.artifact is None or not api_answers():
             return
         from prefect.artifacts import update_progress_artifact
 
         try:
             update_progress_artifact(self.artifact, min(100.0, 100.0 * self.done / self.steps),
-                                     description=f"{lang} {what}")
+                                     description=f"{label} {what}")
         except Exception:  # noqa: BLE001 - progress display must never fail a job
             pass
 
