@@ -459,6 +459,7 @@ app.command("export")(catalog_cli.export_cmd)
 FILE_MODE_MASK = 0o077
 EXIT_GRACE_S = 10.0  # after Ctrl-C or losing Prefect, how long threads get to wind down before exit
 WORKER_POLL_S = 2  # seconds between a worker's checks for new runs
+PROBLEMS_SHOWN = 100  # a manifest's problems printed, one line each
 COMMANDS = {"run", "list", "show", "models", "server", "worker", "cache", "catalog", "status", "export", "tm",
             "glossary"}
 
@@ -488,8 +489,11 @@ def main(argv: list[str] | None = None) -> int:
         _error(exc.format_message())
         return 2
     except InputError as exc:
-        for problem in getattr(exc, "problems", None) or [str(exc)]:  # a manifest: every row's problem
+        problems = getattr(exc, "problems", None) or [str(exc)]  # a manifest: every row's problem
+        for problem in problems[:PROBLEMS_SHOWN]:
             _error(problem)
+        if len(problems) > PROBLEMS_SHOWN:
+            _error(f"... and {len(problems) - PROBLEMS_SHOWN} more problems")
         return 2
     except DubError as exc:
         _error(str(exc))
