@@ -24,19 +24,19 @@ import yaml
 from polydub.cache import file_hash
 from polydub.segments import Segment, read_subtitles, write_subtitles
 from tests.conftest import EXAMPLE
-from tests.databases import Databases, postgres_unreachable
+from tests.databases import databases  # noqa: F401 - a fixture
 from tests.probe import ffprobe
 from tests.services import translation_service_down
 
 pytestmark = pytest.mark.slow
-CACHE = tempfile.mkdtemp(prefix="polydub-catalog-cache-")
+CACHE = {"dir": tempfile.mkdtemp(prefix="polydub-catalog-cache-")}  # a new one per database kind (see `ads`)
 CLIPS = {"spot-a": (0.0, 3.0), "spot-b": (3.0, 6.0), "spot-c": (6.0, 9.5)}  # seconds of the example
 LANGS = ("es", "fr")
 
 
 def dub(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "polydub.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "DUB_CACHE_DIR": CACHE, **(env or {})})
+                          timeout=timeout, env={**os.environ, "DUB_CACHE_DIR": CACHE["dir"], **(env or {})})
 
 
 def cut_clip(folder: Path, name: str, start: float, end: float) -> Path:
@@ -52,8 +52,10 @@ def cut_clip(folder: Path, name: str, start: float, end: float) -> Path:
 
 
 @pytest.fixture(scope="module")
-def ads(tmp_path_factory) -> Path:
-    """The clips, and a manifest naming them; spot-d has no approved translations."""
+def ads(tmp_path_factory, databases) -> Path:
+    """The clips, and a manifest naming them; spot-d has no approved translations. Each
+    database kind starts with an empty stage cache: its first runs do every stage."""
+    CACHE["dir"] = tempfile.mkdtemp(prefix="polydub-catalog-cache-")
     folder = tmp_path_factory.mktemp("ads")
     (folder / "videos").mkdir()
     for name, (start, end) in CLIPS.items():
@@ -95,8 +97,9 @@ def stage_runs(db: str, job: int) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def first(prefect_api, ads, down_service):
-    db = f"sqlite:///{ads / 'catalog.db'}"
+def first(prefect_api, ads, down_service, databases):
+    """The first run of the catalog; everything here runs on SQLite and on PostgreSQL."""
+    db = databases.new_url()
     result = dub("catalog", str(ads / "ads.yaml"), "--out", str(ads / "out"), "--db", db, "--json", env=down_service)
     return result, db
 
@@ -188,13 +191,13 @@ def test_a_changed_source_makes_its_item_stale(first, ads):
     assert {key: c["why"] for key, c in cells.items()} == {("spot-c", lang): "source changed" for lang in LANGS}
 
 
-def test_manifest_errors_are_reported_per_row_all_at_once(prefect_api, ads, tmp_path):
+def test_manifest_errors_are_reported_per_row_all_at_once(prefect_api, ads, tmp_path, databases):
     bad = tmp_path / "bad.csv"
     bad.write_text("id,input,langs\n"
                    f"ok,{ads / 'videos' / 'spot-a.mp4'},es\n"
                    "ok,missing.mp4,es\n"
                    f"third,{ads / 'videos' / 'spot-b.mp4'},xx-nope\n")
-    result = dub("catalog", str(bad), "--out", str(tmp_path / "out"), "--db", f"sqlite:///{tmp_path / 'c.db'}")
+    result = dub("catalog", str(bad), "--out", str(tmp_path / "out"), "--db", databases.new_url())
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.startswith("dub: error:")]
     assert len(lines) >= 3, result.stderr
@@ -206,35 +209,30 @@ def test_manifest_errors_are_reported_per_row_all_at_once(prefect_api, ads, tmp_
 
 
 @pytest.mark.postgres
-def test_two_catalog_runs_at_once_on_postgresql_dub_each_item_once(prefect_api, ads, tmp_path_factory):
-    reason = postgres_unreachable()
-    if reason:
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is unreachable: {reason}")
-    databases = Databases("postgresql", tmp_path_factory.mktemp("pg"))
-    try:
-        url = databases.new_url()
-        folder = tmp_path_factory.mktemp("race")
-        manifest = {"defaults": {"langs": list(LANGS), "voice": "espeak", "lipsync": "off"},
-                    "items": [{"id": name, "input": str(ads / "videos" / f"{name}.mp4")} for name in ("spot-a", "spot-b")]}
-        (folder / "race.yaml").write_text(yaml.safe_dump(manifest))
-        runners = [subprocess.Popen([sys.executable, "-m", "polydub.cli", "catalog", str(folder / "race.yaml"),
-                                     "--out", str(folder / "out"), "--db", url, "--json"],
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                    env={**os.environ, "DUB_CACHE_DIR": tempfile.mkdtemp(prefix="race-cache-")})
-                   for _ in range(2)]
-        reports = []
-        for runner in runners:
-            out, err = runner.communicate(timeout=600)
-            assert runner.returncode == 0, err
-            reports.append(json.loads(out))
-        dubbed = [(r["item"], r["language"]) for report in reports for r in report["rows"] if r["status"] == "dubbed"]
-        assert sorted(dubbed) == sorted((name, lang) for name in ("spot-a", "spot-b") for lang in LANGS)
-        engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
-        with engine.connect() as connection:
-            started = connection.execute(sa.text("SELECT COUNT(*) FROM jobs WHERE status <> 'rejected'")).scalar_one()
-            held = connection.execute(sa.text("SELECT COUNT(*) FROM deliveries WHERE owner IS NOT NULL")).scalar_one()
-        engine.dispose()
-        assert started == 2  # one job per item, whichever runner got it
-        assert held == 0
-    finally:
-        databases.drop_all()
+def test_two_catalog_runs_at_once_on_postgresql_dub_each_item_once(prefect_api, ads, tmp_path_factory, databases):
+    if databases.kind != "postgresql":
+        pytest.skip("runs once, on PostgreSQL (the SQLite write lock is covered in test_deliveries)")
+    url = databases.new_url()
+    folder = tmp_path_factory.mktemp("race")
+    manifest = {"defaults": {"langs": list(LANGS), "voice": "espeak", "lipsync": "off"},
+                "items": [{"id": name, "input": str(ads / "videos" / f"{name}.mp4")} for name in ("spot-a", "spot-b")]}
+    (folder / "race.yaml").write_text(yaml.safe_dump(manifest))
+    runners = [subprocess.Popen([sys.executable, "-m", "polydub.cli", "catalog", str(folder / "race.yaml"),
+                                 "--out", str(folder / "out"), "--db", url, "--json"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "DUB_CACHE_DIR": tempfile.mkdtemp(prefix="race-cache-")})
+               for _ in range(2)]
+    reports = []
+    for runner in runners:
+        out, err = runner.communicate(timeout=600)
+        assert runner.returncode == 0, err
+        reports.append(json.loads(out))
+    dubbed = [(r["item"], r["language"]) for report in reports for r in report["rows"] if r["status"] == "dubbed"]
+    assert sorted(dubbed) == sorted((name, lang) for name in ("spot-a", "spot-b") for lang in LANGS)
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.connect() as connection:
+        started = connection.execute(sa.text("SELECT COUNT(*) FROM jobs WHERE status <> 'rejected'")).scalar_one()
+        held = connection.execute(sa.text("SELECT COUNT(*) FROM deliveries WHERE owner IS NOT NULL")).scalar_one()
+    engine.dispose()
+    assert started == 2  # one job per item, whichever runner got it
+    assert held == 0

@@ -426,7 +426,9 @@ def refused(exc: InputError) -> State:
     logger = get_run_logger()
     for problem in problems:
         logger.error("dub: error: %s", problem)
-    return Failed(message=str(exc)[:outcome.MESSAGE_MAX], data=outcome.JobRefused(str(exc)))
+    result = outcome.JobRefused(str(exc))
+    result.problems = problems  # the command line prints each (in this process)
+    return Failed(message=str(exc)[:outcome.MESSAGE_MAX], data=result)
 
 
 def _publish(report: dict) -> None:
