@@ -6,8 +6,8 @@
     dub export ads.csv --out delivery.csv         what is delivered, for an ad server
 
 Options given here apply to items that do not set them (a manifest's defaults and columns
-win). Status and export compute what is stale from the same options, so a team keeps its
-defaults in the manifest rather than on the command line.
+win). Status and export judge what is stale with the options they are given, or, given
+none, with those of the manifest's last catalog run.
 """
 
 from __future__ import annotations
@@ -55,6 +55,21 @@ def defaults(voice: str | None, lipsync: str | None, translator: str | None, bra
     if "out" in values:
         raise InputError("--set out=...: use --out")
     return make_options(values, voice=voice, lipsync=lipsync, translator=translator, brand=brand, out=out)
+
+
+def judged(cat, manifest: Path, langs: str | None, voice: str | None, lipsync: str | None, translator: str | None,
+           brand: str | None, settings: list[str] | None):
+    """The manifest, loaded with the options to judge its staleness by: those given here,
+    else those its last catalog run was given (so `dub status ads.csv` after
+    `dub catalog ads.csv --voice espeak` does not call everything stale)."""
+    from polydub.manifest import load_manifest
+    from polydub.storage import deliveries
+
+    if not any((langs, voice, lipsync, translator, brand, settings)):
+        remembered = deliveries.defaults_of(cat, str(Path(manifest).expanduser().resolve()))
+        if remembered is not None:
+            return load_manifest(manifest, remembered[0], remembered[1])
+    return load_manifest(manifest, _langs(langs), defaults(voice, lipsync, translator, brand, settings))
 
 
 def _use_db(db: str | None) -> None:
@@ -151,9 +166,7 @@ def status_cmd(
     _use_db(db)
     cat = Catalog()
     if manifest is not None:
-        from polydub.manifest import load_manifest
-
-        loaded = load_manifest(manifest, _langs(langs), defaults(voice, lipsync, translator, brand, settings))
+        loaded = judged(cat, manifest, langs, voice, lipsync, translator, brand, settings)
         by_manifest = {loaded.key: staleness.matrix(cat, loaded)}
     else:
         by_manifest = staleness.recorded_matrix(cat)
@@ -202,7 +215,6 @@ def export_cmd(
 ) -> None:
     """A delivery manifest: item, language, file, duration, sha256, job, date of each delivered file."""
     from polydub import cache, staleness
-    from polydub.manifest import load_manifest
     from polydub.storage import Catalog, deliveries
 
     suffix = out_file.suffix.lower()
@@ -210,7 +222,7 @@ def export_cmd(
         raise InputError(f"--out {out_file}: give a .csv or .json file")
     _use_db(db)
     cat = Catalog()
-    loaded = load_manifest(manifest, _langs(langs), defaults(voice, lipsync, translator, brand, settings))
+    loaded = judged(cat, manifest, langs, voice, lipsync, translator, brand, settings)
     _refuse_overwriting(out_file, loaded)
     recorded = {(r.item, r.lang): r for r in deliveries.records(cat, loaded.key)}
     wanted = ("done", "stale") if include_stale else ("done",)

@@ -97,6 +97,8 @@ def dub_catalog(manifest: str, langs: list[str] | None = None, options: DubOptio
     except InputError as exc:
         return refused(exc)
     cat = catalog(config.database_url())
+    deliveries.remember_defaults(cat, work.manifest.key, langs, options.model_dump(mode="json", exclude_unset=True,
+                                                                                   exclude={"out"}))
     owner = process_owner()
     claimed = {item: langs for item, langs in work.due.items()
                if deliveries.claim(cat, work.manifest.key, item, work.plans[item].langs, owner)}

@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from polydub import config
 from polydub.redact import redact
 from polydub.storage.catalog import Catalog, iso, owner_alive, process_owner
-from polydub.storage.models import Delivery, FileDigest, utcnow
+from polydub.storage.models import Delivery, FileDigest, ManifestDefaults, utcnow
 
 HELD = ("queued", "running")
 CHUNK = 500  # values per IN (...) list
@@ -166,6 +166,23 @@ def _set(cat: Catalog, manifest: str, item: str, langs: list[str], owner: str, *
         session.execute(update(Delivery).where(Delivery.manifest == manifest, Delivery.item == item,
                                                Delivery.lang.in_(langs), Delivery.owner == owner)
                         .values(updated_at=utcnow(), **values).execution_options(synchronize_session=False))
+
+
+def remember_defaults(cat: Catalog, manifest: str, langs: list[str] | None, options: dict) -> None:
+    """What a catalog run of `manifest` was given (languages, options set), for `dub status`."""
+    with cat.writing() as session:
+        row = session.get(ManifestDefaults, manifest)
+        if row is None:
+            session.add(ManifestDefaults(manifest=manifest, langs=langs, options=options, updated_at=utcnow()))
+        else:
+            row.langs, row.options, row.updated_at = langs, options, utcnow()
+
+
+def defaults_of(cat: Catalog, manifest: str) -> tuple[list[str] | None, dict] | None:
+    """The languages and options the last catalog run of `manifest` was given, if any."""
+    with cat.reading() as session:
+        row = session.get(ManifestDefaults, manifest)
+        return (list(row.langs) if row.langs else None, dict(row.options)) if row is not None else None
 
 
 # ------------------------------------------------------------------------ file digests

@@ -241,3 +241,15 @@ class FileDigest(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     mtime_ns: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
+
+
+class ManifestDefaults(Base):
+    """The languages and options (as given, unset ones left out) of the last catalog run
+    of a manifest: what `dub status` judges staleness with when it is given none."""
+
+    __tablename__ = "manifest_defaults"
+
+    manifest: Mapped[str] = mapped_column(String(KEY_LENGTH), primary_key=True)
+    langs: Mapped[list | None] = mapped_column(JSONType, nullable=True)
+    options: Mapped[dict] = mapped_column(JSONType)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

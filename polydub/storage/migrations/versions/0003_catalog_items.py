@@ -9,6 +9,8 @@ glossaries, and a digest cache for staleness checks.
 - glossary_terms: per brand and target language, applied to every provider.
 - file_digests: sha256 of a file by (path, size, mtime), so staleness checks of a large
   catalog hash only what changed.
+- manifest_defaults: the languages and options the last catalog run of a manifest was
+  given (command line or form), so `dub status` judges staleness as that run did.
 
 Revision ID: 0003
 Revises: 0002
@@ -88,6 +90,13 @@ def upgrade() -> None:
         sa.UniqueConstraint("brand", "lang", "term", name="uq_glossary_terms_term"),
     )
     op.create_table(
+        "manifest_defaults",
+        sa.Column("manifest", sa.String(KEY_LENGTH), primary_key=True),
+        sa.Column("langs", JSON, nullable=True),
+        sa.Column("options", JSON, nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    op.create_table(
         "file_digests",
         sa.Column("path", sa.String(PATH_LENGTH), primary_key=True),
         sa.Column("size", sa.BigInteger, nullable=False),
@@ -98,6 +107,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("file_digests")
+    op.drop_table("manifest_defaults")
     op.drop_table("glossary_terms")
     op.drop_table("translation_memory")
     op.drop_index("ix_deliveries_status", table_name="deliveries")
