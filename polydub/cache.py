@@ -22,7 +22,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, TextIO
 
 from polydub import config
 from polydub.errors import DubError
@@ -231,9 +231,9 @@ def _published(dest: Path, tmp: Path) -> Iterator[Path]:
         tmp.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         os.replace(tmp, dest)
-    except OSError as exc:
+    except BaseException as exc:  # whatever stopped the writer, no temporary file stays
         tmp.unlink(missing_ok=True)
-        if is_disk_full(exc):
+        if isinstance(exc, OSError) and is_disk_full(exc):
             raise disk_full(dest.parent) from exc
         raise
 
@@ -253,13 +253,22 @@ def place(src: str | Path, dest: Path, tmp_dir: Path | None = None) -> Path:
     return dest
 
 
-def write_text(dest: Path, text: str) -> Path:
-    """Write a small text file atomically, as `place()` does (a temporary name of its own,
-    so concurrent writers never share one)."""
+@contextlib.contextmanager
+def writing_text(dest: Path) -> Iterator[TextIO]:
+    """An open UTF-8 text file (newlines written as given) that becomes `dest` when the
+    block ends, atomically as `place()` writes: for files written as they go. A temporary
+    name of its own, so concurrent writers never share one."""
     dest = Path(dest)
-    with _published(dest, dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}{PART_SUFFIX}")) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return dest
+    with _published(dest, dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}{PART_SUFFIX}")) as tmp, \
+            open(tmp, "w", encoding="utf-8", newline="") as handle:
+        yield handle
+
+
+def write_text(dest: Path, text: str) -> Path:
+    """Write a small text file atomically (see `writing_text`)."""
+    with writing_text(dest) as handle:
+        handle.write(text)
+    return Path(dest)
 
 
 def reuse_line(key: str, out: Path, root: Path | None = None) -> tuple[bool, int]:

@@ -3,7 +3,7 @@
 A subtitle line is spoken by a voice and mixed into a track as long as the source, so an
 unbounded line (or thousands of them) means hours of audio and gigabytes of memory. Every
 bound is named here once; `check_cues` and `check_glossary` raise `InputError` naming the
-file and the cue.
+file and the cue, `read_bounded` reads a file no larger than its bound.
 """
 
 from __future__ import annotations
@@ -57,3 +57,14 @@ def check_glossary(path: str | Path, glossary: dict[str, str]) -> None:
     for term, translation in glossary.items():
         if len(term) > MAX_TERM_CHARS or len(translation) > MAX_TERM_CHARS:
             raise InputError(f"{path}: term {term[:40]!r}... is longer than {MAX_TERM_CHARS} characters")
+
+
+def read_bounded(path: Path, limit: int, what: str) -> bytes:
+    """The bytes of `path`, refusing files over `limit` (a `what` file, for the message)."""
+    try:
+        size = path.stat().st_size
+        if size > limit:
+            raise InputError(f"{path}: {size / 1e6:.1f} MB; a {what} file may have at most {limit / 1e6:.0f} MB")
+        return path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None

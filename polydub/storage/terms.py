@@ -101,6 +101,16 @@ def remember(cat, brand: str | None, source_lang: str, target_lang: str, pairs: 
     return len(rows)
 
 
+def remember_entries(cat, entries: Iterable[dict], note: str | None = None) -> int:
+    """`remember` entries (dicts as `memory_entries` yields them) grouped by brand,
+    language pair and origin; how many lines were written."""
+    groups: dict[tuple, dict[str, str]] = {}
+    for e in entries:
+        groups.setdefault((e["brand"], e["source_lang"], e["target_lang"], e["origin"]), {})[e["source"]] = e["target"]
+    return sum(remember(cat, brand, src, tgt, pairs, origin, note=note)
+               for (brand, src, tgt, origin), pairs in groups.items())
+
+
 def _memory_rows(brand: str, source_lang: str, target_lang: str, pairs: dict[str, str], origin: str,
                  note: str | None) -> list[dict]:
     """One row per distinct normalized line (the last pair wins): PostgreSQL refuses a
@@ -161,7 +171,7 @@ def set_glossary(cat, brand: str | None, lang: str, terms: dict[str, str], repla
     `InputError` (nothing written) when it would break the glossary limits."""
     brand, lang = _brand(brand), languages.normalize(lang)
     cleaned = {normalize_line(t): normalize_line(v or "") for t, v in terms.items() if normalize_line(t)}
-    limits.check_glossary(f"glossary {lang} of {_shown(brand)}", cleaned)
+    limits.check_glossary(f"glossary {lang} of {shown_brand(brand)}", cleaned)
     insert = _insert(cat)
     where = (GlossaryTerm.brand == brand, GlossaryTerm.lang == lang)
     with cat.writing() as session:
@@ -181,12 +191,13 @@ def set_glossary(cat, brand: str | None, lang: str, terms: dict[str, str], repla
             session.execute(statement)
         total = session.scalar(select(func.count()).select_from(GlossaryTerm).where(*where))
         if total > limits.MAX_GLOSSARY_TERMS:
-            raise InputError(f"glossary {lang} of {_shown(brand)} would have {total} terms; "
+            raise InputError(f"glossary {lang} of {shown_brand(brand)} would have {total} terms; "
                              f"at most {limits.MAX_GLOSSARY_TERMS} are accepted")
     return int(total)
 
 
-def _shown(brand: str) -> str:
+def shown_brand(brand: str) -> str:
+    """'brand Acme', or 'no brand', for messages."""
     return f"brand {brand}" if brand else "no brand"
 
 

@@ -14,12 +14,14 @@ import json
 import re
 from pathlib import Path
 
+from polydub import cache
 from polydub.errors import InputError
 
 # Brackets no subtitle uses and translators pass through as punctuation.
 PLACEHOLDER = "\u27e6{}\u27e7"  # ⟦0⟧
 _PLACEHOLDER = re.compile(r"\u27e6\s*(\d+)\s*\u27e7")
 _HEADERS = {("term", "translation"), ("source", "target")}
+FILE_SUFFIXES = (".tsv", ".txt", ".csv", ".json")  # what `load_glossary` reads and `write_glossary` writes
 
 
 def load_glossary(path: str | Path) -> dict[str, str]:
@@ -46,6 +48,23 @@ def load_glossary(path: str | Path) -> dict[str, str]:
             raise InputError(f"{path}:{lineno}: expected 'term' {sep} 'translation', got {row!r}")
         glossary[cells[0]] = cells[1] if len(cells) == 2 else ""
     return glossary
+
+
+def write_glossary(path: Path, glossary: dict[str, str]) -> int:
+    """Write a glossary in the format `load_glossary` reads for the file's suffix, whole or
+    not at all; how many terms."""
+    suffix = path.suffix.lower()
+    try:
+        with cache.writing_text(path) as handle:
+            if suffix == ".json":
+                handle.write(json.dumps(glossary, ensure_ascii=False, indent=1) + "\n")
+            else:
+                writer = csv.writer(handle, delimiter="," if suffix == ".csv" else "\t", lineterminator="\n")
+                writer.writerow(("term", "translation"))
+                writer.writerows(glossary.items())
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    return len(glossary)
 
 
 def glossary_for(glossary: str | None, lang: str) -> Path | None:
