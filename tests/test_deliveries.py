@@ -117,3 +117,10 @@ def _live_owner() -> str:
     from polydub.storage.catalog import process_owner
 
     return process_owner()
+
+
+def test_a_manifest_s_last_run_options_are_remembered(cat):
+    assert deliveries.defaults_of(cat, "/ads.csv") is None
+    deliveries.remember_defaults(cat, "/ads.csv", ["es", "fr"], {"voice": "espeak"})
+    deliveries.remember_defaults(cat, "/ads.csv", None, {"voice": "espeak", "lipsync": "off"})
+    assert deliveries.defaults_of(cat, "/ads.csv") == (None, {"voice": "espeak", "lipsync": "off"})
