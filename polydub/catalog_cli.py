@@ -57,19 +57,27 @@ def defaults(voice: str | None, lipsync: str | None, translator: str | None, bra
     return make_options(values, voice=voice, lipsync=lipsync, translator=translator, brand=brand, out=out)
 
 
-def judged(cat, manifest: Path, langs: str | None, voice: str | None, lipsync: str | None, translator: str | None,
-           brand: str | None, settings: list[str] | None):
-    """The manifest, loaded with the options to judge its staleness by: those given here,
-    else those its last catalog run was given (so `dub status ads.csv` after
-    `dub catalog ads.csv --voice espeak` does not call everything stale)."""
-    from polydub.manifest import load_manifest
-    from polydub.storage import deliveries
+def given_or_remembered(manifest: Path, langs: str | None, voice: str | None, lipsync: str | None,
+                        translator: str | None, brand: str | None, settings: list[str] | None):
+    """The languages and options to use for a manifest: those given on the command line,
+    else, given none, those of its last catalog run (so `dub status ads.csv` after
+    `dub catalog ads.csv --voice espeak` judges with espeak, and so does a plain re-run)."""
+    from polydub.options import make_options
+    from polydub.storage import Catalog, deliveries
 
     if not any((langs, voice, lipsync, translator, brand, settings)):
-        remembered = deliveries.defaults_of(cat, str(Path(manifest).expanduser().resolve()))
+        remembered = deliveries.defaults_of(Catalog(), str(Path(manifest).expanduser().resolve()))
         if remembered is not None:
-            return load_manifest(manifest, remembered[0], remembered[1])
-    return load_manifest(manifest, _langs(langs), defaults(voice, lipsync, translator, brand, settings))
+            return remembered[0], make_options(remembered[1])
+    return _langs(langs), defaults(voice, lipsync, translator, brand, settings)
+
+
+def judged(manifest: Path, langs: str | None, voice: str | None, lipsync: str | None, translator: str | None,
+           brand: str | None, settings: list[str] | None):
+    """The manifest, loaded with the languages and options its staleness is judged by."""
+    from polydub.manifest import load_manifest
+
+    return load_manifest(manifest, *given_or_remembered(manifest, langs, voice, lipsync, translator, brand, settings))
 
 
 def _use_db(db: str | None) -> None:
@@ -102,8 +110,9 @@ def catalog_cmd(
     from polydub.manifest import load_manifest
 
     _use_db(db)
-    options = defaults(voice, lipsync, translator, brand, settings, str(out_dir) if out_dir else None)
-    targets = _langs(langs)
+    targets, options = given_or_remembered(manifest, langs, voice, lipsync, translator, brand, settings)
+    if out_dir:
+        options = options.model_copy(update={"out": str(out_dir)})
     load_manifest(manifest, targets, options)  # every row's problems now, before Prefect starts
 
     from polydub import server
@@ -166,7 +175,7 @@ def status_cmd(
     _use_db(db)
     cat = Catalog()
     if manifest is not None:
-        loaded = judged(cat, manifest, langs, voice, lipsync, translator, brand, settings)
+        loaded = judged(manifest, langs, voice, lipsync, translator, brand, settings)
         by_manifest = {loaded.key: staleness.matrix(cat, loaded)}
     else:
         by_manifest = staleness.recorded_matrix(cat)
@@ -222,7 +231,7 @@ def export_cmd(
         raise InputError(f"--out {out_file}: give a .csv or .json file")
     _use_db(db)
     cat = Catalog()
-    loaded = judged(cat, manifest, langs, voice, lipsync, translator, brand, settings)
+    loaded = judged(manifest, langs, voice, lipsync, translator, brand, settings)
     _refuse_overwriting(out_file, loaded)
     recorded = {(r.item, r.lang): r for r in deliveries.records(cat, loaded.key)}
     wanted = ("done", "stale") if include_stale else ("done",)
