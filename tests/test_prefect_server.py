@@ -210,6 +210,11 @@ def test_the_nightly_catalog_run_dubs_what_is_new_then_nothing(setup, client, ru
     assert len(catalog_rows(setup)) == jobs_before
     artifacts = {a.key for a in client.read_artifacts() if a.flow_run_id == again.id}
     assert {"catalog-catalog", "catalog-report-catalog"} <= artifacts
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    logs = [log.message for log in client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[first.id])))]
+    assert any(m.startswith("catalog: 1 items (3 missing); 1 to dub") for m in logs), logs
+    assert any(m.startswith("item talking-head: delivered es, fr, de (job ") for m in logs), logs
 
 
 def test_a_catalog_handed_to_workers_through_the_deployment(setup, runs, tmp_path):
