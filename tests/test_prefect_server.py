@@ -213,7 +213,7 @@ def test_the_nightly_catalog_run_dubs_what_is_new_then_nothing(setup, client, ru
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
     logs = [log.message for log in client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[first.id])))]
-    assert any(m.startswith("catalog: 1 items (3 missing); 1 to dub") for m in logs), logs
+    assert any(m.startswith("catalog: 1 item (3 missing); 1 to dub") for m in logs), logs
     assert any(m.startswith("item talking-head: delivered es, fr, de (job ") for m in logs), logs
 
 
