@@ -245,7 +245,7 @@ def _log_plan(work: Work, busy: list[str]) -> None:
     for cell in work.cells.values():
         counts[cell.state] = counts.get(cell.state, 0) + 1
     states = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
-    _logger().info("%s: %s (%s); %d to dub%s", work.manifest.name, items(len(work.manifest.items)), states,
+    _logger().info("%s: %s (%s); %d to dub%s", work.manifest.name, plural_items(len(work.manifest.items)), states,
                    len(work.due) - len(busy), f"; {len(busy)} held by another runner" if busy else "")
 
 
@@ -404,7 +404,7 @@ def _report(work: Work, results: dict[str, dict], busy: list[str], seconds: floa
             "rows": rows, "counts": counts, "seconds": round(seconds, 3)}
 
 
-def items(n: int) -> str:
+def plural_items(n: int) -> str:
     return f"{n} item{'' if n == 1 else 's'}"
 
 
@@ -450,7 +450,7 @@ def _publish(report: dict) -> None:
         create_table_artifact(rows, key=outcome.artifact_key("catalog", name),
                               description=f"{name}: {_summary(report)}")
         lines = [f"# Catalog {name}", "", f"- manifest: `{report['manifest']}`", f"- outputs: `{report['out_dir']}`",
-                 f"- {items(report['items'])}: {_summary(report)} in {report['seconds']:.1f} s"]
+                 f"- {plural_items(report['items'])}: {_summary(report)} in {report['seconds']:.1f} s"]
         failed = [r for r in report["rows"] if r["status"] == "failed"]
         if failed:
             lines += ["", "| item | language | error |", "|---|---|---|"]
