@@ -67,6 +67,16 @@ def wait_final(client, run_ids: list, timeout: float = RUN_TIMEOUT_S) -> dict:
     pytest.fail(f"runs not finished in {timeout} s: {[(r.name, r.state.name) for r in runs.values()]}")
 
 
+def deliveries_of(setup, manifest: str) -> list:
+    from polydub.storage import Catalog, deliveries
+
+    cat = Catalog(f"sqlite:///{setup['root'] / 'catalog.db'}")
+    try:
+        return [r for key in deliveries.manifests(cat) if key.endswith(manifest) for r in deliveries.records(cat, key)]
+    finally:
+        cat.close()
+
+
 def catalog_rows(setup) -> dict[str, dict]:
     with sqlite3.connect(setup["root"] / "catalog.db") as db:
         db.row_factory = sqlite3.Row
@@ -236,6 +246,14 @@ def test_a_catalog_handed_to_workers_through_the_deployment(setup, runs, tmp_pat
         assert output.parent.parent == setup["root"] / "outputs" / "spots" / item  # .../job-N/
     jobs = {row["id"]: row for row in catalog_rows(setup).values()}
     assert {jobs[r["job"]]["deployment"] for r in rows.values()} == {"dub-video/dub-video"}
+    (video.parent / "talking_head.de.srt").write_text("1\n00:00:00,500 --> 00:00:02,800\nHallo!\n")
+    wrong = subprocess.run([sys.executable, "-m", "polydub.cli", "catalog", str(folder / "spots.csv"),
+                            "--via-deployment", "no-such-deployment"], capture_output=True, text=True,
+                           timeout=RUN_TIMEOUT_S, env=setup["env"], cwd=tmp_path)
+    assert wrong.returncode == 2
+    assert wrong.stderr.strip().endswith("--via-deployment no-such-deployment: no deployment "
+                                         "dub-video/no-such-deployment (see `prefect deployment ls`)")
+    assert [r.status for r in deliveries_of(setup, "spots.csv") if r.item == "spot-2"] == ["done"]  # not claimed
 
 
 def long_ad(folder: Path, seconds: int = 240) -> Path:

@@ -92,6 +92,8 @@ def dub_catalog(manifest: str, langs: list[str] | None = None, options: DubOptio
     started = time.perf_counter()
     run = outcome.current_run()
     try:
+        if via_deployment:
+            via_deployment = deployment_name(via_deployment)
         work = plan_work(manifest, langs, options, only_stale, in_deployment=bool(run.deployment),
                          via_deployment=via_deployment)
     except InputError as exc:
@@ -269,6 +271,23 @@ def _record(cat, work: Work, item: str, report: dict) -> None:
 # ------------------------------------------------------------------ via a deployment
 
 
+def deployment_name(name: str) -> str:
+    """`dub-video` or `dub-video/NAME`: the full name of a deployment of the dub_video flow
+    that exists; InputError before any work otherwise."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    full = name if "/" in name else f"dub-video/{name}"
+    if full.split("/", 1)[0] != "dub-video":
+        raise InputError(f"--via-deployment {name}: give a deployment of the dub-video flow, e.g. dub-video")
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_deployment_by_name(full)
+        except ObjectNotFound:
+            raise InputError(f"--via-deployment {name}: no deployment {full} (see `prefect deployment ls`)") from None
+    return full
+
+
 def _via_deployment(work: Work, claimed: dict[str, list[str]], name: str, cat, owner: str,
                     parent: str | None, ended: Callable[[str, dict], None]) -> None:
     """Create one deployment run per item (all at once), wait for them, and read each
@@ -282,14 +301,8 @@ async def _dispatch(work: Work, claimed: dict[str, list[str]], name: str, cat, o
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterId, FlowRunFilterState,
                                                 FlowRunFilterStateType, FlowRunFilterTags)
-    from prefect.exceptions import ObjectNotFound
-
-    full = name if "/" in name else f"dub-video/{name}"
     async with get_client() as client:
-        try:
-            deployment = await client.read_deployment_by_name(full)
-        except ObjectNotFound:
-            raise InputError(f"--via-deployment {name}: no deployment {full} (see `prefect deployment ls`)") from None
+        deployment = await client.read_deployment_by_name(name)
         gate = asyncio.Semaphore(CREATE_AT_ONCE)
         catalog_tag = f"catalog:{hashlib.sha256(work.manifest.key.encode()).hexdigest()[:12]}"
         # Runs a runner that died handed out are still at work on the workers: wait for
