@@ -124,3 +124,30 @@ def test_a_manifest_s_last_run_options_are_remembered(cat):
     deliveries.remember_defaults(cat, "/ads.csv", ["es", "fr"], {"voice": "espeak"})
     deliveries.remember_defaults(cat, "/ads.csv", None, {"voice": "espeak", "lipsync": "off"})
     assert deliveries.defaults_of(cat, "/ads.csv") == (None, {"voice": "espeak", "lipsync": "off"})
+
+
+def test_runners_starting_together_both_remember_their_options(cat):
+    """Two runners of a new manifest start at once: neither fails on the other's row."""
+    import threading
+
+    manifests = [f"/ads-{n}.csv" for n in range(20)]
+    failures: list[BaseException] = []
+
+    def runner(voice: str, ready: threading.Barrier) -> None:
+        for manifest in manifests:
+            ready.wait()
+            try:
+                deliveries.remember_defaults(cat, manifest, ["es"], {"voice": voice})
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                failures.append(exc)
+
+    ready = threading.Barrier(4)
+    threads = [threading.Thread(target=runner, args=(f"espeak:v{n}", ready)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=SUBPROCESS_TIMEOUT_S)
+    assert not failures, failures[0]
+    for manifest in manifests:
+        langs, options = deliveries.defaults_of(cat, manifest)
+        assert langs == ["es"] and options["voice"].startswith("espeak:v")

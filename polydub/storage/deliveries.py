@@ -175,13 +175,21 @@ def _set(cat: Catalog, manifest: str, item: str, langs: list[str], owner: str, *
 
 
 def remember_defaults(cat: Catalog, manifest: str, langs: list[str] | None, options: dict) -> None:
-    """What a catalog run of `manifest` was given (languages, options set), for `dub status`."""
-    with cat.writing() as session:
-        row = session.get(ManifestDefaults, manifest)
-        if row is None:
-            session.add(ManifestDefaults(manifest=manifest, langs=langs, options=options, updated_at=utcnow()))
-        else:
-            row.langs, row.options, row.updated_at = langs, options, utcnow()
+    """What a catalog run of `manifest` was given (languages, options set), for `dub status`.
+    Runners starting together: one inserts the row, the others update it (PostgreSQL does
+    not serialize the read and the insert as SQLite's write lock does)."""
+    for attempt in range(2):
+        try:
+            with cat.writing() as session:
+                row = session.get(ManifestDefaults, manifest)
+                if row is None:
+                    session.add(ManifestDefaults(manifest=manifest, langs=langs, options=options, updated_at=utcnow()))
+                else:
+                    row.langs, row.options, row.updated_at = langs, options, utcnow()
+            return
+        except IntegrityError:  # another runner inserted it between our read and insert: update it
+            if attempt:
+                raise
 
 
 def defaults_of(cat: Catalog, manifest: str) -> tuple[list[str] | None, dict] | None:
