@@ -32,6 +32,7 @@ import argparse
 import contextlib
 import cProfile
 import csv
+import hashlib
 import io
 import json
 import os
@@ -467,7 +468,8 @@ def part_workers(args, folder: Path, manifest: Path, n: int, in_process: dict | 
                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
         say(f"dub catalog --via-deployment dub-video: {n} items, cold ...")
         wall, started, report = catalog_run(manifest, env, None, "--via-deployment", "dub-video")
-        runs = flow_runs(stack["api"], f"catalog:{manifest.stem}")
+        # the catalog flow tags each run with its manifest's key
+        runs = flow_runs(stack["api"], f"catalog:{hashlib.sha256(str(manifest.resolve()).encode()).hexdigest()[:12]}")
         b = breakdown(root / "catalog.db", started, wall, args.workers,
                       {str(r.id): (r.created, r.start_time, r.end_time) for r in runs})
     created = sorted(r.created for r in runs)
