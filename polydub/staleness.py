@@ -203,6 +203,7 @@ class Recipes:
         self.cat = cat
         self.folders = Folders()
         self._terms: dict[tuple[str | None, str], str | None] = {}
+        self.fingerprints: dict[tuple[str, str], str] = {}  # of the last `for_items`, as `fingerprint` gives
 
     def for_items(self, items: list) -> dict[tuple[str, str], dict]:
         """(item id, lang) -> recipe (a dict of parts) for every item of a manifest."""
@@ -219,31 +220,64 @@ class Recipes:
             paths += [voices] if voices else []
         sha = deliveries.digests(self.cat, paths)
         recipes = {}
+        encoded_models: dict[tuple, str] = {}
+        machine_commercial = config.commercial()
         for item in items:
             scripts, translations, glossaries, voices = found[item.id]
             options = item.options.model_dump(exclude=set(PATH_OPTIONS) | set(NOT_IN_RECIPE))
             if options.get("commercial") is None:
-                options["commercial"] = config.commercial()
+                options["commercial"] = machine_commercial
+            has_video = os.path.splitext(item.input)[1].lower() not in AUDIO_SUFFIXES
+            script = [sha[str(p)] for p in scripts]
+            # Each part encoded once per item (not per language): `fingerprint` of the
+            # recipe gives the same digest, 50,000 times faster than 50,000 json.dumps.
+            shared = {"version": _encode(RECIPE_VERSION), "source": _hex(sha[str(item.input)]),
+                      "script": _encode(script), "voices": _hex(sha[str(voices)] if voices else None),
+                      "options": _encode(options)}
             for lang in item.langs:
                 glossary = glossaries[lang]
                 if (item.options.brand, lang) not in self._terms:
                     self._terms[(item.options.brand, lang)] = _glossary_terms_digest(self.cat, item.options.brand, lang)
-                recipes[(item.id, lang)] = {
+                models_key = _models(item.options.voice, item.options.lipsync, item.options.asr_model,
+                                     item.options.translator, lang, options["commercial"], has_video, bool(scripts),
+                                     lang in translations)
+                models = dict(models_key)
+                if models_key not in encoded_models:
+                    encoded_models[models_key] = _encode(models)
+                recipe = {
                     "version": RECIPE_VERSION,
                     "source": sha[str(item.input)],
-                    "script": [sha[str(p)] for p in scripts],
+                    "script": script,
                     "translation": sha[str(translations[lang])] if lang in translations else None,
                     "glossary": sha[str(glossary)] if glossary else None,
                     "brand_glossary": self._terms[(item.options.brand, lang)],
                     "voices": sha[str(voices)] if voices else None,
                     "options": options,
-                    "models": model_versions(item, lang, bool(scripts), lang in translations),
+                    "models": models,
                 }
+                recipes[(item.id, lang)] = recipe
+                self.fingerprints[(item.id, lang)] = _digest({
+                    **shared, "translation": _hex(recipe["translation"]), "glossary": _hex(recipe["glossary"]),
+                    "brand_glossary": _hex(recipe["brand_glossary"]), "models": encoded_models[models_key]})
         return recipes
 
 
+def _encode(value) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _hex(value: str | None) -> str:
+    """`_encode` of a hex digest or None, without json (digests need no escaping)."""
+    return "null" if value is None else f'"{value}"'
+
+
+def _digest(encoded: dict[str, str]) -> str:
+    return hashlib.sha256("\n".join(f"{part}={encoded[part]}" for part in sorted(encoded)).encode()).hexdigest()
+
+
 def fingerprint(recipe: dict) -> str:
-    return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()
+    """The digest of a recipe: a delivery is stale when this differs from the recorded one."""
+    return _digest({part: _encode(value) for part, value in recipe.items()})
 
 
 NAMES = {"source": "source changed", "script": "transcript changed", "translation": "approved translation changed",
@@ -269,8 +303,10 @@ def what_changed(old: dict | None, new: dict) -> str:
 # ------------------------------------------------------------------------------- matrix
 
 
-def cell(item: str, lang: str, recipe: dict | None, record: deliveries.Record | None) -> Cell:
-    """The state of one item x language: what the catalog holds against its current recipe."""
+def cell(item: str, lang: str, recipe: dict | None, record: deliveries.Record | None,
+         current: str | None = None) -> Cell:
+    """The state of one item x language: what the catalog holds against its current recipe
+    (`current`: its fingerprint, when known already)."""
     if record is None:
         return Cell(item, lang, "missing", "never dubbed")
     shown = dict(path=record.path, job=record.job_id, delivered_at=iso(record.delivered_at))
@@ -282,16 +318,18 @@ def cell(item: str, lang: str, recipe: dict | None, record: deliveries.Record | 
         return Cell(item, lang, "missing", "never delivered", **shown)
     if not record.path or not os.path.isfile(record.path):  # not Path(): 50,000 of them
         return Cell(item, lang, "missing", f"delivered file is gone ({record.path})", **shown)
-    if recipe is not None and record.fingerprint != fingerprint(recipe):
+    if recipe is not None and record.fingerprint != (current or fingerprint(recipe)):
         return Cell(item, lang, "stale", what_changed(record.recipe, recipe), **shown)
     return Cell(item, lang, "done", "", **shown)
 
 
 def matrix(cat: Catalog, manifest) -> list[Cell]:
     """Every item x language of a manifest, in manifest order."""
-    recipes = Recipes(cat).for_items(manifest.items)
+    judge = Recipes(cat)
+    recipes = judge.for_items(manifest.items)
     recorded = {(r.item, r.lang): r for r in deliveries.records(cat, manifest.key)}
-    return [cell(item.id, lang, recipes[(item.id, lang)], recorded.get((item.id, lang)))
+    return [cell(item.id, lang, recipes[(item.id, lang)], recorded.get((item.id, lang)),
+                 judge.fingerprints[(item.id, lang)])
             for item in manifest.items for lang in item.langs]
 
 

@@ -133,9 +133,11 @@ def plan_work(manifest: str, langs, options: DubOptions, only_stale: bool, in_de
     else:
         out_root = str(Path(options.out or Path("dubbed") / loaded.name).expanduser().resolve())
     cat = catalog(config.database_url())
-    recipes = staleness.Recipes(cat).for_items(loaded.items)
+    judge = staleness.Recipes(cat)
+    recipes = judge.for_items(loaded.items)
     recorded = {(r.item, r.lang): r for r in deliveries.records(cat, loaded.key)}
-    cells = {(item.id, lang): staleness.cell(item.id, lang, recipes[(item.id, lang)], recorded.get((item.id, lang)))
+    cells = {(item.id, lang): staleness.cell(item.id, lang, recipes[(item.id, lang)], recorded.get((item.id, lang)),
+                                             judge.fingerprints[(item.id, lang)])
              for item in loaded.items for lang in item.langs}
     wanted = ("stale",) if only_stale else ("stale", "missing", "failed")
     due_items = []

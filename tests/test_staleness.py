@@ -1,0 +1,53 @@
+"""Recipes and what makes a delivery stale, without dubbing (files are not probed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from polydub import staleness
+from polydub.manifest import load_manifest
+from polydub.storage import Catalog
+from tests.databases import databases  # noqa: F401 - the fixture
+
+
+@pytest.fixture()
+def catalog_of(tmp_path, databases):
+    folder = tmp_path / "ads"
+    folder.mkdir()
+    for name in ("spot-a", "spot-b"):
+        (folder / f"{name}.mp4").write_bytes(name.encode() * 100)  # recipes hash bytes; nothing probes them
+        (folder / f"{name}.en.srt").write_text("1\n00:00:00,500 --> 00:00:02,000\nHello.\n")
+    (folder / "spot-a.es.srt").write_text("1\n00:00:00,500 --> 00:00:02,000\nHola.\n")
+    (folder / "terms.tsv").write_text("Acme\t\n")
+    (folder / "ads.csv").write_text('id,input,langs,glossary,brand\n'
+                                    'spot-a,spot-a.mp4,"es,fr",terms.tsv,Acme\n'
+                                    'spot-b,spot-b.mp4,"es,fr",,\n')
+    cat = Catalog(databases.new_url())
+    yield folder, cat
+    cat.close()
+
+
+def test_the_fast_fingerprints_are_the_recipes_own(catalog_of):
+    folder, cat = catalog_of
+    judge = staleness.Recipes(cat)
+    recipes = judge.for_items(load_manifest(folder / "ads.csv", options={"voice": "espeak"}).items)
+    assert set(recipes) == {(item, lang) for item in ("spot-a", "spot-b") for lang in ("es", "fr")}
+    assert recipes[("spot-a", "es")]["translation"] and recipes[("spot-a", "fr")]["translation"] is None
+    assert recipes[("spot-a", "es")]["glossary"] and recipes[("spot-b", "es")]["glossary"] is None
+    assert "translator" in recipes[("spot-a", "fr")]["models"]  # machine translated: its version counts
+    assert "translator" not in recipes[("spot-a", "es")]["models"]
+    for key, recipe in recipes.items():
+        assert judge.fingerprints[key] == staleness.fingerprint(recipe), key
+    assert len(set(judge.fingerprints.values())) == 4
+
+
+def test_what_changed_names_each_part(catalog_of):
+    folder, cat = catalog_of
+    items = load_manifest(folder / "ads.csv", options={"voice": "espeak"}).items
+    before = staleness.Recipes(cat).for_items(items)
+    (folder / "spot-a.es.srt").write_text("1\n00:00:00,500 --> 00:00:02,000\nHola, hola.\n")
+    (folder / "terms.tsv").write_text("Acme\tACME\n")
+    after = staleness.Recipes(cat).for_items(load_manifest(folder / "ads.csv", options={"voice": "espeak:es+f3"}).items)
+    assert staleness.what_changed(before[("spot-a", "es")], after[("spot-a", "es")]) == \
+        "approved translation changed, glossary changed, options changed (voice), model versions changed (voice)"
+    assert staleness.what_changed(before[("spot-b", "fr")], after[("spot-b", "fr")]).startswith("options changed")
