@@ -532,14 +532,15 @@ def delivery_rows(url: str, manifest: Path, out: Path) -> list[dict]:
 
     cat = Catalog(url)
     loaded = load_manifest(manifest)
-    recipes = staleness.Recipes(cat).for_items(loaded.items)
+    judge = staleness.Recipes(cat)
+    recipes = judge.for_items(loaded.items)
     now = utcnow()
     rows = []
     for item in loaded.items:
         for lang in item.langs:
             recipe = recipes[(item.id, lang)]
             rows.append({"manifest": loaded.key, "item": item.id, "lang": lang, "status": "done",
-                         "fingerprint": staleness.fingerprint(recipe), "recipe": recipe,
+                         "fingerprint": judge.fingerprints[(item.id, lang)], "recipe": recipe,
                          "path": str(out / item.id / f"{item.id}.{lang}.mp4"), "duration": CLIP_S,
                          "sha256": "0" * 64, "updated_at": now, "delivered_at": now})
     cat.close()
@@ -590,7 +591,8 @@ def in_process_status(url: str, manifest: Path) -> dict[str, float]:
     deliveries.digests = counted  # staleness calls it through the module
     try:
         t = time.perf_counter()
-        recipes = staleness.Recipes(cat).for_items(loaded.items)
+        judge = staleness.Recipes(cat)
+        judge.for_items(loaded.items)
         spent["recipes"] = time.perf_counter() - t - spent["digests"]
     finally:
         deliveries.digests = real
@@ -598,7 +600,7 @@ def in_process_status(url: str, manifest: Path) -> dict[str, float]:
     recorded = {(r.item, r.lang): r for r in deliveries.records(cat, loaded.key)}
     spent["read deliveries"] = time.perf_counter() - t
     t = time.perf_counter()
-    cells = [staleness.cell(item.id, lang, recipes[(item.id, lang)], recorded.get((item.id, lang)))
+    cells = [staleness.cell(item.id, lang, recorded.get((item.id, lang)), judge.fingerprints[(item.id, lang)])
              for item in loaded.items for lang in item.langs]
     spent["cells"] = time.perf_counter() - t
     spent["stale cells"] = sum(c.state == "stale" for c in cells)

@@ -226,6 +226,7 @@ def export_cmd(
 ) -> None:
     """A delivery manifest: item, language, file, duration, sha256, job, date of each delivered file."""
     from polydub import cache, staleness
+    from polydub.storage.catalog import iso
     from polydub.storage import Catalog, deliveries
 
     suffix = out_file.suffix.lower()
@@ -243,7 +244,7 @@ def export_cmd(
             continue
         record = recorded[(cell.item, cell.lang)]
         row = {"item": cell.item, "language": cell.lang, "file": record.path, "duration": record.duration,
-               "sha256": record.sha256, "job": record.job_id, "date": cell.delivered_at}
+               "sha256": record.sha256, "job": record.job_id, "date": iso(cell.delivered_at)}
         if include_stale:
             row["state"] = cell.state
         rows.append(row)

@@ -17,9 +17,9 @@ from typing import Annotated, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from polydub.errors import InputError
-from polydub.asr.locate import DEFAULT_MODEL as DEFAULT_ASR_MODEL
 from polydub.translate.providers import PROVIDERS
 
+DEFAULT_ASR_MODEL = "base"  # a Whisper size that runs on a CPU; polydub.asr's default too
 DEFAULT_MAX_SPEED = 1.3
 MAX_SPEED_RANGE = (1.0, 2.0)
 DEFAULT_LOUDNESS = None  # match the source's integrated loudness and true peak

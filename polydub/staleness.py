@@ -13,7 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 
@@ -41,28 +43,29 @@ class Cell:
     why: str = ""  # stale: what changed; failed: the error; missing: never delivered / file gone
     path: str | None = None
     job: int | None = None
-    delivered_at: str | None = None
+    delivered_at: datetime | None = None
 
     def to_dict(self) -> dict:
         return {"item": self.item, "lang": self.lang, "state": self.state, "why": self.why, "path": self.path,
-                "job": self.job, "delivered_at": self.delivered_at}
+                "job": self.job, "delivered_at": iso(self.delivered_at)}
 
 
 # ------------------------------------------------------------------------------ sidecars
 
 
 class Folders:
-    """Names in each folder, listed once: `stem.*` lookups for thousands of items."""
+    """Names in each folder, listed once: `stem.*` lookups for thousands of items. Paths
+    are plain strings here: a catalog makes tens of thousands of them."""
 
     def __init__(self):
-        self._by_prefix: dict[Path, dict[str, list[str]]] = {}
+        self._by_prefix: dict[str, dict[str, list[str]]] = {}
 
-    def starting(self, folder: Path, stem: str) -> list[str]:
+    def starting(self, folder: str, stem: str) -> list[str]:
         """Names in `folder` of the form `stem.*`."""
         if folder not in self._by_prefix:
             index: dict[str, list[str]] = {}
             try:
-                names = sorted(p.name for p in folder.iterdir())
+                names = sorted(os.listdir(folder))
             except OSError:
                 names = []
             for name in names:
@@ -72,41 +75,43 @@ class Folders:
         return self._by_prefix[folder].get(stem, [])
 
 
-def _subtitles(folders: Folders, folder: Path, stem: str) -> dict[str | None, Path]:
+def _subtitles(folders: Folders, folder: str, stem: str) -> dict[str | None, str]:
     """`stem.srt` (key None) and `stem.<lang>.srt` (key: normalized code) in `folder`."""
-    found: dict[str | None, Path] = {}
+    found: dict[str | None, str] = {}
     for name in folders.starting(folder, stem):
         rest = name[len(stem) + 1:]
         tag, _, suffix = rest.rpartition(".")
         if "." + suffix.lower() not in SUBTITLE_SUFFIXES:
             continue
         if not tag:
-            found.setdefault(None, folder / name)
+            found.setdefault(None, os.path.join(folder, name))
             continue
         try:
-            found.setdefault(languages.normalize(tag), folder / name)
+            found.setdefault(languages.normalize(tag), os.path.join(folder, name))
         except DubError:
             continue  # NAME.forced.srt and the like
     return found
 
 
-def script_files(item, folders: Folders) -> tuple[list[Path], dict[str, Path]]:
+def script_files(item, folders: Folders) -> tuple[list[str], dict[str, str]]:
     """The files that may be the item's transcript, and its approved translations by
     language, found as `plan_job` finds them (without probing the media)."""
-    options, source = item.options, Path(item.input)
-    beside = _subtitles(folders, source.parent, source.stem)
-    translations: dict[str, Path] = {}
+    options = item.options
+    folder, name = os.path.split(item.input)
+    stem = os.path.splitext(name)[0]
+    beside = _subtitles(folders, folder, stem)
+    translations: dict[str, str] = {}
     if options.translations:
-        folder = Path(options.translations)
         for lang in item.langs:
-            named = _subtitles(folders, folder, source.stem).get(lang) or _subtitles(folders, folder, lang).get(None)
+            named = (_subtitles(folders, options.translations, stem).get(lang)
+                     or _subtitles(folders, options.translations, lang).get(None))
             if named:
                 translations[lang] = named
     for lang in item.langs:
         if lang not in translations and lang in beside:
             translations[lang] = beside[lang]
     if options.transcript:
-        return [Path(options.transcript)], translations
+        return [options.transcript], translations
     scripts = [path for tag, path in beside.items() if tag is None or tag not in item.langs]
     return sorted(scripts), translations
 
@@ -195,6 +200,28 @@ def _glossary_terms_digest(cat: Catalog, brand: str | None, lang: str) -> str | 
     return glossary_digest(cat, brand or "", lang)
 
 
+class RecipeBook(Mapping):
+    """(item id, lang) -> recipe, each dict built when asked for: `dub status` needs the
+    parts only of stale cells, and a catalog has tens of thousands of cells."""
+
+    def __init__(self):
+        self._parts: dict[tuple[str, str], tuple] = {}
+
+    def add(self, key: tuple[str, str], shared: dict, lang_parts: tuple) -> None:
+        self._parts[key] = (shared, lang_parts)
+
+    def __getitem__(self, key: tuple[str, str]) -> dict:
+        shared, (translation, glossary, brand_glossary, models) = self._parts[key]
+        return {**shared, "translation": translation, "glossary": glossary, "brand_glossary": brand_glossary,
+                "models": dict(models)}
+
+    def __iter__(self):
+        return iter(self._parts)
+
+    def __len__(self) -> int:
+        return len(self._parts)
+
+
 class Recipes:
     """Recipes of many items x languages, sharing folder listings, digests and model
     identities."""
@@ -205,23 +232,26 @@ class Recipes:
         self._terms: dict[tuple[str | None, str], str | None] = {}
         self.fingerprints: dict[tuple[str, str], str] = {}  # of the last `for_items`, as `fingerprint` gives
 
-    def for_items(self, items: list) -> dict[tuple[str, str], dict]:
-        """(item id, lang) -> recipe (a dict of parts) for every item of a manifest."""
+    def for_items(self, items: list) -> RecipeBook:
+        """(item id, lang) -> recipe (a dict of parts) for every item of a manifest; each
+        one's `fingerprint` in `self.fingerprints`."""
         from polydub.translate.glossary import glossary_for
 
         found = {}
-        paths: list[Path] = []
+        paths: list[str] = []
         for item in items:
             scripts, translations = script_files(item, self.folders)
-            glossaries = {lang: glossary_for(item.options.glossary, lang) for lang in item.langs}
-            voices = Path(item.options.voices) if item.options.voices else None
+            glossaries = {lang: glossary_for(item.options.glossary, lang) for lang in item.langs} \
+                if item.options.glossary else {}
+            voices = item.options.voices or None
             found[item.id] = (scripts, translations, glossaries, voices)
-            paths += [Path(item.input), *scripts, *translations.values(), *filter(None, glossaries.values())]
+            paths += [item.input, *scripts, *translations.values(), *(str(g) for g in glossaries.values() if g)]
             paths += [voices] if voices else []
         sha = deliveries.digests(self.cat, paths)
-        recipes = {}
-        encoded_models: dict[tuple, str] = {}
+        book = RecipeBook()
+        encoded: dict[object, str] = {}  # options and model sets, shared by many items
         machine_commercial = config.commercial()
+        version = _encode(RECIPE_VERSION)
         for item in items:
             scripts, translations, glossaries, voices = found[item.id]
             options = item.options.model_dump(exclude=set(PATH_OPTIONS) | set(NOT_IN_RECIPE))
@@ -229,37 +259,33 @@ class Recipes:
                 options["commercial"] = machine_commercial
             has_video = os.path.splitext(item.input)[1].lower() not in AUDIO_SUFFIXES
             script = [sha[str(p)] for p in scripts]
-            # Each part encoded once per item (not per language): `fingerprint` of the
-            # recipe gives the same digest, 50,000 times faster than 50,000 json.dumps.
-            shared = {"version": _encode(RECIPE_VERSION), "source": _hex(sha[str(item.input)]),
-                      "script": _encode(script), "voices": _hex(sha[str(voices)] if voices else None),
-                      "options": _encode(options)}
+            options_key = tuple(options.items())
+            if options_key not in encoded:
+                encoded[options_key] = _encode(options)
+            source, voices_sha = sha[item.input], sha[voices] if voices else None
+            shared = {"version": RECIPE_VERSION, "source": source, "script": script, "voices": voices_sha,
+                      "options": options}
+            # The fingerprint from parts encoded once per item, in `fingerprint`'s order
+            # (parts sorted by name): the same digest without 50,000 json.dumps.
+            head = f"options={encoded[options_key]}\nscript={_encode(script)}\nsource={_hex(source)}\n"
+            tail = f"\nversion={version}\nvoices={_hex(voices_sha)}"
             for lang in item.langs:
-                glossary = glossaries[lang]
-                if (item.options.brand, lang) not in self._terms:
-                    self._terms[(item.options.brand, lang)] = _glossary_terms_digest(self.cat, item.options.brand, lang)
-                models_key = _models(item.options.voice, item.options.lipsync, item.options.asr_model,
-                                     item.options.translator, lang, options["commercial"], has_video, bool(scripts),
-                                     lang in translations)
-                models = dict(models_key)
-                if models_key not in encoded_models:
-                    encoded_models[models_key] = _encode(models)
-                recipe = {
-                    "version": RECIPE_VERSION,
-                    "source": sha[str(item.input)],
-                    "script": script,
-                    "translation": sha[str(translations[lang])] if lang in translations else None,
-                    "glossary": sha[str(glossary)] if glossary else None,
-                    "brand_glossary": self._terms[(item.options.brand, lang)],
-                    "voices": sha[str(voices)] if voices else None,
-                    "options": options,
-                    "models": models,
-                }
-                recipes[(item.id, lang)] = recipe
-                self.fingerprints[(item.id, lang)] = _digest({
-                    **shared, "translation": _hex(recipe["translation"]), "glossary": _hex(recipe["glossary"]),
-                    "brand_glossary": _hex(recipe["brand_glossary"]), "models": encoded_models[models_key]})
-        return recipes
+                glossary = glossaries.get(lang)
+                glossary_sha = sha[str(glossary)] if glossary else None
+                terms_key = (item.options.brand, lang)
+                if terms_key not in self._terms:
+                    self._terms[terms_key] = _glossary_terms_digest(self.cat, item.options.brand, lang)
+                models = _models(item.options.voice, item.options.lipsync, item.options.asr_model,
+                                 item.options.translator, lang, options["commercial"], has_video, bool(scripts),
+                                 lang in translations)
+                if models not in encoded:
+                    encoded[models] = _encode(dict(models))
+                translation = sha[translations[lang]] if lang in translations else None
+                book.add((item.id, lang), shared, (translation, glossary_sha, self._terms[terms_key], models))
+                text = (f"brand_glossary={_hex(self._terms[terms_key])}\nglossary={_hex(glossary_sha)}\n"
+                        f"models={encoded[models]}\n{head}translation={_hex(translation)}{tail}")
+                self.fingerprints[(item.id, lang)] = hashlib.sha256(text.encode()).hexdigest()
+        return book
 
 
 def _encode(value) -> str:
@@ -303,13 +329,13 @@ def what_changed(old: dict | None, new: dict) -> str:
 # ------------------------------------------------------------------------------- matrix
 
 
-def cell(item: str, lang: str, recipe: dict | None, record: deliveries.Record | None,
-         current: str | None = None) -> Cell:
-    """The state of one item x language: what the catalog holds against its current recipe
-    (`current`: its fingerprint, when known already)."""
+def cell(item: str, lang: str, record: deliveries.Record | None, current: str | None = None) -> Cell:
+    """The state of one item x language: what the catalog holds against the fingerprint
+    of its current recipe (`current`; None: judge by the record alone). A stale cell's
+    `why` is filled by `assess`, which reads the recorded recipes of stale cells only."""
     if record is None:
         return Cell(item, lang, "missing", "never dubbed")
-    shown = dict(path=record.path, job=record.job_id, delivered_at=iso(record.delivered_at))
+    shown = dict(path=record.path, job=record.job_id, delivered_at=record.delivered_at)
     if record.held:
         return Cell(item, lang, record.status, f"held by {record.owner}", **shown)
     if record.status == "failed":
@@ -318,24 +344,41 @@ def cell(item: str, lang: str, recipe: dict | None, record: deliveries.Record | 
         return Cell(item, lang, "missing", "never delivered", **shown)
     if not record.path or not os.path.isfile(record.path):  # not Path(): 50,000 of them
         return Cell(item, lang, "missing", f"delivered file is gone ({record.path})", **shown)
-    if recipe is not None and record.fingerprint != (current or fingerprint(recipe)):
-        return Cell(item, lang, "stale", what_changed(record.recipe, recipe), **shown)
+    if current is not None and record.fingerprint != current:
+        return Cell(item, lang, "stale", "", **shown)
     return Cell(item, lang, "done", "", **shown)
+
+
+@dataclass
+class Assessment:
+    """A manifest judged against the catalog: each cell, and the recipes it was judged by."""
+
+    cells: dict[tuple[str, str], Cell]
+    recipes: RecipeBook
+    fingerprints: dict[tuple[str, str], str]
+
+
+def assess(cat: Catalog, manifest) -> Assessment:
+    """Every item x language of a manifest, in manifest order, with why stale ones are."""
+    judge = Recipes(cat)
+    recipes = judge.for_items(manifest.items)
+    recorded = {(r.item, r.lang): r for r in deliveries.records(cat, manifest.key)}
+    cells = {(item.id, lang): cell(item.id, lang, recorded.get((item.id, lang)), judge.fingerprints[(item.id, lang)])
+             for item in manifest.items for lang in item.langs}
+    stale = [key for key, c in cells.items() if c.state == "stale"]
+    for key, old in deliveries.recipes_of(cat, manifest.key, stale).items():
+        cells[key].why = what_changed(old, recipes[key])
+    return Assessment(cells, recipes, judge.fingerprints)
 
 
 def matrix(cat: Catalog, manifest) -> list[Cell]:
     """Every item x language of a manifest, in manifest order."""
-    judge = Recipes(cat)
-    recipes = judge.for_items(manifest.items)
-    recorded = {(r.item, r.lang): r for r in deliveries.records(cat, manifest.key)}
-    return [cell(item.id, lang, recipes[(item.id, lang)], recorded.get((item.id, lang)),
-                 judge.fingerprints[(item.id, lang)])
-            for item in manifest.items for lang in item.langs]
+    return list(assess(cat, manifest).cells.values())
 
 
 def recorded_matrix(cat: Catalog, manifest_key: str | None = None) -> dict[str, list[Cell]]:
     """Without a manifest: what the catalog recorded, by manifest key (no staleness)."""
     found: dict[str, list[Cell]] = {}
     for key in ([manifest_key] if manifest_key else deliveries.manifests(cat)):
-        found[key] = [cell(r.item, r.lang, None, r) for r in deliveries.records(cat, key)]
+        found[key] = [cell(r.item, r.lang, r) for r in deliveries.records(cat, key)]
     return found

@@ -94,6 +94,12 @@ def test_migrations_create_the_tables(catalog, catalog_url):
     assert versions == [head]
 
 
+def test_the_head_revision_the_catalog_checks_is_the_newest_migration():
+    from polydub.storage.catalog import HEAD_REVISION
+
+    assert HEAD_REVISION == ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+
+
 def test_reopening_does_not_migrate_or_duplicate(catalog, catalog_url):
     catalog.upsert_source("/videos/reopen.mp4", new_hash(), 12.0, 25.0, True)
     before = count_rows(catalog_url)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from polydub import config
 from polydub.errors import InputError
+from polydub.options import DEFAULT_ASR_MODEL as DEFAULT_MODEL  # defined once, with the options
 
-DEFAULT_MODEL = "base"
 FASTER_WHISPER = "faster-whisper"
 OPENAI_WHISPER = "whisper"
 CT2_WEIGHTS = "model.bin"  # what makes a folder a CTranslate2 model

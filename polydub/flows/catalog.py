@@ -54,7 +54,8 @@ class Work:
     manifest: Manifest
     out_root: str
     cells: dict[tuple[str, str], staleness.Cell]
-    recipes: dict[tuple[str, str], dict]
+    recipes: staleness.RecipeBook
+    fingerprints: dict[tuple[str, str], str]
     outputs_root: str | None = None  # deployment runs: item folders are relative to it
     plans: dict[str, JobPlan] = field(default_factory=dict)  # item id -> its job (due items only)
     due: dict[str, list[str]] = field(default_factory=dict)  # item id -> languages due
@@ -133,15 +134,12 @@ def plan_work(manifest: str, langs, options: DubOptions, only_stale: bool, in_de
     else:
         out_root = str(Path(options.out or Path("dubbed") / loaded.name).expanduser().resolve())
     cat = catalog(config.database_url())
-    judge = staleness.Recipes(cat)
-    recipes = judge.for_items(loaded.items)
-    recorded = {(r.item, r.lang): r for r in deliveries.records(cat, loaded.key)}
-    cells = {(item.id, lang): staleness.cell(item.id, lang, recipes[(item.id, lang)], recorded.get((item.id, lang)),
-                                             judge.fingerprints[(item.id, lang)])
-             for item in loaded.items for lang in item.langs}
+    judged = staleness.assess(cat, loaded)
+    cells, recipes = judged.cells, judged.recipes
     wanted = ("stale",) if only_stale else ("stale", "missing", "failed")
     due_items = []
-    work = Work(loaded, out_root, cells, recipes, str(outputs_root) if outputs_root is not None else None)
+    work = Work(loaded, out_root, cells, recipes, judged.fingerprints,
+                str(outputs_root) if outputs_root is not None else None)
     for item in loaded.items:
         due = [lang for lang in item.langs if cells[(item.id, lang)].state in wanted]
         if not due:
@@ -262,7 +260,7 @@ def _record(cat, work: Work, item: str, report: dict) -> None:
         if entry.get("status") == "done":
             outputs = entry.get("outputs", {})
             path = outputs.get("mp4") or outputs.get("m4a")
-            deliveries.finish(cat, work.manifest.key, item, lang, "done", fingerprint=staleness.fingerprint(recipe),
+            deliveries.finish(cat, work.manifest.key, item, lang, "done", fingerprint=work.fingerprints[(item, lang)],
                               recipe=recipe, job_id=report.get("job"), path=path,
                               duration=report.get("duration"), sha256=cache.file_hash(path))
         else:

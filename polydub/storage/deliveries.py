@@ -10,13 +10,12 @@ holder is found dead (its process gone on this host, or silent past the heartbea
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from sqlalchemy import Text, cast, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from polydub import config
@@ -35,8 +34,7 @@ class Record:
     item: str
     lang: str
     status: str  # queued | running | done | failed
-    fingerprint: str | None  # of the last delivered file's recipe
-    recipe_json: str | None  # that recipe as stored; `recipe` decodes it (only stale cells need it)
+    fingerprint: str | None  # of the last delivered file's recipe (`recipes_of` reads the recipe)
     job_id: int | None
     path: str | None
     duration: float | None
@@ -45,10 +43,6 @@ class Record:
     owner: str | None
     heartbeat_at: datetime | None
     delivered_at: datetime | None
-
-    @property
-    def recipe(self) -> dict | None:
-        return json.loads(self.recipe_json) if self.recipe_json else None
 
     @property
     def held(self) -> bool:
@@ -70,9 +64,8 @@ def holder_alive(owner: str | None, heartbeat_at: datetime | None, timeout: floa
     return heartbeat_at is None or (utcnow() - heartbeat_at).total_seconds() <= timeout
 
 
-# Plain columns, not ORM objects: `dub status` reads 50,000 of them; the recipe as text.
-RECORD_COLUMNS = (Delivery.item, Delivery.lang, Delivery.status, Delivery.fingerprint, cast(Delivery.recipe, Text),
-                  Delivery.job_id, Delivery.path, Delivery.duration, Delivery.sha256, Delivery.error, Delivery.owner,
+# Plain columns, not ORM objects, and not the recipes: `dub status` reads 50,000 rows.
+RECORD_COLUMNS = (Delivery.item, Delivery.lang, Delivery.status, Delivery.fingerprint, Delivery.job_id, Delivery.path, Delivery.duration, Delivery.sha256, Delivery.error, Delivery.owner,
                   Delivery.heartbeat_at, Delivery.delivered_at)
 
 
@@ -83,6 +76,18 @@ def records(cat: Catalog, manifest: str | None = None) -> list[Record]:
         statement = statement.where(Delivery.manifest == manifest)
     with cat.reading() as session:
         return [Record(*row) for row in session.execute(statement)]
+
+
+def recipes_of(cat: Catalog, manifest: str, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict | None]:
+    """The recorded recipes of some items x languages (the stale ones, to say what changed)."""
+    found: dict[tuple[str, str], dict | None] = {}
+    wanted = set(keys)
+    with cat.reading() as session:
+        for chunk in _chunks(sorted({item for item, _ in keys})):
+            rows = session.execute(select(Delivery.item, Delivery.lang, Delivery.recipe)
+                                   .where(Delivery.manifest == manifest, Delivery.item.in_(chunk)))
+            found.update({(item, lang): recipe for item, lang, recipe in rows if (item, lang) in wanted})
+    return found
 
 
 def manifests(cat: Catalog) -> list[str]:
