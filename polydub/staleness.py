@@ -267,7 +267,8 @@ class Recipes:
                       "options": options}
             # The fingerprint from parts encoded once per item, in `fingerprint`'s order
             # (parts sorted by name): the same digest without 50,000 json.dumps.
-            head = f"options={encoded[options_key]}\nscript={_encode(script)}\nsource={_hex(source)}\n"
+            head = (f"options={encoded[options_key]}\nscript=[{', '.join(_hex(x) for x in script)}]\n"
+                    f"source={_hex(source)}\n")
             tail = f"\nversion={version}\nvoices={_hex(voices_sha)}"
             for lang in item.langs:
                 glossary = glossaries.get(lang)
@@ -275,12 +276,13 @@ class Recipes:
                 terms_key = (item.options.brand, lang)
                 if terms_key not in self._terms:
                     self._terms[terms_key] = _glossary_terms_digest(self.cat, item.options.brand, lang)
+                approved = lang in translations
                 models = _models(item.options.voice, item.options.lipsync, item.options.asr_model,
                                  item.options.translator, lang, options["commercial"], has_video, bool(scripts),
-                                 lang in translations)
+                                 approved)
                 if models not in encoded:
                     encoded[models] = _encode(dict(models))
-                translation = sha[translations[lang]] if lang in translations else None
+                translation = sha[translations[lang]] if approved else None
                 book.add((item.id, lang), shared, (translation, glossary_sha, self._terms[terms_key], models))
                 text = (f"brand_glossary={_hex(self._terms[terms_key])}\nglossary={_hex(glossary_sha)}\n"
                         f"models={encoded[models]}\n{head}translation={_hex(translation)}{tail}")

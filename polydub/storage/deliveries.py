@@ -10,6 +10,7 @@ holder is found dead (its process gone on this host, or silent past the heartbea
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -220,7 +221,7 @@ def digests(cat: Catalog, paths: Iterable[str | Path]) -> dict[str, str | None]:
     stats: dict[str, tuple[int, int] | None] = {}
     for path in dict.fromkeys(str(p) for p in paths):
         try:
-            st = Path(path).stat()
+            st = os.stat(path)
             stats[path] = (st.st_size, st.st_mtime_ns)
         except OSError:
             stats[path] = None
