@@ -267,35 +267,43 @@ def breakdown(db: Path, started: datetime, wall: float, slots: int, runs: dict |
     return found
 
 
-def flow_run_times(api: str, ids: list[str]) -> tuple[dict[str, tuple], dict[str, tuple]]:
-    """({flow run id: (created, start, end)}, {flow run id: its parent task run's (start, end)})
-    as the Prefect server recorded them; in process, each item's `dub_video` run is a subflow
-    of a `dub-item` task run."""
+def flow_run_times(api: str, ids: list[str], since: datetime) -> tuple[dict[str, tuple], dict[str, tuple]]:
+    """({flow run id: (created, start, end)}, {flow run id: its `dub-item` task run's (start, end)})
+    as the Prefect server recorded them. In process each item's `dub_video` run is a subflow
+    run by a `dub-item` task named `item[ID]`; the subflow is named after its input (here
+    the item's id)."""
     from uuid import UUID
 
     from prefect.client.orchestration import SyncPrefectClient
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskRunFilter, TaskRunFilterId
+    from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterId, TaskRunFilter, TaskRunFilterName,
+                                                TaskRunFilterStartTime)
 
-    runs, parents = {}, {}
+    runs, names = {}, {}
     with SyncPrefectClient(api) as client:
         for start in range(0, len(ids), 200):
             chunk = [UUID(i) for i in ids[start:start + 200] if i]
-            found = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=chunk)),
-                                          limit=len(chunk))
-            for run in found:
+            for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=chunk)),
+                                             limit=len(chunk)):
                 runs[str(run.id)] = (run.created, run.start_time, run.end_time)
-            by_task = {str(r.parent_task_run_id): str(r.id) for r in found if r.parent_task_run_id}
-            if by_task:
-                for task in client.read_task_runs(task_run_filter=TaskRunFilter(
-                        id=TaskRunFilterId(any_=[UUID(t) for t in by_task])), limit=len(by_task)):
-                    parents[by_task[str(task.id)]] = (task.start_time, task.end_time)
+                names[run.name.split(" ")[0]] = str(run.id)
+        tasks, offset = [], 0
+        while True:
+            page = client.read_task_runs(task_run_filter=TaskRunFilter(
+                name=TaskRunFilterName(like_="item["), start_time=TaskRunFilterStartTime(after_=since)),
+                limit=200, offset=offset)
+            tasks += page
+            offset += len(page)
+            if len(page) < 200:
+                break
+    parents = {names[t.name[len("item["):-1]]: (t.start_time, t.end_time)
+               for t in tasks if t.name.startswith("item[") and t.name[len("item["):-1] in names}
     return runs, parents
 
 
 def with_runs(db: Path, started: datetime, wall: float, slots: int, api: str) -> dict:
     """`breakdown` with each item's `dub_video` run and its `dub-item` task from the Prefect server."""
     jobs, _ = catalog_rows(db)
-    runs, parents = flow_run_times(api, [j["flow_run_id"] for j in jobs])
+    runs, parents = flow_run_times(api, [j["flow_run_id"] for j in jobs], started)
     found = breakdown(db, started, wall, slots, runs)
     pairs = [(parents[i], runs[i]) for i in runs if i in parents and parents[i][1] and runs[i][2]]
     if pairs:
@@ -303,6 +311,7 @@ def with_runs(db: Path, started: datetime, wall: float, slots: int, api: str) ->
         span = (max(t[1] for t, _ in pairs) - min(t[0] for t, _ in pairs)).total_seconds()
         found.update({
             "task_to_run": sum((r[0] - t[0]).total_seconds() for t, r in pairs) / k,
+            "task_to_run_max": max((r[0] - t[0]).total_seconds() for t, r in pairs),
             "run_to_task_end": sum((t[1] - r[2]).total_seconds() for t, r in pairs) / k,
             "task_mean": sum((t[1] - t[0]).total_seconds() for t, _ in pairs) / k,
             "between_tasks": (slots * span - sum((t[1] - t[0]).total_seconds() for t, _ in pairs)) / k,
@@ -319,7 +328,8 @@ def run_rows(b: dict, slots: int, what_before: str) -> list[tuple]:
     if "task_mean" in b:
         rows += [("item task (`dub-item` task run), mean", "", b["task_mean"], "100%", "its start to its end"),
                  ("  task start to the subflow's creation", "", b["task_to_run"],
-                  f"{b['task_to_run'] / b['task_mean']:.0%}", "Prefect: parameters, the subflow's run and its task")]
+                  f"{b['task_to_run'] / b['task_mean']:.0%}",
+                  f"Prefect: the subflow's tracking task and flow run created (longest {b['task_to_run_max']:.1f} s)")]
     whole = b.get("task_mean", b["run_mean"])
     if "task_mean" in b:
         rows.append(("  subflow created to started", "", b["created_to_start"],
@@ -336,7 +346,7 @@ def run_rows(b: dict, slots: int, what_before: str) -> list[tuple]:
     ]
     if "task_mean" in b:
         rows += [("  the subflow's end to the task's end", "", b["run_to_task_end"],
-                  f"{b['run_to_task_end'] / whole:.0%}", "Prefect: the run's final state and result read back"),
+                  f"{b['run_to_task_end'] / whole:.0%}", "Prefect: the subflow's heartbeat thread joined, its state"),
                  ("slot time between item tasks, per item", "", b["between_tasks"], "",
                   f"{slots} x (last task end - first task start) - sum of tasks, / items: the catalog loop "
                   "(submitting, polling), idle slots at the end")]
@@ -345,6 +355,29 @@ def run_rows(b: dict, slots: int, what_before: str) -> list[tuple]:
                      f"{slots} x (last run end - first run start) - sum of runs, / items: pick-up, a process per run, "
                      "imports, loading the flow; idle workers at the end"))
     return rows
+
+
+def statuses_text(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+
+
+# --- part: dub (baseline, in-process cold / warm / unchanged) --------------------------
+
+def catalog_run(manifest: Path, env: dict[str, str], out: Path | None, *extra: str) -> tuple[float, datetime, dict]:
+    """`dub catalog MANIFEST --json ...`: wall seconds, when it started (UTC), its report."""
+    args = dub("catalog", str(manifest), "--json", *(["--out", str(out)] if out else []), *extra)
+    started = datetime.now(timezone.utc)
+    seconds, proc = timed(args, env, timeout=RUN_TIMEOUT_S, expect=None)
+    try:
+        report = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-20:])
+        raise SystemExit(f"dub catalog: exit {proc.returncode}, no report\n{tail}") from None
+    return seconds, started, report
+
+
+def counts_text(report: dict) -> str:
+    return ", ".join(f"{n} {s}" for s, n in sorted(report["counts"].items()))
 
 
 def kept_server(env: dict[str, str]) -> str:
