@@ -370,14 +370,16 @@ def catalog_run(manifest: Path, env: dict[str, str], out: Path | None, *extra: s
     seconds, proc = timed(args, env, timeout=RUN_TIMEOUT_S, expect=None)
     try:
         report = json.loads(proc.stdout)
-    except json.JSONDecodeError:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-20:])
-        raise SystemExit(f"dub catalog: exit {proc.returncode}, no report\n{tail}") from None
+    except json.JSONDecodeError:  # the whole run failed: say so in the table, go on with the rest
+        error = " ".join(proc.stderr.strip().splitlines()[-1:])[:400]
+        say(f"dub catalog: exit {proc.returncode}, no report: {error}")
+        report = {"counts": {}, "error": f"exit {proc.returncode}, no report: {error}"}
     return seconds, started, report
 
 
 def counts_text(report: dict) -> str:
-    return ", ".join(f"{n} {s}" for s, n in sorted(report["counts"].items()))
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(report["counts"].items()))
+    return f"FAILED: {report['error']}" if report.get("error") else counts
 
 
 def kept_server(env: dict[str, str]) -> str:
@@ -493,7 +495,36 @@ def part_workers(args, folder: Path, manifest: Path, n: int, in_process: dict | 
 
     root = folder / "stack"
     root.mkdir()
-    say(f"Prefect server, pools, deploy --all, {args.workers} workers ...")
+    with contextlib.ExitStack() as stack_of:
+        server_db, why = "SQLite", ""
+        if args.prefect_db == "postgresql":  # a team's server; SQLite's write lock answers 503 under load
+            url, why = stack_of.enter_context(postgres_database())
+            if url:
+                server_db = "PostgreSQL"
+                stack_of.enter_context(environment(
+                    PREFECT_API_DATABASE_CONNECTION_URL=url.replace("postgresql://", "postgresql+asyncpg://", 1)))
+        say(f"Prefect server ({server_db}), pools, deploy --all, {args.workers} workers ...")
+        measured = workers_run(args, root, manifest, n, prefect_stack)
+    workers_table(args, n, in_process, server_db, why, *measured)
+
+
+@contextlib.contextmanager
+def environment(**values: str):
+    """Variables set in this process (and so in what it starts) for a while."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def workers_run(args, root: Path, manifest: Path, n: int, prefect_stack) -> tuple:
+    """Set up the stack, run the catalog through it; (set-up s, wall s, start, report, runs, breakdown)."""
     t0 = time.perf_counter()
     with prefect_stack(root, workers=args.workers, limit=1) as stack:
         setup_s = time.perf_counter() - t0
@@ -505,6 +536,11 @@ def part_workers(args, folder: Path, manifest: Path, n: int, in_process: dict | 
         runs = flow_runs(stack["api"], f"catalog:{hashlib.sha256(str(manifest.resolve()).encode()).hexdigest()[:12]}")
         b = breakdown(root / "catalog.db", started, wall, args.workers,
                       {str(r.id): (r.created, r.start_time, r.end_time) for r in runs})
+    return setup_s, wall, started, report, runs, b
+
+
+def workers_table(args, n: int, in_process: dict | None, server_db: str, why: str, setup_s: float, wall: float,
+                  started: datetime, report: dict, runs: list, b: dict) -> None:
     created = sorted(r.created for r in runs)
     states: dict[str, int] = {}
     for r in runs:
@@ -513,7 +549,8 @@ def part_workers(args, folder: Path, manifest: Path, n: int, in_process: dict | 
     rate = 60 * n / wall
     nan = float("nan")
     rows = [
-        ("set-up: server, pools, deploy --all, workers", setup_s, "", "", "not counted below"),
+        ("set-up: server, pools, deploy --all, workers", setup_s, "", "",
+         f"Prefect server on {server_db}{f' ({why})' if why else ''}; not counted below"),
         ("wall", wall, wall / n, rate, f"{counts_text(report)}; runs {statuses_text(states)}"),
         ("start to the first run created", (created[0] - started).total_seconds() if created else nan, "", "",
          "interpreter, imports, manifest, planning (no probing), claims"),
@@ -777,6 +814,9 @@ def main() -> int:
     parser.add_argument("--status-items", type=int, default=10_000)
     parser.add_argument("--status-langs", type=int, default=5, help=f"at most {len(STATUS_LANGS)}")
     parser.add_argument("--parts", default="dub,workers,status", help="of dub, workers, status")
+    parser.add_argument("--prefect-db", choices=("postgresql", "sqlite"), default="postgresql",
+                        help="the workers' Prefect server's database (PostgreSQL: a new one on 127.0.0.1:5432, "
+                             "SQLite if unreachable)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()
     args.langs = [lang.strip() for lang in args.langs.split(",") if lang.strip()]
