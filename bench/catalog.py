@@ -636,7 +636,7 @@ def fill(url: str, rows: list[dict]) -> float:
 
 
 def in_process_status(url: str, manifest: Path) -> dict[str, float]:
-    """`dub status MANIFEST`'s work in this process, part by part (what `staleness.matrix`
+    """`dub status MANIFEST`'s work in this process, part by part (what `staleness.assess`
     does, with its digests timed inside the recipes)."""
     from polydub import staleness
     from polydub.manifest import load_manifest
@@ -662,7 +662,7 @@ def in_process_status(url: str, manifest: Path) -> dict[str, float]:
     try:
         t = time.perf_counter()
         judge = staleness.Recipes(cat)
-        judge.for_items(loaded.items)
+        recipes = judge.for_items(loaded.items)
         spent["recipes"] = time.perf_counter() - t - spent["digests"]
     finally:
         deliveries.digests = real
@@ -670,10 +670,16 @@ def in_process_status(url: str, manifest: Path) -> dict[str, float]:
     recorded = {(r.item, r.lang): r for r in deliveries.records(cat, loaded.key)}
     spent["read deliveries"] = time.perf_counter() - t
     t = time.perf_counter()
-    cells = [staleness.cell(item.id, lang, recorded.get((item.id, lang)), judge.fingerprints[(item.id, lang)])
-             for item in loaded.items for lang in item.langs]
+    cells = {(item.id, lang): staleness.cell(item.id, lang, recorded.get((item.id, lang)),
+                                             judge.fingerprints[(item.id, lang)])
+             for item in loaded.items for lang in item.langs}
     spent["cells"] = time.perf_counter() - t
-    spent["stale cells"] = sum(c.state == "stale" for c in cells)
+    t = time.perf_counter()
+    stale = [key for key, c in cells.items() if c.state == "stale"]
+    for key, old in deliveries.recipes_of(cat, loaded.key, stale).items():
+        cells[key].why = staleness.what_changed(old, recipes[key])
+    spent["why stale"] = time.perf_counter() - t
+    spent["stale cells"] = len(stale)
     cat.close()
     return spent
 
@@ -767,6 +773,7 @@ def part_status(args, folder: Path, env: dict[str, str]) -> None:
               ("b:open catalog", "  open the catalog"), ("b:load manifest", "  load manifest"),
               ("b:digests", "  digests (size + mtime; rehash changed)"), ("b:recipes", "  recipes"),
               ("b:read deliveries", "  read deliveries"), ("b:cells", "  cells (fingerprints, file checks)"),
+              ("b:why stale", "  why stale (recorded recipes of stale cells)"),
               ("c", "(c) `dub status`, no manifest"), ("d", "(d) `dub status MANIFEST --only stale`")]
     out_rows = []
     for key, label in labels:
