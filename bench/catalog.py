@@ -267,35 +267,43 @@ def breakdown(db: Path, started: datetime, wall: float, slots: int, runs: dict |
     return found
 
 
-def flow_run_times(api: str, ids: list[str]) -> tuple[dict[str, tuple], dict[str, tuple]]:
-    """({flow run id: (created, start, end)}, {flow run id: its parent task run's (start, end)})
-    as the Prefect server recorded them; in process, each item's `dub_video` run is a subflow
-    of a `dub-item` task run."""
+def flow_run_times(api: str, ids: list[str], since: datetime) -> tuple[dict[str, tuple], dict[str, tuple]]:
+    """({flow run id: (created, start, end)}, {flow run id: its `dub-item` task run's (start, end)})
+    as the Prefect server recorded them. In process each item's `dub_video` run is a subflow
+    run by a `dub-item` task named `item[ID]`; the subflow is named after its input (here
+    the item's id)."""
     from uuid import UUID
 
     from prefect.client.orchestration import SyncPrefectClient
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskRunFilter, TaskRunFilterId
+    from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterId, TaskRunFilter, TaskRunFilterName,
+                                                TaskRunFilterStartTime)
 
-    runs, parents = {}, {}
+    runs, names = {}, {}
     with SyncPrefectClient(api) as client:
         for start in range(0, len(ids), 200):
             chunk = [UUID(i) for i in ids[start:start + 200] if i]
-            found = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=chunk)),
-                                          limit=len(chunk))
-            for run in found:
+            for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=chunk)),
+                                             limit=len(chunk)):
                 runs[str(run.id)] = (run.created, run.start_time, run.end_time)
-            by_task = {str(r.parent_task_run_id): str(r.id) for r in found if r.parent_task_run_id}
-            if by_task:
-                for task in client.read_task_runs(task_run_filter=TaskRunFilter(
-                        id=TaskRunFilterId(any_=[UUID(t) for t in by_task])), limit=len(by_task)):
-                    parents[by_task[str(task.id)]] = (task.start_time, task.end_time)
+                names[run.name.split(" ")[0]] = str(run.id)
+        tasks, offset = [], 0
+        while True:
+            page = client.read_task_runs(task_run_filter=TaskRunFilter(
+                name=TaskRunFilterName(like_="item["), start_time=TaskRunFilterStartTime(after_=since)),
+                limit=200, offset=offset)
+            tasks += page
+            offset += len(page)
+            if len(page) < 200:
+                break
+    parents = {names[t.name[len("item["):-1]]: (t.start_time, t.end_time)
+               for t in tasks if t.name.startswith("item[") and t.name[len("item["):-1] in names}
     return runs, parents
 
 
 def with_runs(db: Path, started: datetime, wall: float, slots: int, api: str) -> dict:
     """`breakdown` with each item's `dub_video` run and its `dub-item` task from the Prefect server."""
     jobs, _ = catalog_rows(db)
-    runs, parents = flow_run_times(api, [j["flow_run_id"] for j in jobs])
+    runs, parents = flow_run_times(api, [j["flow_run_id"] for j in jobs], started)
     found = breakdown(db, started, wall, slots, runs)
     pairs = [(parents[i], runs[i]) for i in runs if i in parents and parents[i][1] and runs[i][2]]
     if pairs:
@@ -303,6 +311,7 @@ def with_runs(db: Path, started: datetime, wall: float, slots: int, api: str) ->
         span = (max(t[1] for t, _ in pairs) - min(t[0] for t, _ in pairs)).total_seconds()
         found.update({
             "task_to_run": sum((r[0] - t[0]).total_seconds() for t, r in pairs) / k,
+            "task_to_run_max": max((r[0] - t[0]).total_seconds() for t, r in pairs),
             "run_to_task_end": sum((t[1] - r[2]).total_seconds() for t, r in pairs) / k,
             "task_mean": sum((t[1] - t[0]).total_seconds() for t, _ in pairs) / k,
             "between_tasks": (slots * span - sum((t[1] - t[0]).total_seconds() for t, _ in pairs)) / k,
@@ -319,7 +328,8 @@ def run_rows(b: dict, slots: int, what_before: str) -> list[tuple]:
     if "task_mean" in b:
         rows += [("item task (`dub-item` task run), mean", "", b["task_mean"], "100%", "its start to its end"),
                  ("  task start to the subflow's creation", "", b["task_to_run"],
-                  f"{b['task_to_run'] / b['task_mean']:.0%}", "Prefect: parameters, the subflow's run and its task")]
+                  f"{b['task_to_run'] / b['task_mean']:.0%}",
+                  f"Prefect: the subflow's tracking task and flow run created (longest {b['task_to_run_max']:.1f} s)")]
     whole = b.get("task_mean", b["run_mean"])
     if "task_mean" in b:
         rows.append(("  subflow created to started", "", b["created_to_start"],
@@ -336,7 +346,7 @@ def run_rows(b: dict, slots: int, what_before: str) -> list[tuple]:
     ]
     if "task_mean" in b:
         rows += [("  the subflow's end to the task's end", "", b["run_to_task_end"],
-                  f"{b['run_to_task_end'] / whole:.0%}", "Prefect: the run's final state and result read back"),
+                  f"{b['run_to_task_end'] / whole:.0%}", "Prefect: the subflow's heartbeat thread joined, its state"),
                  ("slot time between item tasks, per item", "", b["between_tasks"], "",
                   f"{slots} x (last task end - first task start) - sum of tasks, / items: the catalog loop "
                   "(submitting, polling), idle slots at the end")]
@@ -345,6 +355,31 @@ def run_rows(b: dict, slots: int, what_before: str) -> list[tuple]:
                      f"{slots} x (last run end - first run start) - sum of runs, / items: pick-up, a process per run, "
                      "imports, loading the flow; idle workers at the end"))
     return rows
+
+
+def statuses_text(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+
+
+# --- part: dub (baseline, in-process cold / warm / unchanged) --------------------------
+
+def catalog_run(manifest: Path, env: dict[str, str], out: Path | None, *extra: str) -> tuple[float, datetime, dict]:
+    """`dub catalog MANIFEST --json ...`: wall seconds, when it started (UTC), its report."""
+    args = dub("catalog", str(manifest), "--json", *(["--out", str(out)] if out else []), *extra)
+    started = datetime.now(timezone.utc)
+    seconds, proc = timed(args, env, timeout=RUN_TIMEOUT_S, expect=None)
+    try:
+        report = json.loads(proc.stdout)
+    except json.JSONDecodeError:  # the whole run failed: say so in the table, go on with the rest
+        error = " ".join(proc.stderr.strip().splitlines()[-1:])[:400]
+        say(f"dub catalog: exit {proc.returncode}, no report: {error}")
+        report = {"counts": {}, "error": f"exit {proc.returncode}, no report: {error}"}
+    return seconds, started, report
+
+
+def counts_text(report: dict) -> str:
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(report["counts"].items()))
+    return f"FAILED: {report['error']}" if report.get("error") else counts
 
 
 def kept_server(env: dict[str, str]) -> str:
@@ -460,7 +495,36 @@ def part_workers(args, folder: Path, manifest: Path, n: int, in_process: dict | 
 
     root = folder / "stack"
     root.mkdir()
-    say(f"Prefect server, pools, deploy --all, {args.workers} workers ...")
+    with contextlib.ExitStack() as stack_of:
+        server_db, why = "SQLite", ""
+        if args.prefect_db == "postgresql":  # a team's server; SQLite's write lock answers 503 under load
+            url, why = stack_of.enter_context(postgres_database())
+            if url:
+                server_db = "PostgreSQL"
+                stack_of.enter_context(environment(
+                    PREFECT_API_DATABASE_CONNECTION_URL=url.replace("postgresql://", "postgresql+asyncpg://", 1)))
+        say(f"Prefect server ({server_db}), pools, deploy --all, {args.workers} workers ...")
+        measured = workers_run(args, root, manifest, n, prefect_stack)
+    workers_table(args, n, in_process, server_db, why, *measured)
+
+
+@contextlib.contextmanager
+def environment(**values: str):
+    """Variables set in this process (and so in what it starts) for a while."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def workers_run(args, root: Path, manifest: Path, n: int, prefect_stack) -> tuple:
+    """Set up the stack, run the catalog through it; (set-up s, wall s, start, report, runs, breakdown)."""
     t0 = time.perf_counter()
     with prefect_stack(root, workers=args.workers, limit=1) as stack:
         setup_s = time.perf_counter() - t0
@@ -472,6 +536,11 @@ def part_workers(args, folder: Path, manifest: Path, n: int, in_process: dict | 
         runs = flow_runs(stack["api"], f"catalog:{hashlib.sha256(str(manifest.resolve()).encode()).hexdigest()[:12]}")
         b = breakdown(root / "catalog.db", started, wall, args.workers,
                       {str(r.id): (r.created, r.start_time, r.end_time) for r in runs})
+    return setup_s, wall, started, report, runs, b
+
+
+def workers_table(args, n: int, in_process: dict | None, server_db: str, why: str, setup_s: float, wall: float,
+                  started: datetime, report: dict, runs: list, b: dict) -> None:
     created = sorted(r.created for r in runs)
     states: dict[str, int] = {}
     for r in runs:
@@ -480,7 +549,8 @@ def part_workers(args, folder: Path, manifest: Path, n: int, in_process: dict | 
     rate = 60 * n / wall
     nan = float("nan")
     rows = [
-        ("set-up: server, pools, deploy --all, workers", setup_s, "", "", "not counted below"),
+        ("set-up: server, pools, deploy --all, workers", setup_s, "", "",
+         f"Prefect server on {server_db}{f' ({why})' if why else ''}; not counted below"),
         ("wall", wall, wall / n, rate, f"{counts_text(report)}; runs {statuses_text(states)}"),
         ("start to the first run created", (created[0] - started).total_seconds() if created else nan, "", "",
          "interpreter, imports, manifest, planning (no probing), claims"),
@@ -566,7 +636,7 @@ def fill(url: str, rows: list[dict]) -> float:
 
 
 def in_process_status(url: str, manifest: Path) -> dict[str, float]:
-    """`dub status MANIFEST`'s work in this process, part by part (what `staleness.matrix`
+    """`dub status MANIFEST`'s work in this process, part by part (what `staleness.assess`
     does, with its digests timed inside the recipes)."""
     from polydub import staleness
     from polydub.manifest import load_manifest
@@ -592,7 +662,7 @@ def in_process_status(url: str, manifest: Path) -> dict[str, float]:
     try:
         t = time.perf_counter()
         judge = staleness.Recipes(cat)
-        judge.for_items(loaded.items)
+        recipes = judge.for_items(loaded.items)
         spent["recipes"] = time.perf_counter() - t - spent["digests"]
     finally:
         deliveries.digests = real
@@ -600,10 +670,16 @@ def in_process_status(url: str, manifest: Path) -> dict[str, float]:
     recorded = {(r.item, r.lang): r for r in deliveries.records(cat, loaded.key)}
     spent["read deliveries"] = time.perf_counter() - t
     t = time.perf_counter()
-    cells = [staleness.cell(item.id, lang, recorded.get((item.id, lang)), judge.fingerprints[(item.id, lang)])
-             for item in loaded.items for lang in item.langs]
+    cells = {(item.id, lang): staleness.cell(item.id, lang, recorded.get((item.id, lang)),
+                                             judge.fingerprints[(item.id, lang)])
+             for item in loaded.items for lang in item.langs}
     spent["cells"] = time.perf_counter() - t
-    spent["stale cells"] = sum(c.state == "stale" for c in cells)
+    t = time.perf_counter()
+    stale = [key for key, c in cells.items() if c.state == "stale"]
+    for key, old in deliveries.recipes_of(cat, loaded.key, stale).items():
+        cells[key].why = staleness.what_changed(old, recipes[key])
+    spent["why stale"] = time.perf_counter() - t
+    spent["stale cells"] = len(stale)
     cat.close()
     return spent
 
@@ -697,6 +773,7 @@ def part_status(args, folder: Path, env: dict[str, str]) -> None:
               ("b:open catalog", "  open the catalog"), ("b:load manifest", "  load manifest"),
               ("b:digests", "  digests (size + mtime; rehash changed)"), ("b:recipes", "  recipes"),
               ("b:read deliveries", "  read deliveries"), ("b:cells", "  cells (fingerprints, file checks)"),
+              ("b:why stale", "  why stale (recorded recipes of stale cells)"),
               ("c", "(c) `dub status`, no manifest"), ("d", "(d) `dub status MANIFEST --only stale`")]
     out_rows = []
     for key, label in labels:
@@ -744,6 +821,9 @@ def main() -> int:
     parser.add_argument("--status-items", type=int, default=10_000)
     parser.add_argument("--status-langs", type=int, default=5, help=f"at most {len(STATUS_LANGS)}")
     parser.add_argument("--parts", default="dub,workers,status", help="of dub, workers, status")
+    parser.add_argument("--prefect-db", choices=("postgresql", "sqlite"), default="postgresql",
+                        help="the workers' Prefect server's database (PostgreSQL: a new one on 127.0.0.1:5432, "
+                             "SQLite if unreachable)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()
     args.langs = [lang.strip() for lang in args.langs.split(",") if lang.strip()]
