@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import threading
 import time
+from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -43,6 +44,8 @@ DEFAULT_CONCURRENCY = 2  # items dubbed at once in this process; each runs its l
 MAX_CONCURRENCY = 16
 POLL_S = 2.0  # how often deployment runs are looked at
 CREATE_AT_ONCE = 16  # deployment runs created concurrently
+CREATE_ATTEMPTS = 4  # a Prefect server on SQLite answers 503 when many runs are created at once
+CREATE_BACKOFF_S = 2.0
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "CRASHED")
 ROW_LIMIT = 5000  # rows of the catalog table artifact
 
@@ -179,9 +182,10 @@ def _in_process(work: Work, items: list[str], concurrency: int, ended: Callable[
         while pending and len(running) < concurrency:
             item = pending.pop(0)
             running[item] = dub_item.submit(item, work.plans[item], _settled(work, item))
+        # Wait on the futures themselves: asking each one's state asks the Prefect server.
+        futures.wait([f.wrapped_future for f in running.values()], return_when=futures.FIRST_COMPLETED)
         for item, future in list(running.items()):
-            future.wait(timeout=0.2)
-            if future.state.is_final():
+            if future.wrapped_future.done():
                 try:
                     report = future.result()
                 except Exception as exc:  # the subflow itself broke: its languages failed, the rest go on
@@ -312,19 +316,31 @@ async def _dispatch(work: Work, claimed: dict[str, list[str]], name: str, cat, o
         adopted = {tag[len("item:"):]: run.id for run in unfinished for tag in run.tags if tag.startswith("item:")}
 
         async def create(item: str):
+            """The item's run id, or None when the server would not create it (the item
+            fails with why; the others go on)."""
             if item in adopted:
                 return item, adopted[item]
             plan = work.plans[item]
             options = _settled(work, item)
-            async with gate:
-                run = await client.create_flow_run_from_deployment(
-                    deployment.id, parameters={"input": plan.input, "langs": plan.langs,
-                                               "options": options.model_dump(mode="json", exclude_none=True)},
-                    tags=["polydub", catalog_tag, f"item:{item}"],
-                    idempotency_key=f"{parent}:{item}" if parent else None)
-            return item, run.id
+            for attempt in range(CREATE_ATTEMPTS):
+                try:
+                    async with gate:
+                        run = await client.create_flow_run_from_deployment(
+                            deployment.id, parameters={"input": plan.input, "langs": plan.langs,
+                                                       "options": options.model_dump(mode="json", exclude_none=True)},
+                            tags=["polydub", catalog_tag, f"item:{item}"],
+                            idempotency_key=f"{parent}:{item}" if parent else None)
+                    return item, run.id
+                except Exception as exc:  # noqa: BLE001 - a busy server (503): wait and try again
+                    if attempt + 1 == CREATE_ATTEMPTS:
+                        report = {"status": "failed", "languages": {},
+                                  "error": f"its deployment run could not be created: {one_line(exc)}"}
+                        await asyncio.to_thread(ended, item, report)
+                        return item, None
+                    await asyncio.sleep(CREATE_BACKOFF_S * 2 ** attempt)
 
-        runs = dict(await asyncio.gather(*(create(item) for item in claimed)))
+        runs = {item: run_id for item, run_id in await asyncio.gather(*(create(item) for item in claimed))
+                if run_id is not None}
         waiting = {str(run_id): item for item, run_id in runs.items()}
         started: set[str] = set()
         while waiting:
