@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from tests.conftest import EXAMPLE
 from tests.probe import ffprobe
-from tests.test_catalog import POSTGRES_ADMIN_URL, postgres_unreachable
+from tests.databases import POSTGRES_ADMIN_URL, postgres_unreachable
 from tests.test_provider_faults import Service
 
 PASSWORD = "planted-db-password-5e2a"
