@@ -52,6 +52,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.pipeline import stop_server  # noqa: E402 - the kept server, stopped and waited for
+
 EXAMPLE = ROOT / "examples" / "talking_head.mp4"
 EXAMPLE_S = 10.0  # the bundled example's length
 CLIP_S = 2.0
@@ -73,7 +75,6 @@ PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 PG_URL = "postgresql://postgres@127.0.0.1:5432/{name}"
 RUN_TIMEOUT_S = 3600  # one catalog command; 200 items take minutes
 QUICK_TIMEOUT_S = 300
-STOP_WAIT_S = 15.0  # for the stopped server to exit before its folder is removed
 CLIP_WORKERS = 2  # ffmpeg cuts at once
 INSERT_CHUNK = 2000  # delivery rows per INSERT
 STAGE_ORDER = ("probe", "transcribe", "separate", "translate", "synthesize", "mix", "lipsync", "assemble",
@@ -793,20 +794,6 @@ def part_status(args, folder: Path, env: dict[str, str]) -> None:
         if times["profile"]:
             print(f"\n`dub status MANIFEST` on {name} took over 1 s; cProfile of the command in this process:\n")
             print("```\n" + times["profile"].strip() + "\n```")
-
-
-def stop_server(env: dict[str, str]) -> None:
-    """`dub server stop`, then wait for the process to be gone (its database is in our folder)."""
-    state = Path(env["DUB_HOME"]) / "prefect" / "server.json"
-    pid = json.loads(state.read_text())["pid"] if state.exists() else None
-    timed(dub("server", "stop"), env, expect=None)
-    deadline = time.monotonic() + STOP_WAIT_S
-    while pid and time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.2)
 
 
 # --- main ------------------------------------------------------------------------------
