@@ -283,7 +283,7 @@ def _folder_rows(folder: Path, name: str) -> list[_Row]:
 def _langs(value: object) -> list[str]:
     """`es,fr` or a list of codes -> normalized codes; `InputError` naming a bad one."""
     if isinstance(value, str):
-        return languages.parse_langs(value)
+        return list(_parsed_langs(value))
     if isinstance(value, list) and value:
         codes = []
         for code in value:
@@ -294,6 +294,12 @@ def _langs(value: object) -> list[str]:
             codes.append(languages.normalize(code))
         return list(dict.fromkeys(codes))
     raise InputError("expected language codes, e.g. es,fr or a list")
+
+
+@lru_cache(maxsize=1024)
+def _parsed_langs(text: str) -> tuple[str, ...]:
+    """A catalog's rows name the same few language lists: each parsed once."""
+    return tuple(languages.parse_langs(text))
 
 
 def _option(field: str, value: object) -> None:
