@@ -123,6 +123,14 @@ def test_every_item_is_delivered_and_a_failing_item_does_not_stop_the_others(fir
         assert rows[("spot-d", lang)]["status"] == "failed"
         assert "libre" in rows[("spot-d", lang)]["error"]
     assert not list((ads / "out").glob("spot-d/*.mp4"))
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    with get_client(sync_client=True) as client:  # what the Prefect UI shows of the run
+        (run,) = [r for r in client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            name=FlowRunFilterName(any_=["catalog ads.yaml"]))) if str(r.id) == report["flow_run"]]
+    assert (run.state.type.value, run.state.name) == ("FAILED", "Partial")
+    assert run.state.message.startswith("ads.yaml: 6 dubbed, 2 failed; spot-d es: ")
     cells = status(ads, db)
     assert {key: c["state"] for key, c in cells.items()} == {
         **{(name, lang): "done" for name in CLIPS for lang in LANGS},

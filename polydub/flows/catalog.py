@@ -122,6 +122,7 @@ def dub_catalog(manifest: str, langs: list[str] | None = None, options: DubOptio
         for item in set(claimed) - set(ledger.results):  # stopped first: rows go back as they were
             deliveries.release(cat, work.manifest.key, item, work.plans[item].langs, owner)
     report = _report(work, ledger.results, busy, time.perf_counter() - started)
+    report["flow_run"] = run.flow_run_id
     _publish(report)
     return _final_state(report)
 
