@@ -50,17 +50,17 @@ class DubOptions(BaseModel):
         None, description="Language spoken in the input (default: the audio track's language tag, "
         "the transcript sidecar's name, or speech recognition).")
     transcript: Text | None = Field(
-        None, description="Approved transcript (SRT/VTT). Default: NAME.srt or NAME.<source-lang>.srt "
+        None, description="Approved transcript (SRT/VTT). Default: `NAME.srt` or `NAME.<source-lang>.srt` "
         "beside the input. Skips speech recognition.")
     translations: Text | None = Field(
-        None, description="Folder of approved translations NAME.<lang>.srt (wins over sidecars "
+        None, description="Folder of approved translations `NAME.<lang>.srt` (wins over sidecars "
         "beside the input).")
     voice: Union[VoiceChoice, VoiceSpec] = Field(
         "auto", description="auto (clone the speaker with Coqui XTTS when its weights are present, "
         "else espeak-ng) | espeak | espeak:VOICE | coqui:MODEL_OR_PATH.")
     voices: Text | None = Field(
         None, description="Voices per speaker: a JSON or YAML file mapping speaker names (from the "
-        "script's <v Name> or 'Name:' labels) to voices, for every language or per language, e.g. "
+        "script's `<v Name>` or `Name:` labels) to voices, for every language or per language, e.g. "
         '{"Ana": "espeak:es+f3", "Ben": {"es": "espeak:es+m3", "*": "auto"}}. Speakers it does not name get '
         "--voice, a voice each.")
     lipsync: Literal[LIPSYNC_MODES] = Field(  # type: ignore[valid-type]
@@ -74,7 +74,7 @@ class DubOptions(BaseModel):
                             "folder (unused with an approved transcript).")
     glossary: Text | None = Field(
         None, description="Glossary: a TSV/CSV/JSON file of terms kept verbatim or forced, or a "
-        "folder of <lang>.tsv files.")
+        "folder of `<lang>.tsv` files.")
     brand: Annotated[str, Field(max_length=BRAND_MAX, pattern=r"^[\w .&'+-]+$")] | None = Field(
         None, description="Brand (or client) of the video: its glossary and translation memory in the "
         "catalog (dub glossary, dub tm) apply to every translator.")
