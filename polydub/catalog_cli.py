@@ -151,8 +151,9 @@ def _print_report(report: dict, seconds: float) -> None:
         for r in worked:
             detail = r["error"] if r["status"] != "dubbed" else r["output"]
             print(f"{r['item']:<{width}}  {r['language']:<6} {r['status']:<18} {detail}")
-    counts = ", ".join(f"{n} {status}" for status, n in sorted(report["counts"].items()))
-    from polydub.flows.catalog import plural_items
+    from polydub.flows.catalog import plural_items, summary
+
+    counts = summary(report)
 
     print(f"{Path(report['manifest']).name}: {plural_items(report['items'])}: {counts} in {seconds:.1f} s; "
           f"outputs in {report['out_dir']}", file=sys.stderr)

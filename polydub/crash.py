@@ -15,6 +15,7 @@ import sys
 import threading
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Callable
 
 from polydub import config
 from polydub.errors import DubError
@@ -41,22 +42,23 @@ _said = threading.Event()
 
 
 class Heartbeat:
-    """A daemon thread writing jobs.heartbeat_at every `interval` seconds until `stop()`."""
+    """A daemon thread calling `beat` (a catalog write saying "still at work") every
+    `interval` seconds until `stop()`; a failing beat is logged once, never raised."""
 
-    def __init__(self, catalog, job_id: int, interval: float = config.HEARTBEAT_INTERVAL_S):
-        self._catalog, self._job_id, self._interval = catalog, job_id, interval
+    def __init__(self, beat: Callable[[], None], name: str, interval: float = config.HEARTBEAT_INTERVAL_S):
+        self._beat, self._name, self._interval = beat, name, interval
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"heartbeat-job-{job_id}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{name}", daemon=True)
 
     def _run(self) -> None:
         failing = False
         while True:
             try:
-                self._catalog.heartbeat(self._job_id)
+                self._beat()
                 failing = False
-            except Exception as exc:  # noqa: BLE001 - a catalog hiccup must not stop the job
+            except Exception as exc:  # noqa: BLE001 - a catalog hiccup must not stop the work
                 if not failing:
-                    log.warning("job %s: heartbeat not recorded (%s)", self._job_id, exc)
+                    log.warning("%s: heartbeat not recorded (%s)", self._name, exc)
                 failing = True
             if self._stop.wait(self._interval):
                 return
@@ -71,7 +73,7 @@ class Heartbeat:
 
 
 def start_heartbeat(catalog, job_id: int) -> Heartbeat:
-    return Heartbeat(catalog, job_id).start()
+    return Heartbeat(lambda: catalog.heartbeat(job_id), f"job {job_id}").start()
 
 
 # ---------------------------------------------------------------------------- Ctrl-C

@@ -170,19 +170,11 @@ def _lipsync_identity(mode: str, has_video: bool) -> str:
     return f"latentsync {config.lipsync_version()}" if ok else "not run"
 
 
-def model_versions(item, lang: str, has_script: bool, approved: bool) -> dict[str, str]:
-    """The models that make this item x language, each with its version."""
-    options = item.options
-    commercial = config.commercial() if options.commercial is None else options.commercial
-    has_video = os.path.splitext(item.input)[1].lower() not in AUDIO_SUFFIXES
-    return dict(_models(options.voice, options.lipsync, options.asr_model, options.translator, lang, commercial,
-                        has_video, has_script, approved))
-
-
 @lru_cache(maxsize=1024)
 def _models(voice: str, lipsync: str, asr_model: str, translator: str, lang: str, commercial: bool, has_video: bool,
             has_script: bool, approved: bool) -> tuple[tuple[str, str], ...]:
-    """`model_versions` for plain values: a catalog's items share a few combinations."""
+    """The models that make an item x language, each with its version, as (name,
+    identity) pairs; cached: a catalog's items share a few combinations."""
     models = {"voice": _voice_identity(voice, lang, commercial), "lipsync": _lipsync_identity(lipsync, has_video)}
     if not has_script:
         models["asr"] = asr_model

@@ -28,11 +28,11 @@ from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
-from polydub import cache, config, staleness
+from polydub import cache, config, crash, staleness
 from polydub.errors import InputError
 from polydub.flows import outcome
 from polydub.flows.dub import dub_video
-from polydub.flows.logs import quiet_console_tracebacks
+from polydub.flows.logs import quiet_console_tracebacks, stage_logger
 from polydub.job import JobPlan, _out_dir
 from polydub.manifest import Manifest, ManifestError, load_manifest, plan_items
 from polydub.options import DubOptions
@@ -110,7 +110,8 @@ def dub_catalog(manifest: str, langs: list[str] | None = None, options: DubOptio
                if deliveries.claim(cat, work.manifest.key, item, work.plans[item].langs, owner)}
     busy = sorted(set(work.due) - set(claimed))
     _log_plan(work, busy)
-    beat = _Heartbeat(cat, work.manifest.key, owner)
+    beat = crash.Heartbeat(lambda: deliveries.heartbeat(cat, work.manifest.key, owner),
+                           f"catalog {work.manifest.name}").start()
     ledger = Ledger(cat, work, len(claimed))
     try:
         if via_deployment:
@@ -221,7 +222,7 @@ class Ledger:
         self.lock = threading.Lock()
         self.progress = outcome.Progress(outcome.artifact_key("catalog-progress", work.manifest.name), items,
                                          f"{work.manifest.name}: items dubbed")
-        self.logger = _logger()  # the run's logger, usable from the threads items end in
+        self.logger = stage_logger()  # the run's logger, usable from the threads items end in
 
     def add(self, item: str, report: dict) -> None:
         with self.lock:
@@ -236,23 +237,12 @@ class Ledger:
         self.progress.advance(item, "done" if not failed else "failed")
 
 
-def _logger():
-    from prefect.logging import get_run_logger
-
-    try:
-        return get_run_logger()
-    except Exception:  # noqa: BLE001 - outside a run (a plain call): the module's logger
-        import logging
-
-        return logging.getLogger(__name__)
-
-
 def _log_plan(work: Work, busy: list[str]) -> None:
     counts: dict[str, int] = {}
     for cell in work.cells.values():
         counts[cell.state] = counts.get(cell.state, 0) + 1
     states = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
-    _logger().info("%s: %s (%s); %d to dub%s", work.manifest.name, plural_items(len(work.manifest.items)), states,
+    stage_logger().info("%s: %s (%s); %d to dub%s", work.manifest.name, plural_items(len(work.manifest.items)), states,
                    len(work.due) - len(busy), f"; {len(busy)} held by another runner" if busy else "")
 
 
@@ -382,27 +372,6 @@ def _deployment_report(cat, flow_run_id: str, state) -> dict:
 # ------------------------------------------------------------------------ the outcome
 
 
-class _Heartbeat:
-    """Keep this runner's claims alive while it works."""
-
-    def __init__(self, cat, manifest_key: str, owner: str):
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(cat, manifest_key, owner), daemon=True,
-                                        name="catalog-heartbeat")
-        self._thread.start()
-
-    def _run(self, cat, key: str, owner: str) -> None:
-        while not self._stop.wait(config.HEARTBEAT_INTERVAL_S):
-            try:
-                deliveries.heartbeat(cat, key, owner)
-            except Exception:  # noqa: BLE001 - a catalog hiccup must not stop the dubbing
-                pass
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-
 def _report(work: Work, results: dict[str, dict], busy: list[str], seconds: float) -> dict:
     """The catalog table: one row per item x language, and the counts."""
     rows = []
@@ -438,17 +407,18 @@ def plural_items(n: int) -> str:
     return f"{n} item{'' if n == 1 else 's'}"
 
 
-def _summary(report: dict) -> str:
+def summary(report: dict) -> str:
+    """`6 dubbed, 2 failed`: the catalog run's counts, one line."""
     return ", ".join(f"{n} {status}" for status, n in sorted(report["counts"].items())) or "nothing to do"
 
 
 def _final_state(report: dict) -> State:
     failed = [r for r in report["rows"] if r["status"] == "failed"]
-    summary = f"{Path(report['manifest']).name}: {_summary(report)}"
+    line = f"{Path(report['manifest']).name}: {summary(report)}"
     if not failed:
-        return Completed(message=summary, data=report)
+        return Completed(message=line, data=report)
     first = "; ".join(f"{r['item']} {r['language']}: {r['error']}" for r in failed[:5])
-    message = f"{summary}; {first}"[:outcome.MESSAGE_MAX]
+    message = f"{line}; {first}"[:outcome.MESSAGE_MAX]
     delivered = any(r["status"] == "dubbed" for r in report["rows"])
     return Failed(name="Partial" if delivered else "Failed", message=message, data=outcome.JobFailed(message, report))
 
@@ -456,10 +426,8 @@ def _final_state(report: dict) -> State:
 def refused(exc: InputError) -> State:
     """The manifest or an item was refused before any work: every problem in the log, the
     run Failed with the first."""
-    from prefect.logging import get_run_logger
-
     problems = exc.problems if isinstance(exc, ManifestError) else [str(exc)]
-    logger = get_run_logger()
+    logger = stage_logger()
     for problem in problems:
         logger.error("dub: error: %s", problem)
     result = outcome.JobRefused(str(exc))
@@ -478,9 +446,9 @@ def _publish(report: dict) -> None:
         name = Path(report["manifest"]).stem
         rows = [{k: r[k] for k in ("item", "language", "status", "output", "error")} for r in report["rows"][:ROW_LIMIT]]
         create_table_artifact(rows, key=outcome.artifact_key("catalog", name),
-                              description=f"{name}: {_summary(report)}")
+                              description=f"{name}: {summary(report)}")
         lines = [f"# Catalog {name}", "", f"- manifest: `{report['manifest']}`", f"- outputs: `{report['out_dir']}`",
-                 f"- {plural_items(report['items'])}: {_summary(report)} in {report['seconds']:.1f} s"]
+                 f"- {plural_items(report['items'])}: {summary(report)} in {report['seconds']:.1f} s"]
         failed = [r for r in report["rows"] if r["status"] == "failed"]
         if failed:
             lines += ["", "| item | language | error |", "|---|---|---|"]

@@ -18,7 +18,7 @@ import os
 import socket
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from sqlalchemy import Connection, Engine, create_engine, event, func, select, update
 from sqlalchemy.engine import URL, make_url
@@ -270,6 +270,24 @@ def output_dict(output: Output) -> dict[str, Any]:
     }
 
 
+def chunks(values: list, size: int = 500) -> Iterator[list]:
+    """`values` in slices of `size`: bounded IN (...) lists and multi-row INSERTs."""
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
+
+
+def upsert_insert(dialect: str):
+    """The dialect's INSERT, which has ON CONFLICT DO UPDATE / NOTHING; None for a database
+    without it (only SQLite and PostgreSQL are supported catalogs)."""
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    elif dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        return None
+    return insert
+
+
 def check_one_of(what: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ValueError(f"{what} must be one of {', '.join(allowed)}, not {value!r}")
@@ -351,12 +369,8 @@ class Catalog:
         """The id of the source with this sha256, adding it (or updating where it was
         seen last and what the probe said) as needed."""
         values = dict(path=str(path), duration=float(duration), fps=None if fps is None else float(fps), has_video=bool(has_video))
-        dialect = self._engine.dialect.name
-        if dialect in ("sqlite", "postgresql"):
-            if dialect == "sqlite":
-                from sqlalchemy.dialects.sqlite import insert
-            else:
-                from sqlalchemy.dialects.postgresql import insert
+        insert = upsert_insert(self._engine.dialect.name)
+        if insert is not None:
             statement = insert(Source).values(content_hash=content_hash, created_at=utcnow(), **values)
             statement = statement.on_conflict_do_update(
                 index_elements=[Source.content_hash],  # a job keeps its own path; the source its first

@@ -14,18 +14,17 @@ import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from polydub import config
 from polydub.redact import redact
-from polydub.storage.catalog import Catalog, iso, owner_alive, process_owner
+from polydub.storage.catalog import Catalog, chunks, iso, owner_alive, process_owner, upsert_insert
 from polydub.storage.models import Delivery, FileDigest, ManifestDefaults, utcnow
 
 HELD = ("queued", "running")
-CHUNK = 500  # values per IN (...) list
 
 
 @dataclass
@@ -84,7 +83,7 @@ def recipes_of(cat: Catalog, manifest: str, keys: list[tuple[str, str]]) -> dict
     found: dict[tuple[str, str], dict | None] = {}
     wanted = set(keys)
     with cat.reading() as session:
-        for chunk in _chunks(sorted({item for item, _ in keys})):
+        for chunk in chunks(sorted({item for item, _ in keys})):
             rows = session.execute(select(Delivery.item, Delivery.lang, Delivery.recipe)
                                    .where(Delivery.manifest == manifest, Delivery.item.in_(chunk)))
             found.update({(item, lang): recipe for item, lang, recipe in rows if (item, lang) in wanted})
@@ -208,11 +207,6 @@ def defaults_of(cat: Catalog, manifest: str) -> tuple[list[str] | None, dict] | 
 # ------------------------------------------------------------------------ file digests
 
 
-def _chunks(values: list, size: int = CHUNK) -> Iterator[list]:
-    for start in range(0, len(values), size):
-        yield values[start:start + size]
-
-
 def digests(cat: Catalog, paths: Iterable[str | Path]) -> dict[str, str | None]:
     """sha256 of each file (None if missing), hashing only files whose size or mtime
     changed since the catalog last saw them."""
@@ -228,7 +222,7 @@ def digests(cat: Catalog, paths: Iterable[str | Path]) -> dict[str, str | None]:
     present = [p for p, st in stats.items() if st is not None]
     known: dict[str, tuple[int, int, str]] = {}
     with cat.reading() as session:
-        for chunk in _chunks(present):
+        for chunk in chunks(present):
             for row in session.execute(select(FileDigest.path, FileDigest.size, FileDigest.mtime_ns, FileDigest.sha256)
                                        .where(FileDigest.path.in_(chunk))):
                 known[row[0]] = (row[1], row[2], row[3])
@@ -251,15 +245,12 @@ def digests(cat: Catalog, paths: Iterable[str | Path]) -> dict[str, str | None]:
 
 
 def _remember_digests(cat: Catalog, fresh: dict[str, tuple[int, int, str]]) -> None:
-    if cat.dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    elif cat.dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:  # other databases: the digests are a cache; skip remembering them
+    insert = upsert_insert(cat.dialect)
+    if insert is None:  # other databases: the digests are a cache; skip remembering them
         return
     rows = [{"path": p, "size": s, "mtime_ns": m, "sha256": h} for p, (s, m, h) in fresh.items()]
     with cat.writing() as session:
-        for chunk in _chunks(rows):
+        for chunk in chunks(rows):
             statement = insert(FileDigest).values(chunk)
             session.execute(statement.on_conflict_do_update(
                 index_elements=[FileDigest.path],

@@ -18,6 +18,7 @@ from sqlalchemy import delete, func, select
 
 from polydub import languages, limits
 from polydub.errors import InputError
+from polydub.storage.catalog import chunks, upsert_insert
 from polydub.storage.models import TM_ORIGINS, GlossaryTerm, TranslationMemoryEntry, utcnow
 
 NO_BRAND = ""
@@ -52,22 +53,14 @@ def digest_of(pairs: dict[str, str]) -> str | None:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _chunks(items: list, size: int) -> Iterator[list]:
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
-
-
 def _brand(brand: str | None) -> str:
     return (brand or NO_BRAND).strip()
 
 
 def _insert(cat):
     """The dialect's INSERT, which has ON CONFLICT (SQLite and PostgreSQL)."""
-    if cat.dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif cat.dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:
+    insert = upsert_insert(cat.dialect)
+    if insert is None:
         raise InputError(f"a {cat.dialect} catalog cannot hold translation memory (use SQLite or PostgreSQL)")
     return insert
 
@@ -88,7 +81,7 @@ def remember(cat, brand: str | None, source_lang: str, target_lang: str, pairs: 
         return 0
     insert = _insert(cat)
     with cat.writing() as session:
-        for chunk in _chunks(rows, ROWS_CHUNK):
+        for chunk in chunks(rows, ROWS_CHUNK):
             statement = insert(TM).values(chunk)
             keys = [TM.brand, TM.source_lang, TM.target_lang, TM.source_key]
             if keep_existing:
@@ -136,7 +129,7 @@ def recall(cat, brand: str | None, source_lang: str, target_lang: str, lines: It
     found: dict[str, str] = {}
     source_lang, target_lang = languages.normalize(source_lang), languages.normalize(target_lang)
     with cat.reading() as session:
-        for chunk in _chunks(list(by_key), IN_CHUNK):
+        for chunk in chunks(list(by_key), IN_CHUNK):
             query = select(TM.source_key, TM.brand, TM.target_text).where(
                 TM.source_lang == source_lang, TM.target_lang == target_lang,
                 TM.brand.in_({brand, NO_BRAND}), TM.source_key.in_(chunk))
@@ -181,7 +174,7 @@ def set_glossary(cat, brand: str | None, lang: str, terms: dict[str, str], repla
         now = max(utcnow(), newest + timedelta(microseconds=1)) if newest else utcnow()
         if replace:
             session.execute(delete(GlossaryTerm).where(*where, GlossaryTerm.term.not_in(list(cleaned))))
-        for chunk in _chunks(list(cleaned.items()), ROWS_CHUNK):
+        for chunk in chunks(list(cleaned.items()), ROWS_CHUNK):
             statement = insert(GlossaryTerm).values(
                 [dict(brand=brand, lang=lang, term=t, translation=v, updated_at=now) for t, v in chunk])
             statement = statement.on_conflict_do_update(
