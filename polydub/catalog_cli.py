@@ -57,27 +57,27 @@ def defaults(voice: str | None, lipsync: str | None, translator: str | None, bra
     return make_options(values, voice=voice, lipsync=lipsync, translator=translator, brand=brand, out=out)
 
 
-def given_or_remembered(manifest: Path, langs: str | None, voice: str | None, lipsync: str | None,
+def given_or_remembered(cat, manifest: Path, langs: str | None, voice: str | None, lipsync: str | None,
                         translator: str | None, brand: str | None, settings: list[str] | None):
     """The languages and options to use for a manifest: those given on the command line,
     else, given none, those of its last catalog run (so `dub status ads.csv` after
     `dub catalog ads.csv --voice espeak` judges with espeak, and so does a plain re-run)."""
     from polydub.options import make_options
-    from polydub.storage import Catalog, deliveries
+    from polydub.storage import deliveries
 
     if not any((langs, voice, lipsync, translator, brand, settings)):
-        remembered = deliveries.defaults_of(Catalog(), str(Path(manifest).expanduser().resolve()))
+        remembered = deliveries.defaults_of(cat, str(Path(manifest).expanduser().resolve()))
         if remembered is not None:
             return remembered[0], make_options(remembered[1])
     return _langs(langs), defaults(voice, lipsync, translator, brand, settings)
 
 
-def judged(manifest: Path, langs: str | None, voice: str | None, lipsync: str | None, translator: str | None,
+def judged(cat, manifest: Path, langs: str | None, voice: str | None, lipsync: str | None, translator: str | None,
            brand: str | None, settings: list[str] | None):
     """The manifest, loaded with the languages and options its staleness is judged by."""
     from polydub.manifest import load_manifest
 
-    return load_manifest(manifest, *given_or_remembered(manifest, langs, voice, lipsync, translator, brand, settings))
+    return load_manifest(manifest, *given_or_remembered(cat, manifest, langs, voice, lipsync, translator, brand, settings))
 
 
 def _use_db(db: str | None) -> None:
@@ -110,7 +110,9 @@ def catalog_cmd(
     from polydub.manifest import load_manifest
 
     _use_db(db)
-    targets, options = given_or_remembered(manifest, langs, voice, lipsync, translator, brand, settings)
+    from polydub.storage import Catalog
+
+    targets, options = given_or_remembered(Catalog(), manifest, langs, voice, lipsync, translator, brand, settings)
     if out_dir:
         options = options.model_copy(update={"out": str(out_dir)})
     load_manifest(manifest, targets, options)  # every row's problems now, before Prefect starts
@@ -178,7 +180,7 @@ def status_cmd(
     _use_db(db)
     cat = Catalog()
     if manifest is not None:
-        loaded = judged(manifest, langs, voice, lipsync, translator, brand, settings)
+        loaded = judged(cat, manifest, langs, voice, lipsync, translator, brand, settings)
         by_manifest = {loaded.key: staleness.matrix(cat, loaded)}
     else:
         by_manifest = staleness.recorded_matrix(cat)
@@ -228,22 +230,22 @@ def export_cmd(
     """A delivery manifest: item, language, file, duration, sha256, job, date of each delivered file."""
     from polydub import cache, staleness
     from polydub.storage.catalog import iso
-    from polydub.storage import Catalog, deliveries
+    from polydub.storage import Catalog
 
     suffix = out_file.suffix.lower()
     if suffix not in (".csv", ".json"):
         raise InputError(f"--out {out_file}: give a .csv or .json file")
     _use_db(db)
     cat = Catalog()
-    loaded = judged(manifest, langs, voice, lipsync, translator, brand, settings)
+    loaded = judged(cat, manifest, langs, voice, lipsync, translator, brand, settings)
     _refuse_overwriting(out_file, loaded)
-    recorded = {(r.item, r.lang): r for r in deliveries.records(cat, loaded.key)}
+    judged_cells = staleness.assess(cat, loaded)
     wanted = ("done", "stale") if include_stale else ("done",)
     rows = []
-    for cell in staleness.matrix(cat, loaded):
+    for key, cell in judged_cells.cells.items():
         if cell.state not in wanted:
             continue
-        record = recorded[(cell.item, cell.lang)]
+        record = judged_cells.records[key]
         row = {"item": cell.item, "language": cell.lang, "file": record.path, "duration": record.duration,
                "sha256": record.sha256, "job": record.job_id, "date": iso(cell.delivered_at)}
         if include_stale:

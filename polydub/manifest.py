@@ -23,7 +23,7 @@ import re
 import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 from polydub import download, languages
@@ -89,6 +89,13 @@ class Manifest:
     key: str  # the catalog's key for it: the resolved path
     name: str  # the file's stem or the folder's name
     items: list[ManifestItem]
+
+    def item(self, item_id: str) -> ManifestItem:
+        return self._by_id[item_id]
+
+    @cached_property
+    def _by_id(self) -> dict[str, ManifestItem]:
+        return {item.id: item for item in self.items}
 
 
 @dataclass

@@ -350,6 +350,7 @@ class Assessment:
     cells: dict[tuple[str, str], Cell]
     recipes: RecipeBook
     fingerprints: dict[tuple[str, str], str]
+    records: dict[tuple[str, str], deliveries.Record]  # what the catalog holds, by cell
 
 
 def assess(cat: Catalog, manifest) -> Assessment:
@@ -362,7 +363,7 @@ def assess(cat: Catalog, manifest) -> Assessment:
     stale = [key for key, c in cells.items() if c.state == "stale"]
     for key, old in deliveries.recipes_of(cat, manifest.key, stale).items():
         cells[key].why = what_changed(old, recipes[key])
-    return Assessment(cells, recipes, judge.fingerprints)
+    return Assessment(cells, recipes, judge.fingerprints, recorded)
 
 
 def matrix(cat: Catalog, manifest) -> list[Cell]:

@@ -106,8 +106,7 @@ def dub_catalog(manifest: str, langs: list[str] | None = None, options: DubOptio
     deliveries.remember_defaults(cat, work.manifest.key, langs, options.model_dump(mode="json", exclude_unset=True,
                                                                                    exclude={"out"}))
     owner = process_owner()
-    claimed = {item: langs for item, langs in work.due.items()
-               if deliveries.claim(cat, work.manifest.key, item, work.plans[item].langs, owner)}
+    claimed = [item for item in work.due if deliveries.claim(cat, work.manifest.key, item, work.plans[item].langs, owner)]
     busy = sorted(set(work.due) - set(claimed))
     _log_plan(work, busy)
     beat = crash.Heartbeat(lambda: deliveries.heartbeat(cat, work.manifest.key, owner),
@@ -117,7 +116,7 @@ def dub_catalog(manifest: str, langs: list[str] | None = None, options: DubOptio
         if via_deployment:
             _via_deployment(work, claimed, via_deployment, cat, owner, run.flow_run_id, ledger.add)
         else:
-            _in_process(work, list(claimed), concurrency, ledger.add)
+            _in_process(work, claimed, concurrency, ledger.add)
     finally:
         beat.stop()
         for item in set(claimed) - set(ledger.results):  # stopped first: rows go back as they were
@@ -168,7 +167,7 @@ def _settled(work: Work, item_id: str) -> DubOptions:
     Under a deployment the folder is relative to the outputs root, and each job gets a
     `job-N` folder in it, as every deployment run does."""
     plan = work.plans[item_id]
-    item = next(i for i in work.manifest.items if i.id == item_id)
+    item = work.manifest.item(item_id)
     out = plan.out_dir
     if work.outputs_root is not None:
         out = str(Path(plan.out_dir).relative_to(Path(work.outputs_root).resolve()))
@@ -283,7 +282,7 @@ def deployment_name(name: str) -> str:
     return full
 
 
-def _via_deployment(work: Work, claimed: dict[str, list[str]], name: str, cat, owner: str,
+def _via_deployment(work: Work, claimed: list[str], name: str, cat, owner: str,
                     parent: str | None, ended: Callable[[str, dict], None]) -> None:
     """Create one deployment run per item (all at once), wait for them, and read each
     job's outcome from the catalog the workers share, handing it to `ended`."""
@@ -291,7 +290,7 @@ def _via_deployment(work: Work, claimed: dict[str, list[str]], name: str, cat, o
         loop_thread.submit(asyncio.run, _dispatch(work, claimed, name, cat, owner, parent, ended)).result()
 
 
-async def _dispatch(work: Work, claimed: dict[str, list[str]], name: str, cat, owner: str,
+async def _dispatch(work: Work, claimed: list[str], name: str, cat, owner: str,
                     parent: str | None, ended: Callable[[str, dict], None]) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterId, FlowRunFilterState,
@@ -437,23 +436,20 @@ def refused(exc: InputError) -> State:
 
 def _publish(report: dict) -> None:
     """The catalog table and a short summary as artifacts of this run."""
-    try:
-        from prefect.artifacts import create_markdown_artifact, create_table_artifact
-        from prefect.context import FlowRunContext
+    name = Path(report["manifest"]).stem
+    outcome.show(report, "catalog", name, lambda: _rows(report), f"{name}: {summary(report)}",
+                 lambda: _page(report, name), f"{name}: the catalog run")
 
-        if FlowRunContext.get() is None or not outcome.api_answers():
-            return
-        name = Path(report["manifest"]).stem
-        rows = [{k: r[k] for k in ("item", "language", "status", "output", "error")} for r in report["rows"][:ROW_LIMIT]]
-        create_table_artifact(rows, key=outcome.artifact_key("catalog", name),
-                              description=f"{name}: {summary(report)}")
-        lines = [f"# Catalog {name}", "", f"- manifest: `{report['manifest']}`", f"- outputs: `{report['out_dir']}`",
-                 f"- {plural_items(report['items'])}: {summary(report)} in {report['seconds']:.1f} s"]
-        failed = [r for r in report["rows"] if r["status"] == "failed"]
-        if failed:
-            lines += ["", "| item | language | error |", "|---|---|---|"]
-            lines += [f"| {r['item']} | {r['language']} | {r['error'].replace('|', '/')} |" for r in failed[:200]]
-        create_markdown_artifact("\n".join(lines), key=outcome.artifact_key("catalog-report", name),
-                                 description=f"{name}: the catalog run")
-    except Exception as exc:  # noqa: BLE001 - the dubs are delivered; say what could not be shown
-        report.setdefault("warnings", []).append(f"artifacts not recorded: {exc}")
+
+def _rows(report: dict) -> list[dict]:
+    return [{k: r[k] for k in ("item", "language", "status", "output", "error")} for r in report["rows"][:ROW_LIMIT]]
+
+
+def _page(report: dict, name: str) -> str:
+    lines = [f"# Catalog {name}", "", f"- manifest: `{report['manifest']}`", f"- outputs: `{report['out_dir']}`",
+             f"- {plural_items(report['items'])}: {summary(report)} in {report['seconds']:.1f} s"]
+    failed = [r for r in report["rows"] if r["status"] == "failed"]
+    if failed:
+        lines += ["", "| item | language | error |", "|---|---|---|"]
+        lines += [f"| {r['item']} | {r['language']} | {r['error'].replace('|', '/')} |" for r in failed[:200]]
+    return "\n".join(lines)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from prefect.states import Completed, Failed, State
 
@@ -238,6 +239,14 @@ def markdown(report: dict) -> str:
 
 def publish(report: dict, plan: JobPlan) -> None:
     """The job's table and markdown summary as artifacts of the current flow run."""
+    show(report, "dub", plan.name, lambda: summary_rows(report), f"{plan.name}: job {report['job']} {report['status']}",
+         lambda: markdown(report), f"{plan.name}: the job report")
+
+
+def show(report: dict, kind: str, name: str, rows: Callable[[], list[dict]], rows_description: str,
+         page: Callable[[], str], page_description: str) -> None:
+    """A table (key KIND-NAME) and a markdown page (KIND-report-NAME) as artifacts of the
+    current flow run; what could not be shown is said in the report's warnings."""
     try:
         from prefect.artifacts import create_markdown_artifact, create_table_artifact
         from prefect.context import FlowRunContext
@@ -247,11 +256,9 @@ def publish(report: dict, plan: JobPlan) -> None:
         if not api_answers():
             report.setdefault("warnings", []).append("artifacts not recorded: the Prefect API does not answer")
             return
-        create_table_artifact(summary_rows(report), key=artifact_key("dub", plan.name),
-                              description=f"{plan.name}: job {report['job']} {report['status']}")
-        create_markdown_artifact(markdown(report), key=artifact_key("dub-report", plan.name),
-                                 description=f"{plan.name}: the job report")
-    except Exception as exc:  # noqa: BLE001 - the dub is delivered; say what could not be shown
+        create_table_artifact(rows(), key=artifact_key(kind, name), description=rows_description)
+        create_markdown_artifact(page(), key=artifact_key(f"{kind}-report", name), description=page_description)
+    except Exception as exc:  # noqa: BLE001 - the work is delivered; say what could not be shown
         report.setdefault("warnings", []).append(f"artifacts not recorded: {exc}")
 
 
