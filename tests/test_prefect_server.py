@@ -227,6 +227,22 @@ def test_the_nightly_catalog_run_dubs_what_is_new_then_nothing(setup, client, ru
     assert any(m.startswith("item talking-head: delivered es, fr, de (job ") for m in logs), logs
 
 
+def test_a_bad_catalog_run_from_the_form_fails_before_any_work(setup, client, runs, tmp_path):
+    """The form's manifest and bounds are checked before any work: Failed, one line, no job."""
+    bad = setup["root"] / "inputs" / "bad.csv"
+    bad.write_text("id,input,langs\nspot,missing.mp4,es\nspot,missing.mp4,xx-nope\n")
+    deployment = client.read_deployment_by_name("dub-catalog/nightly-catalog")
+    jobs_before = len(catalog_rows(setup))
+    refused = client.create_flow_run_from_deployment(deployment.id, parameters={"manifest": str(bad)})
+    done = wait_final(client, [refused.id])[refused.id]
+    assert done.state.type.value == "FAILED"
+    assert done.state.message.startswith(f"{bad}: 4 problems: bad.csv row 2, column input: ")
+    assert "\n" not in done.state.message
+    assert len(catalog_rows(setup)) == jobs_before
+    with pytest.raises(Exception, match="concurrency"):  # out of bounds: the API refuses the run itself
+        client.create_flow_run_from_deployment(deployment.id, parameters={"concurrency": 99})
+
+
 def test_a_catalog_handed_to_workers_through_the_deployment(setup, runs, tmp_path):
     folder = setup["root"] / "inputs" / "catalog"
     video = ad_copy(folder / "videos")
