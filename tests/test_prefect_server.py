@@ -83,8 +83,18 @@ def catalog_rows(setup) -> dict[str, dict]:
         return {row["flow_run_id"]: dict(row) for row in db.execute("SELECT * FROM jobs")}
 
 
+def repo_reports() -> dict[Path, float]:
+    """Reports under the project's own `dubbed/` (the README's example writes there)."""
+    return {p: p.stat().st_mtime for p in (REPO / "dubbed").rglob("*.report.json")}
+
+
 @pytest.fixture(scope="module")
-def runs(setup, client):
+def reports_before():
+    return repo_reports()
+
+
+@pytest.fixture(scope="module")
+def runs(setup, client, reports_before):
     root = setup["root"]
     first = ad_copy(root / "inputs" / "a")
     second = ad_copy(root / "inputs" / "b")  # another ad with the same file name
@@ -171,7 +181,7 @@ def test_logs_have_one_line_per_stage_and_language(runs, client):
     assert not any("Traceback" in m for m in logs)
 
 
-def test_outputs_land_under_the_outputs_root_one_folder_per_job(runs, setup):
+def test_outputs_land_under_the_outputs_root_one_folder_per_job(runs, setup, reports_before):
     root, rows = setup["root"], catalog_rows(setup)
     done, minimal, partial = (rows[str(runs[n].id)] for n in ("done", "minimal", "partial"))
     assert Path(done["out_dir"]) == root / "outputs" / "talking_head" / f"job-{done['id']}"
@@ -180,7 +190,7 @@ def test_outputs_land_under_the_outputs_root_one_folder_per_job(runs, setup):
     first_srt = Path(done["out_dir"]) / "talking_head.es.srt"
     second_srt = Path(minimal["out_dir"]) / "talking_head.es.srt"
     assert "Hola" in first_srt.read_text() and "Buenas" in second_srt.read_text()  # neither overwrote the other
-    assert not (REPO / "dubbed").exists() or not any((REPO / "dubbed").rglob("*.report.json"))
+    assert repo_reports() == reports_before  # nothing written into the project's own folder
 
 
 def test_catalog_points_at_each_run(runs, setup):

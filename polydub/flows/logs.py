@@ -49,8 +49,9 @@ class EndOfRun(logging.Filter):
 
 def quiet_console_tracebacks(level: int | None = None) -> None:
     """Wrap the formatter of Prefect's console handlers (idempotent); with `level`, show
-    only records at or above it there (the command line prints its own summary). What
-    Prefect's API receives is unchanged."""
+    only records at or above it there (the command line prints its own summary), and keep
+    Prefect's failed sends to its server off the console. What Prefect's API receives is
+    unchanged."""
     from prefect.logging.handlers import PrefectConsoleHandler
 
     runs = logging.getLogger("prefect.flow_runs")
@@ -64,6 +65,13 @@ def quiet_console_tracebacks(level: int | None = None) -> None:
                 handler.setFormatter(OneLineFormatter(handler.formatter))
             if level is not None:
                 handler.setLevel(level)
+    if level is not None:
+        # Prefect's own services (events, logs) report each failed send to a server that is
+        # gone: an event dump per item, and raw text on stderr. The command line says once
+        # what Prefect could not record.
+        for handler in logging.getLogger("prefect._internal").handlers:  # its logger reads a setting, not its level
+            handler.setLevel(level)
+        logging.raiseExceptions = False
 
 
 def stage_logger() -> logging.Logger | logging.LoggerAdapter:
