@@ -75,23 +75,38 @@ def test_release_returns_rows_to_what_they_were(cat):
 
 
 def test_runners_claiming_at_once_each_get_an_item_once(cat):
-    """Four processes race to claim the same 30 items: every item is held by exactly one."""
+    """Four processes race to claim the same 30 items: every item is held by exactly one.
+    They start claiming together, and stay alive until all are done (a claim whose holder
+    has exited is rightly taken over)."""
     code = textwrap.dedent("""
         import sys
         from polydub.storage import Catalog, deliveries
         cat = Catalog(sys.argv[1])
+        print("ready", flush=True)
+        sys.stdin.readline()  # go
         won = [f"item-{n}" for n in range(30) if deliveries.claim(cat, "race", f"item-{n}", ["es", "fr"])]
-        print(",".join(won))
+        print(",".join(won), flush=True)
+        sys.stdin.read()  # until every runner has claimed
     """)
-    runners = [subprocess.Popen([sys.executable, "-c", code, cat.url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, env=os.environ.copy()) for _ in range(4)]
-    won = []
-    for runner in runners:
-        out, err = runner.communicate(timeout=SUBPROCESS_TIMEOUT_S)
-        assert runner.returncode == 0, err
-        won += [w for w in out.strip().split(",") if w]
+    runners = [subprocess.Popen([sys.executable, "-c", code, cat.url], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=os.environ.copy()) for _ in range(4)]
+    try:
+        for runner in runners:
+            assert runner.stdout.readline().strip() == "ready", runner.stderr.read()
+        for runner in runners:
+            runner.stdin.write("go\n")
+            runner.stdin.flush()
+        won = []
+        for runner in runners:
+            won += [w for w in runner.stdout.readline().strip().split(",") if w]
+        owners = {(r.item, r.owner) for r in deliveries.records(cat, "race")}
+        for runner in runners:
+            runner.stdin.close()
+            assert runner.wait(timeout=SUBPROCESS_TIMEOUT_S) == 0, runner.stderr.read()
+    finally:
+        for runner in runners:
+            runner.kill()
     assert sorted(won) == sorted(f"item-{n}" for n in range(30))
-    owners = {(r.item, r.owner) for r in deliveries.records(cat, "race")}
     assert len(owners) == 30  # both languages of an item held by the same runner
 
 
