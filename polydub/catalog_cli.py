@@ -23,6 +23,7 @@ from typing import List, Optional
 
 import typer
 
+from polydub import config
 from polydub.errors import DubError, InputError
 from polydub.options import help_for
 
@@ -80,11 +81,6 @@ def judged(cat, manifest: Path, langs: str | None, voice: str | None, lipsync: s
     return load_manifest(manifest, *given_or_remembered(cat, manifest, langs, voice, lipsync, translator, brand, settings))
 
 
-def _use_db(db: str | None) -> None:
-    if db:
-        os.environ["DUB_DATABASE_URL"] = db  # the catalog is configuration, never a flow parameter
-
-
 def _langs(langs: str | None) -> list[str] | None:
     from polydub import languages
 
@@ -109,7 +105,7 @@ def catalog_cmd(
     """Dub every item x language of MANIFEST that is missing, stale or failed; exit 1 if any fails."""
     from polydub.manifest import load_manifest
 
-    _use_db(db)
+    config.use_database(db)
     from polydub.storage import Catalog
 
     targets, options = given_or_remembered(Catalog(), manifest, langs, voice, lipsync, translator, brand, settings)
@@ -177,7 +173,7 @@ def status_cmd(
 
     if only and only not in ONLY:
         raise InputError(f"--only must be one of {', '.join(ONLY)}, not {only!r}")
-    _use_db(db)
+    config.use_database(db)
     cat = Catalog()
     if manifest is not None:
         loaded = judged(cat, manifest, langs, voice, lipsync, translator, brand, settings)
@@ -235,7 +231,7 @@ def export_cmd(
     suffix = out_file.suffix.lower()
     if suffix not in (".csv", ".json"):
         raise InputError(f"--out {out_file}: give a .csv or .json file")
-    _use_db(db)
+    config.use_database(db)
     cat = Catalog()
     loaded = judged(cat, manifest, langs, voice, lipsync, translator, brand, settings)
     _refuse_overwriting(out_file, loaded)

@@ -28,6 +28,7 @@ except ImportError:  # pragma: no cover
 from rich.console import Console
 from rich.table import Table
 
+from polydub import config
 from polydub.errors import DubError, InputError
 from polydub.options import default_of, help_for
 from polydub.terms_cli import glossary_app, tm_app
@@ -138,8 +139,7 @@ def run_cmd(
     from polydub.job import check_backends, plan_job
     from polydub.options import make_options
 
-    if db:
-        os.environ["DUB_DATABASE_URL"] = db  # the catalog is configuration, never a flow parameter
+    config.use_database(db)
     plans = []
     try:
         options = make_options(source_lang=source_lang, transcript=_text(transcript),
@@ -368,7 +368,7 @@ def models_pull(names: List[str] = typer.Argument(..., help="Model names (see du
 @models_app.command("verify")
 def models_verify() -> None:
     """Load every present model strictly and report."""
-    from polydub import config, models
+    from polydub import models
 
     failed = False
     rows = models.verify_all()
@@ -410,7 +410,7 @@ def server_status() -> None:
 def cache_gc(older_than: float = typer.Option(60.0, "--older-than",
                                               help="Minutes untouched before a leftover goes.")) -> None:
     """Remove temporary folders and partial files that killed runs left in the cache."""
-    from polydub import cache, config
+    from polydub import cache
 
     swept = cache.sweep(config.cache_dir(), older_than=older_than * 60)
     for path in swept.removed:
@@ -422,7 +422,7 @@ def cache_gc(older_than: float = typer.Option(60.0, "--older-than",
 def cache_verify(fix: bool = typer.Option(False, "--fix",
                                            help="Remove damaged entries (rebuilt when next needed).")) -> None:
     """Check the size and digest of every cached file; exit 1 on damage unless --fix."""
-    from polydub import cache, config
+    from polydub import cache
 
     checked, problems = cache.verify_all(config.cache_dir(), fix=fix)
     for problem in problems:

@@ -27,6 +27,13 @@ def database_url() -> str:
     return url or f"sqlite:///{home() / 'catalog.db'}"
 
 
+def use_database(url: str | None) -> None:
+    """`--db URL`: this process and the flows it runs use that catalog (set in the
+    environment: the catalog is configuration, never a flow parameter)."""
+    if url:
+        os.environ["DUB_DATABASE_URL"] = url
+
+
 def outputs_dir() -> Path:
     """Where deployment runs deliver (one folder per job); a form's `out` is relative to it."""
     return Path(os.environ.get("DUB_OUTPUTS_DIR", home() / "outputs")).expanduser()

@@ -87,10 +87,9 @@ def job(tmp_path):
     return JobContext(cat.create_job(source, ["es"], {}, str(tmp_path / "out")), db, str(tmp_path / "cache"))
 
 
-def build_two_files(folder: Path) -> dict:
+def build_two_files(folder: Path) -> None:
     (folder / "a.bin").write_bytes(b"a" * 1000)
     (folder / "b.txt").write_text("line one\n")
-    return {"files": ["a.bin", "b.txt"]}
 
 
 def stage_row(ctx: JobContext) -> dict:
@@ -116,11 +115,12 @@ def flip_byte(path: Path) -> None:
 def test_a_damaged_entry_is_rebuilt_and_the_catalog_says_why(job, harm, reason):
     first = run_stage(job, "mix", "es", "k1", build_two_files)
     folder = Path(first.folder)
-    assert first.status == "done" and sorted(first.meta["manifest"]) == ["a.bin", "b.txt"]
+    assert first.status == "done" and sorted(cache.lookup("mix", "k1", Path(job.cache_root))["manifest"]) == \
+        ["a.bin", "b.txt"]
     assert run_stage(job, "mix", "es", "k1", build_two_files).status == "cached"
     harm(folder)
     again = run_stage(job, "mix", "es", "k1", build_two_files)
-    assert again.status == "done" and again.meta["rebuilt"].startswith(reason)
+    assert again.status == "done" and again.rebuilt.startswith(reason) and again.note.startswith("rebuilt: ")
     assert (folder / "a.bin").read_bytes() == b"a" * 1000 and (folder / "b.txt").read_text() == "line one\n"
     assert stage_row(job)["status"] == "done" and stage_row(job)["detail"]["rebuilt"].startswith(reason)
     assert run_stage(job, "mix", "es", "k1", build_two_files).status == "cached"  # healed
@@ -235,9 +235,8 @@ def test_sweep_removes_abandoned_leftovers_but_not_a_live_build(tmp_path):
 
 def test_disk_full_while_building_is_one_line_and_publishes_nothing(job, tmp_path):
     with small_disk(Path(job.cache_root), "1m"):
-        def build(folder: Path) -> dict:
+        def build(folder: Path) -> None:
             (folder / "big.wav").write_bytes(b"\0" * (2 << 20))
-            return {}
 
         with pytest.raises(cache.DiskFull, match=f"^disk full: no space left in {job.cache_root}$"):
             run_stage(job, "mix", "es", "k", build)
@@ -246,7 +245,7 @@ def test_disk_full_while_building_is_one_line_and_publishes_nothing(job, tmp_pat
         row = stage_row(job)
         assert row["status"] == "failed" and row["error"] == f"disk full: no space left in {job.cache_root}"
 
-        def build_like_libsndfile(folder: Path) -> dict:
+        def build_like_libsndfile(folder: Path) -> None:
             """Fill the disk, then fail as a library does that hides the errno."""
             with open(folder / "filler", "wb") as f:
                 with contextlib.suppress(OSError):

@@ -23,9 +23,9 @@ from polydub.options import DubOptions
 from polydub.preflight import check_job
 from polydub.tasks.common import JobContext, StageResult, catalog, one_line
 from polydub.tasks.deliver import assemble_lang, assemble_multitrack, deliverables
-from polydub.tasks.language import mix_lang, synthesize_lang, translate_lang
+from polydub.tasks.language import Mixdown, Speech, Translation, mix_lang, synthesize_lang, translate_lang
 from polydub.tasks.lipsync import lipsync_langs
-from polydub.tasks.source import prepare_source, separate_source, transcribe_source
+from polydub.tasks.source import Separation, SourceAudio, Transcription, prepare_source, separate_source, transcribe_source
 
 LANGUAGE_WORKERS = 4  # languages in flight at once; each mostly waits on ffmpeg / TTS
 
@@ -56,8 +56,9 @@ def dub_video(input: str, langs: list[str], options: DubOptions = DubOptions()):
 
 
 @task(name="voice-language", task_run_name="language[{lang}]", cache_policy=NONE, persist_result=False)
-def voice_language(ctx: JobContext, plan: JobPlan, source: StageResult, transcript: StageResult,
-                   background: StageResult, lang: str) -> tuple[StageResult, StageResult, StageResult]:
+def voice_language(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAudio],
+                   transcript: StageResult[Transcription], background: StageResult[Separation],
+                   lang: str) -> tuple[StageResult[Translation], StageResult[Speech], StageResult[Mixdown]]:
     """One language's chain: translate, synthesize, fit and mix (each its own task run)."""
     translation = translate_lang(ctx, plan, transcript, lang)
     speech = synthesize_lang(ctx, plan, source, transcript, translation, lang)
@@ -88,25 +89,23 @@ def run_job(plan: JobPlan, run: outcome.RunInfo | None = None) -> dict:
               "out_dir": plan.out_dir, "flow_run": run.ui_url, "languages": langs}
     try:
         source = prepare_source(ctx, plan, source_hash)
-        report["source_loudness_lufs"] = source.meta.get("loudness_lufs")
-        report["source_true_peak_db"] = source.meta.get("true_peak_db")
+        report["source_loudness_lufs"] = source.output.loudness_lufs
+        report["source_true_peak_db"] = source.output.true_peak_db
         separating = separate_source.submit(ctx, plan, source)  # alongside speech recognition
         transcript = transcribe_source(ctx, plan, source, source_hash)
         try:
             background = separating.result()
         except Exception as exc:  # best effort: the band-cut still makes a dub, and the report says why
-            background = StageResult("separate", None, "", {"reason": f"separation failed: {one_line(exc)}; "
-                                                                      "the voice is band-cut under the dub"}, "failed")
+            background = StageResult("separate", None, "", status="failed", reason=f"separation failed: "
+                                     f"{one_line(exc)}; the voice is band-cut under the dub")
         report["background"] = {"method": "demucs" if background.status in ("done", "cached") else "band-cut",
-                                "status": background.status, "model": background.meta.get("model_version"),
-                                "licence": background.meta.get("licence"),
-                                "reason": background.meta.get("reason") or background.meta.get("note")}
-        shared = {"transcribe": transcript.meta.get("licence"), "separate": background.meta.get("licence")}
-        report["source_lang"] = transcript.meta.get("language")
-        report["transcript"] = {"backend": transcript.meta.get("backend"), "status": transcript.status,
-                                "segments": transcript.meta.get("segments"),
-                                "diarizer": transcript.meta.get("diarizer"),
-                                "licence": transcript.meta.get("licence")}
+                                "status": background.status, "model": background.model_version,
+                                "licence": background.licence, "reason": background.reason or background.note or None}
+        shared = {"transcribe": transcript.licence, "separate": background.licence}
+        report["source_lang"] = transcript.output.language
+        report["transcript"] = {"backend": transcript.backend, "status": transcript.status,
+                                "segments": transcript.output.segments, "diarizer": transcript.output.diarizer,
+                                "licence": transcript.licence}
 
         chains = {lang: voice_language.submit(ctx, plan, source, transcript, background, lang)
                   for lang in plan.langs}
@@ -128,7 +127,7 @@ def run_job(plan: JobPlan, run: outcome.RunInfo | None = None) -> dict:
                         langs[lang]["error"] = one_line(exc)
                     mixed = {}
                 else:  # auto: best effort; the dub is still delivered, and the report says why
-                    videos = {lang: StageResult("lipsync", lang, "", {"reason": one_line(exc)}, "failed")
+                    videos = {lang: StageResult("lipsync", lang, "", status="failed", reason=one_line(exc))
                               for lang in mixed}
 
         delivered = {lang: assemble_lang.submit(ctx, plan, source, r[0], r[2], videos.get(lang), lang)
@@ -188,30 +187,30 @@ def _language_report(outputs: dict[str, str], translation: StageResult, speech: 
                      mix: StageResult, video: StageResult | None, shared: dict[str, str | None]) -> dict:
     """One language's entry; `shared`: licences of the per-video stages' models by stage."""
     lines = json.loads(Path(mix.file("lines.json")).read_text())
-    for line, clip in zip(lines, speech.meta.get("clips", [])):  # who says each line, in which voice
-        line.update(speaker=clip.get("speaker"), voice=clip.get("voice"))
-    made_by = {**shared, **{r.stage: r.meta.get("licence") for r in (translation, speech, video)
+    for line, clip in zip(lines, speech.output.clips):  # who says each line, in which voice
+        line.update(speaker=clip.speaker, voice=clip.voice)
+    made_by = {**shared, **{r.stage: r.licence for r in (translation, speech, video)
                             if r is not None and r.status in ("done", "cached")}}
-    stages = {r.stage: {"status": r.status, "seconds": r.meta.get("seconds", 0.0)}
+    stages = {r.stage: {"status": r.status, "seconds": r.seconds}
               for r in (translation, speech, mix, video) if r is not None}
     return {
         "status": "done",
         "outputs": outputs,
         "backends": {
-            "translate": translation.meta.get("backend"),
-            "voice": speech.meta.get("backend"), "voice_model": speech.meta.get("model_version"),
-            "voice_reason": speech.meta.get("reason"),
+            "translate": translation.backend,
+            "voice": speech.backend, "voice_model": speech.model_version,
+            "voice_reason": speech.output.reason,
             "lipsync": video.status if video else "skipped",
-            "lipsync_reason": (video.meta.get("reason") if video else None),
-            "background": mix.meta.get("background"), "background_reason": mix.meta.get("background_reason"),
+            "lipsync_reason": video.reason if video else None,
+            "background": mix.output.background, "background_reason": mix.output.background_reason,
         },
-        "speakers": speech.meta.get("speakers", {}),  # speaker -> voice, backend, reason
+        "speakers": speech.output.speakers,  # speaker -> voice, backend, reason
         "licences": {stage: licence for stage, licence in made_by.items() if licence},
         "segments": len(lines),
-        "loudness_lufs": mix.meta.get("loudness"),  # measured on the mix
-        "true_peak_db": mix.meta.get("true_peak_db"),
-        "loudness_target_lufs": mix.meta.get("target_lufs"),
-        "true_peak_target_db": mix.meta.get("target_true_peak_db"),
+        "loudness_lufs": mix.output.loudness,  # measured on the mix
+        "true_peak_db": mix.output.true_peak_db,
+        "loudness_target_lufs": mix.output.target_lufs,
+        "true_peak_target_db": mix.output.target_true_peak_db,
         "sped_up": sum(line["speed"] > 1.0 for line in lines),
         "overflowing": sum(line["overflow"] > 0 for line in lines),
         "lines": lines,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Generic, TypeVar
 
 from polydub import cache, crash, licences, redact
 from polydub.errors import DubError, StageError
@@ -25,18 +25,45 @@ class JobContext:
     cache_root: str
 
 
+Out = TypeVar("Out")
+
+
 @dataclass
-class StageResult:
-    """A completed stage: its folder in the cache and the metadata it wrote."""
+class StageResult(Generic[Out]):
+    """A stage as this job saw it: its folder in the cache, what it made (`output`, typed
+    per stage: `SourceAudio`, `Translation`, ...; None when it did not run), and how.
+
+    `status`: done | cached | skipped | failed (a best-effort stage that did not work)."""
 
     stage: str
     lang: str | None
     folder: str
-    meta: dict = field(default_factory=dict)
-    status: str = "done"  # done | cached | skipped (| failed: a best-effort stage that did not work)
+    output: Out | None = None
+    status: str = "done"
+    backend: str | None = None
+    model_version: str | None = None
+    licence: str | None = None  # label of the licence of the model that made it
+    seconds: float = 0.0  # spent in this job (0 when cached)
+    reason: str | None = None  # why it was skipped or failed
+    rebuilt: str | None = None  # the damage of the cache entry this run replaced
 
     def file(self, name: str) -> str:
         return str(Path(self.folder) / name)
+
+    @property
+    def note(self) -> str:
+        """What the run says of itself (an output's `note`, where it has one), and a rebuild."""
+        said = getattr(self.output, "note", "") or ""
+        return "; ".join(filter(None, [said, f"rebuilt: {self.rebuilt}" if self.rebuilt else ""]))
+
+
+def output_from(kind: type[Out] | None, stored: dict) -> Out | None:
+    """A stage's output from its cache record: the fields `kind` has. TypeError when the
+    record lacks one that has no default."""
+    if kind is None:
+        return None
+    names = {f.name for f in fields(kind)}
+    return kind(**{k: v for k, v in stored.items() if k in names})
 
 
 _catalogs: dict[str, object] = {}
@@ -63,46 +90,51 @@ def one_line(exc: BaseException) -> str:
 
 
 def run_stage(ctx: JobContext, stage: str, lang: str | None, key: str,
-              build: Callable[[Path], dict], backend: str | None = None,
-              model_version: str | None = None, licence: Licence | None = None) -> StageResult:
+              build: Callable[[Path], Out | None], output: type[Out] | None = None, backend: str | None = None,
+              model_version: str | None = None, licence: Licence | None = None) -> StageResult[Out]:
     """Run `build` into a fresh cache folder unless a completed run with `key` exists.
 
-    `build(folder)` writes its files and returns small metadata (JSON); it may set
-    'backend' and 'model_version' when only the run knows them. The catalog gets a
-    stage row either way: 'cached' for a hit, 'done' or 'failed' for a run, with the
-    licence of the model that made the output (`licence`, else looked up from the
-    backend); the result's meta carries it as 'licence' (a label) for the report.
+    `build(folder)` writes its files and returns what it made: an `output` instance (a
+    small dataclass, kept as JSON beside the files), or None for a stage whose files say it
+    all. An output's `backend` field, where it has one, names the backend when only the
+    run knows it. The catalog gets a stage row either way: 'cached' for a hit, 'done' or
+    'failed' for a run, with the licence of the model that made the output (`licence`,
+    else looked up from the backend).
     """
     cat = catalog(ctx.db_url)
     root = Path(ctx.cache_root)
     licence = licence or licences.of_stage(stage, backend, model_version)
     label = licence.label if licence else None
     run_id = cat.start_stage(ctx.job_id, stage, lang, key, backend, model_version, licence=label)
+    folder = str(cache.stage_dir(stage, key, root))
     # Languages run in threads and jobs in processes: whoever holds the key's lock builds,
     # the others wait and then find it cached.
     with cache.exclusive(stage, key, root):
         hit, damaged = cache.inspect(stage, key, root)
+        made = None
+        if hit is not None:
+            try:
+                made = output_from(output, hit)
+            except TypeError:  # written by another version of the stage: make it again
+                hit, damaged = None, "record without this stage's fields"
         if damaged:  # never reuse what no longer matches its record: rebuild it, and say so
             cache.discard(cache.stage_dir(stage, key, root))
         if hit is not None:
-            cat.finish_stage(run_id, "cached", detail=_detail(hit), backend=hit.get("backend", backend),
-                             model_version=hit.get("model_version", model_version))
+            result = StageResult(stage, lang, folder, made, "cached", hit.get("backend", backend),
+                                 hit.get("model_version", model_version), label)
+            cat.finish_stage(run_id, "cached", detail=_detail(hit), backend=result.backend,
+                             model_version=result.model_version)
             emit(stage, lang, "cached")
-            _log(stage, lang, "cached", 0.0, hit.get("backend", backend), hit.get("reason"))
-            return StageResult(stage, lang, str(cache.stage_dir(stage, key, root)), {**hit, "licence": label},
-                               "cached")
+            _log(stage, lang, "cached", 0.0, result.backend, None)
+            return result
         emit(stage, lang, "running")
         started = time.perf_counter()
         try:
             with cache.building(stage, key, root) as work:
-                meta = build(work) or {}
-                meta.setdefault("backend", backend)
-                meta.setdefault("model_version", model_version)
-                meta["seconds"] = round(time.perf_counter() - started, 3)
-                if damaged:
-                    meta["rebuilt"] = damaged
-                    meta["note"] = "; ".join(filter(None, [meta.get("note"), f"rebuilt: {damaged}"]))
-                cache.finish(work, meta)
+                made = build(work)
+                result = StageResult(stage, lang, folder, made, "done", getattr(made, "backend", None) or backend,
+                                     model_version, label, round(time.perf_counter() - started, 3), rebuilt=damaged)
+                cache.finish(work, cache_record(result))
         except BaseException as exc:
             if isinstance(exc, Exception) and cache.is_disk_full(exc, root):
                 exc = cache.disk_full(root)  # one line naming the folder; nothing was published
@@ -118,11 +150,19 @@ def run_stage(ctx: JobContext, stage: str, lang: str | None, key: str,
             if isinstance(exc, DubError) or not isinstance(exc, Exception):
                 raise
             raise StageError(f"{stage}{' ' + lang if lang else ''}: {one_line(exc)}") from exc
-    cat.finish_stage(run_id, "done", detail=_detail(meta), backend=meta.get("backend"),
-                     model_version=meta.get("model_version"))
-    emit(stage, lang, "done", meta.get("note", ""))
-    _log(stage, lang, "done", meta["seconds"], meta.get("backend"), meta.get("reason") or meta.get("note"))
-    return StageResult(stage, lang, str(cache.stage_dir(stage, key, root)), {**meta, "licence": label}, "done")
+    cat.finish_stage(run_id, "done", detail=_detail(cache_record(result)), backend=result.backend,
+                     model_version=result.model_version)
+    emit(stage, lang, "done", result.note)
+    _log(stage, lang, "done", result.seconds, result.backend, result.note)
+    return result
+
+
+def cache_record(result: StageResult) -> dict:
+    """What the cache keeps of a run beside its files (flat: the output's fields and how it
+    was made)."""
+    made = asdict(result.output) if result.output is not None else {}
+    return {**made, "backend": result.backend, "model_version": result.model_version, "seconds": result.seconds,
+            **({"rebuilt": result.rebuilt} if result.rebuilt else {})}
 
 
 def _label(stage: str, lang: str | None) -> str:
@@ -142,7 +182,7 @@ def skip_stage(ctx: JobContext, stage: str, lang: str | None, reason: str) -> St
     cat.finish_stage(run_id, "skipped", error=None, detail={"reason": reason})
     emit(stage, lang, "skipped", reason)
     stage_logger().info("%s: skipped: %s", _label(stage, lang), reason)
-    return StageResult(stage, lang, "", {"reason": reason}, "skipped")
+    return StageResult(stage, lang, "", status="skipped", reason=reason)
 
 
 def _detail(meta: dict) -> dict:

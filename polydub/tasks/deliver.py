@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import task
@@ -11,8 +12,23 @@ from polydub import assemble, cache, languages
 from polydub.job import JobPlan
 from polydub.segments import clip_to, write_subtitles
 from polydub.tasks.common import JobContext, StageResult, run_stage
-from polydub.tasks.language import MIXED
-from polydub.tasks.source import load_segments
+from polydub.tasks.language import MIXED, Mixdown, Translation
+from polydub.tasks.lipsync import LipSynced
+from polydub.tasks.source import SourceAudio, Transcription, load_segments
+
+
+@dataclass
+class Assembly:
+    """A language's files in the folder: the dubbed MP4 (M4A), its SRT and VTT."""
+
+    files: list[str]
+    lipsynced: bool
+
+
+@dataclass
+class Multitrack:
+    file: str
+    tracks: int  # audio tracks: the original and every dub
 
 
 def _key(result: StageResult | None) -> str | None:
@@ -24,43 +40,44 @@ def _key(result: StageResult | None) -> str | None:
 DUBBED, SRT, VTT = "dubbed", "subtitles.srt", "subtitles.vtt"
 
 
-def deliverables(plan: JobPlan, result: StageResult) -> dict[str, str]:
+def deliverables(plan: JobPlan, result: StageResult[Assembly]) -> dict[str, str]:
     """Where a language's files are published: {'mp4' or 'm4a', 'srt', 'vtt': path}."""
     name = f"{plan.name}.{result.lang}"
     return {Path(f).suffix.lstrip("."): str(Path(plan.out_dir) / f"{name}{Path(f).suffix}")
-            for f in result.meta["files"]}
+            for f in result.output.files}
 
 
 @task(name="assemble", task_run_name="assemble[{lang}]", cache_policy=NONE, persist_result=False)
-def assemble_lang(ctx: JobContext, plan: JobPlan, source: StageResult, translation: StageResult,
-                  mixed: StageResult, video: StageResult | None, lang: str) -> StageResult:
+def assemble_lang(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAudio],
+                  translation: StageResult[Translation], mixed: StageResult[Mixdown],
+                  video: StageResult[LipSynced] | None, lang: str) -> StageResult[Assembly]:
     """Build one language's MP4 (M4A for audio-only input) with subtitles; publish all three files."""
     dubbed = DUBBED + (".mp4" if plan.has_video else ".m4a")
     lipsynced = video is not None and video.status in ("done", "cached")
 
-    def build(folder: Path) -> dict:
-        segments = clip_to(load_segments(translation), source.meta["duration"])  # never outlast the source
+    def build(folder: Path) -> Assembly:
+        segments = clip_to(load_segments(translation), source.output.duration)  # never outlast the source
         write_subtitles(segments, folder / SRT)
         write_subtitles(segments, folder / VTT)
         picture = None
         if plan.has_video:
-            picture = video.file(video.meta["file"]) if lipsynced else plan.input
+            picture = video.file(video.output.file) if lipsynced else plan.input
         subtitles = str(folder / SRT) if segments else None  # no lines (music only): no track
         assemble.dubbed_file(picture, mixed.file(MIXED), subtitles, lang, folder / dubbed,
-                             video_codec="h264" if lipsynced else source.meta.get("video_codec"))
-        return {"files": [dubbed, SRT, VTT], "lipsynced": bool(lipsynced)}
+                             video_codec="h264" if lipsynced else source.output.video_codec)
+        return Assembly([dubbed, SRT, VTT], bool(lipsynced))
 
     key = cache.stage_key("assemble", source=_key(source), translation=_key(translation),
                           mix=_key(mixed), video=_key(video) if lipsynced else None, lang=lang, version=3)
-    result = run_stage(ctx, "assemble", lang, key, build, backend="ffmpeg")
-    for f, dest in zip(result.meta["files"], deliverables(plan, result).values()):
+    result = run_stage(ctx, "assemble", lang, key, build, Assembly, backend="ffmpeg")
+    for f, dest in zip(result.output.files, deliverables(plan, result).values()):
         cache.place(result.file(f), Path(dest))
     return result
 
 
 @task(name="assemble-multitrack", task_run_name="assemble[multitrack]", cache_policy=NONE, persist_result=False)
-def assemble_multitrack(ctx: JobContext, plan: JobPlan, source: StageResult, transcript: StageResult,
-                        delivered: dict[str, StageResult]) -> str:
+def assemble_multitrack(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAudio],
+                        transcript: StageResult[Transcription], delivered: dict[str, StageResult[Assembly]]) -> str:
     """One file with the original and every dub, each audio and subtitle track language-tagged.
 
     `delivered` maps each delivered language to its assemble result, whose encoded track
@@ -68,25 +85,25 @@ def assemble_multitrack(ctx: JobContext, plan: JobPlan, source: StageResult, tra
     """
     ext = ".dubbed.mkv" if plan.has_video else ".dubbed.mka"
     filename = f"multitrack{ext}"
-    src_lang = transcript.meta.get("language") or plan.source_lang
+    src_lang = transcript.output.language or plan.source_lang
     src_lang = src_lang if src_lang and src_lang in languages.LANGUAGES else None
 
-    def build(folder: Path) -> dict:
+    def build(folder: Path) -> Multitrack:
         audio = [assemble.AudioTrack(plan.input, src_lang, "Original")]
         subs = []
-        original = clip_to(load_segments(transcript), source.meta["duration"])
+        original = clip_to(load_segments(transcript), source.output.duration)
         if original:
             write_subtitles(original, folder / "transcript.srt")
             subs.append(assemble.SubtitleTrack(str(folder / "transcript.srt"), src_lang, "Original"))
         for lang, result in delivered.items():
-            dubbed, srt = (result.file(f) for f in result.meta["files"][:2])
+            dubbed, srt = (result.file(f) for f in result.output.files[:2])
             audio.append(assemble.AudioTrack(dubbed, lang, f"{languages.name(lang)} (AI dub)"))
             if Path(srt).read_text(encoding="utf-8").strip():  # an empty SRT is no track
                 subs.append(assemble.SubtitleTrack(srt, lang, languages.name(lang)))
         assemble.multitrack_file(plan.input if plan.has_video else None, audio, subs, folder / filename)
-        return {"file": filename, "tracks": len(audio)}
+        return Multitrack(filename, len(audio))
 
     key = cache.stage_key("multitrack", source=_key(source), transcript=_key(transcript),
                           parts={lang: _key(r) for lang, r in delivered.items()}, version=3)
-    result = run_stage(ctx, "assemble", None, key, build, backend="ffmpeg")
+    result = run_stage(ctx, "assemble", None, key, build, Multitrack, backend="ffmpeg")
     return str(cache.place(result.file(filename), Path(plan.out_dir) / f"{plan.name}{ext}"))

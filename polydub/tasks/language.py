@@ -21,6 +21,9 @@ from polydub.tasks.source import (
     SEGMENTS,
     SOURCE_AUDIO,
     SUBTITLE_PARSER,
+    Separation,
+    SourceAudio,
+    Transcription,
     load_segments,
     save_segments,
 )
@@ -31,12 +34,65 @@ MIXED = "mixed.wav"  # voice over the ducked background, loudness-normalized
 REFERENCE = "reference.wav"
 
 
-def _segments_hash(result: StageResult) -> str:
+@dataclass
+class Translation:
+    """The translated lines (SEGMENTS in the folder) on the source timeline."""
+
+    segments: int
+    note: str = ""
+    backend: str | None = None  # "translation memory" when no translator was asked
+    sent: int | None = None  # lines sent to the translator
+    from_catalog_memory: int | None = None
+
+
+@dataclass
+class Clip:
+    """One line's voice: `file` in the stage's folder."""
+
+    file: str
+    duration: float  # s
+    speaker: str | None
+    voice: str
+
+
+@dataclass
+class Speech:
+    """One clip per translated line, and who voiced what."""
+
+    clips: list[Clip]
+    reason: str  # why these voices (this job's reasons, even when the clips are reused)
+    speakers: dict[str, dict]  # speaker -> {"voice", "backend", "reason"}
+    synthesized: int = 0
+    reused: int = 0
+    damaged_clips: int = 0
+    note: str = ""
+
+    def __post_init__(self):
+        self.clips = [c if isinstance(c, Clip) else Clip(**c) for c in self.clips]  # from the cache's JSON
+
+
+@dataclass
+class Mixdown:
+    """The fitted voice over the background (MIXED in the folder), and how it was made."""
+
+    lines: int
+    sped_up: int
+    overflowing: int
+    background: str  # demucs | band-cut
+    background_reason: str
+    target_lufs: float
+    target_true_peak_db: float
+    loudness: float  # LUFS, measured on the mix
+    true_peak_db: float | None  # None: silent
+
+
+def _segments_hash(result: StageResult[Transcription] | StageResult[Translation]) -> str:
     return cache.file_hash(result.file(SEGMENTS))
 
 
 @task(name="translate", task_run_name="translate[{lang}]", cache_policy=NONE, persist_result=False)
-def translate_lang(ctx: JobContext, plan: JobPlan, transcript: StageResult, lang: str) -> StageResult:
+def translate_lang(ctx: JobContext, plan: JobPlan, transcript: StageResult[Transcription],
+                   lang: str) -> StageResult[Translation]:
     """Translated segments on the source timeline: approved lines as they are (and then
     remembered in the catalog), else the catalog's memory, else a provider."""
     approved = plan.translations.get(lang)
@@ -44,23 +100,23 @@ def translate_lang(ctx: JobContext, plan: JobPlan, transcript: StageResult, lang
         source_lines = load_segments(transcript)
         labeled = bool(speakers_of(source_lines))
 
-        def build_approved(folder: Path) -> dict:
+        def build_approved(folder: Path) -> Translation:
             # the speakers of the source lines they overlap; the file's own labels win
             segments = label_from(read_subtitles(approved), source_lines)
             save_segments(segments, folder)
-            return {"segments": len(segments), "note": f"approved {Path(approved).name}"}
+            return Translation(len(segments), f"approved {Path(approved).name}")
 
         key = cache.stage_key("translate", approved=cache.file_hash(approved), lang=lang, subtitles=SUBTITLE_PARSER,
                               **({"speakers": _segments_hash(transcript)} if labeled else {}))
-        result = run_stage(ctx, "translate", lang, key, build_approved, backend="approved translation",
+        result = run_stage(ctx, "translate", lang, key, build_approved, Translation, backend="approved translation",
                            model_version=Path(approved).name)
         _remember_approved(ctx, plan, transcript, result, lang)
         return result
     return _translate(ctx, plan, transcript, lang)
 
 
-def _remember_approved(ctx: JobContext, plan: JobPlan, transcript: StageResult, result: StageResult,
-                       lang: str) -> None:
+def _remember_approved(ctx: JobContext, plan: JobPlan, transcript: StageResult[Transcription],
+                       result: StageResult[Translation], lang: str) -> None:
     """Put an approved translation's lines in the catalog's memory, paired with the source
     lines they overlap. A cached run adds only lines the memory lacks: re-running an old
     job is no new approval and must not undo later edits."""
@@ -76,15 +132,16 @@ def _remember_approved(ctx: JobContext, plan: JobPlan, transcript: StageResult, 
                    note=Path(approved).name, keep_existing=result.status == "cached")
 
 
-def _source_code(transcript: StageResult, plan: JobPlan) -> str | None:
+def _source_code(transcript: StageResult[Transcription], plan: JobPlan) -> str | None:
     """The source language as the catalog's memory keys it; None when not known."""
     try:
-        return languages.normalize(transcript.meta.get("language") or plan.source_lang or "")
+        return languages.normalize(transcript.output.language or plan.source_lang or "")
     except InputError:
         return None
 
 
-def _translate(ctx: JobContext, plan: JobPlan, transcript: StageResult, lang: str) -> StageResult:
+def _translate(ctx: JobContext, plan: JobPlan, transcript: StageResult[Transcription],
+               lang: str) -> StageResult[Translation]:
     """Lines the catalog's memory holds as they are; the rest through the file memory and
     the provider, with the brand's glossary merged under the file glossary."""
     from polydub import translate
@@ -92,7 +149,7 @@ def _translate(ctx: JobContext, plan: JobPlan, transcript: StageResult, lang: st
     from polydub.translate.memory import TranslationMemory, translate_with_memory
 
     translator = translate.make_translator(plan.translator)
-    source_lang = transcript.meta.get("language") or plan.source_lang or "auto"
+    source_lang = transcript.output.language or plan.source_lang or "auto"
     glossary_file = glossary_for(plan.glossary, lang)
     cat = catalog(ctx.db_url)
     stored = terms.glossary_terms(cat, plan.brand, lang)
@@ -106,28 +163,26 @@ def _translate(ctx: JobContext, plan: JobPlan, transcript: StageResult, lang: st
                **({"catalog_glossary": terms.digest_of(stored)} if stored else {}))
     memory = TranslationMemory(Path(ctx.cache_root) / "memory" / f"{cache.stage_key('memory', **who)}.json")
 
-    def build(folder: Path) -> dict:
+    def build(folder: Path) -> Translation:
         rest = [s for s in lines if s.text not in hits]
         done, sent = translate_with_memory(rest, source_lang, lang, translator, glossary, memory) if rest else ([], 0)
         fresh = iter(done)
         segments = [replace(s, text=hits[s.text]) if s.text in hits else next(fresh) for s in lines]
         save_segments(segments, folder)
         known = len(lines) - len(rest)
-        meta = {"segments": len(segments), "sent": sent, "from_catalog_memory": known,
-                "note": f"{known} line(s) from the catalog's translation memory, {sent} sent, "
-                        "the rest translated before"}
-        if lines and not rest:
-            meta["backend"] = "translation memory"  # no translator was asked
-        return meta
+        return Translation(len(segments), f"{known} line(s) from the catalog's translation memory, {sent} sent, "
+                                          "the rest translated before",
+                           backend="translation memory" if lines and not rest else None,  # no translator asked
+                           sent=sent, from_catalog_memory=known)
 
     key = cache.stage_key("translate", segments=_segments_hash(transcript), **who,
                           **({"catalog_memory": terms.digest_of(hits)} if hits else {}))
-    return run_stage(ctx, "translate", lang, key, build, backend=translator.name,
+    return run_stage(ctx, "translate", lang, key, build, Translation, backend=translator.name,
                      model_version=translator.version)
 
 
-def _reference_clip(ctx: JobContext, source: StageResult, transcript: StageResult,
-                    speaker: str | None = None) -> StageResult:
+def _reference_clip(ctx: JobContext, source: StageResult[SourceAudio], transcript: StageResult[Transcription],
+                    speaker: str | None = None) -> StageResult[None]:
     """A clip of one source speaker for voice cloning, cut once per video and speaker: from
     their own lines, or from every line when the script does not say who speaks."""
     from polydub.tts import cut_reference
@@ -135,9 +190,8 @@ def _reference_clip(ctx: JobContext, source: StageResult, transcript: StageResul
     lines = load_segments(transcript)
     own = [s for s in lines if s.speaker == speaker] if speaker is not None else []
 
-    def build(folder: Path) -> dict:
+    def build(folder: Path) -> None:
         cut_reference(Path(source.file(ASR_AUDIO)), own or lines, folder / REFERENCE)
-        return {"backend": "ffmpeg"}
 
     key = cache.stage_key("reference", source=Path(source.folder).name, segments=_segments_hash(transcript),
                           **({"speaker": speaker} if own else {}))
@@ -171,8 +225,9 @@ class Casting:
     key: dict  # what the voice's clips depend on: part of every line's cache key
 
 
-def cast_voices(ctx: JobContext, plan: JobPlan, source: StageResult, transcript: StageResult,
-                translation: StageResult, lang: str) -> dict[str | None, Casting]:
+def cast_voices(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAudio],
+                transcript: StageResult[Transcription], translation: StageResult[Translation],
+                lang: str) -> dict[str | None, Casting]:
     """Speaker (None: unlabeled lines) -> voice, in the order speakers first speak."""
     from polydub.tts import EspeakVoice, select_voice
     from polydub.tts.cast import espeak_variant, load_voice_map
@@ -202,8 +257,9 @@ def cast_voices(ctx: JobContext, plan: JobPlan, source: StageResult, transcript:
 
 
 @task(name="synthesize", task_run_name="synthesize[{lang}]", cache_policy=NONE, persist_result=False)
-def synthesize_lang(ctx: JobContext, plan: JobPlan, source: StageResult, transcript: StageResult,
-                    translation: StageResult, lang: str) -> StageResult:
+def synthesize_lang(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAudio],
+                    transcript: StageResult[Transcription], translation: StageResult[Translation],
+                    lang: str) -> StageResult[Speech]:
     """One WAV per translated line, in its speaker's voice."""
     from polydub.tts.trim import trim_silence
 
@@ -216,7 +272,7 @@ def synthesize_lang(ctx: JobContext, plan: JobPlan, source: StageResult, transcr
         reason = " | ".join(f"{speaker or UNNAMED}: {c.reason}" for speaker, c in cast.items())
         model = "; ".join(f"{speaker or UNNAMED}: {c.voice.model}" for speaker, c in cast.items())[:256]
 
-    def build(folder: Path) -> dict:
+    def build(folder: Path) -> Speech:
         clips, spoken, damaged = [], 0, 0
         for i, segment in enumerate(load_segments(translation)):
             casting = cast[segment.speaker]
@@ -229,10 +285,8 @@ def synthesize_lang(ctx: JobContext, plan: JobPlan, source: StageResult, transcr
                 trim_silence(out)
                 cache.keep_line(line, out, root)
                 spoken += 1
-            clips.append({"file": out.name, "duration": sf_duration(out), "speaker": segment.speaker,
-                          "voice": casting.voice.model})
-        return {"clips": clips, "reason": reason, "speakers": speakers, "synthesized": spoken,
-                "reused": len(clips) - spoken, "damaged_clips": damaged, "note": f"{backends}: {reason}"}
+            clips.append(Clip(out.name, sf_duration(out), segment.speaker, casting.voice.model))
+        return Speech(clips, reason, speakers, spoken, len(clips) - spoken, damaged, f"{backends}: {reason}")
 
     speakers = {speaker or UNNAMED: {"voice": c.voice.model, "backend": c.voice.backend, "reason": c.reason}
                 for speaker, c in cast.items()}
@@ -240,18 +294,19 @@ def synthesize_lang(ctx: JobContext, plan: JobPlan, source: StageResult, transcr
     voices = (next(iter(cast.values())).key if list(cast) == [None]
               else {"cast": {speaker or UNNAMED: c.key for speaker, c in cast.items()}})
     key = cache.stage_key("synthesize", segments=_segments_hash(translation), **voices)
-    result = run_stage(ctx, "synthesize", lang, key, build, backend=backends, model_version=model,
+    result = run_stage(ctx, "synthesize", lang, key, build, Speech, backend=backends, model_version=model,
                        licence=licences.of_cast([licences.of_voice(c.voice.backend, getattr(c.voice, "xtts", False))
                                                  for c in cast.values()]))
     # Why this job chose its voices, even when another job's identical clips are reused.
-    result.meta.update(reason=reason, speakers=speakers)
+    result.output = replace(result.output, reason=reason, speakers=speakers)
     return result
 
 
 @task(name="fit-and-mix", task_run_name="mix[{lang}]", cache_policy=NONE, persist_result=False)
-def mix_lang(ctx: JobContext, plan: JobPlan, source: StageResult, transcript: StageResult,
-             translation: StageResult, speech: StageResult, lang: str,
-             background: StageResult | None = None) -> StageResult:
+def mix_lang(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAudio],
+             transcript: StageResult[Transcription], translation: StageResult[Translation],
+             speech: StageResult[Speech], lang: str,
+             background: StageResult[Separation] | None = None) -> StageResult[Mixdown]:
     """Place every line at its source start (sped up only as needed) and mix over the
     background: the separated one when separation ran, else the band-cut source. The mix
     is normalized to the source's loudness and true peak, or to `--loudness`."""
@@ -259,19 +314,19 @@ def mix_lang(ctx: JobContext, plan: JobPlan, source: StageResult, transcript: St
 
     separated = background is not None and background.status in ("done", "cached")
     method = "demucs" if separated else "band-cut"
-    why = (background.meta.get("reason") if background is not None and not separated else None) \
-        or ("separated by " + str(background.meta.get("model_version")) if separated else "no separation ran")
-    peak = source.meta.get("true_peak_db")  # None: a silent source
-    level = mix.Loudness(source.meta["loudness_lufs"], mix.SILENCE if peak is None else peak)
+    why = (background.reason if background is not None and not separated else None) \
+        or ("separated by " + str(background.model_version) if separated else "no separation ran")
+    peak = source.output.true_peak_db  # None: a silent source
+    level = mix.Loudness(source.output.loudness_lufs, mix.SILENCE if peak is None else peak)
     target = mix.delivery_target(level, plan.loudness)
 
-    def build(folder: Path) -> dict:
+    def build(folder: Path) -> Mixdown:
         segments = load_segments(translation)
-        clips = speech.meta["clips"]
-        total = source.meta["samples"] / SAMPLE_RATE
-        fits = fit.plan_fits(segments, [c["duration"] for c in clips], total, max_speed=plan.max_speed)
-        lines = fit.render_dub_track([Path(speech.folder) / c["file"] for c in clips], fits,
-                                     source.meta["samples"], folder / DUB_TRACK)
+        clips = speech.output.clips
+        total = source.output.samples / SAMPLE_RATE
+        fits = fit.plan_fits(segments, [c.duration for c in clips], total, max_speed=plan.max_speed)
+        lines = fit.render_dub_track([Path(speech.folder) / c.file for c in clips], fits,
+                                     source.output.samples, folder / DUB_TRACK)
         mix.mix(Path(source.file(SOURCE_AUDIO)), folder / DUB_TRACK, load_segments(transcript),
                 folder / MIXED, target=target, source_level=level,
                 background_wav=Path(background.file(BACKGROUND)) if separated else None)
@@ -282,15 +337,12 @@ def mix_lang(ctx: JobContext, plan: JobPlan, source: StageResult, transcript: St
                            "overflow": round(f.overflow, 3), "truncated": line.get("truncated", 0.0)})
         (folder / "lines.json").write_text(json.dumps(report, ensure_ascii=False, indent=1))
         measured = mix.measure(folder / MIXED)  # for the QA report
-        return {"lines": len(report), "sped_up": sum(r["speed"] > 1.0 for r in report),
-                "overflowing": sum(r["overflow"] > 0 for r in report), "backend": "ffmpeg",
-                "background": method, "background_reason": why,
-                "target_lufs": target.lufs, "target_true_peak_db": target.true_peak_db,
-                "loudness": round(measured.lufs, 2),
-                "true_peak_db": round(measured.true_peak_db, 2) if measured.true_peak_db > mix.SILENCE else None}
+        return Mixdown(len(report), sum(r["speed"] > 1.0 for r in report), sum(r["overflow"] > 0 for r in report),
+                       method, why, target.lufs, target.true_peak_db, round(measured.lufs, 2),
+                       round(measured.true_peak_db, 2) if measured.true_peak_db > mix.SILENCE else None)
 
     key = cache.stage_key("mix", source=Path(source.folder).name, transcript=_segments_hash(transcript),
                           translation=_segments_hash(translation), speech=Path(speech.folder).name,
                           max_speed=plan.max_speed, loudness=target.lufs, true_peak=target.true_peak_db,
                           background=Path(background.folder).name if separated else "band-cut", version=3)
-    return run_stage(ctx, "mix", lang, key, build, backend="ffmpeg")
+    return run_stage(ctx, "mix", lang, key, build, Mixdown, backend="ffmpeg")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import task
@@ -19,11 +20,22 @@ from polydub.job import JobPlan
 from polydub.lipsync import lipsync_decision
 from polydub.lipsync.weights import weights_fingerprint
 from polydub.progress import emit
-from polydub.tasks.common import JobContext, StageResult, catalog, one_line, skip_stage
-from polydub.tasks.language import MIXED
+from polydub.tasks.common import JobContext, StageResult, cache_record, catalog, one_line, output_from, skip_stage
+from polydub.tasks.language import MIXED, Mixdown
+from polydub.tasks.source import SourceAudio
 
 GPU_LIMIT = "polydub-gpu"  # Prefect global concurrency limit: one lip-sync per GPU
 VIDEO = "video.mp4"
+
+
+@dataclass
+class LipSynced:
+    """A language's video with the face synced to its dub (`file` in the folder)."""
+
+    file: str
+    frames: int | None = None
+    face_frames: int | None = None  # frames in which a face was found and synced
+    track: str | None = None  # how the face track was had: computed or cached
 
 
 def _gpu_slot():
@@ -51,8 +63,8 @@ def _gpu_slot():
 
 
 @task(name="lipsync", task_run_name="lipsync[all languages]", cache_policy=NONE, persist_result=False)
-def lipsync_langs(ctx: JobContext, plan: JobPlan, source: StageResult,
-                  mixes: dict[str, StageResult]) -> dict[str, StageResult]:
+def lipsync_langs(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAudio],
+                  mixes: dict[str, StageResult[Mixdown]]) -> dict[str, StageResult[LipSynced]]:
     """Lip-synced video per language, or 'skipped' results with the reason."""
     run, reason = lipsync_decision(plan.lipsync, plan.has_video)
     if not run:
@@ -75,16 +87,16 @@ def lipsync_langs(ctx: JobContext, plan: JobPlan, source: StageResult,
     licence = licences.LIPSYNC.label
     runs = {lang: cat.start_stage(ctx.job_id, "lipsync", lang, keys[lang], "latentsync", version, licence=licence)
             for lang in mixes}
-    results: dict[str, StageResult] = {}
-    checked = {lang: cache.inspect("lipsync", keys[lang], root) for lang in mixes}  # (meta, damage)
+    results: dict[str, StageResult[LipSynced]] = {}
+    checked = {lang: cache.inspect("lipsync", keys[lang], root) for lang in mixes}  # (record, damage)
     missing = [lang for lang in mixes if checked[lang][0] is None]
     for lang in mixes:
         if lang not in missing:
-            meta = checked[lang][0]
             cat.finish_stage(runs[lang], "cached", backend="latentsync", model_version=version)
             emit("lipsync", lang, "cached")
             results[lang] = StageResult("lipsync", lang, str(cache.stage_dir("lipsync", keys[lang], root)),
-                                        {**meta, "licence": licence}, "cached")
+                                        output_from(LipSynced, checked[lang][0]), "cached", "latentsync", version,
+                                        licence)
     if not missing:
         return results
     for lang in missing:
@@ -101,20 +113,19 @@ def lipsync_langs(ctx: JobContext, plan: JobPlan, source: StageResult,
                 deep_cache=deep_cache, prefer_face=prefer)
             seconds = round(time.perf_counter() - started, 3)
             for lang in missing:
-                meta = {"file": VIDEO, "backend": "latentsync", "model_version": version, "seconds": seconds,
-                        "frames": info.get("frames"), "face_frames": info.get("face_frames"),
-                        "track": info.get("track")}
-                if checked[lang][1]:  # a damaged result is replaced by building(), and the report says so
-                    meta["rebuilt"] = checked[lang][1]
+                made = LipSynced(VIDEO, info.get("frames"), info.get("face_frames"), info.get("track"))
+                # a damaged result is replaced by building(), and the report says so
+                result = StageResult("lipsync", lang, str(cache.stage_dir("lipsync", keys[lang], root)), made,
+                                     "done", "latentsync", version, licence, seconds, rebuilt=checked[lang][1])
+                record = cache_record(result)
                 with cache.building("lipsync", keys[lang], root) as folder:
                     shutil.move(str(outs[lang]), folder / VIDEO)
-                    cache.finish(folder, meta)
-                detail = {k: v for k, v in meta.items() if k not in ("file", cache.MANIFEST)}
+                    cache.finish(folder, record)
+                detail = {k: v for k, v in record.items() if k not in ("file", cache.MANIFEST)}
                 cat.finish_stage(runs[lang], "done", detail=detail,
                                  backend="latentsync", model_version=version)
-                emit("lipsync", lang, "done", f"face track {info.get('track')}")
-                results[lang] = StageResult("lipsync", lang, str(cache.stage_dir("lipsync", keys[lang], root)),
-                                            {**meta, "licence": licence}, "done")
+                emit("lipsync", lang, "done", f"face track {made.track}")
+                results[lang] = result
     except Exception as exc:
         if cache.is_disk_full(exc, root):
             exc = cache.disk_full(root)

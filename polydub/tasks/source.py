@@ -4,6 +4,7 @@ background from its voice, transcribe."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from prefect import task
@@ -30,6 +31,49 @@ BACKGROUND = "background.wav"  # the source without its voice (separated), SOURC
 WORDS = "words.json"  # recognised words with their times (speech recognition only)
 
 
+@dataclass
+class SourceAudio:
+    """What probing the input found, and the level of its audio (the dubs match it)."""
+
+    duration: float  # s, the container's
+    audio_duration: float  # s, of the decoded audio
+    loudness_lufs: float
+    true_peak_db: float | None  # None: a silent source
+    samples: int  # at media.SAMPLE_RATE
+    channels: int
+    has_video: bool
+    fps: float | None = None
+    width: int | None = None
+    height: int | None = None
+    video_codec: str | None = None
+
+
+@dataclass
+class Separation:
+    note: str
+
+
+@dataclass
+class Transcription:
+    """The source's timed lines (SEGMENTS in the folder) and where they came from."""
+
+    language: str | None
+    segments: int
+    note: str = ""
+    backend: str | None = None  # recognition: the library that ran, known once it has
+    language_probability: float | None = None
+    words: int | None = None
+    dropped_without_speech: int | None = None
+    diarizer: str | None = None  # set when a diarizer labeled the lines
+    speakers: int | None = None
+
+
+@dataclass
+class Diarization:
+    speakers: int
+    note: str
+
+
 def load_segments(result: StageResult) -> list[Segment]:
     return segments_from_dicts(json.loads(Path(result.file(SEGMENTS)).read_text()))
 
@@ -41,10 +85,10 @@ def save_segments(segments: list[Segment], folder: Path, srt_name: str | None = 
 
 
 @task(name="prepare-source", task_run_name="probe", cache_policy=NONE, persist_result=False)
-def prepare_source(ctx: JobContext, plan: JobPlan, source_hash: str) -> StageResult:
+def prepare_source(ctx: JobContext, plan: JobPlan, source_hash: str) -> StageResult[SourceAudio]:
     """Probe the input and decode its audio once: a 48 kHz mix base and a 16 kHz ASR copy."""
 
-    def build(folder: Path) -> dict:
+    def build(folder: Path) -> SourceAudio:
         info = media.probe(plan.input)
         channels = max(1, min(2, info.audio_channels))
         media.extract_audio(plan.input, folder / SOURCE_AUDIO, channels=channels, seconds=info.audio_duration)
@@ -56,19 +100,16 @@ def prepare_source(ctx: JobContext, plan: JobPlan, source_hash: str) -> StageRes
 
         frames = soundfile.info(str(folder / SOURCE_AUDIO)).frames
         level = measure(folder / SOURCE_AUDIO)  # once per video: what the dubs match by default
-        return {"duration": info.duration, "audio_duration": frames / media.SAMPLE_RATE,
-                "loudness_lufs": level.lufs,
-                "true_peak_db": level.true_peak_db if level.true_peak_db > float("-inf") else None,
-                "samples": frames, "channels": channels, "has_video": info.has_video,
-                "fps": info.fps, "width": info.width, "height": info.height,
-                "video_codec": info.video_codec, "backend": "ffmpeg"}
+        return SourceAudio(info.duration, frames / media.SAMPLE_RATE, level.lufs,
+                           level.true_peak_db if level.true_peak_db > float("-inf") else None,
+                           frames, channels, info.has_video, info.fps, info.width, info.height, info.video_codec)
 
     key = cache.stage_key("probe", source=source_hash, rate=media.SAMPLE_RATE, version=3)
-    return run_stage(ctx, "probe", None, key, build, backend="ffmpeg")
+    return run_stage(ctx, "probe", None, key, build, SourceAudio, backend="ffmpeg")
 
 
 @task(name="separate", task_run_name="separate", cache_policy=NONE, persist_result=False)
-def separate_source(ctx: JobContext, plan: JobPlan, source: StageResult) -> StageResult:
+def separate_source(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAudio]) -> StageResult[Separation]:
     """The source's background without its voice (Demucs), when a separation model is in
     the models directory; else skipped, and the mix band-cuts the voice instead."""
     from polydub import licences, separate
@@ -84,30 +125,30 @@ def separate_source(ctx: JobContext, plan: JobPlan, source: StageResult) -> Stag
                           "--commercial; the voice is band-cut under the dub")
     version = separate.model_version(checkpoint)
 
-    def build(folder: Path) -> dict:
+    def build(folder: Path) -> Separation:
         separate.separate(separate.load(checkpoint), Path(source.file(SOURCE_AUDIO)), folder / BACKGROUND)
-        return {"note": f"{checkpoint.name}: background separated from the voice"}
+        return Separation(f"{checkpoint.name}: background separated from the voice")
 
     key = cache.stage_key("separate", source=Path(source.folder).name, model=version)
-    return run_stage(ctx, "separate", None, key, build, backend="demucs", model_version=version)
+    return run_stage(ctx, "separate", None, key, build, Separation, backend="demucs", model_version=version)
 
 
 @task(name="transcribe", task_run_name="transcribe", cache_policy=NONE, persist_result=False)
-def transcribe_source(ctx: JobContext, plan: JobPlan, source: StageResult, source_hash: str) -> StageResult:
+def transcribe_source(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAudio],
+                      source_hash: str) -> StageResult[Transcription]:
     """Timed source-language segments: the approved transcript if there is one, else speech
     recognition (faster-whisper or openai-whisper), its lines trimmed to speech by Silero VAD."""
     if plan.transcript:
         transcript_hash = cache.file_hash(plan.transcript)
 
-        def build(folder: Path) -> dict:
+        def build(folder: Path) -> Transcription:
             segments = read_subtitles(plan.transcript)
             save_segments(segments, folder, "transcript.srt")
-            return {"language": plan.source_lang, "segments": len(segments),
-                    "note": f"approved transcript {Path(plan.transcript).name}"}
+            return Transcription(plan.source_lang, len(segments), f"approved transcript {Path(plan.transcript).name}")
 
         key = cache.stage_key("transcribe", transcript=transcript_hash, lang=plan.source_lang,
                               subtitles=SUBTITLE_PARSER)
-        return label_speakers(ctx, source, run_stage(ctx, "transcribe", None, key, build,
+        return label_speakers(ctx, source, run_stage(ctx, "transcribe", None, key, build, Transcription,
                                                      backend="approved transcript",
                                                      model_version=Path(plan.transcript).name))
 
@@ -117,24 +158,25 @@ def transcribe_source(ctx: JobContext, plan: JobPlan, source: StageResult, sourc
     version = model.version
     vad = asr.VadSettings() if config.asr_vad() else None
 
-    def build(folder: Path) -> dict:
+    def build(folder: Path) -> Transcription:
         import soundfile
 
         audio, _ = soundfile.read(source.file(ASR_AUDIO), dtype="float32")
         result = asr.transcribe(model, audio, plan.source_lang, vad)
         save_segments(result.segments, folder, "transcript.srt")
         (folder / WORDS).write_text(json.dumps(result.words_to_dicts(), ensure_ascii=False))
-        return {"language": result.language, "language_probability": round(result.language_probability, 3),
-                "segments": len(result.segments), "words": len(result.words),
-                "dropped_without_speech": result.dropped, "backend": result.backend}
+        return Transcription(result.language, len(result.segments), backend=result.backend,
+                             language_probability=round(result.language_probability, 3), words=len(result.words),
+                             dropped_without_speech=result.dropped)
 
     key = cache.stage_key("transcribe", source=source_hash, backend=model.backend, model=version,
                           lang=plan.source_lang, vad=vad.key() if vad else None)
-    return label_speakers(ctx, source, run_stage(ctx, "transcribe", None, key, build, backend=model.backend,
-                                                 model_version=version))
+    return label_speakers(ctx, source, run_stage(ctx, "transcribe", None, key, build, Transcription,
+                                                 backend=model.backend, model_version=version))
 
 
-def label_speakers(ctx: JobContext, source: StageResult, transcript: StageResult) -> StageResult:
+def label_speakers(ctx: JobContext, source: StageResult[SourceAudio],
+                   transcript: StageResult[Transcription]) -> StageResult[Transcription]:
     """The transcript with speakers from a diarization backend, when it names none and one is
     configured; else the transcript as it is."""
     from polydub import diarize
@@ -144,14 +186,15 @@ def label_speakers(ctx: JobContext, source: StageResult, transcript: StageResult
     if diarizer is None:
         return transcript
 
-    def build(folder: Path) -> dict:
+    def build(folder: Path) -> Diarization:
         labeled = diarize.label_segments(segments, diarizer.diarize(Path(source.file(ASR_AUDIO))))
         save_segments(labeled, folder, "transcript.srt")
-        return {"speakers": len(speakers_of(labeled)), "note": f"{len(speakers_of(labeled))} speaker(s)"}
+        return Diarization(len(speakers_of(labeled)), f"{len(speakers_of(labeled))} speaker(s)")
 
     key = cache.stage_key("diarize", source=Path(source.folder).name, segments=cache.file_hash(
         transcript.file(SEGMENTS)), diarizer=diarizer.version)
-    result = run_stage(ctx, "diarize", None, key, build, backend=diarizer.name, model_version=diarizer.version)
+    result = run_stage(ctx, "diarize", None, key, build, Diarization, backend=diarizer.name,
+                       model_version=diarizer.version)
     # downstream reads the labeled lines; what the transcript was is still its own stage's
-    meta = {**transcript.meta, "diarizer": diarizer.name, "speakers": result.meta.get("speakers")}
-    return StageResult(transcript.stage, None, result.folder, meta, transcript.status)
+    return replace(transcript, folder=result.folder,
+                   output=replace(transcript.output, diarizer=diarizer.name, speakers=result.output.speakers))
