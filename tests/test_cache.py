@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -125,6 +126,27 @@ def test_a_damaged_entry_is_rebuilt_and_the_catalog_says_why(job, harm, reason):
     assert stage_row(job)["status"] == "done" and stage_row(job)["detail"]["rebuilt"].startswith(reason)
     assert run_stage(job, "mix", "es", "k1", build_two_files).status == "cached"  # healed
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".tmp-")]
+
+
+@dataclass
+class Counted:
+    """A stage output as a later version of a stage might define it."""
+
+    files: int
+    lines: int
+
+
+def test_a_record_without_the_stage_s_fields_is_rebuilt_and_typed(job):
+    def build(folder: Path) -> Counted:
+        build_two_files(folder)
+        return Counted(files=2, lines=1)
+
+    run_stage(job, "mix", "es", "k1", build_two_files)  # an older stage: nothing recorded beside the files
+    again = run_stage(job, "mix", "es", "k1", build, Counted)
+    assert again.status == "done" and again.rebuilt == "record without this stage's fields"
+    assert again.output == Counted(2, 1) and stage_row(job)["detail"]["lines"] == 1
+    cached = run_stage(job, "mix", "es", "k1", build, Counted)
+    assert cached.status == "cached" and cached.output == Counted(2, 1) and cached.seconds == 0.0
 
 
 def test_placed_files_share_nothing_with_the_cache(tmp_path):
