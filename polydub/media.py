@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -17,6 +19,7 @@ from polydub.errors import InputError, StageError
 
 FFMPEG_TIMEOUT = 1800  # seconds; a 60 s ad mixes in a few seconds, a feature in minutes
 PROBE_TIMEOUT = 60
+PROBES_KEPT = 256  # probes remembered per process: a job plans, checks and runs on the same file
 SAMPLE_RATE = 48_000  # working rate for every audio track we build
 
 
@@ -94,15 +97,37 @@ def _rate(text: str | None) -> float | None:
     return value or None
 
 
+_probed: OrderedDict[tuple, MediaInfo] = OrderedDict()  # by (path, real path, size, mtime)
+_probed_lock = threading.Lock()
+
+
 def probe(path: str | Path) -> MediaInfo:
-    """Probe a file; raise `InputError` saying what is wrong with it."""
+    """Probe a file; raise `InputError` saying what is wrong with it.
+
+    Remembered per process for an unchanged file (same size and modification time): the
+    command line, the flow's own checks and the job each ask about the same input."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
     if path.is_dir():
         raise InputError(f"{path}: is a directory, not a media file")
-    if path.stat().st_size == 0:
+    st = path.stat()
+    if st.st_size == 0:
         raise InputError(f"{path}: file is empty (zero length)")
+    key = (str(path), str(path.resolve()), st.st_size, st.st_mtime_ns)
+    with _probed_lock:
+        if key in _probed:
+            _probed.move_to_end(key)
+            return _probed[key]
+    info = _probe(path)
+    with _probed_lock:
+        _probed[key] = info
+        while len(_probed) > PROBES_KEPT:
+            _probed.popitem(last=False)
+    return info
+
+
+def _probe(path: Path) -> MediaInfo:
     try:
         proc = subprocess.run(
             ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", file_arg(path)],

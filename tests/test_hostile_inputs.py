@@ -3,6 +3,7 @@ and the cue. Real `dub` command; every case fails before Prefect is imported."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -97,3 +98,24 @@ def test_a_name_starting_with_a_dash_is_a_file_not_an_option(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     media.extract_audio("-clip.mp4", "-audio.wav", seconds=1.0)
     assert media.probe("-audio.wav").duration == pytest.approx(1.0, abs=0.01)
+
+
+def test_an_input_is_probed_again_only_when_it_changed(tmp_path, monkeypatch):
+    """The command line, the flow's checks and the job each ask about the input: ffprobe
+    runs once for an unchanged file, again for a changed one (counted through a wrapper
+    in front of the real ffprobe)."""
+    calls = tmp_path / "calls.log"
+    wrapper = tmp_path / "bin" / "ffprobe"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f"#!/bin/sh\necho x >> {calls}\nexec {shutil.which('ffprobe')} \"$@\"\n")
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{wrapper.parent}:{os.environ['PATH']}")
+    clip = tmp_path / "clip.mp4"
+    shutil.copy(EXAMPLE, clip)
+    first = media.probe(clip)
+    assert media.probe(clip) == first and media.probe(str(clip)) == first
+    assert calls.read_text().count("x") == 1
+    media.extract_audio(EXAMPLE, tmp_path / "cut.wav", seconds=2.0)
+    (tmp_path / "cut.wav").replace(clip)  # edited in place: another file under the same name
+    assert media.probe(clip).duration == pytest.approx(2.0, abs=0.05) and not media.probe(clip).has_video
+    assert calls.read_text().count("x") == 2
