@@ -293,34 +293,12 @@ def align_face(frame: np.ndarray, matrix: np.ndarray, res: int) -> np.ndarray:
 
 
 def paste_back(frame: np.ndarray, face: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """Warp an aligned face (res, res, 3) back into the frame (H, W, 3) uint8 and blend softly.
+    """Paste an aligned face (res, res, 3) uint8 back into the frame (H, W, 3) uint8, one frame
+    at a time, as the reference does (`warp.paste_faces` on a batch of one); pixels outside
+    the blended footprint are left bit-identical."""
+    import torch
 
-    The blend mask is the warped face area, eroded by ~sqrt(area)/20 and Gaussian-blurred, so
-    the seam fades over the edge of the crop; pixels outside the crop are left bit-identical.
-    """
-    h, w = frame.shape[:2]
-    res = face.shape[0]
-    inverse = cv2.invertAffineTransform(np.asarray(matrix, np.float64))
-    # work only in the box around the face's footprint (with a margin): much cheaper on big frames
-    corners = cv2.transform(np.array([[[-1.0, -1.0], [res, -1.0], [-1.0, res], [res, res]]]), inverse)[0]
-    x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - 2, 0)
-    x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 3, [w, h])
-    out = frame.copy()
-    if x1 <= x0 or y1 <= y0:
-        return out
-    inverse[:, 2] -= (x0, y0)
-    size = (int(x1 - x0), int(y1 - y0))
-    restored = cv2.warpAffine(face, inverse, size, flags=cv2.INTER_CUBIC)
-    area = cv2.warpAffine(np.ones((res, res), np.float32), inverse, size)
-    area = cv2.erode(area, np.ones((3, 3), np.uint8))  # drop the interpolated rim
-    edge = int(float(area.sum()) ** 0.5) // 20
-    if edge > 0:
-        # odd kernels shrink and blur symmetrically, so the blend never leaves the crop
-        area = cv2.erode(area, np.ones((2 * edge + 1, 2 * edge + 1), np.uint8))
-        area = cv2.GaussianBlur(area, (2 * edge + 1, 2 * edge + 1), 0)
-    region = out[y0:y1, x0:x1]
-    inside = area > 0
-    alpha = area[inside][:, None]
-    blended = alpha * restored[inside].astype(np.float32) + (1 - alpha) * region[inside].astype(np.float32)
-    region[inside] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
-    return out
+    from polydub.lipsync.warp import paste_faces
+
+    faces = torch.from_numpy(np.ascontiguousarray(face)).permute(2, 0, 1)[None].float() / 127.5 - 1
+    return paste_faces(torch.from_numpy(np.ascontiguousarray(frame))[None], faces, np.asarray(matrix)[None])[0].numpy()

@@ -5,7 +5,8 @@ Same geometry and blend as `face.align_face` / `face.paste_back` (cv2, one frame
 matrices map frame pixels to aligned pixels with pixel centres at integers (cv2's convention).
 Alignment is the reference's: bilinear warp into the template crop (grey outside the frame),
 truncated to whole levels, Lanczos-4 resize to res x res (as two small matrix products).
-Paste-back warps bicubically (A = -0.75, as cv2's INTER_CUBIC).
+Paste-back is the reference's too: the face resized back to the template crop (bicubic,
+antialiased), warped bilinearly, blended over an eroded, blurred footprint, truncated.
 Frames are (N, H, W, 3) uint8, faces (N, 3, res, res) float in [-1, 1].
 """
 
@@ -76,23 +77,28 @@ def align_faces(frames: Tensor, matrices: np.ndarray, res: int, dtype=torch.floa
     return (faces / 127.5 - 1).to(dtype).contiguous()
 
 
-def _footprint(matrices: np.ndarray, res: int, width: int, height: int) -> tuple[int, int, int, int]:
-    """(x0, y0, x1, y1): the box in the frame that holds every face of the batch, with a margin."""
-    corners = np.array([[-1.0, -1.0, 1.0], [res, -1.0, 1.0], [-1.0, res, 1.0], [res, res, 1.0]])
+def _footprint(matrices: np.ndarray, src_w: int, src_h: int, width: int, height: int) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1): the box in the frame that holds every face of the batch (source
+    images src_w x src_h, `matrices` frame -> source pixels), with a margin."""
+    corners = np.array([[-1.0, -1.0, 1.0], [src_w, -1.0, 1.0], [-1.0, src_h, 1.0], [src_w, src_h, 1.0]])
     points = corners @ invert(matrices).transpose(0, 2, 1)  # (N, 4, 2)
     x0, y0 = np.maximum(np.floor(points.reshape(-1, 2).min(0)).astype(int) - 2, 0)
     x1, y1 = np.minimum(np.ceil(points.reshape(-1, 2).max(0)).astype(int) + 3, [width, height])
     return int(x0), int(y0), int(x1), int(y1)
 
 
-def _erode(mask: Tensor, size: int) -> Tensor:
-    """Square erosion (size x size, size odd) of (N, 1, H, W); the border does not erode (cv2)."""
-    rows = F.max_pool2d(-mask, (1, size), stride=1, padding=(0, size // 2))  # separable: 2 size, not size^2
-    return -F.max_pool2d(rows, (size, 1), stride=1, padding=(size // 2, 0))
+def _erode(mask: Tensor, before: int, after: int) -> Tensor:
+    """Erosion of (N, 1, H, W) by a square window from -before to +after pixels (cv2.erode's
+    anchor: a 2k kernel reaches k before and k - 1 after); the border does not erode (cv2)."""
+    size = before + after + 1
+    padded = F.pad(-mask, (before, after, 0, 0), value=-math.inf)
+    rows = F.max_pool2d(padded, (1, size), stride=1)  # separable: 2 size taps, not size^2
+    return -F.max_pool2d(F.pad(rows, (0, 0, before, after), value=-math.inf), (size, 1), stride=1)
 
 
 def _gaussian_blur(mask: Tensor, size: int) -> Tensor:
-    """cv2.GaussianBlur(mask, (size, size), 0) on (N, 1, H, W): sigma from the size, reflect-101 border."""
+    """The reference's blur of (N, 1, H, W): size x size, sigma from the size (as cv2 sets it
+    for sigma 0), reflect-101 border."""
     sigma = 0.3 * ((size - 1) * 0.5 - 1) + 0.8
     x = torch.arange(size, dtype=torch.float64, device=mask.device) - (size - 1) / 2
     kernel = torch.exp(-x ** 2 / (2 * sigma ** 2))
@@ -102,34 +108,47 @@ def _gaussian_blur(mask: Tensor, size: int) -> Tensor:
     return F.conv2d(F.pad(out, (0, 0, pad, pad), mode="reflect"), kernel.view(1, 1, size, 1))
 
 
+def restore(regions: Tensor, faces: Tensor, inverse: np.ndarray) -> Tensor:
+    """The reference's paste-back, before its cast to uint8: regions (N, 3, h, w) float of frame
+    pixels, faces (N, 3, res, res) in [-1, 1], inverse (N, 2, 3) template-crop -> region pixels.
+    Returns (N, 3, h, w) float levels in [0, 255].
+
+    The face is resized to the template crop (bicubic, antialiased), warped back bilinearly
+    (grey outside the crop), and blended over the crop's footprint eroded by 2 x 2, then by
+    2 * edge (edge = sqrt(footprint area) / 20), then Gaussian-blurred over 2 * edge + 1."""
+    n, _, h, w = regions.shape
+    res = faces.shape[-1]
+    crop_w, crop_h = crop_size(res)
+    face = F.interpolate(faces.float(), size=(crop_h, crop_w), mode="bicubic", align_corners=False, antialias=True)
+    face = warp(face, inverse, (h, w), mode="bilinear", fill=float(BORDER_VALUE[0]))
+    face = (face / 2 + 0.5).clamp(0, 1) * 255
+    ones = torch.ones((n, 1, crop_h, crop_w), dtype=torch.float32, device=regions.device)
+    footprint = _erode(warp(ones, inverse, (h, w), mode="bilinear"), 1, 0)  # 2 x 2: the interpolated rim
+    pasted = footprint * face
+    soft = footprint.clone()
+    edges = [int(math.sqrt(a)) // EDGE_DIVISOR for a in footprint.sum((1, 2, 3)).tolist()]
+    for edge in sorted(set(edges)):  # one pass per distinct edge width (one or two per chunk)
+        pick = torch.tensor([e == edge for e in edges], device=regions.device)
+        # an edge of 0 makes the reference's kernel empty, which cv2 takes as 3 x 3
+        centre = _erode(footprint[pick], *((edge, edge - 1) if edge else (1, 1)))
+        soft[pick] = _gaussian_blur(centre, 2 * edge + 1)
+    return soft * pasted + (1 - soft) * regions
+
+
 def paste_faces(frames: Tensor, faces: Tensor, matrices: np.ndarray) -> Tensor:
-    """Warp aligned faces (N, 3, res, res) in [-1, 1] back into frames (N, H, W, 3) uint8 and
-    blend over an eroded, blurred footprint (see `face.paste_back`); returns (N, H, W, 3) uint8.
-    Pixels outside the footprints are left bit-identical."""
+    """Aligned faces (N, 3, res, res) in [-1, 1] pasted back into frames (N, H, W, 3) uint8 as
+    the reference restores a frame (see `restore`), truncated to uint8 as it is; returns
+    (N, H, W, 3) uint8. Pixels outside the blended footprint are left bit-identical."""
     n, height, width, _ = frames.shape
     res = faces.shape[-1]
-    matrices = np.asarray(matrices, np.float64)
-    x0, y0, x1, y1 = _footprint(matrices, res, width, height)
+    crops = crop_matrix(np.asarray(matrices, np.float64), res)  # frame -> template-crop pixels
+    x0, y0, x1, y1 = _footprint(crops, *crop_size(res), width, height)
     out = frames.clone()
     if x1 <= x0 or y1 <= y0:
         return out
-    shifted = matrices.copy()
-    shifted[:, :, 2] += shifted[:, :, :2] @ np.array([x0, y0], np.float64)  # box pixels -> aligned pixels
-    inverse = invert(shifted)
-    size = (y1 - y0, x1 - x0)
-    face_levels = ((faces.float().clamp(-1, 1) + 1) * 127.5).round()  # the uint8 faces of the CPU path
-    restored = warp(face_levels, inverse, size)
-    ones = torch.ones((n, 1, res, res), dtype=torch.float32, device=frames.device)
-    area = _erode(warp(ones, inverse, size, mode="bilinear"), 3)  # drop the interpolated rim
-    edges = [int(math.sqrt(s)) // EDGE_DIVISOR for s in area.sum((1, 2, 3)).tolist()]
-    for edge in sorted(set(edges)):  # one pass per distinct edge width (one or two per chunk)
-        if edge <= 0:
-            continue
-        pick = torch.tensor([e == edge for e in edges], device=frames.device)
-        blurred = _gaussian_blur(_erode(area[pick], 2 * edge + 1), 2 * edge + 1)
-        area[pick] = blurred
+    shifted = crops.copy()
+    shifted[:, :, 2] += shifted[:, :, :2] @ np.array([x0, y0], np.float64)  # box pixels -> crop pixels
     region = out[:, y0:y1, x0:x1].permute(0, 3, 1, 2).float()
-    blended = area * restored + (1 - area) * region
-    blended = torch.where(area > 0, blended.round().clamp(0, 255), region)
-    out[:, y0:y1, x0:x1] = blended.to(torch.uint8).permute(0, 2, 3, 1)
+    blended = restore(region, faces, invert(shifted))
+    out[:, y0:y1, x0:x1] = blended.to(torch.uint8).permute(0, 2, 3, 1)  # truncated, as the reference's cast
     return out

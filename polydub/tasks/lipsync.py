@@ -79,9 +79,10 @@ def lipsync_langs(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAudi
     prefer = lipsync.face_choice()  # which face when several are visible
     root = Path(ctx.cache_root)
     weights = weights_fingerprint(config.models_dir(), version)
-    # impl: bumped when the stage makes other pixels from the same inputs (2: reference anchor groups)
+    # impl: bumped when the stage makes other pixels from the same inputs (2: reference anchor groups,
+    # 3: the reference's paste-back)
     keys = {lang: cache.stage_key("lipsync", source=Path(source.folder).name, mix=Path(m.folder).name,
-                                  version=version, weights=weights, deep_cache=deep_cache, face=prefer, impl=2)
+                                  version=version, weights=weights, deep_cache=deep_cache, face=prefer, impl=3)
             for lang, m in mixes.items()}
     cat = catalog(ctx.db_url)
     licence = licences.LIPSYNC.label

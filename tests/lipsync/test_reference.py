@@ -8,6 +8,7 @@ independently of polydub's pipeline. Every stage must agree to 1e-4 relative.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -148,3 +149,95 @@ def test_channels_last_faces_would_drift():
         plain = vae.encode(faces.contiguous()).latent_dist.mean
         strided = vae.encode(faces.contiguous(memory_format=torch.channels_last)).latent_dist.mean
     assert ((plain - strided).abs().max() / plain.abs().max()).item() > 2 * RELATIVE
+
+
+# --- Paste-back: the reference's restore_img (kornia and torchvision on the GPU), re-derived with
+# numpy and cv2: an antialiased bicubic resize as PIL and torchvision compute it, a bilinear
+# inverse warp with pixel centres at integers (kornia's align_corners=True), cv2's erosions
+# and Gaussian blur with the reference's sizes and sigma.
+
+
+def pil_bicubic_weights(n_out: int, n_in: int) -> np.ndarray:
+    """(n_out, n_in) antialiased bicubic resize along one axis (a = -0.5, support widened by
+    the scale when shrinking), as PIL's and torchvision's antialias=True compute it."""
+    def cubic(x):
+        x = np.abs(x)
+        return np.where(x < 1, ((1.5 * x - 2.5) * x) * x + 1,
+                        np.where(x < 2, ((-0.5 * x + 2.5) * x - 4) * x + 2, 0.0))
+
+    scale = n_in / n_out
+    stretch = max(scale, 1.0)
+    weights = np.zeros((n_out, n_in))
+    for i in range(n_out):
+        centre = (i + 0.5) * scale
+        lo, hi = max(int(centre - 2 * stretch + 0.5), 0), min(int(centre + 2 * stretch + 0.5), n_in)
+        taps = cubic((np.arange(lo, hi) - centre + 0.5) / stretch)
+        weights[i, lo:hi] = taps / taps.sum()
+    return weights
+
+
+def bilinear_warp(image: np.ndarray, inverse: np.ndarray, size: tuple[int, int], fill: float) -> np.ndarray:
+    """(C, H, W) -> (C, h, w): each output pixel reads the source at inverse @ (x, y, 1) (inverse:
+    output pixels -> source pixels), four taps, taps outside the source read `fill`."""
+    h, w = size
+    ys, xs = np.mgrid[:h, :w].astype(np.float64)
+    sx = inverse[0, 0] * xs + inverse[0, 1] * ys + inverse[0, 2]
+    sy = inverse[1, 0] * xs + inverse[1, 1] * ys + inverse[1, 2]
+    x0, y0 = np.floor(sx).astype(int), np.floor(sy).astype(int)
+    fx, fy = sx - x0, sy - y0
+    out = np.zeros((image.shape[0], h, w))
+    for dx, dy, weight in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
+        x, y = x0 + dx, y0 + dy
+        inside = (x >= 0) & (x < image.shape[2]) & (y >= 0) & (y < image.shape[1])
+        taps = np.where(inside, image[:, np.clip(y, 0, image.shape[1] - 1), np.clip(x, 0, image.shape[2] - 1)], fill)
+        out += weight * taps
+    return out
+
+
+def reference_restore(frame: np.ndarray, face: np.ndarray, crop_affine: np.ndarray) -> np.ndarray:
+    """restore_img before its uint8 cast, fp32: frame (H, W, 3) uint8, face (3, res, res) in
+    [-1, 1], crop_affine frame -> template crop. Returns (3, H, W) float levels."""
+    h, w = frame.shape[:2]
+    crop_w, crop_h = int(75 * frame_ratio(face)), int(100 * frame_ratio(face))
+    resized = pil_bicubic_weights(crop_h, face.shape[1]) @ face @ pil_bicubic_weights(crop_w, face.shape[2]).T
+    # each frame pixel reads the crop where crop_affine takes it (kornia warps by the inverse)
+    inv_face = np.clip(bilinear_warp(resized, crop_affine, (h, w), fill=127.0) / 2 + 0.5, 0, 1) * 255
+    inv_mask = bilinear_warp(np.ones((1, crop_h, crop_w)), crop_affine, (h, w), fill=0.0)[0].astype(np.float32)
+    inv_mask_erosion = cv2.erode(inv_mask, np.ones((2, 2), np.uint8))
+    pasted_face = inv_mask_erosion * inv_face
+    w_edge = int(float(inv_mask_erosion.sum()) ** 0.5) // 20
+    inv_mask_center = cv2.erode(inv_mask_erosion, np.ones((w_edge * 2, w_edge * 2), np.uint8))
+    blur_size = w_edge * 2 + 1
+    sigma = 0.3 * ((blur_size - 1) * 0.5 - 1) + 0.8
+    soft = cv2.GaussianBlur(inv_mask_center, (blur_size, blur_size), sigma, borderType=cv2.BORDER_REFLECT_101)
+    return soft * pasted_face + (1 - soft) * frame.transpose(2, 0, 1).astype(np.float32)
+
+
+def frame_ratio(face: np.ndarray) -> float:
+    return face.shape[-1] / 256 * 2.8
+
+
+@pytest.mark.parametrize("res", [256, 512])
+def test_paste_back_matches_the_reference(res):
+    import skimage.data
+
+    from polydub.lipsync import warp
+    from polydub.lipsync.face import crop_matrix
+
+    frame = skimage.data.astronaut()  # 512 x 512, the face about 150 px wide
+    anchors = np.array([[196.0, 108.0], [262.0, 103.0], [233.0, 160.0]])  # eyebrows and nose, slightly tilted
+    matrix = align_matrix(anchors, res)
+    face = np.random.default_rng(res).uniform(-1, 1, (3, res, res))  # a very different face
+    expected = reference_restore(frame, face, crop_matrix(matrix, res))
+
+    faces = torch.from_numpy(face).float()[None]
+    ours = warp.restore(torch.from_numpy(frame).permute(2, 0, 1).float()[None], faces,
+                        warp.invert(crop_matrix(matrix, res)[None]))[0].numpy()
+    assert_relative(ours, expected, f"paste-back at {res} before the cast to uint8")
+    pasted = warp.paste_faces(torch.from_numpy(frame)[None], faces, matrix[None])[0].numpy().transpose(2, 0, 1)
+    truncated = expected.astype(np.uint8)  # the reference's cast
+    # within the tolerance of an integer level the cast may fall either way
+    near_a_level = np.abs(expected - np.round(expected)) < RELATIVE * 255
+    assert np.array_equal(pasted[~near_a_level], truncated[~near_a_level])
+    assert np.abs(pasted.astype(int) - truncated).max() <= 1
+    assert (pasted != frame.transpose(2, 0, 1)).mean() > 0.02  # the face did change
