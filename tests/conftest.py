@@ -7,6 +7,7 @@ its settings at import time).
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -22,6 +23,18 @@ os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
 os.environ["DUB_GPU_LIMIT"] = "0"
 os.environ.pop("PREFECT_API_URL", None)
 os.environ.pop("DUB_DATABASE_URL", None)
+
+
+
+def scratch_dir(prefix: str) -> str:
+    """A new folder under this session's root, removed with it at the end."""
+    return tempfile.mkdtemp(prefix=prefix, dir=_ROOT)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Leave nothing behind: the session's homes, caches and Prefect database (hundreds of MB)."""
+    shutil.rmtree(_ROOT, ignore_errors=True)
+
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "talking_head.mp4"

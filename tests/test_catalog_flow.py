@@ -14,7 +14,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -23,13 +22,13 @@ import yaml
 
 from polydub.cache import file_hash
 from polydub.segments import Segment, read_subtitles, write_subtitles
-from tests.conftest import EXAMPLE
+from tests.conftest import EXAMPLE, scratch_dir
 from tests.databases import databases  # noqa: F401 - a fixture
 from tests.probe import ffprobe
 from tests.services import translation_service_down
 
 pytestmark = pytest.mark.slow
-CACHE = {"dir": tempfile.mkdtemp(prefix="polydub-catalog-cache-")}  # a new one per database kind (see `ads`)
+CACHE = {"dir": scratch_dir("catalog-cache-")}  # a new one per database kind (see `ads`)
 CLIPS = {"spot-a": (0.0, 3.0), "spot-b": (3.0, 6.0), "spot-c": (6.0, 9.5)}  # seconds of the example
 LANGS = ("es", "fr")
 
@@ -55,7 +54,7 @@ def cut_clip(folder: Path, name: str, start: float, end: float) -> Path:
 def ads(tmp_path_factory, databases) -> Path:
     """The clips, and a manifest naming them; spot-d has no approved translations. Each
     database kind starts with an empty stage cache: its first runs do every stage."""
-    CACHE["dir"] = tempfile.mkdtemp(prefix="polydub-catalog-cache-")
+    CACHE["dir"] = scratch_dir("catalog-cache-")
     folder = tmp_path_factory.mktemp("ads")
     (folder / "videos").mkdir()
     for name, (start, end) in CLIPS.items():
@@ -231,7 +230,7 @@ def test_two_catalog_runs_at_once_on_postgresql_dub_each_item_once(prefect_api, 
     runners = [subprocess.Popen([sys.executable, "-m", "polydub.cli", "catalog", str(folder / "race.yaml"),
                                  "--out", str(folder / "out"), "--db", url, "--json"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env={**os.environ, "DUB_CACHE_DIR": tempfile.mkdtemp(prefix="race-cache-")})
+                                env={**os.environ, "DUB_CACHE_DIR": scratch_dir("race-cache-")})
                for _ in range(2)]
     reports = []
     for runner in runners:

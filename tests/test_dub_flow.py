@@ -11,13 +11,12 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
 from polydub.segments import read_subtitles
-from tests.conftest import EXAMPLE
+from tests.conftest import EXAMPLE, scratch_dir
 from tests.probe import ffprobe
 from tests.services import translation_service_down
 
@@ -28,7 +27,7 @@ pytestmark = pytest.mark.slow
 
 # A stage cache of this module's own: other modules dub the same example, and the first
 # run here must do every stage itself.
-CACHE = tempfile.mkdtemp(prefix="polydub-flow-cache-")
+CACHE = scratch_dir("flow-cache-")
 NOT_RUN = ("lipsync", "separate")  # skipped here: no GPU, no separation weights
 
 

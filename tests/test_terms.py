@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -23,10 +22,10 @@ from polydub.segments import Segment, read_subtitles
 from polydub.storage import Catalog, terms
 from polydub.storage.models import GlossaryTerm
 from polydub.translate.memory import pair_in_time
-from tests.conftest import EXAMPLE
+from tests.conftest import EXAMPLE, scratch_dir
 from tests.databases import databases  # noqa: F401 - the fixture
 
-CACHE = tempfile.mkdtemp(prefix="polydub-terms-cache-")  # dubs here do every stage themselves
+CACHE = scratch_dir("terms-cache-")  # dubs here do every stage themselves
 CLIP_SECONDS = 6  # the example's first two lines
 
 
