@@ -97,8 +97,13 @@ def _rate(text: str | None) -> float | None:
     return value or None
 
 
-_probed: OrderedDict[tuple, MediaInfo] = OrderedDict()  # by (path, real path, size, mtime)
+_probed: OrderedDict[tuple, MediaInfo] = OrderedDict()  # by (path as given, `unchanged`)
 _probed_lock = threading.Lock()
+
+
+def unchanged(path: Path, st) -> tuple[str, int, int]:
+    """What tells a file unchanged within a process, cheaply: its real path, size and mtime."""
+    return str(path.resolve()), st.st_size, st.st_mtime_ns
 
 
 def probe(path: str | Path) -> MediaInfo:
@@ -114,7 +119,7 @@ def probe(path: str | Path) -> MediaInfo:
     st = path.stat()
     if st.st_size == 0:
         raise InputError(f"{path}: file is empty (zero length)")
-    key = (str(path), str(path.resolve()), st.st_size, st.st_mtime_ns)
+    key = (str(path), *unchanged(path, st))
     with _probed_lock:
         if key in _probed:
             _probed.move_to_end(key)
@@ -174,7 +179,7 @@ def _probe(path: Path) -> MediaInfo:
     )
 
 
-_decoded_ok: set[tuple[str, int, int]] = set()  # (path, size, mtime) already checked in this process
+_decoded_ok: set[tuple[str, int, int]] = set()  # `unchanged` of the files already checked in this process
 
 
 def check_decodes(path: str | Path, info: MediaInfo) -> None:
@@ -182,8 +187,7 @@ def check_decodes(path: str | Path, info: MediaInfo) -> None:
 
     Remembered per process for an unchanged file: `dub` validates, then the flow plans again.
     """
-    st = Path(path).stat()
-    fingerprint = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    fingerprint = unchanged(Path(path), Path(path).stat())
     if fingerprint in _decoded_ok:
         return
     try:

@@ -1,8 +1,9 @@
 """The face path as batched tensor operations on the pipeline's device: align a chunk of frames
 and paste the synced faces back, with no per-frame Python work.
 
-Same geometry and blend as `face.align_face` / `face.paste_back` (cv2, one frame at a time):
-matrices map frame pixels to aligned pixels with pixel centres at integers (cv2's convention).
+Same geometry as `face.align_face` (cv2, one frame at a time; `face.paste_back` is this
+module's paste-back on one frame): matrices map frame pixels to aligned pixels with pixel
+centres at integers (cv2's convention).
 Alignment is the reference's: bilinear warp into the template crop (grey outside the frame),
 truncated to whole levels, Lanczos-4 resize to res x res (as two small matrix products).
 Paste-back is the reference's too: the face resized back to the template crop (bicubic,

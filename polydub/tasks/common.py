@@ -118,7 +118,7 @@ def run_stage(ctx: JobContext, stage: str, lang: str | None, key: str,
             except TypeError:  # written by another version of the stage: make it again
                 hit, damaged = None, "record without this stage's fields"
         if damaged:  # never reuse what no longer matches its record: rebuild it, and say so
-            cache.discard(cache.stage_dir(stage, key, root))
+            cache.discard(Path(folder))
         if hit is not None:
             result = StageResult(stage, lang, folder, made, "cached", hit.get("backend", backend),
                                  hit.get("model_version", model_version), label)
