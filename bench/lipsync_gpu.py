@@ -221,11 +221,23 @@ def trimmed(clip: Path, track: face.FaceTrack, frames: int, work: Path) -> tuple
 
 # --- the two implementations -------------------------------------------------------------------
 
+# ours, as rows: (name, DeepCache interval, CUDA graphs); the eager row shows what graphs buy
+OURS = (("ours, eager", 0, False), ("ours", 0, True), ("ours + DeepCache", 3, True))
+
+
 def run_ours(models, clip: Path, audio: dict[str, Path], out_dir: Path, track: Path, res: int,
-             steps: int, guidance: float, deep_cache: int) -> None:
+             steps: int, guidance: float, deep_cache: int, graphs: bool = True) -> None:
     outs = {lang: out_dir / f"ours.{lang}.mp4" for lang in audio}
-    stage.lipsync_video(clip, audio, outs, models, track, res, num_steps=steps, guidance_scale=guidance,
-                        deep_cache=deep_cache)
+    saved = os.environ.get("DUB_LIPSYNC_CUDA_GRAPHS")
+    os.environ["DUB_LIPSYNC_CUDA_GRAPHS"] = "1" if graphs else "0"
+    try:
+        stage.lipsync_video(clip, audio, outs, models, track, res, num_steps=steps, guidance_scale=guidance,
+                            deep_cache=deep_cache)
+    finally:
+        if saved is None:
+            os.environ.pop("DUB_LIPSYNC_CUDA_GRAPHS")
+        else:
+            os.environ["DUB_LIPSYNC_CUDA_GRAPHS"] = saved
 
 
 def run_reference(models, clip: Path, audio: dict[str, Path], out_dir: Path, track: face.FaceTrack, res: int,
@@ -372,12 +384,16 @@ def main() -> None:
     ap.add_argument("--res", default="256,512")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--guidance", type=float, default=1.5)
-    ap.add_argument("--reference-frames", type=int, default=64, help="frames the reference loop is timed on")
+    ap.add_argument("--reference-frames", default="64", help="frames the reference loop is timed on (one value, "
+                    "or one per --res)")
+    ap.add_argument("--eager-res", default="256", help="resolutions that also get an eager row (no CUDA graphs)")
     ap.add_argument("--quality-chunks", type=int, default=2, help="16-frame chunks for the DeepCache PSNR")
     ap.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
     ap.add_argument("--compile", action="store_true", help="torch.compile UNet and VAE (DUB_LIPSYNC_COMPILE)")
     ap.add_argument("--track", type=Path, help="a cached face track (.npz) of the clip, made with the same --seconds")
     ap.add_argument("--budget", type=float, default=540, help="skip rows that would start after this many seconds")
+    ap.add_argument("--track-only", type=Path, metavar="NPZ",
+                    help="make the clip, track its face (MediaPipe, CPU), save the track here and stop")
     ap.add_argument("--json", type=Path, help="write the rows here as they come")
     ap.add_argument("--estimate-only", action="store_true",
                     help="only the languages-per-card estimate for the full-size models (any machine, ~10 s)")
@@ -393,7 +409,9 @@ def main() -> None:
     resolutions = [64] if smoke else [int(r) for r in args.res.split(",")]
     steps = 2 if smoke else args.steps
     seconds = 0.64 if smoke else args.seconds
-    ref_frames = 16 if smoke else args.reference_frames
+    values = [16] if smoke else [int(f) for f in args.reference_frames.split(",")]
+    ref_frames_at = {r: values[min(i, len(values) - 1)] for i, r in enumerate(resolutions)}
+    eager_res = resolutions if smoke else [int(r) for r in args.eager_res.split(",") if r]
     quality_chunks = 1 if smoke else args.quality_chunks
     if args.compile:
         os.environ["DUB_LIPSYNC_COMPILE"] = "1"
@@ -418,6 +436,12 @@ def main() -> None:
     clip = make_clip(work / "clip.mkv", seconds, frame_px)
     audio = {lang: make_audio(work / f"{lang}.wav", seconds, TONES[lang]) for lang in LANGS}
     t0 = time.perf_counter()
+    if args.track_only:
+        track = face.track_face(read_frames(clip, FPS), 256)
+        track.save(args.track_only)
+        print(f"face track of the {seconds:.0f} s clip: {len(track)} frames, {int(track.has_face.sum())} with a "
+              f"face, saved to {args.track_only} ({time.perf_counter() - t0:.1f} s)")
+        return
     if args.track:
         track = face.FaceTrack.load(args.track)
         how = f"loaded from {args.track}"
@@ -436,6 +460,7 @@ def main() -> None:
     for res in resolutions:
         models = build_models(smoke, res, device, dtype)
         res_track = track.at_res(res)
+        ref_frames = ref_frames_at[res]
         for n_langs in (1, 3):
             langs = {lang: audio[lang] for lang in LANGS[:n_langs]}
             if over_budget():
@@ -449,16 +474,17 @@ def main() -> None:
                   + " ".join(f"{k} {v:.1f}" for k, v in parts.items()), flush=True)
             emit({"kind": "stage", "res": res, "impl": "reference loop", "langs": n_langs, "frames": ref_frames,
                   "seconds": seconds_ref, "peak_gib": peak, "parts": parts, "fps_per_lang": ref_fps})
-            for impl, cache in (("ours", 0), ("ours + DeepCache", 3)):
+            impls = [row for row in OURS if row[2] or res in eager_res]
+            for k, (impl, cache, graphs) in enumerate(impls):
                 if over_budget():
                     break
                 # as much of the clip as the budget allows, assuming no faster than the reference loop
-                rows_left = 2 * (2 * len(resolutions) - 2 * resolutions.index(res) - (n_langs == 3)) - (cache > 0)
+                rows_left = ((len(resolutions) - resolutions.index(res)) * 2 - (n_langs == 3)) * len(OURS) - k
                 share = 0.8 * (args.budget - (time.perf_counter() - start)) / max(rows_left, 1)
                 frames = int(min(len(track), max(CHUNK, share * ref_rate / n_langs)) // CHUNK * CHUNK) or len(track)
                 row_clip, row_track = trimmed(clip, track, frames, work)
                 secs, peak, parts = measure(lambda: run_ours(
-                    models, row_clip, langs, work, row_track, res, steps, args.guidance, cache), device)
+                    models, row_clip, langs, work, row_track, res, steps, args.guidance, cache, graphs), device)
                 rate = frames * n_langs / secs
                 print(f"{res:>4} {impl:<18} {n_langs:>5} {frames:>6} {secs:>8.2f} {rate / n_langs:>8.2f} "
                       f"{FPS / (rate / n_langs):>18.2f} {peak:>8.2f} {rate / ref_rate:>6.2f}x  "

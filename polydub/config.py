@@ -112,6 +112,12 @@ def lipsync_compile() -> bool:
     return os.environ.get("DUB_LIPSYNC_COMPILE", "0").lower() not in ("", "0", "false", "no")
 
 
+def lipsync_cuda_graphs() -> bool:
+    """`DUB_LIPSYNC_CUDA_GRAPHS=0` runs the UNet eagerly; by default (1) its passes are replayed
+    from CUDA graphs on a CUDA device (one launch instead of thousands per pass)."""
+    return os.environ.get("DUB_LIPSYNC_CUDA_GRAPHS", "1").lower() not in ("", "0", "false", "no")
+
+
 def lipsync_max_batch() -> int | None:
     """`DUB_LIPSYNC_BATCH=N`: at most N UNet batch items per call (2 per language with guidance);
     unset: all languages in one call, halved when the device runs out of memory."""

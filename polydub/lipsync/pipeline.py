@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from polydub.errors import InputError
+from polydub.lipsync.graphs import GraphedCall
 from polydub.lipsync.unet import LipSyncUNet
 
 MANIFEST = Path(__file__).parent / "assets" / "unet_state_dict_manifest.json"
@@ -78,6 +80,19 @@ def load_vae(path_or_dir):
         raise InputError(f"cannot load the VAE from {folder}: {str(e).splitlines()[0]}") from None
 
 
+@contextmanager
+def tuned_convolutions(device: torch.device):
+    """cuDNN times its algorithms for each convolution shape once and keeps the fastest: the
+    shapes repeat for every chunk of a video. Left as it was afterwards (other models in the
+    process may see a new shape per call)."""
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = saved or device.type == "cuda"
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = saved
+
+
 @dataclass
 class FaceLatents:
     """The audio-independent UNet inputs of one chunk of aligned faces, computed once per
@@ -95,13 +110,15 @@ class LipSyncPipeline:
     language's audio), split into calls of at most `max_batch` items (and halved again
     if the device runs out of memory). `audio_shape` is the per-frame audio window
     (`audio.window_shape` of the encoder's dims); by default any (tokens, C) with C the UNet's
-    cross-attention width. `compile` wraps the UNet and the VAE in torch.compile. `deep_cache=N > 1` runs the full UNet on every N-th
-    step and only its shallowest layers in between (see LipSyncUNet).
+    cross-attention width. `compile` wraps the UNet and the VAE in torch.compile; `cuda_graphs`
+    replays the UNet's passes from CUDA graphs (on a CUDA device; see graphs.py). `deep_cache=N > 1`
+    runs the full UNet on every N-th step and only its shallowest layers in between (see LipSyncUNet).
     """
 
     def __init__(self, unet: LipSyncUNet, vae, mask: Tensor, num_steps: int = 20, guidance_scale: float = 1.5,
                  deep_cache: int = 0, device="cpu", dtype=torch.float32, max_batch: int | None = None,
-                 audio_shape: tuple[int, int] | None = None, compile: bool = False):
+                 audio_shape: tuple[int, int] | None = None, compile: bool = False,
+                 cuda_graphs: bool = False):
         from diffusers import DDIMScheduler
 
         if mask.ndim != 4 or mask.shape[:2] != (1, 1) or mask.shape[2] % VAE_DOWNSCALE:
@@ -117,6 +134,8 @@ class LipSyncPipeline:
         self.max_batch = max_batch
         self.audio_shape = tuple(audio_shape) if audio_shape else None
         self._unet_call = torch.compile(self.unet) if compile else self.unet
+        if cuda_graphs and self.device.type == "cuda":
+            self._unet_call = GraphedCall(self._unet_call)
         self._vae_encode = torch.compile(self.vae.encode) if compile else self.vae.encode
         self._vae_decode = torch.compile(self.vae.decode) if compile else self.vae.decode
         self.scheduler = DDIMScheduler(**SCHEDULER)
@@ -131,8 +150,9 @@ class LipSyncPipeline:
         if faces.ndim != 4 or faces.shape[1:] != (3, res, res):
             raise ValueError(f"faces must be (F, 3, {res}, {res}), got {tuple(faces.shape)}")
         faces = faces.detach().float()
-        masked = self._encode(faces * self.mask.to(faces.device), generator)
-        reference = self._encode(faces, generator)
+        with tuned_convolutions(self.device):
+            masked = self._encode(faces * self.mask.to(faces.device), generator)
+            reference = self._encode(faces, generator)
         mask = F.interpolate(self.mask, size=(res // VAE_DOWNSCALE, res // VAE_DOWNSCALE), mode="nearest")
         return FaceLatents(masked=masked, reference=reference, mask=mask)
 
@@ -220,8 +240,13 @@ class LipSyncPipeline:
                  cached: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """One UNet evaluation of the whole batch, in calls of at most max_batch items;
         halves max_batch and retries when the device runs out of memory."""
-        items, frames = model_in.shape[0], model_in.shape[2]
         t = torch.tensor(t, device=self.device)  # a tensor: a compiled UNet is not rebuilt per step
+        with tuned_convolutions(self.device):
+            return self._predict_in_calls(model_in, t, speech, cached)
+
+    def _predict_in_calls(self, model_in: Tensor, t: Tensor, speech: Tensor,
+                          cached: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        items, frames = model_in.shape[0], model_in.shape[2]
         while True:
             size = min(self.max_batch or items, items)
             try:
@@ -240,6 +265,8 @@ class LipSyncPipeline:
                     raise
                 del eps, features
                 self.max_batch = size // 2
+                if isinstance(self._unet_call, GraphedCall):
+                    self._unet_call.reset()  # graphs of the larger size hold their memory
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
 
@@ -256,7 +283,8 @@ class LipSyncPipeline:
         """(F, 4, h, w) scaled latents -> (F, 3, 8h, 8w) about [-1, 1] (not clamped), float32 on
         the pipeline's device."""
         parts = []
-        for s in range(0, len(latents), VAE_FRAMES):
-            chunk = (latents[s:s + VAE_FRAMES] / LATENT_SCALE).to(self.device, self.dtype).contiguous()
-            parts.append(self._vae_decode(chunk).sample.float())
+        with tuned_convolutions(self.device):
+            for s in range(0, len(latents), VAE_FRAMES):
+                chunk = (latents[s:s + VAE_FRAMES] / LATENT_SCALE).to(self.device, self.dtype).contiguous()
+                parts.append(self._vae_decode(chunk).sample.float())
         return torch.cat(parts)

@@ -166,7 +166,8 @@ def lipsync_video(video: str | Path, dubbed_audio: dict[str, Path], out_videos: 
                                guidance_scale=guidance_scale, deep_cache=deep_cache,
                                device=models.device, dtype=models.dtype,
                                audio_shape=window_shape(models.whisper.dims),
-                               compile=config.lipsync_compile(), max_batch=config.lipsync_max_batch())
+                               compile=config.lipsync_compile(), cuda_graphs=config.lipsync_cuda_graphs(),
+                               max_batch=config.lipsync_max_batch())
     noise = pipeline.initial_noise(res, res, seed=seed)  # one draw for the whole video
     per_batch = chunks_per_batch or config.lipsync_chunks() or max(1, BATCH_LANGUAGES // len(dubbed_audio))
     generator = torch.Generator(models.device).manual_seed(seed)
