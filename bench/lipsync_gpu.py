@@ -179,7 +179,7 @@ def patched(parts: Parts):
     patch(warp, "align_faces", parts.timed("align", warp.align_faces))
     patch(warp, "paste_faces", parts.timed("paste", warp.paste_faces))
     patch(face, "align_face", parts.timed("align", face.align_face, sync=False))
-    patch(face, "paste_back", parts.timed("paste", face.paste_back, sync=False))
+    patch(warp, "paste_back", parts.timed("paste", warp.paste_back, sync=False))
     patch(LipSyncPipeline, "_predict", parts.timed("unet", LipSyncPipeline._predict))
     patch(LipSyncPipeline, "_encode", parts.timed("vae", LipSyncPipeline._encode))
     patch(LipSyncPipeline, "_decode", parts.timed("vae", LipSyncPipeline._decode))
@@ -267,7 +267,7 @@ def run_reference(models, clip: Path, audio: dict[str, Path], out_dir: Path, tra
         writer = FrameWriter(out_dir / f"reference.{lang}.mp4", width, height, FPS)
         for i, frame in enumerate(video):  # restored one frame at a time
             new_face = ((synced[i].float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
-            writer.write(face.paste_back(frame, new_face, track.matrices[i]))
+            writer.write(warp.paste_back(frame, new_face, track.matrices[i]))
         writer.close()
         del kept, synced
 

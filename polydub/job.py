@@ -12,7 +12,7 @@ from pathlib import Path
 from polydub import config, languages, limits, media
 from polydub.errors import InputError
 from polydub.options import DEFAULT_ASR_MODEL, DEFAULT_LOUDNESS, DEFAULT_MAX_SPEED, DubOptions, make_options
-from polydub.segments import read_subtitles, speakers_of
+from polydub.segments import check_cues, read_subtitles, speakers_of
 
 SUBTITLE_SUFFIXES = (".srt", ".vtt")
 
@@ -156,7 +156,7 @@ def plan_job(input: str | Path, langs: list[str] | str, options: DubOptions | di
         cues = read_subtitles(found)
         if not cues:
             raise InputError(f"{found}: transcript has no subtitle lines")
-        limits.check_cues(found, cues, info.duration)
+        check_cues(found, cues, info.duration)
     if source and source in langs:
         langs = [code for code in langs if code != source]
         if not langs:
@@ -176,7 +176,7 @@ def plan_job(input: str | Path, langs: list[str] | str, options: DubOptions | di
             cues = read_subtitles(hit)  # fail now, not mid-job, on a malformed file
             if not cues:
                 raise InputError(f"{hit}: approved translation has no subtitle lines")
-            limits.check_cues(hit, cues, info.duration)
+            check_cues(hit, cues, info.duration)
             approved[code] = str(hit)
 
     if glossary and not Path(glossary).expanduser().exists():

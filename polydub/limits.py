@@ -2,8 +2,8 @@
 
 A subtitle line is spoken by a voice and mixed into a track as long as the source, so an
 unbounded line (or thousands of them) means hours of audio and gigabytes of memory. Every
-bound is named here once; `check_cues` and `check_glossary` raise `InputError` naming the
-file and the cue, `read_bounded` reads a file no larger than its bound.
+bound is named here once (`segments.check_cues` applies the cue bounds); `check_glossary`
+raises `InputError` naming the file, `read_bounded` reads a file no larger than its bound.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from polydub.errors import InputError
-from polydub.segments import Segment, format_time
 
 MAX_SUBTITLE_BYTES = 10 * 1024 * 1024  # a 3-hour film's SRT is ~200 KB
 MAX_CUES = 20_000  # a 3-hour film has 2,000-3,000 cues
@@ -25,29 +24,6 @@ MAX_GLOSSARY_FILE_BYTES = 4 * 1024 * 1024  # 10,000 terms of 200 characters each
 MAX_TM_FILE_BYTES = 64 * 1024 * 1024  # a translation memory file (CSV or TMX) to import
 MAX_TM_ENTRIES = 100_000  # lines per import; a brand's whole ad catalog has far fewer
 MAX_XML_DEPTH = 32  # element nesting in a TMX file (tmx/body/tu/tuv/seg and inline markup)
-
-
-def check_cues(path: str | Path, segments: list[Segment], duration: float) -> None:
-    """Refuse too many cues, over-long or unspeakably fast cues, and cues that start at or
-    after the end of the source (`duration`, seconds). Cues that start inside the source
-    but end after it are kept; their end is clipped when the deliverables are made."""
-    if len(segments) > MAX_CUES:
-        raise InputError(f"{path}: {len(segments)} cues; at most {MAX_CUES} are accepted")
-    for n, seg in enumerate(segments, 1):
-        chars = len(seg.text)
-        if chars > MAX_CUE_CHARS:
-            raise InputError(f"{_cue(path, n, seg)} has {chars} characters; at most {MAX_CUE_CHARS} per cue")
-        if chars > MAX_CHARS_PER_SECOND * seg.duration + CPS_SLACK_CHARS:
-            rate = chars / max(seg.duration, 1e-3)
-            raise InputError(f"{_cue(path, n, seg)} has {chars} characters in {seg.duration:.3f} s "
-                             f"({rate:.0f} per second; speech is at most {MAX_CHARS_PER_SECOND:.0f}); "
-                             "check its end time")
-        if seg.start >= duration:
-            raise InputError(f"{_cue(path, n, seg)} starts after the end of the source ({duration:.3f} s)")
-
-
-def _cue(path: str | Path, n: int, seg: Segment) -> str:
-    return f"{path}: cue {n} ({format_time(seg.start)})"
 
 
 def check_glossary(path: str | Path, glossary: dict[str, str]) -> None:

@@ -2,8 +2,8 @@
 
 Provider keys travel in request URLs (DeepL's `auth_key`, LibreTranslate's `api_key`) and
 so end up in exception texts; catalog URLs may hold a password. `redact` masks URL
-passwords, secret query parameters and the values of the secret environment variables
-polydub reads; `install` applies it to every log record of the process (polydub's and
+passwords, secret query parameters, the values of environment variables named as secrets
+and the password of any URL held in the environment (the catalog's, Prefect's database's); `install` applies it to every log record of the process (polydub's and
 Prefect's, which forwards records to its server), messages and tracebacks alike.
 """
 
@@ -14,8 +14,6 @@ import os
 import re
 import time
 import traceback
-
-from polydub import config
 
 MASK = "***"
 MIN_SECRET_CHARS = 6  # shorter values would mask ordinary words
@@ -31,14 +29,16 @@ _known: tuple[float, list[str]] = (float("-inf"), [])
 
 
 def secret_values() -> list[str]:
-    """Values of environment variables that name a secret (DEEPL_API_KEY, ...), longest first."""
+    """Values of environment variables that name a secret (DEEPL_API_KEY, ...) and passwords
+    of URLs held in any variable (DUB_DATABASE_URL, ...), longest first."""
     global _known
     now = time.monotonic()
     if now - _known[0] < ENV_REFRESH_S:
         return _known[1]
     values = {v for k, v in os.environ.items() if SECRET_ENV.search(k) and len(v) >= MIN_SECRET_CHARS}
-    url = config.database_url()
-    values |= {m.group("pw") for m in _USERINFO.finditer(url) if len(m.group("pw")) >= 3}
+    for value in os.environ.values():
+        if "@" in value:
+            values |= {m.group("pw") for m in _USERINFO.finditer(value) if len(m.group("pw")) >= 3}
     _known = (now, sorted(values, key=len, reverse=True))
     return _known[1]
 

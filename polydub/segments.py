@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from polydub import limits
 from polydub.errors import InputError
 
 
@@ -164,14 +165,32 @@ def clip_to(segments: list[Segment], duration: float) -> list[Segment]:
     return [replace(s, end=min(s.end, duration)) for s in segments if s.start < duration]
 
 
+def check_cues(path: str | Path, segments: list[Segment], duration: float) -> None:
+    """Refuse too many cues, over-long or unspeakably fast cues, and cues that start at or
+    after the end of the source (`duration`, seconds), within the bounds of `limits`. Cues
+    that start inside the source but end after it are kept; their end is clipped when the
+    deliverables are made."""
+    if len(segments) > limits.MAX_CUES:
+        raise InputError(f"{path}: {len(segments)} cues; at most {limits.MAX_CUES} are accepted")
+    for n, seg in enumerate(segments, 1):
+        cue = f"{path}: cue {n} ({format_time(seg.start)})"
+        chars = len(seg.text)
+        if chars > limits.MAX_CUE_CHARS:
+            raise InputError(f"{cue} has {chars} characters; at most {limits.MAX_CUE_CHARS} per cue")
+        if chars > limits.MAX_CHARS_PER_SECOND * seg.duration + limits.CPS_SLACK_CHARS:
+            rate = chars / max(seg.duration, 1e-3)
+            raise InputError(f"{cue} has {chars} characters in {seg.duration:.3f} s ({rate:.0f} per second; "
+                             f"speech is at most {limits.MAX_CHARS_PER_SECOND:.0f}); check its end time")
+        if seg.start >= duration:
+            raise InputError(f"{cue} starts after the end of the source ({duration:.3f} s)")
+
+
 def read_subtitles(path: str | Path) -> list[Segment]:
     """Read an SRT/VTT file; a malformed file is an `InputError` naming it."""
-    from polydub.limits import MAX_SUBTITLE_BYTES
-
     path = Path(path)
     try:
-        if path.stat().st_size > MAX_SUBTITLE_BYTES:
-            raise ValueError(f"larger than {MAX_SUBTITLE_BYTES // 2**20} MB")
+        if path.stat().st_size > limits.MAX_SUBTITLE_BYTES:
+            raise ValueError(f"larger than {limits.MAX_SUBTITLE_BYTES // 2**20} MB")
         return parse_subtitles(path.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise InputError(f"{path}: not a readable SRT/VTT subtitle file ({exc})") from None

@@ -37,6 +37,14 @@ def test_secret_environment_values_are_masked_wherever_they_appear(fresh_env):
     assert str(StageError(text)) == redact.redact(text)  # errors are masked when made
 
 
+def test_passwords_of_urls_in_any_setting_are_masked(fresh_env):
+    """Not only the catalog's URL: Prefect's database, a store's endpoint, any URL setting."""
+    fresh_env.setenv("PREFECT_API_DATABASE_CONNECTION_URL", "postgresql+asyncpg://prefect:pf-pass-9@db/prefect")
+    fresh_env.setenv("SOME_ENDPOINT", "https://svc:endpoint-pw@store.example/bucket")
+    text = "could not connect with pf-pass-9 or endpoint-pw"
+    assert redact.redact(text) == "could not connect with *** or ***"
+
+
 def test_log_records_are_masked_message_and_traceback(fresh_env):
     fresh_env.setenv("MICROSOFT_API_KEY", "ms-planted-secret-77")
     redact.install()

@@ -290,15 +290,3 @@ def align_face(frame: np.ndarray, matrix: np.ndarray, res: int) -> np.ndarray:
                           flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=BORDER_VALUE)
     crop = np.clip(crop, 0, 255).astype(np.uint8)  # truncates, as the reference's astype does
     return cv2.resize(crop, (res, res), interpolation=cv2.INTER_LANCZOS4)
-
-
-def paste_back(frame: np.ndarray, face: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """Paste an aligned face (res, res, 3) uint8 back into the frame (H, W, 3) uint8, one frame
-    at a time, as the reference does (`warp.paste_faces` on a batch of one); pixels outside
-    the blended footprint are left bit-identical."""
-    import torch
-
-    from polydub.lipsync.warp import paste_faces
-
-    faces = torch.from_numpy(np.ascontiguousarray(face)).permute(2, 0, 1)[None].float() / 127.5 - 1
-    return paste_faces(torch.from_numpy(np.ascontiguousarray(frame))[None], faces, np.asarray(matrix)[None])[0].numpy()

@@ -1,8 +1,8 @@
 """The face path as batched tensor operations on the pipeline's device: align a chunk of frames
 and paste the synced faces back, with no per-frame Python work.
 
-Same geometry as `face.align_face` (cv2, one frame at a time; `face.paste_back` is this
-module's paste-back on one frame): matrices map frame pixels to aligned pixels with pixel
+Same geometry as `face.align_face` (cv2, one frame at a time; `paste_back` is this module's
+paste-back on one frame): matrices map frame pixels to aligned pixels with pixel
 centres at integers (cv2's convention).
 Alignment is the reference's: bilinear warp into the template crop (grey outside the frame),
 truncated to whole levels, Lanczos-4 resize to res x res (as two small matrix products).
@@ -153,3 +153,11 @@ def paste_faces(frames: Tensor, faces: Tensor, matrices: np.ndarray) -> Tensor:
     blended = restore(region, faces, invert(shifted))
     out[:, y0:y1, x0:x1] = blended.to(torch.uint8).permute(0, 2, 3, 1)  # truncated, as the reference's cast
     return out
+
+
+def paste_back(frame: np.ndarray, face: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Paste an aligned face (res, res, 3) uint8 back into the frame (H, W, 3) uint8, one frame
+    at a time, as the reference does (`paste_faces` on a batch of one); pixels outside the
+    blended footprint are left bit-identical."""
+    faces = torch.from_numpy(np.ascontiguousarray(face)).permute(2, 0, 1)[None].float() / 127.5 - 1
+    return paste_faces(torch.from_numpy(np.ascontiguousarray(frame))[None], faces, np.asarray(matrix)[None])[0].numpy()

@@ -18,12 +18,12 @@ from polydub.lipsync.face import (
     align_face,
     align_matrix,
     anchors_of,
-    paste_back,
     similarity_transform,
     smooth_anchors,
     track_face,
 )
 from polydub.lipsync.stage import load_mask
+from polydub.lipsync.warp import paste_back
 
 DATA = Path(__file__).parent / "data"
 
