@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 import subprocess
@@ -231,6 +232,18 @@ def test_a_whole_job_reads_back(catalog):
     assert listed[0]["finished_at"] is None
     assert utc(listed[0]["created_at"]) >= utc(listed[1]["created_at"])
     assert len(catalog.list_jobs(limit=1)) == 1
+
+
+def test_a_deliverable_is_recorded_with_its_size_and_digest(catalog, tmp_path):
+    job_id = catalog.create_job(None, ["es"], {}, str(tmp_path))
+    video = tmp_path / "talk.es.mp4"
+    video.write_bytes(b"not really a video, but bytes all the same")
+    catalog.add_output(job_id, "es", "video", str(video), 3.0)
+    catalog.add_output(job_id, None, "report", str(tmp_path / "gone.report.json"))  # unreadable: no digest
+    recorded = catalog.show_job(job_id)["outputs"]
+    assert recorded[0]["size"] == video.stat().st_size
+    assert recorded[0]["sha256"] == hashlib.sha256(video.read_bytes()).hexdigest()
+    assert (recorded[1]["size"], recorded[1]["sha256"]) == (None, None)
 
 
 def test_threads_record_stages_at_once(catalog):

@@ -25,6 +25,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import sessionmaker
 
+from polydub.cache import file_hash
 from polydub.config import database_url
 from polydub.errors import InputError
 from polydub.redact import redact
@@ -40,7 +41,7 @@ from polydub.storage.models import (
 )
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-HEAD_REVISION = "0003"  # the newest migration in MIGRATIONS_DIR (a test checks they agree)
+HEAD_REVISION = "0004"  # the newest migration in MIGRATIONS_DIR (a test checks they agree)
 SQLITE_BUSY_TIMEOUT_S = 60.0  # a writer waits this long for another writer's transaction
 CONNECT_TIMEOUT_S = 10  # a server that does not answer is a bad URL, not a hang
 MIGRATION_LOCK_KEY = 0x706F6C7964756201  # PostgreSQL advisory lock id ("polydub" + 1)
@@ -266,8 +267,18 @@ def output_dict(output: Output) -> dict[str, Any]:
         "kind": output.kind,
         "path": output.path,
         "duration": output.duration,
+        "size": output.size,
+        "sha256": output.sha256,
         "created_at": iso(output.created_at),
     }
+
+
+def delivered_digest(path: str | Path) -> tuple[int | None, str | None]:
+    """(bytes, sha256) of a delivered file as read now; (None, None) if it cannot be read."""
+    try:
+        return os.stat(path).st_size, file_hash(path)
+    except OSError:
+        return None, None
 
 
 def chunks(values: list, size: int = 500) -> Iterator[list]:
@@ -486,8 +497,10 @@ class Catalog:
                 run.licence = licence
 
     def add_output(self, job_id: int, lang: str | None, kind: str, path: str, duration: float | None = None) -> int:
-        """Record a deliverable (`lang` None for the multi-track file); its id."""
+        """Record a deliverable (`lang` None for the multi-track file), with its size and
+        sha256 as delivered (None if it cannot be read); its id."""
         check_one_of("output kind", kind, OUTPUT_KINDS)
+        size, digest = delivered_digest(path)
         with self._write.begin() as session:
             output = Output(
                 job_id=job_id,
@@ -495,6 +508,8 @@ class Catalog:
                 kind=kind,
                 path=str(path),
                 duration=None if duration is None else float(duration),
+                size=size,
+                sha256=digest,
             )
             session.add(output)
             session.flush()

@@ -132,6 +132,8 @@ class Output(Base):
     kind: Mapped[str] = mapped_column(String(16))
     path: Mapped[str] = mapped_column(String(PATH_LENGTH))
     duration: Mapped[float | None] = mapped_column(Float, nullable=True)  # seconds
+    size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # bytes, as delivered
+    sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)  # as delivered
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     job: Mapped[Job] = relationship(back_populates="outputs")
