@@ -6,7 +6,8 @@
 # A GPU machine may lack ffmpeg and some Python packages: a folder `.gpu/` beside the project
 # (CARRY=...) can hold `bin/ffmpeg.xz`, `bin/ffprobe.xz` (static builds), `whl/*.whl` (installed
 # with --no-deps into a scratch folder), `clip-track.npz` (bench/lipsync_gpu.py --track-only,
-# made where MediaPipe is) and `ad/` (bench/dub_gpu.py --prepare). Each step has its own
+# made where MediaPipe is) and `dub-ad/` (bench/dub_gpu.py --prepare DIR, ditto); bench/gpu_wheels.txt
+# lists the wheels and how to fetch them. Each step has its own
 # timeout, cut to what is left of --total; its output goes to $OUT/<step>.txt as it comes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -23,8 +24,9 @@ export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 
 for tool in ffmpeg ffprobe; do
   if ! command -v "$tool" >/dev/null 2>&1 && [ -f "$CARRY/bin/$tool.xz" ]; then
-    mkdir -p "$SCRATCH/bin"
-    xz -dc "$CARRY/bin/$tool.xz" > "$SCRATCH/bin/$tool" && chmod +x "$SCRATCH/bin/$tool"
+    mkdir -p "$SCRATCH/bin"  # python's lzma: the machine may have no xz
+    python3 -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" \
+      "$CARRY/bin/$tool.xz" "$SCRATCH/bin/$tool" && chmod +x "$SCRATCH/bin/$tool"
   fi
 done
 export PATH="$SCRATCH/bin:$PATH"
@@ -61,7 +63,7 @@ for step in "${STEPS[@]}"; do
                --steps 20 --dtype float16 --no-compile --no-explain --scaling 1,6,12 ;;
     stage) run_step stage 330 python3 bench/lipsync_gpu.py --budget "${STAGE_BUDGET:-200}" \
              --reference-frames 48,32 --track "$CARRY/clip-track.npz" --json "$OUT/stage.json" ;;
-    e2e) run_step e2e 180 python3 bench/dub_gpu.py --inputs "$CARRY/ad" --json "$OUT/e2e.json" ;;
+    e2e) run_step e2e 300 python3 bench/dub_gpu.py --inputs "$CARRY/dub-ad" --json "$OUT/e2e.json" ;;
     compile) run_step compile 240 python3 bench/lipsync_compile.py --device cuda --full --res 256 --langs 3 \
                --steps 20 --dtype float16 --no-explain ;;
     *) echo "unknown step: $step" >&2; exit 2 ;;
