@@ -79,7 +79,7 @@ def test_the_command_line_and_the_form_make_the_same_job(tmp_path):
     import json
 
     assert json.loads(shown) == from_form.to_dict()
-    assert from_form.voice == "espeak" and from_form.max_speed == 1.5 and from_form.translations  # sidecars found
+    assert from_form.options.voice == "espeak" and from_form.options.max_speed == 1.5 and from_form.translations  # sidecars found
 
 
 def test_a_form_out_cannot_leave_the_outputs_root(tmp_path):
