@@ -89,3 +89,18 @@ def test_a_form_out_cannot_leave_the_outputs_root(tmp_path):
     for out in ("../elsewhere", "/etc", "campaign/../../x", "~/x"):
         with pytest.raises(InputError, match="outputs root"):
             plan_job(str(EXAMPLE), ["es"], {"out": out}, outputs_root=root)
+
+
+def test_every_option_is_a_flag_of_dub_run_with_the_models_help_and_default():
+    import typer
+
+    from polydub.cli import app
+    from polydub.options import FLAGS
+
+    command = typer.main.get_command(app).commands["run"]
+    by_flag = {opt: param for param in command.params for opt in param.opts}
+    for name, field in DubOptions.model_fields.items():
+        param = by_flag[FLAGS[name]]
+        if name != "out":  # --out is the command line's own: one subfolder per input
+            assert param.name == name and param.help == field.description and param.default == field.default
+    assert by_flag["--commercial"].secondary_opts == ["--non-commercial"]
