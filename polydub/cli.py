@@ -11,13 +11,15 @@ delivered); 2 bad usage or bad input, found before any work starts.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional
+from types import UnionType
+from typing import Annotated, Callable, List, Optional, Union, get_args, get_origin
 
 import typer
 
@@ -30,7 +32,7 @@ from rich.table import Table
 
 from polydub import config
 from polydub.errors import DubError, InputError
-from polydub.options import default_of, help_for
+from polydub.options import FLAGS, DubOptions, names_a_path
 from polydub.terms_cli import glossary_app, tm_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -46,6 +48,9 @@ app.add_typer(glossary_app, name="glossary")
 console = Console(stderr=True)
 out = Console()
 
+OWN_FLAGS = ("out",)  # `--out` is the command line's own: with several inputs, one subfolder each
+NEGATED_FLAGS = {"commercial": "--non-commercial"}  # a yes/no option's "no" flag, where not --no-NAME
+FLAG_METAVARS = {"loudness": "LUFS"}
 STAGES = ("probe", "separate", "transcribe", "translate", "synthesize", "mix", "lipsync", "assemble")
 ICONS = {"running": "[yellow]…[/]", "done": "[green]✓[/]", "cached": "[cyan]=[/]",
          "skipped": "[dim]-[/]", "failed": "[red]✗[/]"}
@@ -75,65 +80,83 @@ class Progress:
         return table
 
 
-def _summary(report: dict) -> tuple[Table, list[str]]:
-    """The end-of-run table, and notes saying why each backend was chosen."""
-    table = Table(title=f"job {report['job']}: {report['status']} in {report['seconds']:.1f} s")
+def _summary(report) -> tuple[Table, list[str]]:
+    """The end-of-run table of a `JobReport`, and notes saying why each backend was chosen."""
+    table = Table(title=f"job {report.job}: {report.status} in {report.seconds:.1f} s")
     # sped: lines sped up to fit; over: lines that still overflow their slot (see the report)
     for col in ("lang", "output", "length", "voice", "sped", "over", "lip-sync", "time"):
         table.add_column(col, no_wrap=True)
     notes: list[str] = []
-    if report.get("background"):
-        background = report["background"]
-        notes.append(f"  background: {background['method']}"
-                     + (f": {background['reason']}" if background.get("reason") else ""))
-    if report.get("source_loudness_lufs") is not None:
-        levels = ", ".join(f"{lang} {e['loudness_lufs']}" for lang, e in report["languages"].items()
-                           if e.get("loudness_lufs") is not None)
-        notes.append(f"  loudness (LUFS): source {report['source_loudness_lufs']:.1f}"
+    if report.background:
+        notes.append(f"  background: {report.background.method}"
+                     + (f": {report.background.reason}" if report.background.reason else ""))
+    if report.source_loudness_lufs is not None:
+        levels = ", ".join(f"{lang} {e.loudness_lufs}" for lang, e in report.languages.items()
+                           if e.loudness_lufs is not None)
+        notes.append(f"  loudness (LUFS): source {report.source_loudness_lufs:.1f}"
                      + (f"; {levels}" if levels else ""))
-    for lang, entry in report["languages"].items():
-        if entry["status"] != "done":
+    for lang, entry in report.languages.items():
+        if not entry.done or entry.backends is None:
             table.add_row(lang, "[red]failed[/]", "", "", "", "", "", "")
-            notes.append(f"{lang}: failed: {entry.get('error', '?')}")
+            notes.append(f"{lang}: failed: {entry.error or '?'}")
             continue
-        path = entry["outputs"].get("mp4") or entry["outputs"].get("m4a")
-        backends = entry["backends"]
-        seconds = sum(s["seconds"] or 0 for s in entry["stages"].values() if s["status"] == "done")
-        table.add_row(lang, Path(path).name, f"{report['duration']:.1f}s", backends["voice"],
-                      str(entry["sped_up"]), str(entry["overflowing"]), backends["lipsync"], f"{seconds:.1f}s")
-        for what, key in (("voice", "voice_reason"), ("lip-sync", "lipsync_reason")):
-            note = f"  {lang} {what}: {backends[key]}" if backends.get(key) else None
-            if note:
-                notes.append(note)
-    for stage in report.get("stages", []):  # a damaged cache entry that this run rebuilt
+        backends = entry.backends
+        seconds = sum(s.seconds or 0 for s in entry.stages.values() if s.status == "done")
+        table.add_row(lang, Path(entry.media).name, f"{report.duration:.1f}s", backends.voice,
+                      str(entry.sped_up), str(entry.overflowing), backends.lipsync, f"{seconds:.1f}s")
+        for what, reason in (("voice", backends.voice_reason), ("lip-sync", backends.lipsync_reason)):
+            if reason:
+                notes.append(f"  {lang} {what}: {reason}")
+    for stage in report.stages:  # a damaged cache entry that this run rebuilt
         if (stage.get("detail") or {}).get("rebuilt"):
             notes.append(f"  {stage['lang'] or 'video'} {stage['stage']}: cached result was damaged "
                          f"({stage['detail']['rebuilt']}); rebuilt")
     return table, notes
 
 
+def option_flags(command: Callable) -> Callable:
+    """Give `command` a flag per `DubOptions` field, before `--db`: its name, type, default
+    and help come from the model, so adding an option is one edit there. Choices and
+    bounds are the model's to check (`make_options`), with its one-line errors."""
+    own = [p for p in inspect.signature(command).parameters.values() if p.kind is not p.VAR_KEYWORD]
+    at = next(i for i, p in enumerate(own) if p.name == "db")
+    generated = []
+    for name, field in DubOptions.model_fields.items():
+        if name in OWN_FLAGS:
+            continue
+        kind = flag_type(field.annotation)
+        decl = f"{FLAGS[name]}/{NEGATED_FLAGS.get(name, '--no-' + FLAGS[name][2:])}" if kind is bool else FLAGS[name]
+        option = typer.Option(field.default, decl, help=field.description or "", metavar=FLAG_METAVARS.get(name))
+        generated.append(inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=option,
+                                           annotation=kind if field.default is not None else Optional[kind]))
+    command.__signature__ = inspect.Signature(own[:at] + generated + own[at:])  # typer reads the signature
+    return command
+
+
+def flag_type(annotation) -> type:
+    """The command-line type of an option's annotation: bool, float, Path (a path option)
+    or str (text and choices)."""
+    args = [a for a in get_args(annotation) if a is not type(None)] if get_origin(annotation) in (Union, UnionType) \
+        else [annotation]
+    if names_a_path(annotation):
+        return Path
+    if len(args) == 1 and get_origin(args[0]) is Annotated:
+        return flag_type(get_args(args[0])[0])
+    if len(args) == 1 and args[0] in (bool, float, int):
+        return args[0]
+    return str
+
+
 @app.command("run")
+@option_flags
 def run_cmd(
     inputs: List[Path] = typer.Argument(..., metavar="INPUT...", help="Video or audio files to dub."),
     langs: str = typer.Option(..., "--langs", "-l", help="Target languages, e.g. es,fr,de (ISO 639-1)."),
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default ./dubbed/NAME/; "
                                            "with several inputs, one subfolder each)."),
-    source_lang: Optional[str] = typer.Option(None, "--source-lang", help=help_for("source_lang")),
-    transcript: Optional[Path] = typer.Option(None, "--transcript", help=help_for("transcript")),
-    translations: Optional[Path] = typer.Option(None, "--translations", help=help_for("translations")),
-    voice: str = typer.Option(default_of("voice"), "--voice", help=help_for("voice")),
-    voices: Optional[Path] = typer.Option(None, "--voices", help=help_for("voices")),
-    lipsync: str = typer.Option(default_of("lipsync"), "--lipsync", help=help_for("lipsync")),
-    translator: str = typer.Option(default_of("translator"), "--translator", help=help_for("translator")),
-    asr_model: str = typer.Option(default_of("asr_model"), "--asr-model", help=help_for("asr_model")),
-    glossary: Optional[Path] = typer.Option(None, "--glossary", help=help_for("glossary")),
-    brand: Optional[str] = typer.Option(None, "--brand", help=help_for("brand")),
-    max_speed: float = typer.Option(default_of("max_speed"), "--max-speed", help=help_for("max_speed")),
-    loudness: Optional[float] = typer.Option(None, "--loudness", metavar="LUFS", help=help_for("loudness")),
-    commercial: Optional[bool] = typer.Option(None, "--commercial/--non-commercial", help=help_for("commercial")),
-    consent: Optional[str] = typer.Option(None, "--consent", help=help_for("consent")),
     db: Optional[str] = typer.Option(None, "--db", help="Catalog URL (default DUB_DATABASE_URL or ~/.polydub/catalog.db)."),
     as_json: bool = typer.Option(False, "--json", help="Print the job reports as JSON."),
+    **flags,  # one per DubOptions field: see option_flags
 ) -> None:
     """Dub INPUT... into every language of --langs (the default command: `dub ad.mp4 --langs es,fr`)."""
     from polydub.job import check_backends, plan_job
@@ -142,11 +165,7 @@ def run_cmd(
     config.use_database(db)
     plans = []
     try:
-        options = make_options(source_lang=source_lang, transcript=_text(transcript),
-                               translations=_text(translations), voice=voice, voices=_text(voices),
-                               lipsync=lipsync, translator=translator,
-                               asr_model=asr_model, glossary=_text(glossary), brand=brand, max_speed=max_speed,
-                               loudness=loudness, commercial=commercial, consent=consent)
+        options = make_options(**{name: _text(v) if isinstance(v, Path) else v for name, v in flags.items()})
         for path in inputs:
             folder = (out_dir / path.stem if len(inputs) > 1 else out_dir) if out_dir else None
             plans.append(plan_job(path, langs, options, out=_text(folder)))
@@ -171,7 +190,7 @@ def run_cmd(
     from polydub import crash, progress
     from polydub.flows.dub import dub_video
     from polydub.flows.logs import quiet_console_tracebacks
-    from polydub.flows.outcome import JobFailed, JobRefused
+    from polydub.flows.outcome import JobRefused, report_of
 
     quiet_console_tracebacks(logging.CRITICAL)  # the summary below says what failed, in one line each
     console.print(f"[dim]prefect: {mode} server; ready to run in {time.perf_counter() - t0:.1f} s "
@@ -186,30 +205,34 @@ def run_cmd(
                 # What planning settled (the folder, the transcript and its language, found by
                 # listening when sidecars were ambiguous) goes along, so the flow's own checks
                 # do not settle it again.
-                settled = {"out": plan.out_dir, "source_lang": plan.source_lang, "transcript": plan.transcript}
+                settled = {"out": plan.out_dir, "source_lang": plan.options.source_lang, "transcript": plan.options.transcript}
                 state = dub_video(plan.input, plan.langs, options.model_copy(update=settled), return_state=True)
-            report = state.result(raise_on_failure=False)
+            result = state.result(raise_on_failure=False)
+            if isinstance(result, JobRefused):  # refused by the flow's own checks
+                raise InputError(str(result))
+            report = report_of(result)
+            if report is None:
+                raise DubError(f"the run ended without a job report: {state.name}: {state.message or result}")
+        except DubError:
+            raise
         except Exception as exc:  # e.g. the Prefect server died: the work may still be complete
             report = crash.finished_despite(exc, Path(plan.out_dir) / f"{plan.name}.report.json", started)
         finally:
             remove()
-        if isinstance(report, JobRefused):  # refused by the flow's own checks
-            raise InputError(str(report))
-        if isinstance(report, JobFailed):
-            report = report.report
         reports.append(report)
         if not as_json:
             table, notes = _summary(report)
             console.print(table)
             for note in notes:
                 print(note, file=sys.stderr)  # whole lines: paths must stay copyable
-            console.print(f"outputs in {report['out_dir']}; report {Path(report.get('report', '')).name}")
-        if report.get("not_recorded"):
-            print(f"dub: warning: {report['not_recorded']}", file=sys.stderr)
+            console.print(f"outputs in {report.out_dir}; report {Path(report.report or '').name}")
+        if report.not_recorded:
+            print(f"dub: warning: {report.not_recorded}", file=sys.stderr)
     if as_json:
-        out.print_json(json.dumps(reports if len(reports) > 1 else reports[0], default=str))
-    failed = any(r["status"] != "done" for r in reports)
-    if any(r.get("not_recorded") for r in reports):
+        printed = [r.to_json() for r in reports]
+        out.print_json(json.dumps(printed if len(printed) > 1 else printed[0], default=str))
+    failed = any(r.status != "done" for r in reports)
+    if any(r.not_recorded for r in reports):
         crash.exit_within(EXIT_GRACE_S, int(failed))
     if failed:
         raise typer.Exit(1)

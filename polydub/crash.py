@@ -7,7 +7,6 @@ running stages) 'interrupted' in the catalog and their Prefect flow runs Crashed
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -159,21 +158,22 @@ def _first_line(exc: BaseException) -> str:
 # ----------------------------------------------------------- Prefect server gone
 
 
-def finished_despite(exc: Exception, report_path: str | Path, since: float) -> dict:
+def finished_despite(exc: Exception, report_path: str | Path, since: float):
     """The job's report when the job finished (its report written after `since`, a
     time.time()) and only Prefect's bookkeeping failed afterwards, e.g. the Prefect server
-    stopped answering; otherwise `exc` as a one-line DubError."""
+    stopped answering (a `JobReport`); otherwise `exc` as a one-line DubError."""
     if isinstance(exc, DubError):
         raise exc
     path = Path(report_path)
     try:
         if path.stat().st_mtime >= since:
-            report = json.loads(path.read_text())
-            report["report"] = str(path)
-            report["not_recorded"] = (f"the flow run's final state is not in Prefect "
-                                      f"({type(exc).__name__}: {_first_line(exc)})")
+            from polydub.report import JobReport
+
+            report = JobReport.load(path)
+            report.not_recorded = (f"the flow run's final state is not in Prefect "
+                                   f"({type(exc).__name__}: {_first_line(exc)})")
             return report
-    except (OSError, ValueError):
+    except (OSError, ValueError, TypeError):  # no report, or not one
         pass
     raise DubError(f"the run stopped: {type(exc).__name__}: {_first_line(exc)}") from exc
 

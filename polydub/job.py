@@ -6,64 +6,36 @@ one line before a single stage runs.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from polydub import config, languages, limits, media
+from polydub import config, languages, limits, media, sidecars
 from polydub.errors import InputError
-from polydub.options import DEFAULT_ASR_MODEL, DEFAULT_LOUDNESS, DEFAULT_MAX_SPEED, DubOptions, make_options
+from polydub.options import DubOptions, make_options
 from polydub.segments import check_cues, read_subtitles, speakers_of
-
-SUBTITLE_SUFFIXES = (".srt", ".vtt")
-
 
 @dataclass
 class JobPlan:
-    """A validated job. Small and JSON-serializable: it is a flow parameter."""
+    """A validated job. Small and JSON-serializable: it is a flow parameter.
+
+    `options` are the job's options with what planning settled: `source_lang` and
+    `transcript` (found beside the input, or by listening), `voices` (checked, absolute)
+    and `commercial` (the machine's setting when the job does not say)."""
 
     input: str
     name: str
-    out_dir: str
+    out_dir: str  # resolved; a deployment run's job-N folder once the job exists
     langs: list[str]
-    source_lang: str | None = None
-    transcript: str | None = None  # an approved transcript (sidecar or --transcript)
+    options: DubOptions = field(default_factory=DubOptions)
     translations: dict[str, str] = field(default_factory=dict)  # lang -> approved SRT/VTT
-    voice: str = "auto"
-    voices: str | None = None  # --voices FILE: speaker -> voice, checked
-    lipsync: str = "auto"
-    translator: str = "google"
-    asr_model: str = DEFAULT_ASR_MODEL
-    glossary: str | None = None
-    brand: str | None = None  # the catalog's glossary and translation memory of this brand apply
-    max_speed: float = DEFAULT_MAX_SPEED
-    loudness: float | None = DEFAULT_LOUDNESS  # None: match the source
-    consent: str | None = None
-    commercial: bool = False
     has_video: bool = True
 
     def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def _sidecar(folder: Path, stem: str, tag: str | None) -> Path | None:
-    for suffix in SUBTITLE_SUFFIXES:
-        candidate = folder / (f"{stem}.{tag}{suffix}" if tag else f"{stem}{suffix}")
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _tagged_sidecars(folder: Path, stem: str) -> dict[str, Path]:
-    """`NAME.<lang>.srt` files beside the input, by normalized language code."""
-    found = {}
-    for path in sorted(folder.glob(f"{stem}.*")):
-        parts = path.name[len(stem) + 1:].rsplit(".", 1)
-        if len(parts) == 2 and "." + parts[1].lower() in SUBTITLE_SUFFIXES:
-            try:
-                found.setdefault(languages.normalize(parts[0]), path)
-            except InputError:
-                continue  # NAME.forced.srt and the like: not a language tag
-    return found
+        """The job's parameters as the catalog records them (`dub show`): flat."""
+        options = self.options.model_dump(exclude={"out", "translations"})
+        return {"input": self.input, "name": self.name, "out_dir": self.out_dir, "langs": list(self.langs),
+                "source_lang": options.pop("source_lang"), "transcript": options.pop("transcript"),
+                "translations": dict(self.translations), **options, "has_video": self.has_video}
 
 
 def _from_container_tag(tag: str) -> str | None:
@@ -127,7 +99,9 @@ def plan_job(input: str | Path, langs: list[str] | str, options: DubOptions | di
     # Transcript: explicit, else NAME.<source>.srt, else NAME.srt, else the one tagged sidecar
     # whose language is not a target (which also tells us the source language), else the one
     # in the language heard in the first 30 s.
-    tagged = _tagged_sidecars(folder, stem)
+    listed = sidecars.Folders()
+    beside = sidecars.subtitles(str(folder), stem, listed)
+    tagged = {code: Path(p) for code, p in beside.items() if code is not None}
     found = None
     if transcript:
         found = Path(transcript).expanduser()
@@ -135,8 +109,8 @@ def plan_job(input: str | Path, langs: list[str] | str, options: DubOptions | di
             raise InputError(f"--transcript {transcript}: no such file")
     elif source and source in tagged:
         found = tagged[source]
-    elif _sidecar(folder, stem, None):
-        found = _sidecar(folder, stem, None)
+    elif None in beside:
+        found = Path(beside[None])
     else:
         others = [code for code in tagged if code not in langs]
         if len(others) == 1:
@@ -162,22 +136,15 @@ def plan_job(input: str | Path, langs: list[str] | str, options: DubOptions | di
         if not langs:
             raise InputError(f"nothing to do: the only target language is the source language {source}")
 
-    approved: dict[str, str] = {}
-    folders = [Path(translations).expanduser()] if translations else []
-    if translations and not folders[0].is_dir():
+    if translations and not Path(translations).expanduser().is_dir():
         raise InputError(f"--translations {translations}: not a folder")
-    for code in langs:
-        candidates = []  # --translations first: what the user names wins over what we find
-        for f in folders:
-            candidates += [_sidecar(f, stem, code), _sidecar(f, code, None)]
-        candidates.append(tagged.get(code))
-        hit = next((c for c in candidates if c), None)
-        if hit:
-            cues = read_subtitles(hit)  # fail now, not mid-job, on a malformed file
-            if not cues:
-                raise InputError(f"{hit}: approved translation has no subtitle lines")
-            check_cues(hit, cues, info.duration)
-            approved[code] = str(hit)
+    approved: dict[str, str] = {}
+    for code, hit in sidecars.approved_translations(stem, langs, beside, translations, listed).items():
+        cues = read_subtitles(hit)  # fail now, not mid-job, on a malformed file
+        if not cues:
+            raise InputError(f"{Path(hit)}: approved translation has no subtitle lines")
+        check_cues(Path(hit), cues, info.duration)
+        approved[code] = str(Path(hit))
 
     if glossary and not Path(glossary).expanduser().exists():
         raise InputError(f"--glossary {glossary}: no such file or folder")
@@ -187,16 +154,12 @@ def plan_job(input: str | Path, langs: list[str] | str, options: DubOptions | di
         _check_brand_glossaries(opts.brand, [c for c in langs if c not in approved])
     voices = _voice_map(opts.voices, found, approved)
 
-    return JobPlan(
-        input=str(path.resolve()), name=stem,
-        out_dir=str(_out_dir(out, stem, outputs_root)),
-        langs=langs, source_lang=source, transcript=str(found) if found else None,
-        translations=approved, voice=opts.voice, voices=voices, lipsync=opts.lipsync, translator=opts.translator,
-        asr_model=opts.asr_model, glossary=str(glossary) if glossary else None, brand=opts.brand,
-        max_speed=opts.max_speed, loudness=opts.loudness, consent=opts.consent, has_video=info.has_video,
+    settled = opts.model_copy(update={
+        "source_lang": source, "transcript": str(found) if found else None, "voices": voices,
         # the job's own choice wins; a job that does not say gets the machine's setting
-        commercial=config.commercial() if opts.commercial is None else opts.commercial,
-    )
+        "commercial": config.commercial() if opts.commercial is None else opts.commercial})
+    return JobPlan(input=str(path.resolve()), name=stem, out_dir=str(_out_dir(out, stem, outputs_root)),
+                   langs=langs, options=settled, translations=approved, has_video=info.has_video)
 
 
 def _voice_map(path: str | None, transcript: Path | None, approved: dict[str, str]) -> str | None:
@@ -231,36 +194,36 @@ def check_backends(plan: JobPlan) -> None:
     from polydub.lipsync import lipsync_decision
     from polydub.tts import parse_voice_spec, select_voice
 
-    parse_voice_spec(plan.voice)
-    if plan.commercial:
+    parse_voice_spec(plan.options.voice)
+    if plan.options.commercial:
         check_licences(plan)
-    if not plan.voice.startswith("coqui"):
+    if not plan.options.voice.startswith("coqui"):
         for lang in plan.langs:  # every language needs a voice: espeak-ng may lack one
-            select_voice(plan.voice, lang)
-    if plan.voices:
+            select_voice(plan.options.voice, lang)
+    if plan.options.voices:
         from polydub.tts.cast import load_voice_map
 
-        voice_map = load_voice_map(plan.voices)
+        voice_map = load_voice_map(plan.options.voices)
         for speaker in voice_map.voices:
             for lang in plan.langs:
                 spec = voice_map.spec_for(speaker, lang)
                 if spec and not spec.startswith("coqui"):
                     select_voice(spec, lang)
-    if not plan.transcript:
+    if not plan.options.transcript:
         from polydub.asr.locate import locate_model
 
-        locate_model(plan.asr_model)
+        locate_model(plan.options.asr_model)
         config.asr_vad()  # a bad DUB_ASR_VAD is bad usage, found now
     if any(lang not in plan.translations for lang in plan.langs):
         from polydub.translate import make_translator
 
-        make_translator(plan.translator)
-    if not plan.transcript or not speakers_of(read_subtitles(plan.transcript)):
+        make_translator(plan.options.translator)
+    if not plan.options.transcript or not speakers_of(read_subtitles(plan.options.transcript)):
         from polydub.diarize import find_diarizer
 
         find_diarizer()  # a diarizer that is asked for must load
-    ok, reason = lipsync_decision(plan.lipsync, plan.has_video)  # also checks lip-sync settings
-    if plan.lipsync == "on" and not ok:
+    ok, reason = lipsync_decision(plan.options.lipsync, plan.has_video)  # also checks lip-sync settings
+    if plan.options.lipsync == "on" and not ok:
         raise InputError(f"--lipsync on: lip-sync cannot run: {reason}")
 
 
@@ -271,12 +234,12 @@ def check_licences(plan: JobPlan) -> None:
     from polydub import licences
 
     refused: list[tuple[str, str, licences.Licence]] = []
-    if _is_xtts_voice(plan.voice):
+    if _is_xtts_voice(plan.options.voice):
         refused.append(("voice", "XTTS-v2", licences.CPML))
-    if any(lang not in plan.translations for lang in plan.langs) and plan.translator.startswith("local:"):
-        licence = licences.of_translator(plan.translator)
+    if any(lang not in plan.translations for lang in plan.langs) and plan.options.translator.startswith("local:"):
+        licence = licences.of_translator(plan.options.translator)
         if licence and licence.commercial is False:
-            refused.append(("translator", plan.translator, licence))
+            refused.append(("translator", plan.options.translator, licence))
     if refused:
         what, name, licence = refused[0]
         raise InputError(f"--commercial: {what} {name} ({licence.name}, {licence.note}); "

@@ -12,7 +12,7 @@ No secret and no catalog URL is an option: the catalog is the runner's configura
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -37,28 +37,39 @@ LocalTranslator = Annotated[str, Field(pattern=r"^local:.+$", max_length=TEXT_MA
 Text = Annotated[str, Field(max_length=TEXT_MAX)]
 
 
+class _PathMark:
+    """Marks an option that names a file or folder (the command line's PATH)."""
+
+    def __repr__(self) -> str:
+        return "PATH"
+
+
+PATH = _PathMark()
+FilePath = Annotated[str, Field(max_length=TEXT_MAX), PATH]
+
+
 class DubOptions(BaseModel):
     """How to dub: every option of a job except its input and languages."""
 
     model_config = ConfigDict(extra="forbid", title="Options")
 
-    out: Text | None = Field(
+    out: FilePath | None = Field(
         None, description="Output folder. From the command line: any folder (default ./dubbed/NAME/). "
         "In a deployment run: a folder under the worker's outputs root (DUB_OUTPUTS_DIR); each job "
         "gets its own subfolder there.")
     source_lang: Text | None = Field(
         None, description="Language spoken in the input (default: the audio track's language tag, "
         "the transcript sidecar's name, or speech recognition).")
-    transcript: Text | None = Field(
+    transcript: FilePath | None = Field(
         None, description="Approved transcript (SRT/VTT). Default: `NAME.srt` or `NAME.<source-lang>.srt` "
         "beside the input. Skips speech recognition.")
-    translations: Text | None = Field(
+    translations: FilePath | None = Field(
         None, description="Folder of approved translations `NAME.<lang>.srt` (wins over sidecars "
         "beside the input).")
     voice: Union[VoiceChoice, VoiceSpec] = Field(
         "auto", description="auto (clone the speaker with Coqui XTTS when its weights are present, "
         "else espeak-ng) | espeak | espeak:VOICE | coqui:MODEL_OR_PATH.")
-    voices: Text | None = Field(
+    voices: FilePath | None = Field(
         None, description="Voices per speaker: a JSON or YAML file mapping speaker names (from the "
         "script's `<v Name>` or `Name:` labels) to voices, for every language or per language, e.g. "
         '{"Ana": "espeak:es+f3", "Ben": {"es": "espeak:es+m3", "*": "auto"}}. Speakers it does not name get '
@@ -72,7 +83,7 @@ class DubOptions(BaseModel):
     asr_model: Text = Field(DEFAULT_ASR_MODEL, description="Speech recognition: a Whisper model name "
                             "(tiny.en, small, large-v3), an openai-whisper .pt checkpoint or a CTranslate2 "
                             "folder (unused with an approved transcript).")
-    glossary: Text | None = Field(
+    glossary: FilePath | None = Field(
         None, description="Glossary: a TSV/CSV/JSON file of terms kept verbatim or forced, or a "
         "folder of `<lang>.tsv` files.")
     brand: Annotated[str, Field(max_length=BRAND_MAX, pattern=r"^[\w .&'+-]+$")] | None = Field(
@@ -96,13 +107,17 @@ class DubOptions(BaseModel):
 FLAGS = {name: "--" + name.replace("_", "-") for name in DubOptions.model_fields}
 
 
+def names_a_path(annotation) -> bool:
+    """Whether an option's type is a `FilePath` (optional or not)."""
+    return any(get_origin(a) is Annotated and PATH in get_args(a)[1:] for a in (annotation, *get_args(annotation)))
+
+
+PATH_OPTIONS = tuple(name for name, field in DubOptions.model_fields.items() if names_a_path(field.annotation))
+
+
 def help_for(name: str) -> str:
     """The option's description, for the command line's --help."""
     return DubOptions.model_fields[name].description or ""
-
-
-def default_of(name: str):
-    return DubOptions.model_fields[name].default
 
 
 def make_options(values: dict | DubOptions | None = None, **overrides) -> DubOptions:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from polydub import cache, config, media
 from polydub.errors import InputError
-from polydub.job import JobPlan, _sidecar, _tagged_sidecars
+from polydub.job import JobPlan
+from polydub.sidecars import subtitles
 
 NAME_MAX = 255  # bytes, when the file system does not say
 PATH_MAX = 4096
@@ -56,15 +57,13 @@ def provided(plan: JobPlan) -> dict[Path, str]:
             mine.setdefault(Path(path).expanduser().resolve(), what)
 
     add(plan.input, "the input")
-    add(plan.transcript, "the approved transcript")
+    add(plan.options.transcript, "the approved transcript")
     for lang, path in plan.translations.items():
         add(path, f"the approved {lang} translation")
-    if plan.glossary and Path(plan.glossary).is_file():
-        add(plan.glossary, "the glossary")
-    folder = Path(plan.input).parent
-    for path in _tagged_sidecars(folder, plan.name).values():
+    if plan.options.glossary and Path(plan.options.glossary).is_file():
+        add(plan.options.glossary, "the glossary")
+    for path in subtitles(str(Path(plan.input).parent), plan.name).values():
         add(path, "a subtitle file beside the input")
-    add(_sidecar(folder, plan.name, None), "a subtitle file beside the input")
     return mine
 
 
@@ -89,7 +88,7 @@ def estimate(plan: JobPlan) -> Needs:
     size = Path(plan.input).stat().st_size
     seconds = media.probe(plan.input).duration
     n = len(plan.langs)
-    picture = size * (2 if plan.has_video and plan.lipsync != "off" else 1)  # a lip-synced re-encode
+    picture = size * (2 if plan.has_video and plan.options.lipsync != "off" else 1)  # a lip-synced re-encode
     per_language = picture + AAC_RATE * seconds
     multitrack = size + n * AAC_RATE * seconds
     out = n * per_language + multitrack

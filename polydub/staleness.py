@@ -19,17 +19,16 @@ from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 
-from polydub import config, languages
+from polydub import config
 from polydub.errors import DubError
-from polydub.job import SUBTITLE_SUFFIXES
+from polydub.options import PATH_OPTIONS  # their content counts (as a part of its own), not their path
+from polydub.sidecars import Folders, approved_translations, subtitles
 from polydub.storage import deliveries
 from polydub.storage.catalog import Catalog, iso
 
 RECIPE_VERSION = 1  # bump when the recipe's parts change meaning: every delivery turns stale
 STATES = ("done", "stale", "failed", "running", "queued", "missing")
 AUDIO_SUFFIXES = {".wav", ".m4a", ".mp3", ".aac", ".flac", ".ogg", ".opus", ".mka"}
-# Options that are file paths: their content counts (as a part of its own), not their path.
-PATH_OPTIONS = ("out", "transcript", "translations", "glossary", "voices")
 NOT_IN_RECIPE = ("consent",)  # recorded with the job; it does not change the file
 
 
@@ -53,63 +52,14 @@ class Cell:
 # ------------------------------------------------------------------------------ sidecars
 
 
-class Folders:
-    """Names in each folder, listed once: `stem.*` lookups for thousands of items. Paths
-    are plain strings here: a catalog makes tens of thousands of them."""
-
-    def __init__(self):
-        self._by_prefix: dict[str, dict[str, list[str]]] = {}
-
-    def starting(self, folder: str, stem: str) -> list[str]:
-        """Names in `folder` of the form `stem.*`."""
-        if folder not in self._by_prefix:
-            index: dict[str, list[str]] = {}
-            try:
-                names = sorted(os.listdir(folder))
-            except OSError:
-                names = []
-            for name in names:
-                for at in (i for i, ch in enumerate(name) if ch == "."):
-                    index.setdefault(name[:at], []).append(name)
-            self._by_prefix[folder] = index
-        return self._by_prefix[folder].get(stem, [])
-
-
-def _subtitles(folders: Folders, folder: str, stem: str) -> dict[str | None, str]:
-    """`stem.srt` (key None) and `stem.<lang>.srt` (key: normalized code) in `folder`."""
-    found: dict[str | None, str] = {}
-    for name in folders.starting(folder, stem):
-        rest = name[len(stem) + 1:]
-        tag, _, suffix = rest.rpartition(".")
-        if "." + suffix.lower() not in SUBTITLE_SUFFIXES:
-            continue
-        if not tag:
-            found.setdefault(None, os.path.join(folder, name))
-            continue
-        try:
-            found.setdefault(languages.normalize(tag), os.path.join(folder, name))
-        except DubError:
-            continue  # NAME.forced.srt and the like
-    return found
-
-
 def script_files(item, folders: Folders) -> tuple[list[str], dict[str, str]]:
     """The files that may be the item's transcript, and its approved translations by
     language, found as `plan_job` finds them (without probing the media)."""
     options = item.options
     folder, name = os.path.split(item.input)
     stem = os.path.splitext(name)[0]
-    beside = _subtitles(folders, folder, stem)
-    translations: dict[str, str] = {}
-    if options.translations:
-        for lang in item.langs:
-            named = (_subtitles(folders, options.translations, stem).get(lang)
-                     or _subtitles(folders, options.translations, lang).get(None))
-            if named:
-                translations[lang] = named
-    for lang in item.langs:
-        if lang not in translations and lang in beside:
-            translations[lang] = beside[lang]
+    beside = subtitles(folder, stem, folders)
+    translations = approved_translations(stem, item.langs, beside, options.translations, folders)
     if options.transcript:
         return [options.transcript], translations
     scripts = [path for tag, path in beside.items() if tag is None or tag not in item.langs]

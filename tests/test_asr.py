@@ -160,8 +160,8 @@ def test_listening_picks_the_transcript_among_sidecars(tiny_en, tmp_path):
         shutil.copy(EXAMPLE.with_name(f"talking_head.{lang}.srt"), tmp_path / f"clip.{lang}.srt")
     assert ffprobe(video)["streams"][1].get("tags", {}).get("language", "und") == "und"
     plan = plan_job(video, "de", out=str(tmp_path / "out"), asr_model=str(tiny_en))
-    assert plan.transcript == str(tmp_path / "clip.en.srt")
-    assert plan.source_lang == "en" and plan.langs == ["de"]
+    assert plan.options.transcript == str(tmp_path / "clip.en.srt")
+    assert plan.options.source_lang == "en" and plan.langs == ["de"]
     assert set(plan.translations) == set()  # no German sidecar: de is translated
 
 

@@ -50,11 +50,11 @@ def test_commercial_refuses_xtts_before_any_work(tmp_path):
 
 def test_the_jobs_own_choice_wins_over_the_machine_setting(tmp_path, monkeypatch):
     monkeypatch.setenv("DUB_COMMERCIAL", "1")
-    assert plan_job(EXAMPLE, "es", out=str(tmp_path)).commercial is True
-    assert plan_job(EXAMPLE, "es", {"commercial": False}, out=str(tmp_path)).commercial is False
+    assert plan_job(EXAMPLE, "es", out=str(tmp_path)).options.commercial is True
+    assert plan_job(EXAMPLE, "es", {"commercial": False}, out=str(tmp_path)).options.commercial is False
     monkeypatch.delenv("DUB_COMMERCIAL")
-    assert plan_job(EXAMPLE, "es", out=str(tmp_path)).commercial is False
-    assert plan_job(EXAMPLE, "es", commercial=True, out=str(tmp_path)).commercial is True
+    assert plan_job(EXAMPLE, "es", out=str(tmp_path)).options.commercial is False
+    assert plan_job(EXAMPLE, "es", commercial=True, out=str(tmp_path)).options.commercial is True
 
 
 def test_commercial_refuses_a_non_commercial_translation_model(tmp_path):

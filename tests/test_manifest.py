@@ -515,9 +515,9 @@ def test_plan_items_plans_each_item_in_its_folder_and_collects_every_problem(cli
     assert list(plans) == ["spot-a", "spot-b"]
     a, b = plans["spot-a"], plans["spot-b"]
     assert (a.out_dir, b.out_dir) == (str(tmp_path / "out" / "spot-a"), str(tmp_path / "out" / "spot-b"))
-    assert (a.langs, a.source_lang, a.transcript) == (["es", "fr"], "en", str(clips / "spot_a.en.srt"))
+    assert (a.langs, a.options.source_lang, a.options.transcript) == (["es", "fr"], "en", str(clips / "spot_a.en.srt"))
     assert a.translations == {"es": str(clips / "spot_a.es.srt"), "fr": str(clips / "spot_a.fr.srt")}
-    assert b.voice == "espeak" and a.voice == "auto"
+    assert b.options.voice == "espeak" and a.options.voice == "auto"
 
     outputs = tmp_path / "outputs"
     deployed = plan_items(manifest, "spring", outputs_root=outputs, check=False)

@@ -79,7 +79,7 @@ def test_the_command_line_and_the_form_make_the_same_job(tmp_path):
     import json
 
     assert json.loads(shown) == from_form.to_dict()
-    assert from_form.voice == "espeak" and from_form.max_speed == 1.5 and from_form.translations  # sidecars found
+    assert from_form.options.voice == "espeak" and from_form.options.max_speed == 1.5 and from_form.translations  # sidecars found
 
 
 def test_a_form_out_cannot_leave_the_outputs_root(tmp_path):
@@ -89,3 +89,18 @@ def test_a_form_out_cannot_leave_the_outputs_root(tmp_path):
     for out in ("../elsewhere", "/etc", "campaign/../../x", "~/x"):
         with pytest.raises(InputError, match="outputs root"):
             plan_job(str(EXAMPLE), ["es"], {"out": out}, outputs_root=root)
+
+
+def test_every_option_is_a_flag_of_dub_run_with_the_models_help_and_default():
+    import typer
+
+    from polydub.cli import app
+    from polydub.options import FLAGS
+
+    command = typer.main.get_command(app).commands["run"]
+    by_flag = {opt: param for param in command.params for opt in param.opts}
+    for name, field in DubOptions.model_fields.items():
+        param = by_flag[FLAGS[name]]
+        if name != "out":  # --out is the command line's own: one subfolder per input
+            assert param.name == name and param.help == field.description and param.default == field.default
+    assert by_flag["--commercial"].secondary_opts == ["--non-commercial"]

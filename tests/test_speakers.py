@@ -191,6 +191,7 @@ def test_a_cloning_voice_clones_each_speaker_from_their_own_lines(source, xtts_d
     """With XTTS present, `--voice auto` casts a cloning voice per speaker, each from a
     reference clip cut from that speaker's lines only (and so keyed apart in the cache)."""
     from polydub.job import JobPlan
+    from polydub.options import DubOptions
     from polydub.media import extract_audio
     from polydub.storage import Catalog
     from polydub.tasks.common import JobContext, StageResult
@@ -210,7 +211,8 @@ def test_a_cloning_voice_clones_each_speaker_from_their_own_lines(source, xtts_d
     extract_audio(source, stages["probe"] / ASR_AUDIO, sample_rate=16_000)
     db = f"sqlite:///{tmp_path / 'catalog.db'}"
     ctx = JobContext(Catalog(db).create_job(None, ["es"], {}, str(tmp_path)), db, str(tmp_path / "cache"))
-    plan = JobPlan(input=str(source), name="talk", out_dir=str(tmp_path / "out"), langs=["es"], voice="auto")
+    plan = JobPlan(input=str(source), name="talk", out_dir=str(tmp_path / "out"), langs=["es"],
+                   options=DubOptions(voice="auto"))
     cast = cast_voices(ctx, plan, *(StageResult(stage, None, str(folder)) for stage, folder in stages.items()), "es")
 
     assert list(cast) == ["Ana", "Ben"]

@@ -51,3 +51,38 @@ def test_what_changed_names_each_part(catalog_of):
     assert staleness.what_changed(before[("spot-a", "es")], after[("spot-a", "es")]) == \
         "approved translation changed, glossary changed, options changed (voice), model versions changed (voice)"
     assert staleness.what_changed(before[("spot-b", "fr")], after[("spot-b", "fr")]).startswith("options changed")
+
+
+def test_planning_and_staleness_find_the_same_sidecars(tmp_path):
+    """A job is made from the sidecars `plan_job` finds; staleness must hash those same
+    files, or a changed script would not make its delivery stale."""
+    import shutil
+
+    from polydub.job import plan_job
+    from polydub.manifest import ManifestItem
+    from polydub.options import DubOptions
+    from tests.conftest import EXAMPLE
+
+    line = "1\n00:00:00,500 --> 00:00:02,000\n{}\n"
+    folder, approved = tmp_path / "clips", tmp_path / "approved"
+    folder.mkdir()
+    approved.mkdir()
+    video = folder / "spot.mp4"
+    shutil.copy(EXAMPLE, video)
+    (folder / "spot.en.srt").write_text(line.format("Hello."))
+    (folder / "spot.vtt").write_text("WEBVTT\n\n00:00:00.500 --> 00:00:02.000\nHello.\n")  # not the transcript
+    (folder / "spot.forced.srt").write_text(line.format("Hello."))  # not a language tag
+    (folder / "spot.es.srt").write_text(line.format("Hola."))  # beside: loses to the folder's
+    (folder / "spot.fr.vtt").write_text("WEBVTT\n\n00:00:00.500 --> 00:00:02.000\nBonjour.\n")
+    (approved / "spot.ES.srt").write_text(line.format("¡Hola!"))  # a tag as people write it
+    (approved / "it.srt").write_text(line.format("Ciao."))  # <lang>.srt in a translations folder
+
+    langs = ["es", "fr", "de", "it"]
+    options = DubOptions(source_lang="en", translations=str(approved))
+    plan = plan_job(video, langs, options, check_decode=False, out=str(tmp_path / "out"))
+    item = ManifestItem("spot", "test", str(video), None, langs, options)
+    scripts, translations = staleness.script_files(item, staleness.Folders())
+
+    assert plan.translations == translations == {"es": str(approved / "spot.ES.srt"), "fr": str(folder / "spot.fr.vtt"),
+                                                 "it": str(approved / "it.srt")}
+    assert plan.options.transcript == str(folder / "spot.en.srt") and plan.options.transcript in scripts

@@ -116,7 +116,7 @@ def test_a_brands_oversized_catalog_glossary_stops_the_job_at_planning(cat, tmp_
     monkeypatch.setenv("DUB_DATABASE_URL", cat.url)
     with pytest.raises(InputError, match="catalog glossary es of brand Acme: a term is longer than 200"):
         plan_job(video, "es", check_decode=False, brand="Acme")
-    assert plan_job(video, "es", check_decode=False, brand="Other").brand == "Other"
+    assert plan_job(video, "es", check_decode=False, brand="Other").options.brand == "Other"
 
 
 def test_approved_lines_pair_with_the_one_source_line_they_overlap():

@@ -36,6 +36,7 @@ from polydub.flows.logs import quiet_console_tracebacks, stage_logger
 from polydub.job import JobPlan, _out_dir
 from polydub.manifest import Manifest, ManifestError, load_manifest, plan_items
 from polydub.options import DubOptions
+from polydub.report import JobReport, LanguageReport
 from polydub.storage import deliveries
 from polydub.storage.catalog import process_owner
 from polydub.tasks.common import catalog, one_line
@@ -171,11 +172,11 @@ def _settled(work: Work, item_id: str) -> DubOptions:
     out = plan.out_dir
     if work.outputs_root is not None:
         out = str(Path(plan.out_dir).relative_to(Path(work.outputs_root).resolve()))
-    return item.options.model_copy(update={"out": out, "source_lang": plan.source_lang,
-                                           "transcript": plan.transcript})
+    return item.options.model_copy(update={"out": out, "source_lang": plan.options.source_lang,
+                                           "transcript": plan.options.transcript})
 
 
-def _in_process(work: Work, items: list[str], concurrency: int, ended: Callable[[str, dict], None]) -> None:
+def _in_process(work: Work, items: list[str], concurrency: int, ended: Callable[[str, JobReport], None]) -> None:
     """Dub the items here, `concurrency` at a time, each as a `dub_video` subflow; each
     item's job report goes to `ended` as soon as it ends."""
     pending, running = list(items), {}
@@ -190,25 +191,21 @@ def _in_process(work: Work, items: list[str], concurrency: int, ended: Callable[
                 try:
                     report = future.result()
                 except Exception as exc:  # the subflow itself broke: its languages failed, the rest go on
-                    report = {"status": "failed", "error": one_line(exc), "languages": {}}
+                    report = JobReport.failed(one_line(exc))
                 del running[item]
                 ended(item, report)
 
 
 @task(name="dub-item", task_run_name="item[{item_id}]", cache_policy=NONE, persist_result=False)
-def dub_item(item_id: str, plan: JobPlan, options: DubOptions) -> dict:
+def dub_item(item_id: str, plan: JobPlan, options: DubOptions) -> JobReport:
     """One item's job as a `dub_video` run of its own (a subflow): its report."""
     state = dub_video(plan.input, plan.langs, options, return_state=True)
     return _report_of(state)
 
 
-def _report_of(state: State) -> dict:
+def _report_of(state: State) -> JobReport:
     result = state.result(raise_on_failure=False)
-    if isinstance(result, outcome.JobFailed) and result.report:
-        return result.report
-    if isinstance(result, dict):
-        return result
-    return {"status": "failed", "error": str(result or state.message or state.name), "languages": {}}
+    return outcome.report_of(result) or JobReport.failed(str(result or state.message or state.name))
 
 
 class Ledger:
@@ -217,22 +214,22 @@ class Ledger:
 
     def __init__(self, cat, work: Work, items: int):
         self.cat, self.work = cat, work
-        self.results: dict[str, dict] = {}
+        self.results: dict[str, JobReport] = {}
         self.lock = threading.Lock()
         self.progress = outcome.Progress(outcome.artifact_key("catalog-progress", work.manifest.name), items,
                                          f"{work.manifest.name}: items dubbed")
         self.logger = stage_logger()  # the run's logger, usable from the threads items end in
 
-    def add(self, item: str, report: dict) -> None:
+    def add(self, item: str, report: JobReport) -> None:
         with self.lock:
             _record(self.cat, self.work, item, report)
             self.results[item] = report
-        languages = report.get("languages", {})
-        done = [lang for lang in self.work.plans[item].langs if (languages.get(lang) or {}).get("status") == "done"]
-        failed = [f"{lang}: {(languages.get(lang) or {}).get('error') or report.get('error') or 'failed'}"
-                  for lang in self.work.plans[item].langs if lang not in done]
+        langs = self.work.plans[item].langs
+        done = [lang for lang in langs if report.language(lang).done]
+        failed = [f"{lang}: {report.language(lang).error or report.error or 'failed'}" for lang in langs
+                  if lang not in done]
         self.logger.info("item %s: %s%s (job %s)", item, f"delivered {', '.join(done)}" if done else "nothing delivered",
-                       f"; failed {'; '.join(failed)}" if failed else "", report.get("job"))
+                       f"; failed {'; '.join(failed)}" if failed else "", report.job)
         self.progress.advance(item, "done" if not failed else "failed")
 
 
@@ -245,21 +242,20 @@ def _log_plan(work: Work, busy: list[str]) -> None:
                    len(work.due) - len(busy), f"; {len(busy)} held by another runner" if busy else "")
 
 
-def _record(cat, work: Work, item: str, report: dict) -> None:
+def _record(cat, work: Work, item: str, report: JobReport) -> None:
     """Each language's delivery: the file, its sha256 and the recipe it was made from."""
     plan = work.plans[item]
     for lang in plan.langs:
-        entry = report.get("languages", {}).get(lang) or {}
+        entry = report.language(lang)
         recipe = work.recipes[(item, lang)]
-        if entry.get("status") == "done":
-            outputs = entry.get("outputs", {})
-            path = outputs.get("mp4") or outputs.get("m4a")
+        if entry.done:
+            path = entry.media
             deliveries.finish(cat, work.manifest.key, item, lang, "done", fingerprint=work.fingerprints[(item, lang)],
-                              recipe=recipe, job_id=report.get("job"), path=path,
-                              duration=report.get("duration"), sha256=cache.file_hash(path))
+                              recipe=recipe, job_id=report.job, path=path,
+                              duration=report.duration, sha256=cache.file_hash(path))
         else:
-            error = entry.get("error") or report.get("error") or "failed"
-            deliveries.finish(cat, work.manifest.key, item, lang, "failed", job_id=report.get("job"), error=error)
+            error = entry.error or report.error or "failed"
+            deliveries.finish(cat, work.manifest.key, item, lang, "failed", job_id=report.job, error=error)
 
 
 # ------------------------------------------------------------------ via a deployment
@@ -283,7 +279,7 @@ def deployment_name(name: str) -> str:
 
 
 def _via_deployment(work: Work, claimed: list[str], name: str, cat, owner: str,
-                    parent: str | None, ended: Callable[[str, dict], None]) -> None:
+                    parent: str | None, ended: Callable[[str, JobReport], None]) -> None:
     """Create one deployment run per item (all at once), wait for them, and read each
     job's outcome from the catalog the workers share, handing it to `ended`."""
     with ThreadPoolExecutor(1) as loop_thread:  # a loop of our own: the flow's thread may have one
@@ -291,7 +287,7 @@ def _via_deployment(work: Work, claimed: list[str], name: str, cat, owner: str,
 
 
 async def _dispatch(work: Work, claimed: list[str], name: str, cat, owner: str,
-                    parent: str | None, ended: Callable[[str, dict], None]) -> None:
+                    parent: str | None, ended: Callable[[str, JobReport], None]) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterId, FlowRunFilterState,
                                                 FlowRunFilterStateType, FlowRunFilterTags)
@@ -323,8 +319,7 @@ async def _dispatch(work: Work, claimed: list[str], name: str, cat, owner: str,
                     return item, run.id
                 except Exception as exc:  # noqa: BLE001 - a busy server (503): wait and try again
                     if attempt + 1 == CREATE_ATTEMPTS:
-                        report = {"status": "failed", "languages": {},
-                                  "error": f"its deployment run could not be created: {one_line(exc)}"}
+                        report = JobReport.failed(f"its deployment run could not be created: {one_line(exc)}")
                         await asyncio.to_thread(ended, item, report)
                         return item, None
                     await asyncio.sleep(CREATE_BACKOFF_S * 2 ** attempt)
@@ -351,27 +346,26 @@ async def _dispatch(work: Work, claimed: list[str], name: str, cat, owner: str,
                         await asyncio.to_thread(ended, item, report)  # sync catalog and API calls
 
 
-def _deployment_report(cat, flow_run_id: str, state) -> dict:
+def _deployment_report(cat, flow_run_id: str, state) -> JobReport:
     """What a worker's job delivered, as the catalog it shares with us recorded it."""
     job_id = cat.job_for_flow_run(flow_run_id)
     message = (state.message if state else None) or "the run ended without a job in this catalog"
     if job_id is None:
-        return {"status": "failed", "error": message, "languages": {}}
+        return JobReport.failed(message)
     job = cat.show_job(job_id)
-    languages: dict[str, dict] = {lang: {"status": "failed", "error": job["error"] or message} for lang in job["langs"]}
+    languages = {lang: LanguageReport(error=job["error"] or message) for lang in job["langs"]}
     for output in job["outputs"]:
         if output["lang"] and output["kind"] in ("video", "audio"):
             ext = "mp4" if output["kind"] == "video" else "m4a"
-            languages[output["lang"]] = {"status": "done", "outputs": {ext: output["path"]}}
+            languages[output["lang"]] = LanguageReport(status="done", outputs={ext: output["path"]})
     duration = (job.get("source") or {}).get("duration")
-    return {"job": job_id, "status": job["status"], "duration": duration, "languages": languages,
-            "error": job["error"]}
+    return JobReport(job=job_id, status=job["status"], duration=duration, languages=languages, error=job["error"])
 
 
 # ------------------------------------------------------------------------ the outcome
 
 
-def _report(work: Work, results: dict[str, dict], busy: list[str], seconds: float) -> dict:
+def _report(work: Work, results: dict[str, JobReport], busy: list[str], seconds: float) -> dict:
     """The catalog table: one row per item x language, and the counts."""
     rows = []
     for item in work.manifest.items:
@@ -383,13 +377,11 @@ def _report(work: Work, results: dict[str, dict], busy: list[str], seconds: floa
             if item.id in busy:
                 row.update(status="skipped", error="another runner holds it")
             elif report is not None and lang in work.plans[item.id].langs:
-                entry = report.get("languages", {}).get(lang) or {}
-                done = entry.get("status") == "done"
-                outputs = entry.get("outputs", {})
-                row.update(status=("dubbed" if lang in work.due[item.id] else "up to date") if done else "failed",
-                           output=(outputs.get("mp4") or outputs.get("m4a") or "") if done else row["output"],
-                           job=report.get("job"),
-                           error="" if done else (entry.get("error") or report.get("error") or "failed"))
+                entry = report.language(lang)
+                row.update(status=("dubbed" if lang in work.due[item.id] else "up to date") if entry.done else "failed",
+                           output=(entry.media or "") if entry.done else row["output"],
+                           job=report.job,
+                           error="" if entry.done else (entry.error or report.error or "failed"))
             elif item.id in work.due and lang in work.due[item.id]:
                 row.update(status="failed", error="not dubbed: the run stopped first")
             elif cell.state != "done":
@@ -437,8 +429,10 @@ def refused(exc: InputError) -> State:
 def _publish(report: dict) -> None:
     """The catalog table and a short summary as artifacts of this run."""
     name = Path(report["manifest"]).stem
-    outcome.show(report, "catalog", name, lambda: _rows(report), f"{name}: {summary(report)}",
-                 lambda: _page(report, name), f"{name}: the catalog run")
+    warning = outcome.show("catalog", name, lambda: _rows(report), f"{name}: {summary(report)}",
+                           lambda: _page(report, name), f"{name}: the catalog run")
+    if warning:
+        report.setdefault("warnings", []).append(warning)
 
 
 def _rows(report: dict) -> list[dict]:

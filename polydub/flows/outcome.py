@@ -18,6 +18,7 @@ from polydub import config
 from polydub.errors import DubError, InputError
 from polydub.job import JobPlan
 from polydub.options import DubOptions
+from polydub.report import JobReport
 from polydub.tasks.common import catalog
 
 ARTIFACT_KEY = re.compile(r"[^a-z0-9-]+")
@@ -25,10 +26,11 @@ MESSAGE_MAX = 2000  # characters of a state message: the UI shows it in a single
 
 
 class JobFailed(DubError):
-    """The result of a run that delivered some languages or none; `report` is the job
-    report in the process that ran it (the file NAME.report.json everywhere else)."""
+    """The result of a run that delivered some languages or none; `report` is its report
+    in the process that ran it (the file NAME.report.json everywhere else): a `JobReport`,
+    or a catalog run's table."""
 
-    def __init__(self, message: str, report: dict | None = None):
+    def __init__(self, message: str, report: JobReport | dict | None = None):
         super().__init__(message)
         self.report = report
 
@@ -110,24 +112,34 @@ def artifact_key(*parts: str) -> str:
     return ARTIFACT_KEY.sub("-", "-".join(parts).lower()).strip("-")[:100] or "dub"
 
 
-def failures(report: dict) -> str:
+def failures(report: JobReport) -> str:
     """`es: translate es: ...; fr: ...`: each failed language and why, one line."""
-    failed = [f"{lang}: {entry.get('error') or 'failed'}" for lang, entry in report["languages"].items()
-              if entry["status"] != "done"]
+    failed = [f"{lang}: {entry.error or 'failed'}" for lang, entry in report.languages.items() if not entry.done]
     return "; ".join(failed)[:MESSAGE_MAX]
 
 
-def final_state(report: dict) -> State:
-    """Completed, Partial or Failed, carrying the report as the run's result."""
-    done = [lang for lang, entry in report["languages"].items() if entry["status"] == "done"]
-    if report["status"] == "done":
-        return Completed(message=f"delivered {', '.join(done)} in {report['out_dir']}", data=report)
+def final_state(report: JobReport) -> State:
+    """Completed, Partial or Failed, carrying the report as the run's result (its JSON,
+    which Prefect stores)."""
+    done = report.delivered
+    if report.status == "done":
+        return Completed(message=f"delivered {', '.join(done)} in {report.out_dir}", data=report.to_json())
     # A failed state's result must be an exception; it carries the report in this process.
-    if report["status"] == "partial":
+    if report.status == "partial":
         message = f"delivered {', '.join(done)}; failed {failures(report)}"[:MESSAGE_MAX]
         return Failed(name="Partial", message=message, data=JobFailed(message, report))
-    message = f"nothing delivered: {report.get('error') or failures(report)}"[:MESSAGE_MAX]
+    message = f"nothing delivered: {report.error or failures(report)}"[:MESSAGE_MAX]
     return Failed(message=message, data=JobFailed(message, report))
+
+
+def report_of(result) -> JobReport | None:
+    """The job report in a `dub_video` run's result (Completed: its JSON; Partial or
+    Failed: a JobFailed carrying it); None for anything else."""
+    if isinstance(result, JobFailed) and isinstance(result.report, JobReport):
+        return result.report
+    if isinstance(result, dict) and "languages" in result:
+        return JobReport.from_json(result)
+    return None
 
 
 def rejected(input: str, langs: list[str] | str, options: DubOptions, message: str, run: RunInfo) -> State:
@@ -185,81 +197,85 @@ class Progress:
             pass
 
 
-def summary_rows(report: dict) -> list[dict]:
+def summary_rows(report: JobReport) -> list[dict]:
     """One row per language: what a producer checks first."""
     rows = []
-    for lang, entry in report["languages"].items():
-        backends = entry.get("backends", {})
-        outputs = entry.get("outputs", {})
+    for lang, entry in report.languages.items():
+        backends = entry.backends
         rows.append({
             "language": lang,
-            "status": entry["status"] if entry["status"] == "done" else f"failed: {entry.get('error', '')}"[:300],
-            "duration_s": round(report.get("duration") or 0.0, 2),
-            "voice": backends.get("voice", ""),
-            "lines_sped_up": entry.get("sped_up", ""),
-            "lines_overflowing": entry.get("overflowing", ""),
-            "lipsync": backends.get("lipsync", ""),
-            "outputs": ", ".join(outputs.values()),
+            "status": entry.status if entry.done else f"failed: {entry.error or ''}"[:300],
+            "duration_s": round(report.duration or 0.0, 2),
+            "voice": backends.voice if backends else "",
+            "lines_sped_up": entry.sped_up if backends else "",
+            "lines_overflowing": entry.overflowing if backends else "",
+            "lipsync": backends.lipsync if backends else "",
+            "outputs": ", ".join(entry.outputs.values()),
         })
     return rows
 
 
-def markdown(report: dict) -> str:
+def markdown(report: JobReport) -> str:
     """The report as a short page: status, where the files are, each language."""
-    lines = [f"# Job {report['job']}: {report['status']}", "",
-             f"- input: `{report['input']}`", f"- outputs: `{report['out_dir']}`",
-             f"- duration: {report.get('duration', 0):.2f} s, run time {report.get('seconds', 0):.1f} s"]
-    if report.get("report"):
-        lines.append(f"- report: `{report['report']}`")
-    if report.get("multitrack"):
-        lines.append(f"- multi-track: `{report['multitrack']}`")
-    if report.get("error"):
-        lines.append(f"- error: {report['error']}")
-    if report.get("source_loudness_lufs") is not None:
-        lines.append(f"- source loudness: {report['source_loudness_lufs']:.1f} LUFS, true peak "
-                     f"{report.get('source_true_peak_db')} dBTP")
-    if report.get("background"):
-        background = report["background"]
-        reason = f" ({background['reason']})" if background.get("reason") else ""
-        lines.append(f"- background: {background['method']}{reason}")
+    lines = [f"# Job {report.job}: {report.status}", "",
+             f"- input: `{report.input}`", f"- outputs: `{report.out_dir}`",
+             f"- duration: {report.duration or 0:.2f} s, run time {report.seconds or 0:.1f} s"]
+    if report.report:
+        lines.append(f"- report: `{report.report}`")
+    if report.multitrack:
+        lines.append(f"- multi-track: `{report.multitrack}`")
+    if report.error:
+        lines.append(f"- error: {report.error}")
+    if report.source_loudness_lufs is not None:
+        lines.append(f"- source loudness: {report.source_loudness_lufs:.1f} LUFS, true peak "
+                     f"{report.source_true_peak_db} dBTP")
+    if report.background:
+        reason = f" ({report.background.reason})" if report.background.reason else ""
+        lines.append(f"- background: {report.background.method}{reason}")
     lines += ["", "| language | status | voice | sped up | overflowing | lip-sync | loudness (LUFS) |",
               "|---|---|---|---|---|---|---|"]
-    for lang, entry in report["languages"].items():
-        backends = entry.get("backends", {})
-        status = "done" if entry["status"] == "done" else f"failed: {entry.get('error', '')}"
-        lines.append(f"| {lang} | {status.replace('|', '/')} | {backends.get('voice', '')} | "
-                     f"{entry.get('sped_up', '')} | {entry.get('overflowing', '')} | {backends.get('lipsync', '')} | "
-                     f"{entry.get('loudness_lufs', '')} |")
-    for lang, entry in report["languages"].items():
-        for what in ("voice_reason", "lipsync_reason"):
-            if entry.get("backends", {}).get(what):
-                lines.append(f"\n- {lang} {what.split('_')[0]}: {entry['backends'][what]}")
+    for lang, entry in report.languages.items():
+        backends = entry.backends
+        status = "done" if entry.done else f"failed: {entry.error or ''}"
+        if backends is None:  # not delivered: nothing to say of how
+            lines.append(f"| {lang} | {status.replace('|', '/')} |  |  |  |  |  |")
+            continue
+        lines.append(f"| {lang} | {status.replace('|', '/')} | {backends.voice or ''} | "
+                     f"{entry.sped_up} | {entry.overflowing} | {backends.lipsync} | {entry.loudness_lufs} |")
+    for lang, entry in report.languages.items():
+        for what, reason in (("voice", entry.backends and entry.backends.voice_reason),
+                             ("lipsync", entry.backends and entry.backends.lipsync_reason)):
+            if reason:
+                lines.append(f"\n- {lang} {what}: {reason}")
     return "\n".join(lines)
 
 
-def publish(report: dict, plan: JobPlan) -> None:
-    """The job's table and markdown summary as artifacts of the current flow run."""
-    show(report, "dub", plan.name, lambda: summary_rows(report), f"{plan.name}: job {report['job']} {report['status']}",
-         lambda: markdown(report), f"{plan.name}: the job report")
+def publish(report: JobReport, plan: JobPlan) -> None:
+    """The job's table and markdown summary as artifacts of the current flow run; what
+    could not be shown is said in the report's warnings."""
+    warning = show("dub", plan.name, lambda: summary_rows(report), f"{plan.name}: job {report.job} {report.status}",
+                   lambda: markdown(report), f"{plan.name}: the job report")
+    if warning:
+        report.warnings.append(warning)
 
 
-def show(report: dict, kind: str, name: str, rows: Callable[[], list[dict]], rows_description: str,
-         page: Callable[[], str], page_description: str) -> None:
+def show(kind: str, name: str, rows: Callable[[], list[dict]], rows_description: str,
+         page: Callable[[], str], page_description: str) -> str | None:
     """A table (key KIND-NAME) and a markdown page (KIND-report-NAME) as artifacts of the
-    current flow run; what could not be shown is said in the report's warnings."""
+    current flow run; what could not be shown, if anything, as a warning."""
     try:
         from prefect.artifacts import create_markdown_artifact, create_table_artifact
         from prefect.context import FlowRunContext
 
         if FlowRunContext.get() is None:
-            return
+            return None
         if not api_answers():
-            report.setdefault("warnings", []).append("artifacts not recorded: the Prefect API does not answer")
-            return
+            return "artifacts not recorded: the Prefect API does not answer"
         create_table_artifact(rows(), key=artifact_key(kind, name), description=rows_description)
         create_markdown_artifact(page(), key=artifact_key(f"{kind}-report", name), description=page_description)
     except Exception as exc:  # noqa: BLE001 - the work is delivered; say what could not be shown
-        report.setdefault("warnings", []).append(f"artifacts not recorded: {exc}")
+        return f"artifacts not recorded: {exc}"
+    return None
 
 
 def _record(flow_run, state, status: str) -> None:

@@ -85,7 +85,7 @@ def assemble_multitrack(ctx: JobContext, plan: JobPlan, source: StageResult[Sour
     """
     ext = ".dubbed.mkv" if plan.has_video else ".dubbed.mka"
     filename = f"multitrack{ext}"
-    src_lang = transcript.output.language or plan.source_lang
+    src_lang = transcript.output.language or plan.options.source_lang
     src_lang = src_lang if src_lang and src_lang in languages.LANGUAGES else None
 
     def build(folder: Path) -> Multitrack:

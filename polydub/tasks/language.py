@@ -128,14 +128,14 @@ def _remember_approved(ctx: JobContext, plan: JobPlan, transcript: StageResult[T
         return  # nothing to key the lines by
     approved = plan.translations[lang]
     pairs = pair_in_time(load_segments(transcript), load_segments(result))
-    terms.remember(catalog(ctx.db_url), plan.brand, source_lang, lang, pairs, "approved",
+    terms.remember(catalog(ctx.db_url), plan.options.brand, source_lang, lang, pairs, "approved",
                    note=Path(approved).name, keep_existing=result.status == "cached")
 
 
 def _source_code(transcript: StageResult[Transcription], plan: JobPlan) -> str | None:
     """The source language as the catalog's memory keys it; None when not known."""
     try:
-        return languages.normalize(transcript.output.language or plan.source_lang or "")
+        return languages.normalize(transcript.output.language or plan.options.source_lang or "")
     except InputError:
         return None
 
@@ -148,15 +148,15 @@ def _translate(ctx: JobContext, plan: JobPlan, transcript: StageResult[Transcrip
     from polydub.storage import terms
     from polydub.translate.memory import TranslationMemory, translate_with_memory
 
-    translator = translate.make_translator(plan.translator)
-    source_lang = transcript.output.language or plan.source_lang or "auto"
-    glossary_file = glossary_for(plan.glossary, lang)
+    translator = translate.make_translator(plan.options.translator)
+    source_lang = transcript.output.language or plan.options.source_lang or "auto"
+    glossary_file = glossary_for(plan.options.glossary, lang)
     cat = catalog(ctx.db_url)
-    stored = terms.glossary_terms(cat, plan.brand, lang)
+    stored = terms.glossary_terms(cat, plan.options.brand, lang)
     glossary = {**stored, **(translate.load_glossary(glossary_file) if glossary_file else {})} or None
     lines = load_segments(transcript)
     code = _source_code(transcript, plan)
-    hits = terms.recall(cat, plan.brand, code, lang, [s.text for s in lines]) if code else {}
+    hits = terms.recall(cat, plan.options.brand, code, lang, [s.text for s in lines]) if code else {}
 
     who = dict(source=source_lang, lang=lang, translator=translator.name, version=translator.version,
                glossary=cache.file_hash(glossary_file) if glossary_file else None,
@@ -235,15 +235,15 @@ def cast_voices(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAudio]
     source_lines, lines = load_segments(transcript), load_segments(translation)
     named = list(dict.fromkeys(speakers_of(source_lines) + speakers_of(lines)))
     cast_order = named + ([None] if any(s.speaker is None for s in lines) or not lines else [])
-    voice_map = load_voice_map(plan.voices) if plan.voices else None
+    voice_map = load_voice_map(plan.options.voices) if plan.options.voices else None
     cast: dict[str | None, Casting] = {}
     for speaker in cast_order:
         mapped = voice_map.spec_for(speaker, lang) if voice_map and speaker is not None else None
-        spec = mapped or plan.voice
+        spec = mapped or plan.options.voice
         reference = None
-        if _may_clone(spec, plan.commercial) and source_lines:
+        if _may_clone(spec, plan.options.commercial) and source_lines:
             reference = Path(_reference_clip(ctx, source, transcript, speaker).file(REFERENCE))
-        voice, reason = select_voice(spec, lang, config.models_dir(), reference, commercial=plan.commercial)
+        voice, reason = select_voice(spec, lang, config.models_dir(), reference, commercial=plan.options.commercial)
         if mapped:
             reason = f"--voices {Path(voice_map.path).name}: {reason}"
         elif isinstance(voice, EspeakVoice) and speaker is not None:
@@ -318,13 +318,13 @@ def mix_lang(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAudio],
         or ("separated by " + str(background.model_version) if separated else "no separation ran")
     peak = source.output.true_peak_db  # None: a silent source
     level = mix.Loudness(source.output.loudness_lufs, mix.SILENCE if peak is None else peak)
-    target = mix.delivery_target(level, plan.loudness)
+    target = mix.delivery_target(level, plan.options.loudness)
 
     def build(folder: Path) -> Mixdown:
         segments = load_segments(translation)
         clips = speech.output.clips
         total = source.output.samples / SAMPLE_RATE
-        fits = fit.plan_fits(segments, [c.duration for c in clips], total, max_speed=plan.max_speed)
+        fits = fit.plan_fits(segments, [c.duration for c in clips], total, max_speed=plan.options.max_speed)
         lines = fit.render_dub_track([Path(speech.folder) / c.file for c in clips], fits,
                                      source.output.samples, folder / DUB_TRACK)
         mix.mix(Path(source.file(SOURCE_AUDIO)), folder / DUB_TRACK, load_segments(transcript),
@@ -343,6 +343,6 @@ def mix_lang(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAudio],
 
     key = cache.stage_key("mix", source=Path(source.folder).name, transcript=_segments_hash(transcript),
                           translation=_segments_hash(translation), speech=Path(speech.folder).name,
-                          max_speed=plan.max_speed, loudness=target.lufs, true_peak=target.true_peak_db,
+                          max_speed=plan.options.max_speed, loudness=target.lufs, true_peak=target.true_peak_db,
                           background=Path(background.folder).name if separated else "band-cut", version=3)
     return run_stage(ctx, "mix", lang, key, build, Mixdown, backend="ffmpeg")

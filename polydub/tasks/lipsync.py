@@ -66,9 +66,9 @@ def _gpu_slot():
 def lipsync_langs(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAudio],
                   mixes: dict[str, StageResult[Mixdown]]) -> dict[str, StageResult[LipSynced]]:
     """Lip-synced video per language, or 'skipped' results with the reason."""
-    run, reason = lipsync_decision(plan.lipsync, plan.has_video)
+    run, reason = lipsync_decision(plan.options.lipsync, plan.has_video)
     if not run:
-        if plan.lipsync == "on":
+        if plan.options.lipsync == "on":
             raise StageError(f"lip-sync cannot run: {reason}")
         return {lang: skip_stage(ctx, "lipsync", lang, reason) for lang in mixes}
 

@@ -120,7 +120,7 @@ def separate_source(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAu
         return skip_stage(ctx, "separate", None, f"no separation model in {where}; the voice is band-cut "
                           "under the dub (dub models pull htdemucs)")
     licence = licences.of_separator(checkpoint)
-    if plan.commercial and licence.commercial is False:
+    if plan.options.commercial and licence.commercial is False:
         return skip_stage(ctx, "separate", None, f"{checkpoint.name}: {licence.name}, not used with "
                           "--commercial; the voice is band-cut under the dub")
     version = separate.model_version(checkpoint)
@@ -138,23 +138,23 @@ def transcribe_source(ctx: JobContext, plan: JobPlan, source: StageResult[Source
                       source_hash: str) -> StageResult[Transcription]:
     """Timed source-language segments: the approved transcript if there is one, else speech
     recognition (faster-whisper or openai-whisper), its lines trimmed to speech by Silero VAD."""
-    if plan.transcript:
-        transcript_hash = cache.file_hash(plan.transcript)
+    if plan.options.transcript:
+        transcript_hash = cache.file_hash(plan.options.transcript)
 
         def build(folder: Path) -> Transcription:
-            segments = read_subtitles(plan.transcript)
+            segments = read_subtitles(plan.options.transcript)
             save_segments(segments, folder, "transcript.srt")
-            return Transcription(plan.source_lang, len(segments), f"approved transcript {Path(plan.transcript).name}")
+            return Transcription(plan.options.source_lang, len(segments), f"approved transcript {Path(plan.options.transcript).name}")
 
-        key = cache.stage_key("transcribe", transcript=transcript_hash, lang=plan.source_lang,
+        key = cache.stage_key("transcribe", transcript=transcript_hash, lang=plan.options.source_lang,
                               subtitles=SUBTITLE_PARSER)
         return label_speakers(ctx, source, run_stage(ctx, "transcribe", None, key, build, Transcription,
                                                      backend="approved transcript",
-                                                     model_version=Path(plan.transcript).name))
+                                                     model_version=Path(plan.options.transcript).name))
 
     from polydub import asr
 
-    model = asr.locate_model(plan.asr_model)
+    model = asr.locate_model(plan.options.asr_model)
     version = model.version
     vad = asr.VadSettings() if config.asr_vad() else None
 
@@ -162,7 +162,7 @@ def transcribe_source(ctx: JobContext, plan: JobPlan, source: StageResult[Source
         import soundfile
 
         audio, _ = soundfile.read(source.file(ASR_AUDIO), dtype="float32")
-        result = asr.transcribe(model, audio, plan.source_lang, vad)
+        result = asr.transcribe(model, audio, plan.options.source_lang, vad)
         save_segments(result.segments, folder, "transcript.srt")
         (folder / WORDS).write_text(json.dumps(result.words_to_dicts(), ensure_ascii=False))
         return Transcription(result.language, len(result.segments), backend=result.backend,
@@ -170,7 +170,7 @@ def transcribe_source(ctx: JobContext, plan: JobPlan, source: StageResult[Source
                              dropped_without_speech=result.dropped)
 
     key = cache.stage_key("transcribe", source=source_hash, backend=model.backend, model=version,
-                          lang=plan.source_lang, vad=vad.key() if vad else None)
+                          lang=plan.options.source_lang, vad=vad.key() if vad else None)
     return label_speakers(ctx, source, run_stage(ctx, "transcribe", None, key, build, Transcription,
                                                  backend=model.backend, model_version=version))
 
