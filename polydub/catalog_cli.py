@@ -120,9 +120,9 @@ def catalog_cmd(
     server.ensure_api()
     import logging
 
+    from polydub.errors import JobFailed, JobRefused
     from polydub.flows.catalog import dub_catalog
     from polydub.flows.logs import quiet_console_tracebacks
-    from polydub.flows.outcome import JobFailed, JobRefused
 
     quiet_console_tracebacks(logging.CRITICAL)
     started = time.perf_counter()
@@ -225,8 +225,8 @@ def export_cmd(
 ) -> None:
     """A delivery manifest: item, language, file, duration, sha256, job, date of each delivered file."""
     from polydub import cache, staleness
-    from polydub.storage.catalog import iso
     from polydub.storage import Catalog
+    from polydub.storage.catalog import iso
 
     suffix = out_file.suffix.lower()
     if suffix not in (".csv", ".json"):

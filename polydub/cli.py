@@ -56,7 +56,7 @@ ICONS = {"running": "[yellow]…[/]", "done": "[green]✓[/]", "cached": "[cyan]
          "skipped": "[dim]-[/]", "failed": "[red]✗[/]"}
 
 
-class Progress:
+class LiveTable:
     """A live table: one row per language (and one for the video), one column per stage."""
 
     def __init__(self, langs: list[str]):
@@ -188,16 +188,17 @@ def run_cmd(
     from rich.live import Live
 
     from polydub import crash, progress
+    from polydub.errors import JobRefused
     from polydub.flows.dub import dub_video
     from polydub.flows.logs import quiet_console_tracebacks
-    from polydub.flows.outcome import JobRefused, report_of
+    from polydub.flows.outcome import report_of
 
     quiet_console_tracebacks(logging.CRITICAL)  # the summary below says what failed, in one line each
     console.print(f"[dim]prefect: {mode} server; ready to run in {time.perf_counter() - t0:.1f} s "
                   f"(server check and imports)[/]")
     reports = []
     for plan in plans:
-        view = Progress(plan.langs)
+        view = LiveTable(plan.langs)
         remove = progress.listen(view)
         started = time.time()
         try:

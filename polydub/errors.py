@@ -23,3 +23,23 @@ class InputError(DubError):
 
 class StageError(DubError):
     """A pipeline stage failed."""
+
+
+class JobFailed(DubError):
+    """The result of a run that delivered some languages or none; `report` is its report
+    in the process that ran it (the file NAME.report.json everywhere else): a
+    `report.JobReport`, or a catalog run's table."""
+
+    def __init__(self, message: str, report: object = None):
+        super().__init__(message)
+        self.report = report
+
+
+class JobRefused(InputError):
+    """The result of a run whose input or options were refused before any work."""
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an error, secrets masked: what the catalog, report and screen show."""
+    text = redact(str(exc)).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:500]

@@ -14,6 +14,7 @@ from polydub.errors import InputError
 from polydub.options import DubOptions, make_options
 from polydub.segments import check_cues, read_subtitles, speakers_of
 
+
 @dataclass
 class JobPlan:
     """A validated job. Small and JSON-serializable: it is a flow parameter.
@@ -60,10 +61,9 @@ def _check_brand_glossaries(brand: str, langs: list[str]) -> None:
     `dub glossary import` already refuses more, this catches rows written otherwise)."""
     if not langs:
         return
-    from polydub.storage import terms
-    from polydub.tasks.common import catalog
+    from polydub.storage import shared_catalog, terms
 
-    for lang, (n, longest) in terms.glossary_sizes(catalog(config.database_url()), brand, langs).items():
+    for lang, (n, longest) in terms.glossary_sizes(shared_catalog(config.database_url()), brand, langs).items():
         where = f"catalog glossary {lang} of brand {brand}"
         if n > limits.MAX_GLOSSARY_TERMS:
             raise InputError(f"{where}: {n} terms; at most {limits.MAX_GLOSSARY_TERMS} are accepted")

@@ -1,4 +1,5 @@
-"""Stage progress events, for whoever is watching (the CLI's live table, logs).
+"""Stage progress events, for whoever is watching (the CLI's live table, logs), and the
+logger stages write their one line to.
 
 Tasks call `emit`; a front end installs a listener with `listen`. With no listener the
 events only go to the log, which is what a remote worker wants.
@@ -39,3 +40,13 @@ def emit(stage: str, lang: str | None, status: str, note: str = "") -> None:
             listener(stage, lang, status, note)
         except Exception:  # a broken display must never fail a job
             log.exception("progress listener failed")
+
+
+def stage_logger() -> logging.Logger | logging.LoggerAdapter:
+    """The current task or flow run's logger (shown in the Prefect UI), else polydub's."""
+    try:
+        from prefect.logging import get_run_logger
+
+        return get_run_logger()
+    except Exception:  # noqa: BLE001 - outside a run: plain logging
+        return logging.getLogger("polydub")

@@ -12,10 +12,38 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Generic, TypeVar
 
-if TYPE_CHECKING:
-    from polydub.tasks.common import StageResult
+Out = TypeVar("Out")
+
+
+@dataclass
+class StageResult(Generic[Out]):
+    """A stage as this job saw it: its folder in the cache, what it made (`output`, typed
+    per stage: `SourceAudio`, `Translation`, ...; None when it did not run), and how.
+
+    `status`: done | cached | skipped | failed (a best-effort stage that did not work)."""
+
+    stage: str
+    lang: str | None
+    folder: str
+    output: Out | None = None
+    status: str = "done"
+    backend: str | None = None
+    model_version: str | None = None
+    licence: str | None = None  # label of the licence of the model that made it
+    seconds: float = 0.0  # spent in this job (0 when cached)
+    reason: str | None = None  # why it was skipped or failed
+    rebuilt: str | None = None  # the damage of the cache entry this run replaced
+
+    def file(self, name: str) -> str:
+        return str(Path(self.folder) / name)
+
+    @property
+    def note(self) -> str:
+        """What the run says of itself (an output's `note`, where it has one), and a rebuild."""
+        said = getattr(self.output, "note", "") or ""
+        return "; ".join(filter(None, [said, f"rebuilt: {self.rebuilt}" if self.rebuilt else ""]))
 
 
 def _known(kind: type, data: dict) -> dict:

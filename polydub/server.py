@@ -33,7 +33,7 @@ def _state_dir() -> Path:
     return path
 
 
-def _healthy(url: str) -> bool:
+def healthy(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/health", timeout=HEALTH_TIMEOUT) as resp:
             return resp.status == 200
@@ -53,7 +53,7 @@ def status() -> dict | None:
     if not state.exists():
         return None
     info = json.loads(state.read_text())
-    return info if _healthy(info["url"]) else None
+    return info if healthy(info["url"]) else None
 
 
 def start() -> dict:
@@ -75,7 +75,7 @@ def start() -> dict:
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                 start_new_session=True)  # outlives this `dub`
         deadline = time.monotonic() + START_TIMEOUT
-        while not _healthy(url):
+        while not healthy(url):
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
                 raise DubError(f"the local Prefect server did not start; see {folder / 'server.log'}")
@@ -107,7 +107,7 @@ def ensure_api() -> str:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     url, where = config.prefect_api_url()
     if url:
-        if not _healthy(url.rstrip("/")):
+        if not healthy(url.rstrip("/")):
             raise DubError(f"the Prefect API at {url} (set by {where}) does not answer; "
                            f"start that server, or change the setting")
         return "external"

@@ -1,4 +1,6 @@
-"""The package's shape: no import cycles between polydub's modules.
+"""The package's shape: no import cycles between polydub's modules, and layers that only
+look down: the commands use the flows, the flows use the tasks, the tasks use the library
+(jobs, media, models, the catalog); never the other way round.
 
 Imports inside functions count too: a cycle hidden in a function still means neither module
 can be understood, tested or moved without the other.
@@ -69,6 +71,26 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         if node not in index:
             visit(node)
     return found
+
+
+COMMANDS = ("polydub.cli", "polydub.catalog_cli", "polydub.terms_cli")
+
+
+def layer(module: str) -> int:
+    """3 commands, 2 flows (orchestration), 1 tasks (one stage each), 0 the library."""
+    if module in COMMANDS:
+        return 3
+    if module.startswith("polydub.flows"):
+        return 2
+    if module.startswith("polydub.tasks"):
+        return 1
+    return 0
+
+
+def test_layers_only_import_downwards():
+    upwards = [f"{module} imports {other}" for module, others in sorted(module_imports().items())
+               for other in sorted(others) if layer(other) > layer(module)]
+    assert upwards == []
 
 
 def test_no_import_cycles():

@@ -28,18 +28,18 @@ from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
-from polydub import cache, config, crash, staleness
-from polydub.errors import InputError
+from polydub import cache, config, crash, redact, staleness
+from polydub.errors import InputError, JobFailed, JobRefused, one_line
 from polydub.flows import outcome
 from polydub.flows.dub import dub_video
-from polydub.flows.logs import quiet_console_tracebacks, stage_logger
+from polydub.flows.logs import quiet_console_tracebacks
 from polydub.job import JobPlan, _out_dir
 from polydub.manifest import Manifest, ManifestError, load_manifest, plan_items
 from polydub.options import DubOptions
+from polydub.progress import stage_logger
 from polydub.report import JobReport, LanguageReport
-from polydub.storage import deliveries
+from polydub.storage import deliveries, shared_catalog
 from polydub.storage.catalog import process_owner
-from polydub.tasks.common import catalog, one_line
 
 DEFAULT_CONCURRENCY = 2  # items dubbed at once in this process; each runs its languages in threads
 MAX_CONCURRENCY = 16
@@ -93,6 +93,7 @@ def dub_catalog(manifest: str, langs: list[str] | None = None, options: DubOptio
             (e.g. dub-video) instead of dubbing it in this process.
         concurrency: Items dubbed at once in this process.
     """
+    redact.install()  # this run's logs, ours and Prefect's, carry no secrets
     quiet_console_tracebacks()
     started = time.perf_counter()
     run = outcome.current_run()
@@ -103,7 +104,7 @@ def dub_catalog(manifest: str, langs: list[str] | None = None, options: DubOptio
                          via_deployment=via_deployment)
     except InputError as exc:
         return refused(exc)
-    cat = catalog(config.database_url())
+    cat = shared_catalog(config.database_url())
     deliveries.remember_defaults(cat, work.manifest.key, langs, options.model_dump(mode="json", exclude_unset=True,
                                                                                    exclude={"out"}))
     owner = process_owner()
@@ -138,7 +139,7 @@ def plan_work(manifest: str, langs, options: DubOptions, only_stale: bool, in_de
         out_root = str(_out_dir(options.out or loaded.name, loaded.name, outputs_root))
     else:
         out_root = str(Path(options.out or Path("dubbed") / loaded.name).expanduser().resolve())
-    cat = catalog(config.database_url())
+    cat = shared_catalog(config.database_url())
     judged = staleness.assess(cat, loaded)
     cells, recipes = judged.cells, judged.recipes
     wanted = ("stale",) if only_stale else ("stale", "missing", "failed")
@@ -216,7 +217,7 @@ class Ledger:
         self.cat, self.work = cat, work
         self.results: dict[str, JobReport] = {}
         self.lock = threading.Lock()
-        self.progress = outcome.Progress(outcome.artifact_key("catalog-progress", work.manifest.name), items,
+        self.progress = outcome.ProgressArtifact(outcome.artifact_key("catalog-progress", work.manifest.name), items,
                                          f"{work.manifest.name}: items dubbed")
         self.logger = stage_logger()  # the run's logger, usable from the threads items end in
 
@@ -289,8 +290,13 @@ def _via_deployment(work: Work, claimed: list[str], name: str, cat, owner: str,
 async def _dispatch(work: Work, claimed: list[str], name: str, cat, owner: str,
                     parent: str | None, ended: Callable[[str, JobReport], None]) -> None:
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterId, FlowRunFilterState,
-                                                FlowRunFilterStateType, FlowRunFilterTags)
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        FlowRunFilterTags,
+    )
     async with get_client() as client:
         deployment = await client.read_deployment_by_name(name)
         gate = asyncio.Semaphore(CREATE_AT_ONCE)
@@ -411,7 +417,7 @@ def _final_state(report: dict) -> State:
     first = "; ".join(f"{r['item']} {r['language']}: {r['error']}" for r in failed[:5])
     message = f"{line}; {first}"[:outcome.MESSAGE_MAX]
     delivered = any(r["status"] == "dubbed" for r in report["rows"])
-    return Failed(name="Partial" if delivered else "Failed", message=message, data=outcome.JobFailed(message, report))
+    return Failed(name="Partial" if delivered else "Failed", message=message, data=JobFailed(message, report))
 
 
 def refused(exc: InputError) -> State:
@@ -421,7 +427,7 @@ def refused(exc: InputError) -> State:
     logger = stage_logger()
     for problem in problems:
         logger.error("dub: error: %s", problem)
-    result = outcome.JobRefused(str(exc))
+    result = JobRefused(str(exc))
     result.problems = problems  # the command line prints each (in this process)
     return Failed(message=str(exc)[:outcome.MESSAGE_MAX], data=result)
 

@@ -15,19 +15,40 @@ from prefect import flow, task
 from prefect.cache_policies import NONE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from polydub import cache, config, crash, media
-from polydub.errors import DubError, InputError
+from polydub import cache, config, crash, media, redact
+from polydub.errors import DubError, InputError, one_line
 from polydub.flows import outcome
 from polydub.flows.logs import quiet_console_tracebacks
 from polydub.job import JobPlan, check_backends, plan_job
 from polydub.options import DubOptions
 from polydub.preflight import check_job
-from polydub.report import Background, JobReport, LanguageReport, TranscriptReport
-from polydub.tasks.common import JobContext, StageResult, catalog, one_line
+from polydub.report import (
+    Background,
+    JobReport,
+    LanguageReport,
+    StageResult,
+    TranscriptReport,
+)
+from polydub.storage import shared_catalog
+from polydub.tasks.common import JobContext
 from polydub.tasks.deliver import assemble_lang, assemble_multitrack, deliverables
-from polydub.tasks.language import Mixdown, Speech, Translation, mix_lang, synthesize_lang, translate_lang
+from polydub.tasks.language import (
+    Mixdown,
+    Speech,
+    Translation,
+    mix_lang,
+    synthesize_lang,
+    translate_lang,
+)
 from polydub.tasks.lipsync import lipsync_langs
-from polydub.tasks.source import Separation, SourceAudio, Transcription, prepare_source, separate_source, transcribe_source
+from polydub.tasks.source import (
+    Separation,
+    SourceAudio,
+    Transcription,
+    prepare_source,
+    separate_source,
+    transcribe_source,
+)
 
 LANGUAGE_WORKERS = 4  # languages in flight at once; each mostly waits on ffmpeg / TTS
 
@@ -46,6 +67,7 @@ def dub_video(input: str, langs: list[str], options: DubOptions = DubOptions()):
         langs: Target languages, ISO 639-1 codes such as es, fr, de, pt-br.
         options: How to dub; every field has a default.
     """
+    redact.install()  # this run's logs, ours and Prefect's, carry no secrets
     quiet_console_tracebacks()
     run = outcome.current_run()
     try:
@@ -102,7 +124,7 @@ def open_job(plan: JobPlan, run: outcome.RunInfo) -> tuple[OpenJob, JobReport]:
     """Record the source and the job in the catalog (closing jobs left behind by dead
     processes first); its report, every language failed until delivered."""
     db_url = config.database_url()
-    cat = catalog(db_url)
+    cat = shared_catalog(db_url)
     crash.reap(cat)  # jobs left 'running' by a process that is gone: interrupted, flow runs Crashed
     info = media.probe(plan.input)
     source_hash = cache.file_hash(plan.input)
@@ -121,7 +143,7 @@ def open_job(plan: JobPlan, run: outcome.RunInfo) -> tuple[OpenJob, JobReport]:
 def dub_languages(plan: JobPlan, job: OpenJob, report: JobReport) -> None:
     """The work: the source's stages once, each language's chain, lip-sync for all, then
     the deliverables; the report filled in as each step ends."""
-    progress = outcome.Progress.of_job(plan)
+    progress = outcome.ProgressArtifact.of_job(plan)
     source, transcript, background = source_stages(job.ctx, plan, report)
     chains = {lang: voice_language.submit(job.ctx, plan, source, transcript, background, lang) for lang in plan.langs}
     mixed: dict[str, tuple[StageResult, StageResult, StageResult]] = {}
@@ -180,7 +202,7 @@ def lipsync_stage(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAudi
 
 def deliver_languages(plan: JobPlan, job: OpenJob, source: StageResult[SourceAudio],
                       mixed: dict[str, tuple[StageResult, StageResult, StageResult]], videos: dict[str, StageResult],
-                      report: JobReport, progress: outcome.Progress,
+                      report: JobReport, progress: outcome.ProgressArtifact,
                       shared: dict[str, str | None]) -> dict[str, StageResult]:
     """Assemble each mixed language's files into the output folder, record them in the
     catalog and the report; the assemblies of the delivered languages, in job order.

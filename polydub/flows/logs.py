@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import logging
 
-from polydub.errors import DubError
+from polydub.errors import DubError, JobFailed, JobRefused
 
 
 class OneLineFormatter(logging.Formatter):
@@ -41,7 +41,7 @@ class EndOfRun(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if exc is not None and type(exc).__name__ in ("JobFailed", "JobRefused"):
+        if isinstance(exc, (JobFailed, JobRefused)):
             record.msg, record.args = f"run ended: {exc}", ()
             record.exc_info, record.exc_text = None, None
         return True
@@ -72,13 +72,3 @@ def quiet_console_tracebacks(level: int | None = None) -> None:
         for handler in logging.getLogger("prefect._internal").handlers:  # its logger reads a setting, not its level
             handler.setLevel(level)
         logging.raiseExceptions = False
-
-
-def stage_logger() -> logging.Logger | logging.LoggerAdapter:
-    """The current task or flow run's logger (shown in the Prefect UI), else polydub's."""
-    try:
-        from prefect.logging import get_run_logger
-
-        return get_run_logger()
-    except Exception:  # noqa: BLE001 - outside a run: plain logging
-        return logging.getLogger("polydub")

@@ -15,28 +15,14 @@ from typing import Callable
 from prefect.states import Completed, Failed, State
 
 from polydub import config
-from polydub.errors import DubError, InputError
+from polydub.errors import JobFailed, JobRefused
 from polydub.job import JobPlan
 from polydub.options import DubOptions
 from polydub.report import JobReport
-from polydub.tasks.common import catalog
+from polydub.storage import shared_catalog
 
 ARTIFACT_KEY = re.compile(r"[^a-z0-9-]+")
 MESSAGE_MAX = 2000  # characters of a state message: the UI shows it in a single box
-
-
-class JobFailed(DubError):
-    """The result of a run that delivered some languages or none; `report` is its report
-    in the process that ran it (the file NAME.report.json everywhere else): a `JobReport`,
-    or a catalog run's table."""
-
-    def __init__(self, message: str, report: JobReport | dict | None = None):
-        super().__init__(message)
-        self.report = report
-
-
-class JobRefused(InputError):
-    """The result of a run whose input or options were refused before any work."""
 
 
 @dataclass(frozen=True)
@@ -102,10 +88,10 @@ def api_answers() -> bool:
     worth waiting for: Prefect's client retries a server that went away for minutes."""
     from prefect.settings import PREFECT_API_URL
 
-    from polydub.server import _healthy
+    from polydub.server import healthy
 
     url = PREFECT_API_URL.value()
-    return not url or _healthy(str(url).rstrip("/"))
+    return not url or healthy(str(url).rstrip("/"))
 
 
 def artifact_key(*parts: str) -> str:
@@ -149,7 +135,7 @@ def rejected(input: str, langs: list[str] | str, options: DubOptions, message: s
 
     get_run_logger().error("dub: error: %s", message)
     try:
-        cat = catalog(config.database_url())
+        cat = shared_catalog(config.database_url())
         langs = langs.split(",") if isinstance(langs, str) else list(langs or [])
         job_id = cat.create_job(None, [str(x) for x in langs], _params(input, options), "", options.consent,
                                 input_path=str(input), flow_run_id=run.flow_run_id, deployment=run.deployment,
@@ -164,7 +150,7 @@ def _params(input: str, options: DubOptions) -> dict:
     return {"input": str(input), **options.model_dump()} if isinstance(options, DubOptions) else {"input": str(input)}
 
 
-class Progress:
+class ProgressArtifact:
     """A progress artifact that moves as work finishes: a job's languages (mixed, then
     delivered) or a catalog's items."""
 
@@ -180,7 +166,7 @@ class Progress:
             self.artifact = None
 
     @classmethod
-    def of_job(cls, plan: JobPlan) -> Progress:
+    def of_job(cls, plan: JobPlan) -> ProgressArtifact:
         return cls(artifact_key("dub-progress", plan.name), 2 * len(plan.langs),
                    f"{plan.name}: languages mixed and delivered")
 
@@ -280,7 +266,7 @@ def show(kind: str, name: str, rows: Callable[[], list[dict]], rows_description:
 
 def _record(flow_run, state, status: str) -> None:
     """Mark the run's job as cancelled or crashed, with the state's message as the reason."""
-    cat = catalog(config.database_url())
+    cat = shared_catalog(config.database_url())
     job_id = cat.job_for_flow_run(str(flow_run.id))
     if job_id is None:
         return

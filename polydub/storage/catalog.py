@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
@@ -650,3 +651,16 @@ class Catalog:
                 "stages": [stage_dict(run) for run in runs],
                 "outputs": [output_dict(output) for output in outputs],
             }
+
+
+_shared: dict[str, Catalog] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_catalog(url: str) -> Catalog:
+    """One Catalog (engine and connection pool) per database URL per process: a job's
+    stages and languages, in threads, record through the same pool."""
+    with _shared_lock:
+        if url not in _shared:
+            _shared[url] = Catalog(url)
+        return _shared[url]

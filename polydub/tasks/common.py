@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Callable, Generic, TypeVar
+from typing import Callable
 
-from polydub import cache, crash, licences, redact
-from polydub.errors import DubError, StageError
+from polydub import cache, crash, licences
+from polydub.errors import DubError, StageError, one_line
 from polydub.licences import Licence
-from polydub.flows.logs import stage_logger
-from polydub.progress import emit
+from polydub.progress import emit, stage_logger
+from polydub.report import Out, StageResult
+from polydub.storage import shared_catalog
 
 
 @dataclass(frozen=True)
@@ -25,38 +25,6 @@ class JobContext:
     cache_root: str
 
 
-Out = TypeVar("Out")
-
-
-@dataclass
-class StageResult(Generic[Out]):
-    """A stage as this job saw it: its folder in the cache, what it made (`output`, typed
-    per stage: `SourceAudio`, `Translation`, ...; None when it did not run), and how.
-
-    `status`: done | cached | skipped | failed (a best-effort stage that did not work)."""
-
-    stage: str
-    lang: str | None
-    folder: str
-    output: Out | None = None
-    status: str = "done"
-    backend: str | None = None
-    model_version: str | None = None
-    licence: str | None = None  # label of the licence of the model that made it
-    seconds: float = 0.0  # spent in this job (0 when cached)
-    reason: str | None = None  # why it was skipped or failed
-    rebuilt: str | None = None  # the damage of the cache entry this run replaced
-
-    def file(self, name: str) -> str:
-        return str(Path(self.folder) / name)
-
-    @property
-    def note(self) -> str:
-        """What the run says of itself (an output's `note`, where it has one), and a rebuild."""
-        said = getattr(self.output, "note", "") or ""
-        return "; ".join(filter(None, [said, f"rebuilt: {self.rebuilt}" if self.rebuilt else ""]))
-
-
 def output_from(kind: type[Out] | None, stored: dict) -> Out | None:
     """A stage's output from its cache record: the fields `kind` has. TypeError when the
     record lacks one that has no default."""
@@ -64,29 +32,6 @@ def output_from(kind: type[Out] | None, stored: dict) -> Out | None:
         return None
     names = {f.name for f in fields(kind)}
     return kind(**{k: v for k, v in stored.items() if k in names})
-
-
-_catalogs: dict[str, object] = {}
-_catalog_lock = threading.Lock()
-
-
-def catalog(url: str):
-    """One Catalog (engine and connection pool) per database URL per process."""
-    from polydub.storage import Catalog
-
-    with _catalog_lock:
-        if url not in _catalogs:
-            _catalogs[url] = Catalog(url)
-        return _catalogs[url]
-
-
-redact.install()  # task and flow logs, ours and Prefect's, carry no secrets
-
-
-def one_line(exc: BaseException) -> str:
-    """The first line of an error, secrets masked: what the catalog, report and screen show."""
-    text = redact.redact(str(exc)).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:500]
 
 
 def run_stage(ctx: JobContext, stage: str, lang: str | None, key: str,
@@ -101,7 +46,7 @@ def run_stage(ctx: JobContext, stage: str, lang: str | None, key: str,
     'failed' for a run, with the licence of the model that made the output (`licence`,
     else looked up from the backend).
     """
-    cat = catalog(ctx.db_url)
+    cat = shared_catalog(ctx.db_url)
     root = Path(ctx.cache_root)
     licence = licence or licences.of_stage(stage, backend, model_version)
     label = licence.label if licence else None
@@ -177,7 +122,7 @@ def _log(stage: str, lang: str | None, status: str, seconds: float, backend: str
 
 def skip_stage(ctx: JobContext, stage: str, lang: str | None, reason: str) -> StageResult:
     """Record a stage that did not run, with why."""
-    cat = catalog(ctx.db_url)
+    cat = shared_catalog(ctx.db_url)
     run_id = cat.start_stage(ctx.job_id, stage, lang, None, None, None)
     cat.finish_stage(run_id, "skipped", error=None, detail={"reason": reason})
     emit(stage, lang, "skipped", reason)

@@ -10,8 +10,9 @@ from prefect.cache_policies import NONE
 
 from polydub import assemble, cache, languages
 from polydub.job import JobPlan
+from polydub.report import StageResult
 from polydub.segments import clip_to, write_subtitles
-from polydub.tasks.common import JobContext, StageResult, run_stage
+from polydub.tasks.common import JobContext, run_stage
 from polydub.tasks.language import MIXED, Mixdown, Translation
 from polydub.tasks.lipsync import LipSynced
 from polydub.tasks.source import SourceAudio, Transcription, load_segments

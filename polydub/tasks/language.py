@@ -13,8 +13,10 @@ from polydub import cache, config, languages, licences
 from polydub.errors import InputError
 from polydub.job import JobPlan
 from polydub.media import SAMPLE_RATE
+from polydub.report import StageResult
 from polydub.segments import label_from, read_subtitles, speakers_of
-from polydub.tasks.common import JobContext, StageResult, catalog, run_stage
+from polydub.storage import shared_catalog
+from polydub.tasks.common import JobContext, run_stage
 from polydub.tasks.source import (
     ASR_AUDIO,
     BACKGROUND,
@@ -128,7 +130,7 @@ def _remember_approved(ctx: JobContext, plan: JobPlan, transcript: StageResult[T
         return  # nothing to key the lines by
     approved = plan.translations[lang]
     pairs = pair_in_time(load_segments(transcript), load_segments(result))
-    terms.remember(catalog(ctx.db_url), plan.options.brand, source_lang, lang, pairs, "approved",
+    terms.remember(shared_catalog(ctx.db_url), plan.options.brand, source_lang, lang, pairs, "approved",
                    note=Path(approved).name, keep_existing=result.status == "cached")
 
 
@@ -151,7 +153,7 @@ def _translate(ctx: JobContext, plan: JobPlan, transcript: StageResult[Transcrip
     translator = translate.make_translator(plan.options.translator)
     source_lang = transcript.output.language or plan.options.source_lang or "auto"
     glossary_file = glossary_for(plan.options.glossary, lang)
-    cat = catalog(ctx.db_url)
+    cat = shared_catalog(ctx.db_url)
     stored = terms.glossary_terms(cat, plan.options.brand, lang)
     glossary = {**stored, **(translate.load_glossary(glossary_file) if glossary_file else {})} or None
     lines = load_segments(transcript)

@@ -15,12 +15,14 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from polydub import cache, config, licences
-from polydub.errors import StageError
+from polydub.errors import StageError, one_line
 from polydub.job import JobPlan
 from polydub.lipsync import lipsync_decision
 from polydub.lipsync.weights import weights_fingerprint
 from polydub.progress import emit
-from polydub.tasks.common import JobContext, StageResult, cache_record, catalog, one_line, output_from, skip_stage
+from polydub.report import StageResult
+from polydub.storage import shared_catalog
+from polydub.tasks.common import JobContext, cache_record, output_from, skip_stage
 from polydub.tasks.language import MIXED, Mixdown
 from polydub.tasks.source import SourceAudio
 
@@ -84,7 +86,7 @@ def lipsync_langs(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAudi
     keys = {lang: cache.stage_key("lipsync", source=Path(source.folder).name, mix=Path(m.folder).name,
                                   version=version, weights=weights, deep_cache=deep_cache, face=prefer, impl=3)
             for lang, m in mixes.items()}
-    cat = catalog(ctx.db_url)
+    cat = shared_catalog(ctx.db_url)
     licence = licences.LIPSYNC.label
     runs = {lang: cat.start_stage(ctx.job_id, "lipsync", lang, keys[lang], "latentsync", version, licence=licence)
             for lang in mixes}

@@ -11,7 +11,9 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from polydub import cache, config, media
+from polydub.asr.audio import ASR_SAMPLE_RATE
 from polydub.job import JobPlan
+from polydub.report import StageResult
 from polydub.segments import (
     Segment,
     read_subtitles,
@@ -20,8 +22,7 @@ from polydub.segments import (
     speakers_of,
     write_subtitles,
 )
-from polydub.asr.audio import ASR_SAMPLE_RATE
-from polydub.tasks.common import JobContext, StageResult, run_stage, skip_stage
+from polydub.tasks.common import JobContext, run_stage, skip_stage
 
 SOURCE_AUDIO = "source.wav"  # 48 kHz, the source's channels (at most 2): mixing base
 ASR_AUDIO = "asr.wav"  # 16 kHz mono: speech recognition, VAD and lip-sync features
