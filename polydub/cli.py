@@ -81,8 +81,12 @@ class LiveTable:
 
 
 def _summary(report) -> tuple[Table, list[str]]:
-    """The end-of-run table of a `JobReport`, and notes saying why each backend was chosen."""
-    table = Table(title=f"job {report.job}: {report.status} in {report.seconds:.1f} s")
+    """The end-of-run table of a `JobReport`, and notes saying why each backend was chosen
+    (an up-to-date report: an earlier job whose deliveries nothing has changed since)."""
+    title = f"job {report.job}: {report.status} in {report.seconds:.1f} s"
+    if report.up_to_date:
+        title = f"up to date: job {report.job} delivered these from the same inputs and options (--force redoes it)"
+    table = Table(title=title)
     # sped: lines sped up to fit; over: lines that still overflow their slot (see the report)
     for col in ("lang", "output", "length", "voice", "sped", "over", "lip-sync", "time"):
         table.add_column(col, no_wrap=True)
@@ -156,6 +160,8 @@ def run_cmd(
                                            "with several inputs, one subfolder each)."),
     db: Optional[str] = typer.Option(None, "--db", help="Catalog URL (default DUB_DATABASE_URL or ~/.polydub/catalog.db)."),
     as_json: bool = typer.Option(False, "--json", help="Print the job reports as JSON."),
+    force: bool = typer.Option(False, "--force", help="Run the job even when every language is already "
+                               "delivered from the same inputs and options, its files intact."),
     **flags,  # one per DubOptions field: see option_flags
 ) -> None:
     """Dub INPUT... into every language of --langs (the default command: `dub ad.mp4 --langs es,fr`)."""
@@ -178,6 +184,52 @@ def run_cmd(
     except InputError as exc:
         _record_refusal([str(p) for p in inputs], langs, str(exc))
         raise
+
+    # Asked of the catalog before Prefect is imported: an unchanged job costs no flow run.
+    judged = {plan.input: _judge(plan) for plan in plans}
+    reports = []
+    for plan in plans:
+        delivered = None if force else judged[plan.input].delivered
+        if delivered is not None:
+            delivered.up_to_date = True
+            reports.append(delivered)
+            if not as_json:
+                _print_summary(delivered)
+    plans = [plan for plan in plans if force or judged[plan.input].delivered is None]
+    if plans:
+        reports += _run_flows(plans, options, judged, as_json)
+    if as_json:
+        printed = [r.to_json() for r in reports]
+        out.print_json(json.dumps(printed if len(printed) > 1 else printed[0], default=str))
+    failed = any(r.status != "done" for r in reports)
+    if any(r.not_recorded for r in reports):
+        from polydub import crash
+
+        crash.exit_within(EXIT_GRACE_S, int(failed))
+    if failed:
+        raise typer.Exit(1)
+
+
+def _judge(plan):
+    """The catalog's view of a planned job (`staleness.SingleDub`)."""
+    from polydub import staleness
+    from polydub.storage import shared_catalog
+
+    return staleness.judge_single(shared_catalog(config.database_url()), plan)
+
+
+def _print_summary(report) -> None:
+    table, notes = _summary(report)
+    console.print(table)
+    for note in notes:
+        print(note, file=sys.stderr)  # whole lines: paths must stay copyable
+    console.print(f"outputs in {report.out_dir}; report {Path(report.report or '').name}")
+
+
+def _run_flows(plans, options, judged, as_json: bool) -> list:
+    """Run each plan's dub_video flow; record its deliveries; their reports."""
+    from polydub import staleness
+    from polydub.storage import shared_catalog
 
     t0 = time.perf_counter()
     from polydub import server
@@ -221,22 +273,15 @@ def run_cmd(
         finally:
             remove()
         reports.append(report)
+        if report.job is not None:  # what the next unchanged run compares itself with
+            judge = judged[plan.input]
+            staleness.record_deliveries(shared_catalog(config.database_url()), judge.key, judge.item, plan.langs,
+                                        judge.recipes, judge.fingerprints, report)
         if not as_json:
-            table, notes = _summary(report)
-            console.print(table)
-            for note in notes:
-                print(note, file=sys.stderr)  # whole lines: paths must stay copyable
-            console.print(f"outputs in {report.out_dir}; report {Path(report.report or '').name}")
+            _print_summary(report)
         if report.not_recorded:
             print(f"dub: warning: {report.not_recorded}", file=sys.stderr)
-    if as_json:
-        printed = [r.to_json() for r in reports]
-        out.print_json(json.dumps(printed if len(printed) > 1 else printed[0], default=str))
-    failed = any(r.status != "done" for r in reports)
-    if any(r.not_recorded for r in reports):
-        crash.exit_within(EXIT_GRACE_S, int(failed))
-    if failed:
-        raise typer.Exit(1)
+    return reports
 
 
 def _record_refusal(inputs: list[str], langs: str, message: str) -> None:

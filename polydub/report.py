@@ -218,6 +218,7 @@ class JobReport:
     report: str | None = None  # where NAME.report.json is
     warnings: list[str] = field(default_factory=list)  # what could not be shown in Prefect
     not_recorded: str | None = None  # the run's end did not reach Prefect (crash.finished_despite)
+    up_to_date: bool = False  # an earlier job's report: nothing changed since, no flow ran
 
     @classmethod
     def failed(cls, error: str, **known) -> JobReport:
@@ -265,6 +266,8 @@ class JobReport:
             data["warnings"] = list(self.warnings)
         if self.not_recorded is not None:
             data["not_recorded"] = self.not_recorded
+        if self.up_to_date:
+            data["up_to_date"] = True
         return data
 
     @classmethod

@@ -327,3 +327,85 @@ def recorded_matrix(cat: Catalog, manifest_key: str | None = None) -> dict[str, 
     for key in ([manifest_key] if manifest_key else deliveries.manifests(cat)):
         found[key] = [cell(r.item, r.lang, r) for r in deliveries.records(cat, key)]
     return found
+
+
+# ------------------------------------------------------------------------------ one dub
+
+SINGLE_PREFIX = "out:"  # `dub INPUT` records its deliveries under this + its output folder
+
+
+@dataclass
+class SingleDub:
+    """A `dub INPUT` job judged before any work: each language's recipe and fingerprint,
+    and, when every language is delivered from these very inputs and options and every
+    file the job delivered is in place as delivered, that job's report."""
+
+    key: str  # the deliveries' manifest key: SINGLE_PREFIX + the output folder
+    item: str  # the deliveries' item: the input's name
+    recipes: RecipeBook
+    fingerprints: dict[tuple[str, str], str]
+    delivered: object | None = None  # a report.JobReport when nothing is due
+    why: str = ""  # why not, when it is not
+
+
+def judge_single(cat: Catalog, plan) -> SingleDub:
+    """What the catalog says of a planned `dub INPUT` job (a `job.JobPlan`): the same
+    recipes and staleness as `dub status`, and the delivered files checked byte for byte."""
+    from polydub.manifest import ManifestItem
+
+    item = ManifestItem(id=plan.name, where=plan.input, input=plan.input, url=None, langs=list(plan.langs),
+                        options=plan.options)
+    judge = Recipes(cat)
+    book = judge.for_items([item])
+    found = SingleDub(SINGLE_PREFIX + str(plan.out_dir), item.id, book, judge.fingerprints)
+    recorded = {r.lang: r for r in deliveries.records(cat, found.key) if r.item == item.id}
+    for lang in plan.langs:
+        state = cell(item.id, lang, recorded.get(lang), judge.fingerprints[(item.id, lang)])
+        if state.state != "done":
+            found.why = f"{lang}: {state.state}" + (f" ({state.why})" if state.why else "")
+            return found
+    jobs = {recorded[lang].job_id for lang in plan.langs}
+    if len(jobs) != 1 or None in jobs:
+        found.why = "the languages were delivered by different jobs"
+        return found
+    found.delivered, found.why = _intact_job(cat, jobs.pop(), plan.langs)
+    return found
+
+
+def _intact_job(cat: Catalog, job_id: int, langs: list[str]) -> tuple[object | None, str]:
+    """(the job's report, "") when the job delivered exactly `langs` and every file it
+    delivered has the size and sha256 it was delivered with; else (None, why not)."""
+    from polydub.report import JobReport
+    from polydub.storage.catalog import delivered_digest
+
+    job = cat.show_job(job_id)
+    if job["status"] != "done" or sorted(job["langs"]) != sorted(langs):
+        return None, f"job {job_id} delivered {','.join(job['langs'])} ({job['status']})"
+    report_path = None
+    for output in job["outputs"]:
+        if output["sha256"] is None:
+            return None, f"{output['path']}: delivered before files were recorded with their digests"
+        if delivered_digest(output["path"]) != (output["size"], output["sha256"]):
+            return None, f"{output['path']}: missing or changed since it was delivered"
+        if output["kind"] == "report":
+            report_path = output["path"]
+    if report_path is None:
+        return None, f"job {job_id} recorded no report"
+    return JobReport.load(report_path), ""
+
+
+def record_deliveries(cat: Catalog, key: str, item: str, langs: list[str], recipes: Mapping, fingerprints: dict,
+                      report) -> None:
+    """Each of `langs` of a finished job (a `report.JobReport`) as a delivery of `item`
+    under `key`: the file, its sha256 and the recipe it was made from, or why it failed."""
+    from polydub.cache import file_hash
+
+    for lang in langs:
+        entry = report.language(lang)
+        if entry.done:
+            deliveries.finish(cat, key, item, lang, "done", fingerprint=fingerprints[(item, lang)],
+                              recipe=recipes[(item, lang)], job_id=report.job, path=entry.media,
+                              duration=report.duration, sha256=file_hash(entry.media))
+        else:
+            deliveries.finish(cat, key, item, lang, "failed", job_id=report.job,
+                              error=entry.error or report.error or "failed")

@@ -1,7 +1,8 @@
 """The whole job through the real `dub` command, Prefect, ffmpeg, espeak-ng and the catalog.
 
 One dub of the bundled example is shared by the checks a user would make on its outputs;
-then a re-run (all cached) and one more language (only that language's stages run).
+then an unchanged re-run (up to date: no flow run), a forced one (all cached), damaged
+deliverables made again, and one more language (only that language's stages run).
 """
 
 from __future__ import annotations
@@ -152,17 +153,69 @@ def test_catalog_records_source_job_stages_and_outputs(first_run):
     assert "multitrack" in kinds and "report" in kinds
 
 
-def test_rerun_of_unchanged_job_is_all_cached(first_run, workdir):
-    _, first, out, db = first_run
-    before = {p.name: p.read_bytes() for p in out.glob("*.mp4")}
-    result = dub(str(workdir / EXAMPLE.name), "--langs", ",".join(LANGS), "--out", str(out), "--db", db,
-                 "--json")
+def jobs(db: str) -> list[int]:
+    result = dub("list", "--db", db, "--json")
     assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
-    assert report["job"] != first["job"]
+    return sorted(job["id"] for job in json.loads(result.stdout))
+
+
+def delivered_files(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+
+def test_an_unchanged_rerun_is_up_to_date_without_a_flow_run(first_run, workdir):
+    """Nothing changed: the catalog says so before Prefect is even imported; no job, no run,
+    every file as it was. `--force` runs the flow anyway: every stage from the cache."""
+    _, first, out, db = first_run
+    before, known = delivered_files(out), jobs(db)
+    args = [str(workdir / EXAMPLE.name), "--langs", ",".join(LANGS), "--out", str(out), "--db", db]
+    probe = ("import sys; from polydub.cli import main; rc = main(sys.argv[1:]); "
+             "print('PREFECT', any(m == 'prefect' or m.startswith('prefect.') for m in sys.modules)); sys.exit(rc)")
+    result = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "DUB_CACHE_DIR": CACHE})
+    assert result.returncode == 0, result.stderr
+    assert "up to date: job %d" % first["job"] in " ".join((result.stdout + result.stderr).split())
+    assert "PREFECT False" in result.stdout
+    as_json = dub(*args, "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    report = json.loads(as_json.stdout)
+    assert report["up_to_date"] is True and report["job"] == first["job"] and report["status"] == "done"
+    assert jobs(db) == known and delivered_files(out) == before
+
+    forced = dub(*args, "--force", "--json")
+    assert forced.returncode == 0, forced.stderr
+    report = json.loads(forced.stdout)
+    assert report["job"] not in known and "up_to_date" not in report
     statuses = {(r["stage"], r["lang"]): r["status"] for r in stages(report["job"], db)}
     assert all(s == ("skipped" if stage in NOT_RUN else "cached") for (stage, _), s in statuses.items()), statuses
-    assert {p.name: p.read_bytes() for p in out.glob("*.mp4")} == before
+    assert {n: b for n, b in delivered_files(out).items() if n.endswith(".mp4")} == \
+        {n: b for n, b in before.items() if n.endswith(".mp4")}
+
+
+def test_a_damaged_or_missing_deliverable_is_made_again(first_run, workdir):
+    _, _, out, db = first_run
+    before, known = delivered_files(out), jobs(db)
+    (out / "talking_head.fr.srt").write_text("1\n00:00:00,000 --> 00:00:01,000\nedited by hand\n", encoding="utf-8")
+    (out / "talking_head.dubbed.mkv").unlink()
+    args = [str(workdir / EXAMPLE.name), "--langs", ",".join(LANGS), "--out", str(out), "--db", db, "--json"]
+    result = dub(*args)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert "up_to_date" not in report and report["job"] not in known
+    assert (out / "talking_head.fr.srt").read_bytes() == before["talking_head.fr.srt"]
+    assert (out / "talking_head.dubbed.mkv").is_file()
+    again = json.loads(dub(*args).stdout)  # and now it is up to date again
+    assert again["up_to_date"] is True and again["job"] == report["job"]
+
+
+def test_a_changed_option_or_language_list_is_not_up_to_date(first_run, workdir):
+    _, _, out, db = first_run
+    known = jobs(db)
+    args = [str(workdir / EXAMPLE.name), "--out", str(out), "--db", db, "--json"]
+    slower = json.loads(dub(*args, "--langs", ",".join(LANGS), "--max-speed", "1.2").stdout)
+    fewer = json.loads(dub(*args, "--langs", "es").stdout)  # the multi-track file would change
+    for report in (slower, fewer):
+        assert "up_to_date" not in report and report["job"] not in known and report["status"] == "done"
 
 
 def test_adding_a_language_runs_only_that_language(first_run, workdir, tmp_path):

@@ -28,7 +28,7 @@ from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
-from polydub import cache, config, crash, redact, staleness
+from polydub import config, crash, redact, staleness
 from polydub.errors import InputError, JobFailed, JobRefused, one_line
 from polydub.flows import outcome
 from polydub.flows.dub import dub_video
@@ -245,18 +245,8 @@ def _log_plan(work: Work, busy: list[str]) -> None:
 
 def _record(cat, work: Work, item: str, report: JobReport) -> None:
     """Each language's delivery: the file, its sha256 and the recipe it was made from."""
-    plan = work.plans[item]
-    for lang in plan.langs:
-        entry = report.language(lang)
-        recipe = work.recipes[(item, lang)]
-        if entry.done:
-            path = entry.media
-            deliveries.finish(cat, work.manifest.key, item, lang, "done", fingerprint=work.fingerprints[(item, lang)],
-                              recipe=recipe, job_id=report.job, path=path,
-                              duration=report.duration, sha256=cache.file_hash(path))
-        else:
-            error = entry.error or report.error or "failed"
-            deliveries.finish(cat, work.manifest.key, item, lang, "failed", job_id=report.job, error=error)
+    staleness.record_deliveries(cat, work.manifest.key, item, work.plans[item].langs, work.recipes, work.fingerprints,
+                                report)
 
 
 # ------------------------------------------------------------------ via a deployment
