@@ -2,8 +2,8 @@
 
 An item x language is stale when anything its file was made from changed: the source's
 bytes, the transcript or its approved translation, the glossary (file or the brand's terms
-in the catalog), the voice map, any other option, or the version of a model that makes
-it. The recipe is computed without probing media (a catalog of 10,000 items is checked in
+in the catalog), the brand's translation memory (where no approved translation is given),
+the voice map, any other option, or the version of a model that makes it. The recipe is computed without probing media (a catalog of 10,000 items is checked in
 well under a second): files are known by their sha256, rehashed only when their size or
 mtime changed (`deliveries.digests`), and sidecars are found from one listing per folder.
 """
@@ -26,7 +26,7 @@ from polydub.sidecars import Folders, approved_translations, subtitles
 from polydub.storage import deliveries
 from polydub.storage.catalog import Catalog, iso
 
-RECIPE_VERSION = 1  # bump when the recipe's parts change meaning: every delivery turns stale
+RECIPE_VERSION = 2  # bump when the recipe's parts change meaning: every delivery turns stale (2: + memory)
 STATES = ("done", "stale", "failed", "running", "queued", "missing")
 AUDIO_SUFFIXES = {".wav", ".m4a", ".mp3", ".aac", ".flac", ".ogg", ".opus", ".mka"}
 NOT_IN_RECIPE = ("consent",)  # recorded with the job; it does not change the file
@@ -136,10 +136,11 @@ def _models(voice: str, lipsync: str, asr_model: str, translator: str, lang: str
 # ------------------------------------------------------------------------------- recipes
 
 
-def _glossary_terms_digest(cat: Catalog, brand: str | None, lang: str) -> str | None:
-    from polydub.storage.terms import glossary_digest
+def _brand_terms(cat: Catalog, brand: str | None, lang: str) -> tuple[str | None, str | None]:
+    """(digest of the brand's glossary for `lang`, of its translation memory into `lang`)."""
+    from polydub.storage.terms import glossary_digest, memory_digest
 
-    return glossary_digest(cat, brand or "", lang)
+    return glossary_digest(cat, brand or "", lang), memory_digest(cat, brand or "", lang)
 
 
 class RecipeBook(Mapping):
@@ -153,9 +154,9 @@ class RecipeBook(Mapping):
         self._parts[key] = (shared, lang_parts)
 
     def __getitem__(self, key: tuple[str, str]) -> dict:
-        shared, (translation, glossary, brand_glossary, models) = self._parts[key]
+        shared, (translation, glossary, brand_glossary, memory, models) = self._parts[key]
         return {**shared, "translation": translation, "glossary": glossary, "brand_glossary": brand_glossary,
-                "models": dict(models)}
+                "memory": memory, "models": dict(models)}
 
     def __iter__(self):
         return iter(self._parts)
@@ -171,7 +172,7 @@ class Recipes:
     def __init__(self, cat: Catalog):
         self.cat = cat
         self.folders = Folders()
-        self._terms: dict[tuple[str | None, str], str | None] = {}
+        self._terms: dict[tuple[str | None, str], tuple[str | None, str | None]] = {}
         self.fingerprints: dict[tuple[str, str], str] = {}  # of the last `for_items`, as `fingerprint` gives
 
     def for_items(self, items: list) -> RecipeBook:
@@ -217,17 +218,19 @@ class Recipes:
                 glossary_sha = sha[str(glossary)] if glossary else None
                 terms_key = (item.options.brand, lang)
                 if terms_key not in self._terms:
-                    self._terms[terms_key] = _glossary_terms_digest(self.cat, item.options.brand, lang)
+                    self._terms[terms_key] = _brand_terms(self.cat, item.options.brand, lang)
+                brand_glossary, memory = self._terms[terms_key]
                 approved = lang in translations
+                memory = None if approved else memory  # an approved script is spoken as it is
                 models = _models(item.options.voice, item.options.lipsync, item.options.asr_model,
                                  item.options.translator, lang, options["commercial"], has_video, bool(scripts),
                                  approved)
                 if models not in encoded:
                     encoded[models] = _encode(dict(models))
                 translation = sha[translations[lang]] if approved else None
-                book.add((item.id, lang), shared, (translation, glossary_sha, self._terms[terms_key], models))
-                text = (f"brand_glossary={_hex(self._terms[terms_key])}\nglossary={_hex(glossary_sha)}\n"
-                        f"models={encoded[models]}\n{head}translation={_hex(translation)}{tail}")
+                book.add((item.id, lang), shared, (translation, glossary_sha, brand_glossary, memory, models))
+                text = (f"brand_glossary={_hex(brand_glossary)}\nglossary={_hex(glossary_sha)}\n"
+                        f"memory={_hex(memory)}\nmodels={encoded[models]}\n{head}translation={_hex(translation)}{tail}")
                 self.fingerprints[(item.id, lang)] = hashlib.sha256(text.encode()).hexdigest()
         return book
 
@@ -251,7 +254,8 @@ def fingerprint(recipe: dict) -> str:
 
 
 NAMES = {"source": "source changed", "script": "transcript changed", "translation": "approved translation changed",
-         "glossary": "glossary changed", "brand_glossary": "brand glossary changed", "voices": "voice map changed",
+         "glossary": "glossary changed", "brand_glossary": "brand glossary changed",
+         "memory": "translation memory changed", "voices": "voice map changed",
          "options": "options changed", "models": "model versions changed", "version": "recipe format changed"}
 
 

@@ -53,6 +53,22 @@ def test_what_changed_names_each_part(catalog_of):
     assert staleness.what_changed(before[("spot-b", "fr")], after[("spot-b", "fr")]).startswith("options changed")
 
 
+def test_an_edit_in_the_brands_translation_memory_makes_translated_deliveries_stale(catalog_of):
+    from polydub.storage import terms
+
+    folder, cat = catalog_of
+    items = load_manifest(folder / "ads.csv", options={"voice": "espeak"}).items
+    before = staleness.Recipes(cat).for_items(items)
+    terms.remember(cat, "Acme", "en", "fr", {"Hello.": "Bonjour."}, "edited")
+    judge = staleness.Recipes(cat)
+    after = judge.for_items(items)
+    assert staleness.what_changed(before[("spot-a", "fr")], after[("spot-a", "fr")]) == "translation memory changed"
+    assert after[("spot-a", "es")] == before[("spot-a", "es")]  # approved: spoken as written
+    assert after[("spot-b", "fr")] == before[("spot-b", "fr")]  # another brand's memory
+    for key, recipe in after.items():
+        assert judge.fingerprints[key] == staleness.fingerprint(recipe), key
+
+
 def test_planning_and_staleness_find_the_same_sidecars(tmp_path):
     """A job is made from the sidecars `plan_job` finds; staleness must hash those same
     files, or a changed script would not make its delivery stale."""

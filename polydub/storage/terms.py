@@ -222,6 +222,21 @@ def glossary_sizes(cat, brand: str | None, langs: list[str]) -> dict[str, tuple[
         return {lang: (int(n), max(int(a or 0), int(b or 0))) for lang, n, a, b in session.execute(query)}
 
 
+def memory_digest(cat, brand: str | None, lang: str) -> str | None:
+    """What the brand's translation memory into `lang` looks like now, for recipes: a digest
+    of its (entries, newest change), None when it has none. Every import, approval or edit
+    adds an entry or moves its change time, so any of them makes a translated (not
+    approved) delivery stale; one small aggregate query."""
+    brand, lang = _brand(brand), languages.normalize(lang)
+    with cat.reading() as session:
+        count, newest = session.execute(
+            select(func.count(), func.max(TranslationMemoryEntry.updated_at))
+            .where(TranslationMemoryEntry.brand == brand, TranslationMemoryEntry.target_lang == lang)).one()
+    if not count:
+        return None
+    return hashlib.sha256(f"{count}|{newest.isoformat() if newest else ''}".encode()).hexdigest()
+
+
 def glossary_digest(cat, brand: str | None, lang: str) -> str | None:
     """`digest_of` the brand's terms for `lang` (None when it has none). One small
     aggregate query per call: the terms are read again only when (count, newest change)
