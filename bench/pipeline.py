@@ -134,6 +134,8 @@ def stage_seconds(report: dict) -> dict[str, float]:
     """Catalog seconds per stage, summed over languages; the multi-track file is the
     per-video 'assemble' run. Every run counts, cached ones too (their lookup time)."""
     totals = {stage: 0.0 for stage in STAGES}
+    if report.get("up_to_date"):  # an earlier job's report: no stage ran now
+        return totals
     for run in report["stages"]:
         stage = "multitrack" if run["stage"] == "assemble" and run["lang"] is None else run["stage"]
         totals[stage] = totals.get(stage, 0.0) + (run["seconds"] or 0.0)
@@ -142,6 +144,8 @@ def stage_seconds(report: dict) -> dict[str, float]:
 
 def statuses(report: dict) -> str:
     """'done 14' / 'cached 14' / 'cached 14, done 5': what the runs of a job did."""
+    if report.get("up_to_date"):
+        return "none: up to date, no flow run"
     counts: dict[str, int] = {}
     for run in report["stages"]:
         counts[run["status"]] = counts.get(run["status"], 0) + 1
