@@ -448,7 +448,7 @@ def print_table(r: dict) -> None:
          "tiny models on the CPU: checks the script, measures nothing" if tiny else
          f"goal < {GOAL_S:.0f} s: " + " / ".join("met" if run["wall_s"] < GOAL_S else "not met" for run in runs)),
     ]
-    w, x = first["whisper"], first["xtts"]
+    x = first["xtts"]
     notes = {
         "probe": "ffprobe; source WAV (48 kHz) and 16 kHz mono for ASR",
         "transcribe": (f"openai-whisper {'tiny' if tiny else 'small'}, greedy, temperature 0 only"

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from polydub import limits, redact
+from polydub import redact
 from polydub.segments import Segment, check_cues, read_subtitles, to_srt
 
 REPEATS = 20
