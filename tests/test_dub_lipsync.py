@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import EXAMPLE
+from tests.conftest import EXAMPLE, scratch_dir
 from tests.tiny_models import build_lipsync_models
 
 pytestmark = pytest.mark.slow
+CACHE = scratch_dir("lipsync-cache-")  # this module's own stage and face-track cache
 SECONDS = 3
 LINE = {"en": "Hello, and welcome to our new product.", "es": "Hola, y bienvenidos a nuestro nuevo producto.",
         "fr": "Bonjour et bienvenue dans notre nouveau produit.", "de": "Hallo und willkommen bei unserem neuen Produkt."}
@@ -43,7 +44,8 @@ def clip(tmp_path_factory) -> Path:
 
 
 def run_dub(clip: Path, langs: str, models: Path, out: Path, db: str) -> dict:
-    env = {**os.environ, "DUB_MODELS_DIR": str(models), "DUB_LIPSYNC_DEVICE": "cpu", "DUB_GPU_LIMIT": "1"}
+    env = {**os.environ, "DUB_MODELS_DIR": str(models), "DUB_LIPSYNC_DEVICE": "cpu", "DUB_GPU_LIMIT": "1",
+           "DUB_CACHE_DIR": CACHE}
     result = subprocess.run([sys.executable, "-m", "polydub.cli", str(clip), "--langs", langs, "--out", str(out),
                              "--voice", "espeak", "--lipsync", "on", "--db", db, "--json"],
                             capture_output=True, text=True, timeout=900, env=env)
@@ -51,11 +53,25 @@ def run_dub(clip: Path, langs: str, models: Path, out: Path, db: str) -> dict:
     return json.loads(result.stdout)
 
 
-def test_lipsync_in_the_flow(prefect_api, clip, tmp_path):
-    models = build_lipsync_models(tmp_path / "models")
-    out = tmp_path / "out"
-    db = f"sqlite:///{tmp_path / 'catalog.db'}"
-    report = run_dub(clip, "es,fr", models, out, db)
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> Path:
+    return build_lipsync_models(tmp_path_factory.mktemp("lipsync-models"))
+
+
+@pytest.fixture(scope="module")
+def first(prefect_api, clip, models, tmp_path_factory) -> dict:
+    """One lip-synced dub into es and fr, shared by the tests that read what it made."""
+    folder = tmp_path_factory.mktemp("lipsync-dub")
+    report = run_dub(clip, "es,fr", models, folder / "out", f"sqlite:///{folder / 'catalog.db'}")
+    return {"report": report, "out": folder / "out"}
+
+
+def face_tracks() -> list[Path]:
+    return list((Path(CACHE) / "facetrack").glob("*.npz"))
+
+
+def test_lipsync_in_the_flow(first, clip):
+    report, out = first["report"], first["out"]
     source = frames_of(clip)
     assert len(source) == SECONDS * 25
     for lang in ("es", "fr"):
@@ -73,23 +89,26 @@ def test_lipsync_in_the_flow(prefect_api, clip, tmp_path):
         assert 60 < ys.mean() < 300 and 60 < xs.mean() < 330  # inside the face area of the frame
     es, fr = frames_of(out / "promo.es.mp4"), frames_of(out / "promo.fr.mp4")
     assert np.abs(es - fr).mean() > 0.1  # each language has its own mouth
-    tracks = list((Path(os.environ["DUB_CACHE_DIR"]) / "facetrack").glob("*.npz"))
-    assert len(tracks) == 1
+    assert len(face_tracks()) == 1
 
-    # One more language: its lip-sync reuses the face track; the others are cached.
-    before = tracks[0].stat().st_mtime_ns
-    again = run_dub(clip, "es,fr,de", models, out, db)
+
+def test_one_more_language_reuses_the_face_track(first, clip, models, tmp_path):
+    """Its lip-sync reuses the face track; the languages done before are cached."""
+    (track,) = face_tracks()
+    before = track.stat().st_mtime_ns
+    db = f"sqlite:///{tmp_path / 'catalog.db'}"
+    again = run_dub(clip, "es,fr,de", models, tmp_path / "out", db)
     shown = json.loads(subprocess.run([sys.executable, "-m", "polydub.cli", "show", str(again["job"]), "--db", db,
                                        "--json"], capture_output=True, text=True, timeout=120).stdout)
     lipsync = {s["lang"]: s for s in shown["stages"] if s["stage"] == "lipsync"}
     assert lipsync["es"]["status"] == "cached" and lipsync["fr"]["status"] == "cached"
     assert lipsync["de"]["status"] == "done" and lipsync["de"]["detail"]["track"] == "reused"
-    assert tracks[0].stat().st_mtime_ns == before
-    assert len(frames_of(out / "promo.de.mp4")) == SECONDS * 25
+    assert face_tracks() == [track] and track.stat().st_mtime_ns == before
+    assert len(frames_of(tmp_path / "out" / "promo.de.mp4")) == SECONDS * 25
 
 
-def test_the_gpu_slot_is_a_prefect_global_concurrency_limit(prefect_api):
-    """The lip-sync runs above created the limit on the test server: one slot (no GPU here)."""
+def test_the_gpu_slot_is_a_prefect_global_concurrency_limit(first):
+    """The lip-sync run made the limit on the test server: one slot (no GPU here)."""
     from prefect.client.orchestration import get_client
 
     from polydub.tasks.lipsync import GPU_LIMIT
