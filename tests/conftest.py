@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -29,6 +30,28 @@ os.environ.pop("DUB_DATABASE_URL", None)
 def scratch_dir(prefix: str) -> str:
     """A new folder under this session's root, removed with it at the end."""
     return tempfile.mkdtemp(prefix=prefix, dir=_ROOT)
+
+
+def _postgres_answers() -> bool:
+    """Something listens on the local PostgreSQL port (whether or not Python can talk to it)."""
+    try:
+        socket.create_connection(("127.0.0.1", 5432), timeout=2).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """DUB_REQUIRE_POSTGRES=1 (CI sets it): a `postgres` test that skips while PostgreSQL
+    answers on 127.0.0.1:5432 fails instead (say, a database driver that did not install)."""
+    report = (yield).get_result()
+    if (report.skipped and not hasattr(report, "wasxfail") and item.get_closest_marker("postgres")
+            and os.environ.get("DUB_REQUIRE_POSTGRES") == "1" and _postgres_answers()):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = (f"skipped although PostgreSQL answers on 127.0.0.1:5432 "
+                           f"(DUB_REQUIRE_POSTGRES=1): {reason}")
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -233,7 +233,6 @@ def test_manifest_errors_are_reported_per_row_all_at_once(prefect_api, ads, tmp_
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.postgres
 def test_two_catalog_runs_at_once_on_postgresql_dub_each_item_once(prefect_api, ads, tmp_path_factory, databases):
     if databases.kind != "postgresql":
         pytest.skip("runs once, on PostgreSQL (the SQLite write lock is covered in test_deliveries)")

@@ -16,7 +16,7 @@ from tests.conftest import EXAMPLE
 from tests.probe import ffprobe
 from tests.tiny_models import build_tiny_marian, build_vits, build_whisper
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
