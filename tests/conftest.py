@@ -14,6 +14,12 @@ from pathlib import Path
 
 import pytest
 
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "talking_head.mp4"
+# `python -m polydub.cli` in a subprocess runs this checkout's code from any folder, not
+# whatever copy the environment installed.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+
 _ROOT = Path(tempfile.mkdtemp(prefix="polydub-tests-"))
 os.environ["DUB_HOME"] = str(_ROOT / "home")
 os.environ["DUB_CACHE_DIR"] = str(_ROOT / "cache")
@@ -59,8 +65,6 @@ def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_ROOT, ignore_errors=True)
 
 
-REPO = Path(__file__).resolve().parents[1]
-EXAMPLE = REPO / "examples" / "talking_head.mp4"
 
 
 @pytest.fixture(scope="session")
