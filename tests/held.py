@@ -15,11 +15,13 @@ HOLD_TIMEOUT_S = 300  # a whole job's stages before the held one, on a busy mach
 
 
 def start_held(args: list[str], stage: str, flag: Path, env: dict | None = None, **popen) -> subprocess.Popen:
-    """Start `dub ARGS` in its own process group (as a terminal runs it); return once it
-    holds at `stage` (FILE `flag` written)."""
+    """Start `dub ARGS` in its own process group (as a terminal runs it), with `env` added to
+    the environment (None removes a variable); return once it holds at `stage` (FILE `flag`
+    written)."""
     popen = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, **popen}
+    environ = {**os.environ, **(env or {}), "DUB_TEST_HOLD": f"{stage}:{flag}"}
     proc = subprocess.Popen([sys.executable, "-m", "polydub.cli", *args], start_new_session=True,
-                            env={**os.environ, **(env or {}), "DUB_TEST_HOLD": f"{stage}:{flag}"}, **popen)
+                            env={k: v for k, v in environ.items() if v is not None}, **popen)
     deadline = time.monotonic() + HOLD_TIMEOUT_S
     while not flag.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
