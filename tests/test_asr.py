@@ -30,6 +30,7 @@ from polydub.asr.wer import word_error_rate
 from polydub.errors import InputError
 from polydub.job import plan_job
 from polydub.segments import parse_subtitles, read_subtitles
+from tests import inprocess
 from tests.conftest import EXAMPLE
 from tests.probe import ffprobe
 
@@ -48,8 +49,7 @@ def tiny_en() -> Path:
 
 
 def dub(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "polydub.cli", *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return inprocess.dub(*args)  # the process is not tested here
 
 
 def untagged_copy(folder: Path, name: str = "clip.mp4") -> Path:

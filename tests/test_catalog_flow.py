@@ -24,8 +24,8 @@ import yaml
 
 from polydub.cache import file_hash
 from polydub.segments import Segment, read_subtitles, write_subtitles
-from tests.conftest import EXAMPLE, scratch_dir
 from tests import inprocess
+from tests.conftest import EXAMPLE, scratch_dir
 from tests.databases import Databases, postgres_unreachable
 from tests.probe import ffprobe
 from tests.services import translation_service_down

@@ -22,7 +22,6 @@ from tests.conftest import EXAMPLE
 from tests.held import start_held
 
 
-
 def dub(*args: str) -> subprocess.CompletedProcess:
     return inprocess.dub(*args)  # reads of the catalog: the process is not what is tested here
 
