@@ -15,6 +15,8 @@ import pytest
 
 from tests.conftest import EXAMPLE
 
+pytestmark = pytest.mark.slow  # real `dub` processes
+
 
 def dub(*args: str, cwd: Path | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "polydub.cli", *args], capture_output=True, text=True,

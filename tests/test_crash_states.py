@@ -82,6 +82,7 @@ CRASHING_JOB = """
 """
 
 
+@pytest.mark.slow
 def test_a_dead_jobs_flow_run_is_set_to_crashed_by_dub_list(prefect_api, tmp_path):
     from prefect import flow
     from prefect.client.orchestration import get_client

@@ -4,14 +4,14 @@ the face is tracked once per video, each language's MP4 carries its own synced v
 from __future__ import annotations
 
 import json
-import os
+import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests import inprocess
 from tests.conftest import EXAMPLE, scratch_dir
 from tests.tiny_models import build_lipsync_models
 
@@ -43,12 +43,13 @@ def clip(tmp_path_factory) -> Path:
     return video
 
 
+LIPSYNC_ENV = {"DUB_LIPSYNC_DEVICE": "cpu", "DUB_LIPSYNC_STEPS": "2"}  # tiny random models: 2 steps show as much as 20
+
+
 def run_dub(clip: Path, langs: str, models: Path, out: Path, db: str) -> dict:
-    env = {**os.environ, "DUB_MODELS_DIR": str(models), "DUB_LIPSYNC_DEVICE": "cpu", "DUB_GPU_LIMIT": "1",
-           "DUB_CACHE_DIR": CACHE}
-    result = subprocess.run([sys.executable, "-m", "polydub.cli", str(clip), "--langs", langs, "--out", str(out),
-                             "--voice", "espeak", "--lipsync", "on", "--db", db, "--json"],
-                            capture_output=True, text=True, timeout=900, env=env)
+    result = inprocess.dub(clip, "--langs", langs, "--out", out, "--voice", "espeak", "--lipsync", "on", "--db", db,
+                           "--json", env={**LIPSYNC_ENV, "DUB_MODELS_DIR": str(models), "DUB_GPU_LIMIT": "1",
+                                          "DUB_CACHE_DIR": CACHE})
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -98,8 +99,7 @@ def test_one_more_language_reuses_the_face_track(first, clip, models, tmp_path):
     before = track.stat().st_mtime_ns
     db = f"sqlite:///{tmp_path / 'catalog.db'}"
     again = run_dub(clip, "es,fr,de", models, tmp_path / "out", db)
-    shown = json.loads(subprocess.run([sys.executable, "-m", "polydub.cli", "show", str(again["job"]), "--db", db,
-                                       "--json"], capture_output=True, text=True, timeout=120).stdout)
+    shown = json.loads(inprocess.dub("show", again["job"], "--db", db, "--json").stdout)
     lipsync = {s["lang"]: s for s in shown["stages"] if s["stage"] == "lipsync"}
     assert lipsync["es"]["status"] == "cached" and lipsync["fr"]["status"] == "cached"
     assert lipsync["de"]["status"] == "done" and lipsync["de"]["detail"]["track"] == "reused"
@@ -118,32 +118,28 @@ def test_the_gpu_slot_is_a_prefect_global_concurrency_limit(first):
     assert limit.limit == 1 and limit.active_slots == 0  # released after use
 
 
-def test_auto_lipsync_that_fails_still_delivers_the_dub(prefect_api, clip, tmp_path):
+def test_auto_lipsync_that_fails_still_delivers_the_dub(prefect_api, clip, models, tmp_path):
     """--lipsync auto is best effort: a broken checkpoint leaves the video as it was, the
     dub is delivered, and the report and catalog say what failed. With --lipsync on, the
     same failure delivers nothing and exits 1."""
-    models = build_lipsync_models(tmp_path / "models")
-    unet = models / "latentsync-1.5" / "latentsync_unet.pt"
+    broken = shutil.copytree(models, tmp_path / "models")
+    unet = broken / "latentsync-1.5" / "latentsync_unet.pt"
     unet.write_bytes(unet.read_bytes()[:1000])  # an interrupted download
-    env = {**os.environ, "DUB_MODELS_DIR": str(models), "DUB_LIPSYNC_DEVICE": "cpu"}
+    env = {**LIPSYNC_ENV, "DUB_MODELS_DIR": str(broken)}
     db = f"sqlite:///{tmp_path / 'catalog.db'}"
-    base = [sys.executable, "-m", "polydub.cli", str(clip), "--langs", "es", "--voice", "espeak", "--db", db,
-            "--json"]
-    auto = subprocess.run([*base, "--out", str(tmp_path / "auto")], capture_output=True, text=True, timeout=600,
-                          env=env)
+    base = [clip, "--langs", "es", "--voice", "espeak", "--db", db, "--json"]
+    auto = inprocess.dub(*base, "--out", tmp_path / "auto", env=env)
     assert auto.returncode == 0, auto.stderr
     report = json.loads(auto.stdout)
     entry = report["languages"]["es"]
     assert entry["backends"]["lipsync"] == "failed"
     assert "latentsync_unet.pt" in entry["backends"]["lipsync_reason"]
     assert len(frames_of(tmp_path / "auto" / "promo.es.mp4")) == SECONDS * 25
-    runs = {s["stage"]: s for s in json.loads(subprocess.run(
-        [sys.executable, "-m", "polydub.cli", "show", str(report["job"]), "--db", db, "--json"],
-        capture_output=True, text=True, timeout=120).stdout)["stages"]}
+    runs = {s["stage"]: s for s in json.loads(inprocess.dub("show", report["job"], "--db", db, "--json").stdout)[
+        "stages"]}
     assert runs["lipsync"]["status"] == "failed" and "latentsync_unet.pt" in runs["lipsync"]["error"]
 
-    on = subprocess.run([*base, "--lipsync", "on", "--out", str(tmp_path / "on")], capture_output=True, text=True,
-                        timeout=600, env=env)
+    on = inprocess.dub(*base, "--lipsync", "on", "--out", tmp_path / "on", env=env)
     assert on.returncode == 1
     assert json.loads(on.stdout)["languages"]["es"]["status"] == "failed"
     assert not (tmp_path / "on" / "promo.es.mp4").exists()

@@ -58,6 +58,7 @@ def spot(tmp_path) -> Path:
 
 # --- Checked before any work: exit 2, one line, nothing written.
 
+@pytest.mark.slow
 def test_out_that_is_a_file_is_refused(spot, tmp_path):
     taken = tmp_path / "taken"
     taken.write_text("mine")
@@ -67,6 +68,7 @@ def test_out_that_is_a_file_is_refused(spot, tmp_path):
     assert taken.read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_out_in_the_inputs_folder_never_replaces_an_approved_translation(spot):
     approved = spot.with_suffix(".es.srt")
     before = approved.read_bytes()
@@ -75,6 +77,7 @@ def test_out_in_the_inputs_folder_never_replaces_an_approved_translation(spot):
     assert approved.read_bytes() == before and not spot.with_suffix(".es.mp4").exists()
 
 
+@pytest.mark.slow
 def test_out_on_a_read_only_disk_is_refused(spot, tmp_path):
     ro = tmp_path / "ro"
     with small_disk(ro, "1m"):
@@ -86,6 +89,7 @@ def test_out_on_a_read_only_disk_is_refused(spot, tmp_path):
         assert line.endswith(f"catalog {ro}: cannot write in {ro} (read-only file system)")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["out", "cache"])
 def test_a_disk_too_small_for_the_job_is_refused_before_work(spot, tmp_path, where):
     small = tmp_path / "small"
@@ -99,6 +103,7 @@ def test_a_disk_too_small_for_the_job_is_refused_before_work(spot, tmp_path, whe
         assert os.listdir(small) in ([], ["cache"])
 
 
+@pytest.mark.slow
 def test_cache_location_that_is_a_file_is_refused(spot, tmp_path):
     blocker = tmp_path / "cache"
     blocker.write_text("")
@@ -106,6 +111,7 @@ def test_cache_location_that_is_a_file_is_refused(spot, tmp_path):
     assert line.endswith(f"cache folder (DUB_CACHE_DIR) {blocker}: exists as a file")
 
 
+@pytest.mark.slow
 def test_a_name_too_long_for_the_file_system_is_refused(tmp_path):
     video = tmp_path / ("n" * 245 + ".mp4")  # fits; NAME.dubbed.mkv would not (255 bytes at most)
     shutil.copy(EXAMPLE, video)

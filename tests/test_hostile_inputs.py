@@ -14,6 +14,8 @@ import pytest
 from polydub import limits, media
 from tests.conftest import EXAMPLE
 
+pytestmark = pytest.mark.slow  # real `dub` processes
+
 
 def dub(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "polydub.cli", *args], capture_output=True, text=True,

@@ -83,6 +83,7 @@ def test_rate_limit_and_server_error_are_retried(service):
     assert len(svc.paths) == 3 and f"api_key={KEY}" in svc.paths[0]  # the key travels in the URL
 
 
+@pytest.mark.slow
 def test_a_service_that_never_answers_times_out(service):
     service("hang", "hang", "hang")
     started = time.monotonic()

@@ -185,6 +185,7 @@ def test_diarizer_setting():
             find_diarizer(spec)
 
 
+@pytest.mark.slow
 def test_a_cloning_voice_clones_each_speaker_from_their_own_lines(source, xtts_dir, tmp_path, monkeypatch):
     """With XTTS present, `--voice auto` casts a cloning voice per speaker, each from a
     reference clip cut from that speaker's lines only (and so keyed apart in the cache)."""

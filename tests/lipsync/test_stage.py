@@ -23,6 +23,8 @@ from tests.lipsync.conftest import (
 )
 from tests.tiny_models import TINY_UNET
 
+pytestmark = pytest.mark.slow  # stage runs on the CPU
+
 RES = 64
 LANGS = {"es": 220, "fr": 330, "de": 440}  # a tone per language (Hz)
 
