@@ -83,3 +83,38 @@ def prefect_api() -> str:
 @pytest.fixture(scope="session")
 def example() -> Path:
     return EXAMPLE
+
+
+# Tiny random-weight models, built once per test run and shared read-only (a test that
+# damages one works on its own copy).
+
+@pytest.fixture(scope="session")
+def tiny_whisper_path(tmp_path_factory) -> Path:
+    """A whisper checkpoint with random weights, saved as openai-whisper saves its own."""
+    from tests.tiny_models import build_whisper
+
+    return build_whisper(tmp_path_factory.mktemp("whisper") / "tiny.pt")
+
+
+@pytest.fixture(scope="session")
+def tiny_models_dir(tmp_path_factory) -> Path:
+    """A models directory laid out as `dub models pull` writes it, holding tiny random
+    LatentSync weights."""
+    from tests.tiny_models import build_lipsync_models
+
+    return build_lipsync_models(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def tiny_marian(tmp_path_factory) -> Path:
+    from tests.tiny_models import build_tiny_marian
+
+    return build_tiny_marian(tmp_path_factory.mktemp("marian"))
+
+
+@pytest.fixture(scope="session")
+def tiny_vits(tmp_path_factory) -> Path:
+    from tests.tiny_models import build_vits
+
+    return build_vits(tmp_path_factory.mktemp("vits"))
+

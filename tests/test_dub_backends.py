@@ -13,7 +13,6 @@ import pytest
 from tests import inprocess
 from tests.conftest import EXAMPLE
 from tests.probe import ffprobe
-from tests.tiny_models import build_tiny_marian, build_vits, build_whisper
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -36,14 +35,13 @@ def pg_url():
 
 
 
-def test_audio_only_with_whisper_marian_and_coqui_into_postgres(prefect_api, pg_url, tmp_path):
+def test_audio_only_with_whisper_marian_and_coqui_into_postgres(prefect_api, pg_url, tmp_path, tiny_whisper_path,
+                                                               tiny_marian, tiny_vits):
     audio = tmp_path / "podcast.m4a"  # no sidecars beside it: whisper must transcribe
     # 3 s: random whisper weights decode every 30 s window to its token limit, at every fallback temperature
     subprocess.run(["ffmpeg", "-v", "error", "-i", str(EXAMPLE), "-t", "3", "-vn", "-c:a", "copy", str(audio)],
                    check=True, timeout=60)
-    whisper_ckpt = build_whisper(tmp_path / "models" / "tiny.pt")
-    marian = build_tiny_marian(tmp_path / "marian")
-    vits = build_vits(tmp_path / "vits")
+    whisper_ckpt, marian, vits = tiny_whisper_path, tiny_marian, tiny_vits
     out = tmp_path / "out"
     result = inprocess.dub(
         audio, "--langs", "es,fr", "--source-lang", "en", "--asr-model", whisper_ckpt, "--translator",

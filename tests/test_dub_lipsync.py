@@ -13,7 +13,6 @@ import pytest
 
 from tests import inprocess
 from tests.conftest import EXAMPLE, scratch_dir
-from tests.tiny_models import build_lipsync_models
 
 pytestmark = pytest.mark.slow
 CACHE = scratch_dir("lipsync-cache-")  # this module's own stage and face-track cache
@@ -55,8 +54,8 @@ def run_dub(clip: Path, langs: str, models: Path, out: Path, db: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory) -> Path:
-    return build_lipsync_models(tmp_path_factory.mktemp("lipsync-models"))
+def models(tiny_models_dir) -> Path:
+    return tiny_models_dir
 
 
 @pytest.fixture(scope="module")

@@ -28,11 +28,6 @@ from polydub.translate.local import NLLB_CODES
 from tests.tiny_models import WORDS, build_tiny_marian
 
 
-@pytest.fixture(scope="module")
-def tiny_marian(tmp_path_factory) -> Path:
-    return build_tiny_marian(tmp_path_factory.mktemp("marian"))
-
-
 class RecordingTranslator:
     """Our `Translator` interface in its simplest form: 'translates' by upper-casing,
     records every request, and can be told to fail or to return the wrong line count."""
