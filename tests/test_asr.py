@@ -30,6 +30,7 @@ from polydub.asr.wer import word_error_rate
 from polydub.errors import InputError
 from polydub.job import plan_job
 from polydub.segments import parse_subtitles, read_subtitles
+from tests import inprocess
 from tests.conftest import EXAMPLE
 from tests.probe import ffprobe
 
@@ -48,8 +49,7 @@ def tiny_en() -> Path:
 
 
 def dub(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "polydub.cli", *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return inprocess.dub(*args)  # the process is not tested here
 
 
 def untagged_copy(folder: Path, name: str = "clip.mp4") -> Path:
@@ -61,6 +61,7 @@ def untagged_copy(folder: Path, name: str = "clip.mp4") -> Path:
     return video
 
 
+@pytest.mark.slow
 def test_full_dub_from_recognised_speech(prefect_api, tiny_en, tmp_path):
     """No transcript beside the video: faster-whisper transcribes it, the approved Spanish
     script is voiced by espeak-ng, and the source subtitles match the approved English one."""
@@ -152,6 +153,7 @@ def test_vad_drops_a_line_over_music_only(music_then_speech):
     assert abs(kept[0].start - onset) <= 0.05 and abs(kept[0].end - end) <= 0.2
 
 
+@pytest.mark.slow
 def test_listening_picks_the_transcript_among_sidecars(tiny_en, tmp_path):
     """English, Spanish and French sidecars, none a target, no language tag, no --source-lang:
     the English speech settles that clip.en.srt is the transcript."""
@@ -165,6 +167,7 @@ def test_listening_picks_the_transcript_among_sidecars(tiny_en, tmp_path):
     assert set(plan.translations) == set()  # no German sidecar: de is translated
 
 
+@pytest.mark.slow
 def test_listening_that_cannot_settle_keeps_the_refusal(tiny_en, tmp_path):
     """Only Spanish and French sidecars for English speech: none matches what is said, so
     dub refuses before any work, in one line, as it did before it could listen."""
@@ -253,6 +256,7 @@ def test_vad_splits_a_run_on_line_at_sentence_pauses():
         == "Hello, and welcome"
 
 
+@pytest.mark.slow
 def test_vad_leaves_torch_threads_alone():
     """Importing silero_vad sets torch to one thread process-wide; the other torch stages
     (voices, lip-sync) in the same process must keep theirs."""
@@ -263,6 +267,7 @@ def test_vad_leaves_torch_threads_alone():
     assert out.stdout.strip() == "2"
 
 
+@pytest.mark.slow
 def test_models_verify_loads_a_ctranslate2_whisper(tiny_en, tmp_path):
     (tmp_path / "faster-whisper-tiny.en").symlink_to(tiny_en, target_is_directory=True)
     env = {**os.environ, "DUB_MODELS_DIR": str(tmp_path)}

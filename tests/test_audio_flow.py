@@ -4,15 +4,14 @@ ad) and a tiny random HT-Demucs in the models folder."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from polydub.mix import measure_loudness
+from tests import inprocess
 from tests.conftest import EXAMPLE
 from tests.tiny_models import build_demucs
 
@@ -23,9 +22,7 @@ SOURCE_LUFS = -17.8
 def dub(*args: str, models: Path) -> subprocess.CompletedProcess:
     """`dub` with its own models folder, and a stage cache of this module's own (the other
     whole-job tests count stages run on an empty cache)."""
-    env = {**os.environ, "DUB_MODELS_DIR": str(models), "DUB_CACHE_DIR": str(models.parent / "cache")}
-    return subprocess.run([sys.executable, "-m", "polydub.cli", *args], capture_output=True, text=True,
-                          timeout=600, env=env)
+    return inprocess.dub(*args, env={"DUB_MODELS_DIR": str(models), "DUB_CACHE_DIR": str(models.parent / "cache")})
 
 
 @pytest.fixture(scope="module")

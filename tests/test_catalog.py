@@ -111,6 +111,7 @@ def test_reopening_does_not_migrate_or_duplicate(catalog, catalog_url):
     assert after["alembic_version"] == 1
 
 
+@pytest.mark.slow
 def test_processes_opening_a_new_catalog_together_migrate_once(databases):
     url = databases.new_url()
     content_hash = new_hash()

@@ -1,5 +1,7 @@
-"""A catalog of short ads through the real `dub catalog`, `dub status` and `dub export`:
-Prefect, ffmpeg, espeak-ng, and the catalog on SQLite and on the machine's PostgreSQL.
+"""A catalog of short ads through the real `dub catalog`, `dub status` and `dub export`
+(run in the test process): Prefect, ffmpeg, espeak-ng, and the catalog on SQLite; on the
+machine's PostgreSQL what depends on the database: the same catalog read back the same,
+and two runners at once (real processes).
 
 Three clips cut from the bundled example, each with its approved English script and
 Spanish and French translations, and one item whose translations must come from a
@@ -22,20 +24,36 @@ import yaml
 
 from polydub.cache import file_hash
 from polydub.segments import Segment, read_subtitles, write_subtitles
+from tests import inprocess
 from tests.conftest import EXAMPLE, scratch_dir
-from tests.databases import databases  # noqa: F401 - a fixture
+from tests.databases import Databases, postgres_unreachable
 from tests.probe import ffprobe
 from tests.services import translation_service_down
 
 pytestmark = pytest.mark.slow
-CACHE = {"dir": scratch_dir("catalog-cache-")}  # a new one per database kind (see `ads`)
+CACHE = scratch_dir("catalog-cache-")  # the module's own: its first run does every stage
 CLIPS = {"spot-a": (0.0, 3.0), "spot-b": (3.0, 6.0), "spot-c": (6.0, 9.5)}  # seconds of the example
 LANGS = ("es", "fr")
 
 
-def dub(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "polydub.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "DUB_CACHE_DIR": CACHE["dir"], **(env or {})})
+def dub(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return inprocess.dub(*args, env={"DUB_CACHE_DIR": CACHE, **(env or {})})
+
+
+@pytest.fixture(scope="module")
+def databases(tmp_path_factory) -> Databases:
+    """Fresh SQLite catalogs."""
+    return Databases("sqlite", tmp_path_factory.mktemp("catalogs"))
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """Fresh catalogs on the machine's PostgreSQL, dropped at the end."""
+    if reason := postgres_unreachable():
+        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is unreachable: {reason}")
+    dbs = Databases("postgresql", None)
+    yield dbs
+    dbs.drop_all()
 
 
 def cut_clip(folder: Path, name: str, start: float, end: float) -> Path:
@@ -51,10 +69,8 @@ def cut_clip(folder: Path, name: str, start: float, end: float) -> Path:
 
 
 @pytest.fixture(scope="module")
-def ads(tmp_path_factory, databases) -> Path:
-    """The clips, and a manifest naming them; spot-d has no approved translations. Each
-    database kind starts with an empty stage cache: its first runs do every stage."""
-    CACHE["dir"] = scratch_dir("catalog-cache-")
+def ads(tmp_path_factory) -> Path:
+    """The clips, and a manifest naming them; spot-d has no approved translations."""
     folder = tmp_path_factory.mktemp("ads")
     (folder / "videos").mkdir()
     for name, (start, end) in CLIPS.items():
@@ -97,7 +113,7 @@ def stage_runs(db: str, job: int) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def first(prefect_api, ads, down_service, databases):
-    """The first run of the catalog; everything here runs on SQLite and on PostgreSQL."""
+    """The first run of the catalog, on SQLite."""
     db = databases.new_url()
     # An option given on the command line: later runs, `dub status` and `dub export` given
     # no options judge staleness with it too (were it forgotten, everything would be stale).
@@ -163,8 +179,23 @@ def test_the_delivery_manifest_lists_each_delivered_file(first, ads):
     assert refused.returncode == 2 and "would replace the manifest" in refused.stderr, refused.stderr
 
 
-def test_a_changed_script_makes_exactly_its_language_stale_and_only_it_is_redone(first, ads, down_service):
-    _, db = first
+@pytest.fixture()
+def own_catalog(first, ads, down_service, databases, tmp_path) -> tuple[Path, str]:
+    """A copy of the clips and manifest, caught up in a catalog of its own (every stage is
+    in the stage cache already): for a test that edits its inputs, leaving `ads` as it is."""
+    folder = tmp_path / "ads"
+    shutil.copytree(ads / "videos", folder / "videos")
+    shutil.copy(ads / "ads.yaml", folder / "ads.yaml")
+    db = databases.new_url()
+    result = dub("catalog", str(folder / "ads.yaml"), "--out", str(folder / "out"), "--set", "max_speed=1.25",
+                 "--db", db, "--json", env=down_service)
+    assert result.returncode == 1, result.stderr  # spot-d fails, as in `first`
+    assert {r["status"] for r in json.loads(result.stdout)["rows"] if r["item"] != "spot-d"} == {"dubbed"}
+    return folder, db
+
+
+def test_a_changed_script_makes_exactly_its_language_stale_and_only_it_is_redone(own_catalog, down_service):
+    ads, db = own_catalog
     script = ads / "videos" / "spot-b.es.srt"
     cues = read_subtitles(script)
     write_subtitles([Segment(c.start, c.end, c.text.replace("tiempo", "mucho tiempo")) for c in cues], script)
@@ -190,8 +221,8 @@ def test_a_changed_script_makes_exactly_its_language_stale_and_only_it_is_redone
     assert after[("spot-b", "fr")]["path"] == old["path"]
 
 
-def test_a_changed_source_makes_its_item_stale(first, ads):
-    _, db = first
+def test_a_changed_source_makes_its_item_stale(own_catalog):
+    ads, db = own_catalog
     video = ads / "videos" / "spot-c.mp4"
     louder = ads / "spot-c.louder.mp4"
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(video), "-c:v", "copy", "-af", "volume=1.5",
@@ -219,10 +250,32 @@ def test_manifest_errors_are_reported_per_row_all_at_once(prefect_api, ads, tmp_
 
 
 @pytest.mark.postgres
-def test_two_catalog_runs_at_once_on_postgresql_dub_each_item_once(prefect_api, ads, tmp_path_factory, databases):
-    if databases.kind != "postgresql":
-        pytest.skip("runs once, on PostgreSQL (the SQLite write lock is covered in test_deliveries)")
-    url = databases.new_url()
+def test_the_catalog_on_postgresql_reads_as_on_sqlite(first, ads, down_service, postgres, tmp_path):
+    """The same catalog run into PostgreSQL (its stages cached by now): the same rows,
+    states and delivery list as on SQLite."""
+    _, sqlite_db = first
+    db = postgres.new_url()
+    result = dub("catalog", str(ads / "ads.yaml"), "--out", str(tmp_path / "out"), "--set", "max_speed=1.25",
+                 "--db", db, "--json", env=down_service)
+    assert result.returncode == 1, result.stderr  # spot-d failed
+    rows = {(r["item"], r["language"]): r["status"] for r in json.loads(result.stdout)["rows"]}
+    assert rows == {**{(name, lang): "dubbed" for name in CLIPS for lang in LANGS},
+                    ("spot-d", "es"): "failed", ("spot-d", "fr"): "failed"}
+    states = {key: (c["state"], c.get("why")) for key, c in status(ads, db).items()}
+    assert states == {key: (c["state"], c.get("why")) for key, c in status(ads, sqlite_db).items()}
+    assert len(jobs(db)) == len(jobs(sqlite_db))
+    exported = dub("export", str(ads / "ads.yaml"), "--out", str(tmp_path / "delivery.csv"), "--db", db)
+    assert exported.returncode == 0, exported.stderr
+    listed = list(csv.DictReader((tmp_path / "delivery.csv").open()))
+    assert [(r["item"], r["language"]) for r in listed] == [(name, lang) for name in CLIPS for lang in LANGS]
+    assert all(r["sha256"] == file_hash(r["file"]) for r in listed)
+
+
+@pytest.mark.postgres
+def test_two_catalog_runs_at_once_on_postgresql_dub_each_item_once(prefect_api, ads, tmp_path_factory, postgres):
+    """Two `dub catalog` processes on one PostgreSQL catalog (the SQLite write lock is
+    covered in test_deliveries)."""
+    url = postgres.new_url()
     folder = tmp_path_factory.mktemp("race")
     manifest = {"defaults": {"langs": list(LANGS), "voice": "espeak", "lipsync": "off"},
                 "items": [{"id": name, "input": str(ads / "videos" / f"{name}.mp4")} for name in ("spot-a", "spot-b")]}

@@ -1,10 +1,12 @@
 """Bad usage and bad input: exit status 2, one line naming the problem, nothing produced.
 
-These run the real `dub` command; all of them fail before Prefect is imported.
+These run `dub`'s main in the test process; one test runs the real command to show that
+refusals come before Prefect (or any model library) is imported.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -13,12 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from tests import inprocess
 from tests.conftest import EXAMPLE
 
 
-def dub(*args: str, cwd: Path | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "polydub.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd)
+def dub(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """`dub` in this process: the exit status and the one line are what is checked (that the
+    real command refuses before Prefect is imported: test_refusals_come_before_prefect_is_imported)."""
+    return inprocess.dub(*args, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +105,35 @@ def test_show_unknown_job_exits_2(tmp_path):
     assert result.stderr.strip() == "dub: error: no job 424242 in the catalog"
 
 
+REFUSALS_IN_ONE_PROCESS = """
+import json, sys
+from polydub.cli import main
+codes = [main(args) for args in json.loads(sys.argv[1])]
+print(json.dumps({"codes": codes, "imported": sorted(m for m in ("prefect", "torch", "whisper") if m in sys.modules)}))
+"""
+
+
+@pytest.mark.slow
+def test_refusals_come_before_prefect_is_imported(bad_files, tmp_path):
+    """Bad usage, a bad input file and a hostile sidecar, refused by the real command: exit 2,
+    one line each, and neither Prefect nor a model library was ever imported."""
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(EXAMPLE.read_bytes())
+    (tmp_path / "clip.es.srt").write_text("1\n00:00:01,000 --> 00:00:02,000\n" + "x" * 200 + "\n")
+    cases = [[str(EXAMPLE), "--langs", "es,xx", "--out", str(tmp_path / "o1")],
+             [str(bad_files["truncated"]), "--langs", "es", "--out", str(tmp_path / "o2")],
+             [str(video), "--langs", "es", "--out", str(tmp_path / "o3")]]
+    result = subprocess.run([sys.executable, "-c", REFUSALS_IN_ONE_PROCESS, json.dumps(cases)], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"codes": [2, 2, 2], "imported": []}
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 3 and all(line.startswith("dub: error: ") for line in lines), result.stderr
+    assert "unknown language code 'xx'" in lines[0] and "truncated or corrupt" in lines[1] and "clip.es.srt" in lines[2]
+    assert not any((tmp_path / f"o{n}").exists() for n in (1, 2, 3))
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("command", [["worker", "--pool", "polydub-cpu"], [str(EXAMPLE), "--langs", "es"]])
 def test_an_unreachable_prefect_api_from_the_profile_is_one_line(tmp_path, command):
     """`prefect config set PREFECT_API_URL=...` then the server is down: no private server."""

@@ -6,67 +6,43 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
 from polydub.crash import CTRL_C_REASON
-from polydub.segments import read_subtitles
+from tests import inprocess
 from tests.conftest import EXAMPLE
+from tests.held import start_held
 
 
-
-def dub(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "polydub.cli", *args], capture_output=True, text=True,
-                          timeout=timeout)
+def dub(*args: str) -> subprocess.CompletedProcess:
+    return inprocess.dub(*args)  # reads of the catalog: the process is not what is tested here
 
 
-def long_job(folder: Path, repeats: int) -> list[str]:
-    """The example looped `repeats` times (a job long enough to be caught in the middle;
-    each test its own count, so that no test finds another's stages cached), with
-    approved es/fr translations; the `dub` arguments to run it."""
-    clip = folder / "long.mp4"
-    subprocess.run(["ffmpeg", "-v", "error", "-stream_loop", str(repeats - 1), "-i", str(EXAMPLE), "-c", "copy",
-                    str(clip)], check=True, timeout=120)
+def one_pass_job(folder: Path) -> list[str]:
+    """The example with approved es/fr translations, and a stage cache of its own (every
+    stage runs); the `dub` arguments to run it."""
+    clip = folder / "job.mp4"
+    shutil.copy(EXAMPLE, clip)
     for lang in ("en", "es", "fr"):
-        approved = read_subtitles(EXAMPLE.with_suffix(f".{lang}.srt"))
-        cues = [f"{n}\n00:00:{10 * k + s.start:06.3f} --> 00:00:{10 * k + s.end:06.3f}\n{s.text}\n".replace(".", ",", 2)
-                for n, (k, s) in enumerate(((k, s) for k in range(repeats) for s in approved), 1)]
-        (folder / f"long.{lang}.srt").write_text("\n".join(cues), encoding="utf-8")
+        shutil.copy(EXAMPLE.with_suffix(f".{lang}.srt"), folder / f"job.{lang}.srt")
     return [str(clip), "--langs", "es,fr", "--voice", "espeak", "--out", str(folder / "out"),
             "--db", f"sqlite:///{folder / 'c.db'}"]
 
 
-def start_and_wait_for(args: list[str], db_file: Path, stage: str) -> subprocess.Popen:
-    """Start `dub` in its own process group (as a terminal runs it); return once `stage`
-    is running for some language."""
-    proc = subprocess.Popen([sys.executable, "-m", "polydub.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-        try:
-            with sqlite3.connect(db_file, timeout=1) as conn:
-                if conn.execute("select 1 from stage_runs where stage = ? and status = 'running'",
-                                (stage,)).fetchall():
-                    return proc
-        except sqlite3.OperationalError:
-            continue  # not created yet
-    proc.kill()
-    raise AssertionError(f"the job ended or stalled before {stage}: {proc.communicate()[1][-2000:]}")
-
-
 @pytest.mark.slow
 def test_ctrl_c_records_the_job_and_its_stages_as_interrupted(prefect_api, tmp_path):
-    args = long_job(tmp_path, repeats=3)
+    args = one_pass_job(tmp_path)
     db = args[-1]
-    proc = start_and_wait_for(args, tmp_path / "c.db", "mix")  # mixing takes seconds: caught in it
+    proc = start_held(args, "mix", tmp_path / "held", env={"DUB_CACHE_DIR": str(tmp_path / "cache")},
+                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # caught mixing
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole group
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
@@ -106,6 +82,7 @@ CRASHING_JOB = """
 """
 
 
+@pytest.mark.slow
 def test_a_dead_jobs_flow_run_is_set_to_crashed_by_dub_list(prefect_api, tmp_path):
     from prefect import flow
     from prefect.client.orchestration import get_client
@@ -140,22 +117,19 @@ def test_a_dead_jobs_flow_run_is_set_to_crashed_by_dub_list(prefect_api, tmp_pat
 def test_losing_the_prefect_server_mid_run_does_not_fail_a_finished_dub(tmp_path):
     """dub's own kept server, stopped while the job works: every language is still
     delivered and recorded, dub exits 0 and says what Prefect could not record."""
-    args = long_job(tmp_path, repeats=2)
-    env = {**os.environ, "DUB_HOME": str(tmp_path / "home")}
-    env.pop("PREFECT_API_URL", None)
-    env["PREFECT_CLIENT_MAX_RETRIES"] = "1"  # Prefect's default 5, with backoff, waits a minute more
-    proc = subprocess.Popen([sys.executable, "-m", "polydub.cli", *args, "--json"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    args = one_pass_job(tmp_path)
+    env = {"DUB_HOME": str(tmp_path / "home"), "DUB_CACHE_DIR": str(tmp_path / "cache"),
+           "PREFECT_API_URL": None,  # dub's own server, not the tests'
+           "PREFECT_CLIENT_MAX_RETRIES": "1"}  # Prefect's default 5, with backoff, waits a minute more
+    held = tmp_path / "held"
+    proc = start_held([*args, "--json"], "mix", held, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                      text=True)
     try:
-        deadline = time.monotonic() + 180
-        while not (tmp_path / "c.db").exists() or not sqlite3.connect(tmp_path / "c.db").execute(
-                "select 1 from sqlite_master where name = 'stage_runs'").fetchall() or not sqlite3.connect(
-                tmp_path / "c.db").execute("select 1 from stage_runs where stage = 'mix'").fetchall():
-            assert time.monotonic() < deadline and proc.poll() is None, "the job ended before the server could go"
-            time.sleep(0.2)
-        stopped = subprocess.run([sys.executable, "-m", "polydub.cli", "server", "stop"], env=env,
-                                 capture_output=True, text=True, timeout=60)
+        stopped = subprocess.run([sys.executable, "-m", "polydub.cli", "server", "stop"], capture_output=True,
+                                 text=True, timeout=60,
+                                 env={k: v for k, v in {**os.environ, **env}.items() if v is not None})
         assert stopped.stdout.strip() == "stopped"
+        held.unlink()  # the job goes on without its server
         stdout, stderr = proc.communicate(timeout=300)
     finally:
         proc.kill()
@@ -164,6 +138,6 @@ def test_losing_the_prefect_server_mid_run_does_not_fail_a_finished_dub(tmp_path
     assert "EventsWorker" not in stderr and "Error logging to API" not in stderr  # Prefect's failed sends
     report = json.loads(stdout)
     assert report["status"] == "done" and "not_recorded" in report
-    assert (tmp_path / "out" / "long.es.mp4").exists() and (tmp_path / "out" / "long.fr.mp4").exists()
+    assert (tmp_path / "out" / "job.es.mp4").exists() and (tmp_path / "out" / "job.fr.mp4").exists()
     [row] = json.loads(dub("list", "--db", args[-1], "--json").stdout)
     assert row["status"] == "done" and row["n_outputs"] == 8

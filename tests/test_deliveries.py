@@ -74,6 +74,7 @@ def test_release_returns_rows_to_what_they_were(cat):
     assert not rows["es"].held and not rows["fr"].held
 
 
+@pytest.mark.slow
 def test_runners_claiming_at_once_each_get_an_item_once(cat):
     """Four processes race to claim the same 30 items: every item is held by exactly one.
     They start claiming together, and stay alive until all are done (a claim whose holder

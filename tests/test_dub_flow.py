@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 
 from polydub.segments import read_subtitles
+from tests import inprocess
 from tests.conftest import EXAMPLE, scratch_dir
+from tests.held import start_held
 from tests.probe import ffprobe
 from tests.services import translation_service_down
 
@@ -32,9 +34,9 @@ CACHE = scratch_dir("flow-cache-")
 NOT_RUN = ("lipsync", "separate")  # skipped here: no GPU, no separation weights
 
 
-def dub(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "polydub.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "DUB_CACHE_DIR": CACHE})
+def dub(*args: str) -> subprocess.CompletedProcess:
+    """`dub` in this process (what is checked is what it makes and records)."""
+    return inprocess.dub(*args, env={"DUB_CACHE_DIR": CACHE})
 
 
 
@@ -319,62 +321,38 @@ def test_several_inputs_in_one_command(prefect_api, tmp_path):
 
 
 def test_a_killed_run_loses_nothing_and_resumes(prefect_api, tmp_path):
-    """Kill `dub` in the middle of a job: what finished stays cached, nothing half-done is
-    marked done, `dub list` and `dub show` show the dead job interrupted, and the next run
-    completes it."""
-    import os
+    """Kill `dub` in the middle of a job (held in mixing, its synthesis done): what finished
+    stays cached, nothing half-done is marked done, `dub list` and `dub show` show the dead
+    job interrupted, and the next run completes it."""
     import signal
-    import sqlite3
-    import time
 
     clip = tmp_path / "long.mp4"
-    from polydub.segments import format_time
-
-    loops = 12  # long enough that mixing and assembling outlast the poll below, even on a busy machine
-    subprocess.run(["ffmpeg", "-v", "error", "-stream_loop", str(loops - 1), "-i", str(EXAMPLE), "-c", "copy",
-                    str(clip)], check=True, timeout=120)
-    lines = read_subtitles(EXAMPLE.with_suffix(".en.srt"))
+    shutil.copy(EXAMPLE, clip)
     for lang in ("en", "es", "fr"):
-        approved = read_subtitles(EXAMPLE.with_suffix(f".{lang}.srt"))
-        cues = [f"{n}\n{format_time(10 * k + s.start)} --> {format_time(10 * k + s.end)}\n{s.text}\n"
-                for n, (k, s) in enumerate(((k, s) for k in range(loops) for s in approved), 1)]
-        (tmp_path / f"long.{lang}.srt").write_text("\n".join(cues), encoding="utf-8")
-    assert len(read_subtitles(tmp_path / "long.es.srt")) == loops * len(lines)
-    out, db_file = tmp_path / "out", tmp_path / "c.db"
-    args = [sys.executable, "-m", "polydub.cli", str(clip), "--langs", "es,fr", "--out", str(out),
-            "--db", f"sqlite:///{db_file}"]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                            env={**os.environ, "DUB_CACHE_DIR": CACHE})  # the cache the re-run uses
-    deadline = time.monotonic() + 120
-    done = []
-    while time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-        if db_file.exists():
-            try:
-                with sqlite3.connect(db_file, timeout=1) as conn:
-                    done = conn.execute("select stage from stage_runs where status = 'done'").fetchall()
-            except sqlite3.OperationalError:
-                continue  # tables not created yet
-        if ("synthesize",) in done:
-            break
-    assert proc.poll() is None, "the job finished before it could be interrupted"
+        shutil.copy(EXAMPLE.with_suffix(f".{lang}.srt"), tmp_path / f"long.{lang}.srt")
+    out, db_file, cache_dir = tmp_path / "out", tmp_path / "c.db", tmp_path / "cache"  # every stage runs
+    db = f"sqlite:///{db_file}"
+    args = [str(clip), "--langs", "es,fr", "--out", str(out), "--db", db]
+    proc = start_held(args, "mix", tmp_path / "held", env={"DUB_CACHE_DIR": str(cache_dir)})
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     assert not (out / "long.es.mp4").exists() or (out / "long.es.mp4").stat().st_size > 0
-    [listed] = json.loads(dub("list", "--db", f"sqlite:///{db_file}", "--json").stdout)
+    [listed] = json.loads(dub("list", "--db", db, "--json").stdout)
     assert listed["status"] == "interrupted" and listed["error"].endswith("is gone")
-    shown = dub("show", "1", "--db", f"sqlite:///{db_file}")
+    shown = dub("show", "1", "--db", db)
     assert shown.returncode == 0 and shown.stdout.startswith("job 1: interrupted")
 
-    result = dub(*args[3:], "--json")
+    result = inprocess.dub(*args, "--json", env={"DUB_CACHE_DIR": str(cache_dir)})
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    again = {(r["stage"], r["lang"]): r["status"] for r in stages(report["job"], f"sqlite:///{db_file}")}
+    again = {(r["stage"], r["lang"]): r["status"] for r in stages(report["job"], db)}
     assert again[("probe", None)] == "cached" and again[("transcribe", None)] == "cached"
     assert "cached" in {again[("synthesize", "es")], again[("synthesize", "fr")]}
-    killed = json.loads(dub("show", "1", "--db", f"sqlite:///{db_file}", "--json").stdout)
+    assert "done" in {again[("mix", "es")], again[("mix", "fr")]}  # the held mix was not published
+    killed = json.loads(dub("show", "1", "--db", db, "--json").stdout)
     assert killed["status"] == "interrupted" and killed["error"] == listed["error"]
     assert all(s["status"] in ("done", "interrupted", "skipped") for s in killed["stages"])
+    assert any(s["stage"] == "mix" and s["status"] == "interrupted" for s in killed["stages"])
     assert all(s["error"] == listed["error"] for s in killed["stages"] if s["status"] == "interrupted")
     for lang in ("es", "fr"):
         assert abs(float(ffprobe(out / f"long.{lang}.mp4")["format"]["duration"]) -

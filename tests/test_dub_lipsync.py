@@ -4,18 +4,18 @@ the face is tracked once per video, each language's MP4 carries its own synced v
 from __future__ import annotations
 
 import json
-import os
+import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import EXAMPLE
-from tests.tiny_models import build_lipsync_models
+from tests import inprocess
+from tests.conftest import EXAMPLE, scratch_dir
 
 pytestmark = pytest.mark.slow
+CACHE = scratch_dir("lipsync-cache-")  # this module's own stage and face-track cache
 SECONDS = 3
 LINE = {"en": "Hello, and welcome to our new product.", "es": "Hola, y bienvenidos a nuestro nuevo producto.",
         "fr": "Bonjour et bienvenue dans notre nouveau produit.", "de": "Hallo und willkommen bei unserem neuen Produkt."}
@@ -42,20 +42,36 @@ def clip(tmp_path_factory) -> Path:
     return video
 
 
+LIPSYNC_ENV = {"DUB_LIPSYNC_DEVICE": "cpu", "DUB_LIPSYNC_STEPS": "2"}  # tiny random models: 2 steps show as much as 20
+
+
 def run_dub(clip: Path, langs: str, models: Path, out: Path, db: str) -> dict:
-    env = {**os.environ, "DUB_MODELS_DIR": str(models), "DUB_LIPSYNC_DEVICE": "cpu", "DUB_GPU_LIMIT": "1"}
-    result = subprocess.run([sys.executable, "-m", "polydub.cli", str(clip), "--langs", langs, "--out", str(out),
-                             "--voice", "espeak", "--lipsync", "on", "--db", db, "--json"],
-                            capture_output=True, text=True, timeout=900, env=env)
+    result = inprocess.dub(clip, "--langs", langs, "--out", out, "--voice", "espeak", "--lipsync", "on", "--db", db,
+                           "--json", env={**LIPSYNC_ENV, "DUB_MODELS_DIR": str(models), "DUB_GPU_LIMIT": "1",
+                                          "DUB_CACHE_DIR": CACHE})
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
 
-def test_lipsync_in_the_flow(prefect_api, clip, tmp_path):
-    models = build_lipsync_models(tmp_path / "models")
-    out = tmp_path / "out"
-    db = f"sqlite:///{tmp_path / 'catalog.db'}"
-    report = run_dub(clip, "es,fr", models, out, db)
+@pytest.fixture(scope="module")
+def models(tiny_models_dir) -> Path:
+    return tiny_models_dir
+
+
+@pytest.fixture(scope="module")
+def first(prefect_api, clip, models, tmp_path_factory) -> dict:
+    """One lip-synced dub into es and fr, shared by the tests that read what it made."""
+    folder = tmp_path_factory.mktemp("lipsync-dub")
+    report = run_dub(clip, "es,fr", models, folder / "out", f"sqlite:///{folder / 'catalog.db'}")
+    return {"report": report, "out": folder / "out"}
+
+
+def face_tracks() -> list[Path]:
+    return list((Path(CACHE) / "facetrack").glob("*.npz"))
+
+
+def test_lipsync_in_the_flow(first, clip):
+    report, out = first["report"], first["out"]
     source = frames_of(clip)
     assert len(source) == SECONDS * 25
     for lang in ("es", "fr"):
@@ -73,23 +89,25 @@ def test_lipsync_in_the_flow(prefect_api, clip, tmp_path):
         assert 60 < ys.mean() < 300 and 60 < xs.mean() < 330  # inside the face area of the frame
     es, fr = frames_of(out / "promo.es.mp4"), frames_of(out / "promo.fr.mp4")
     assert np.abs(es - fr).mean() > 0.1  # each language has its own mouth
-    tracks = list((Path(os.environ["DUB_CACHE_DIR"]) / "facetrack").glob("*.npz"))
-    assert len(tracks) == 1
+    assert len(face_tracks()) == 1
 
-    # One more language: its lip-sync reuses the face track; the others are cached.
-    before = tracks[0].stat().st_mtime_ns
-    again = run_dub(clip, "es,fr,de", models, out, db)
-    shown = json.loads(subprocess.run([sys.executable, "-m", "polydub.cli", "show", str(again["job"]), "--db", db,
-                                       "--json"], capture_output=True, text=True, timeout=120).stdout)
+
+def test_one_more_language_reuses_the_face_track(first, clip, models, tmp_path):
+    """Its lip-sync reuses the face track; the languages done before are cached."""
+    (track,) = face_tracks()
+    before = track.stat().st_mtime_ns
+    db = f"sqlite:///{tmp_path / 'catalog.db'}"
+    again = run_dub(clip, "es,fr,de", models, tmp_path / "out", db)
+    shown = json.loads(inprocess.dub("show", again["job"], "--db", db, "--json").stdout)
     lipsync = {s["lang"]: s for s in shown["stages"] if s["stage"] == "lipsync"}
     assert lipsync["es"]["status"] == "cached" and lipsync["fr"]["status"] == "cached"
     assert lipsync["de"]["status"] == "done" and lipsync["de"]["detail"]["track"] == "reused"
-    assert tracks[0].stat().st_mtime_ns == before
-    assert len(frames_of(out / "promo.de.mp4")) == SECONDS * 25
+    assert face_tracks() == [track] and track.stat().st_mtime_ns == before
+    assert len(frames_of(tmp_path / "out" / "promo.de.mp4")) == SECONDS * 25
 
 
-def test_the_gpu_slot_is_a_prefect_global_concurrency_limit(prefect_api):
-    """The lip-sync runs above created the limit on the test server: one slot (no GPU here)."""
+def test_the_gpu_slot_is_a_prefect_global_concurrency_limit(first):
+    """The lip-sync run made the limit on the test server: one slot (no GPU here)."""
     from prefect.client.orchestration import get_client
 
     from polydub.tasks.lipsync import GPU_LIMIT
@@ -99,32 +117,28 @@ def test_the_gpu_slot_is_a_prefect_global_concurrency_limit(prefect_api):
     assert limit.limit == 1 and limit.active_slots == 0  # released after use
 
 
-def test_auto_lipsync_that_fails_still_delivers_the_dub(prefect_api, clip, tmp_path):
+def test_auto_lipsync_that_fails_still_delivers_the_dub(prefect_api, clip, models, tmp_path):
     """--lipsync auto is best effort: a broken checkpoint leaves the video as it was, the
     dub is delivered, and the report and catalog say what failed. With --lipsync on, the
     same failure delivers nothing and exits 1."""
-    models = build_lipsync_models(tmp_path / "models")
-    unet = models / "latentsync-1.5" / "latentsync_unet.pt"
+    broken = shutil.copytree(models, tmp_path / "models")
+    unet = broken / "latentsync-1.5" / "latentsync_unet.pt"
     unet.write_bytes(unet.read_bytes()[:1000])  # an interrupted download
-    env = {**os.environ, "DUB_MODELS_DIR": str(models), "DUB_LIPSYNC_DEVICE": "cpu"}
+    env = {**LIPSYNC_ENV, "DUB_MODELS_DIR": str(broken)}
     db = f"sqlite:///{tmp_path / 'catalog.db'}"
-    base = [sys.executable, "-m", "polydub.cli", str(clip), "--langs", "es", "--voice", "espeak", "--db", db,
-            "--json"]
-    auto = subprocess.run([*base, "--out", str(tmp_path / "auto")], capture_output=True, text=True, timeout=600,
-                          env=env)
+    base = [clip, "--langs", "es", "--voice", "espeak", "--db", db, "--json"]
+    auto = inprocess.dub(*base, "--out", tmp_path / "auto", env=env)
     assert auto.returncode == 0, auto.stderr
     report = json.loads(auto.stdout)
     entry = report["languages"]["es"]
     assert entry["backends"]["lipsync"] == "failed"
     assert "latentsync_unet.pt" in entry["backends"]["lipsync_reason"]
     assert len(frames_of(tmp_path / "auto" / "promo.es.mp4")) == SECONDS * 25
-    runs = {s["stage"]: s for s in json.loads(subprocess.run(
-        [sys.executable, "-m", "polydub.cli", "show", str(report["job"]), "--db", db, "--json"],
-        capture_output=True, text=True, timeout=120).stdout)["stages"]}
+    runs = {s["stage"]: s for s in json.loads(inprocess.dub("show", report["job"], "--db", db, "--json").stdout)[
+        "stages"]}
     assert runs["lipsync"]["status"] == "failed" and "latentsync_unet.pt" in runs["lipsync"]["error"]
 
-    on = subprocess.run([*base, "--lipsync", "on", "--out", str(tmp_path / "on")], capture_output=True, text=True,
-                        timeout=600, env=env)
+    on = inprocess.dub(*base, "--lipsync", "on", "--out", tmp_path / "on", env=env)
     assert on.returncode == 1
     assert json.loads(on.stdout)["languages"]["es"]["status"] == "failed"
     assert not (tmp_path / "on" / "promo.es.mp4").exists()

@@ -14,13 +14,14 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from polydub import cache
+from tests import inprocess
 from tests.conftest import EXAMPLE
+from tests.held import start_held
 from tests.test_cache import flip_byte, small_disk
 
 LANGS = "es,fr"
@@ -31,6 +32,11 @@ def dub(*args: str, cache_dir: Path | None = None, timeout: int = 300) -> subpro
     env = dict(os.environ, COLUMNS="200", **({"DUB_CACHE_DIR": str(cache_dir)} if cache_dir else {}))
     return subprocess.run([sys.executable, "-m", "polydub.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env=env)
+
+
+def run(*args: str, cache_dir: Path | None = None) -> subprocess.CompletedProcess:
+    """`dub` in this process, for the whole-flow tests (what they check is files and records)."""
+    return inprocess.dub(*args, env={"COLUMNS": "200", **({"DUB_CACHE_DIR": str(cache_dir)} if cache_dir else {})})
 
 
 def one_line_error(result: subprocess.CompletedProcess, code: int = 2) -> str:
@@ -52,6 +58,7 @@ def spot(tmp_path) -> Path:
 
 # --- Checked before any work: exit 2, one line, nothing written.
 
+@pytest.mark.slow
 def test_out_that_is_a_file_is_refused(spot, tmp_path):
     taken = tmp_path / "taken"
     taken.write_text("mine")
@@ -61,6 +68,7 @@ def test_out_that_is_a_file_is_refused(spot, tmp_path):
     assert taken.read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_out_in_the_inputs_folder_never_replaces_an_approved_translation(spot):
     approved = spot.with_suffix(".es.srt")
     before = approved.read_bytes()
@@ -69,6 +77,7 @@ def test_out_in_the_inputs_folder_never_replaces_an_approved_translation(spot):
     assert approved.read_bytes() == before and not spot.with_suffix(".es.mp4").exists()
 
 
+@pytest.mark.slow
 def test_out_on_a_read_only_disk_is_refused(spot, tmp_path):
     ro = tmp_path / "ro"
     with small_disk(ro, "1m"):
@@ -80,6 +89,7 @@ def test_out_on_a_read_only_disk_is_refused(spot, tmp_path):
         assert line.endswith(f"catalog {ro}: cannot write in {ro} (read-only file system)")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["out", "cache"])
 def test_a_disk_too_small_for_the_job_is_refused_before_work(spot, tmp_path, where):
     small = tmp_path / "small"
@@ -93,6 +103,7 @@ def test_a_disk_too_small_for_the_job_is_refused_before_work(spot, tmp_path, whe
         assert os.listdir(small) in ([], ["cache"])
 
 
+@pytest.mark.slow
 def test_cache_location_that_is_a_file_is_refused(spot, tmp_path):
     blocker = tmp_path / "cache"
     blocker.write_text("")
@@ -100,6 +111,7 @@ def test_cache_location_that_is_a_file_is_refused(spot, tmp_path):
     assert line.endswith(f"cache folder (DUB_CACHE_DIR) {blocker}: exists as a file")
 
 
+@pytest.mark.slow
 def test_a_name_too_long_for_the_file_system_is_refused(tmp_path):
     video = tmp_path / ("n" * 245 + ".mp4")  # fits; NAME.dubbed.mkv would not (255 bytes at most)
     shutil.copy(EXAMPLE, video)
@@ -137,7 +149,7 @@ def reference(prefect_api, tmp_path_factory) -> dict[str, bytes]:
     root = tmp_path_factory.mktemp("reference")
     for f in EXAMPLE.parent.glob(f"{EXAMPLE.stem}.*"):
         shutil.copy(f, root / f.name)
-    result = dub(str(root / EXAMPLE.name), "--langs", LANGS, "--out", str(root / "out"),
+    result = run(str(root / EXAMPLE.name), "--langs", LANGS, "--out", str(root / "out"),
                  "--db", f"sqlite:///{root / 'c.db'}", cache_dir=root / "cache")
     assert result.returncode == 0, result.stderr
     return deliverables(root / "out")
@@ -148,7 +160,7 @@ def test_damaged_cache_is_rebuilt_and_nothing_delivered_is_touched(reference, sp
     cache_dir, db = tmp_path / "cache", tmp_path / "c.db"
     first, second = tmp_path / "out1", tmp_path / "out2"
     args = [str(spot), "--langs", LANGS, "--db", f"sqlite:///{db}"]
-    assert dub(*args, "--out", str(first), cache_dir=cache_dir).returncode == 0
+    assert run(*args, "--out", str(first), cache_dir=cache_dir).returncode == 0
     assert deliverables(first) == reference
 
     # Damage every kind of entry: changed bytes, a truncated file, a deleted file, a garbled
@@ -169,15 +181,15 @@ def test_damaged_cache_is_rebuilt_and_nothing_delivered_is_touched(reference, sp
     untouched = {k: v for k, v in reference.items() if k != "talking_head.es.srt"}
     assert {k: v for k, v in deliverables(first).items() if k != "talking_head.es.srt"} == untouched
 
-    check = dub("cache", "verify", cache_dir=cache_dir)
+    check = run("cache", "verify", cache_dir=cache_dir)
     assert check.returncode == 1 and check.stdout.count("damaged: ") >= 6, check.stdout
 
-    result = dub(*args, "--out", str(second), cache_dir=cache_dir)
+    result = run(*args, "--out", str(second), cache_dir=cache_dir)
     assert result.returncode == 0, result.stderr
     assert "  video transcribe: cached result was damaged (unreadable completion marker); rebuilt\n" in result.stderr
     assert deliverables(second) == reference  # the edit of an earlier delivery does not leak
     runs = stage_runs(db, job_rows(db)[-1][0])
-    shown = dub("show", str(job_rows(db)[-1][0]), "--db", f"sqlite:///{db}")
+    shown = run("show", str(job_rows(db)[-1][0]), "--db", f"sqlite:///{db}")
     assert "rebuilt: unreadable completion marker" in shown.stdout, shown.stdout
     assert runs[("probe", None)]["rebuilt"] == "asr.wav: missing"
     assert runs[("transcribe", None)]["rebuilt"] == "unreadable completion marker"
@@ -187,62 +199,39 @@ def test_damaged_cache_is_rebuilt_and_nothing_delivered_is_touched(reference, sp
     assert len(synth) == 1 and synth[0]["rebuilt"] == "line0001.wav: missing"
     assert synth[0]["damaged_clips"] == synth[0]["synthesized"] == 3  # no damaged clip was reused
     # The other language's clips were not needed (its synthesis was intact): verify finds them.
-    check = dub("cache", "verify", cache_dir=cache_dir)
+    check = run("cache", "verify", cache_dir=cache_dir)
     assert check.returncode == 1 and check.stdout.count("damaged: ") == 3, check.stdout
-    assert dub("cache", "verify", "--fix", cache_dir=cache_dir).returncode == 0
-    assert dub("cache", "verify", cache_dir=cache_dir).returncode == 0
-
-
-def poll_until(proc: subprocess.Popen, db: Path, cache_dir: Path, stage: str) -> str:
-    """Wait until `stage` is being built (a temporary folder exists) or is done; say which."""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if any(p.name.startswith(".tmp-") for p in (cache_dir / stage).glob(".tmp-*")):
-            return "building"
-        if db.exists():
-            try:
-                with sqlite3.connect(db, timeout=1) as conn:
-                    if conn.execute("select 1 from stage_runs where stage = ? and status = 'done'",
-                                    (stage,)).fetchone():
-                        return "done"
-            except sqlite3.OperationalError:
-                pass  # tables not made yet, or busy
-        time.sleep(0.005)
-    raise AssertionError(f"the run ended before {stage} could be interrupted")
+    assert run("cache", "verify", "--fix", cache_dir=cache_dir).returncode == 0
+    assert run("cache", "verify", cache_dir=cache_dir).returncode == 0
 
 
 @pytest.mark.slow
 def test_sigkill_at_each_stage_then_a_rerun_delivers_the_same_bytes(reference, spot, tmp_path):
     cache_dir, db, out = tmp_path / "cache", tmp_path / "c.db", tmp_path / "out"
-    args = [sys.executable, "-m", "polydub.cli", str(spot), "--langs", LANGS, "--out", str(out),
-            "--db", f"sqlite:///{db}"]
-    env = dict(os.environ, DUB_CACHE_DIR=str(cache_dir))
-    landed = {}
+    args = [str(spot), "--langs", LANGS, "--out", str(out), "--db", f"sqlite:///{db}"]
     for stage in STAGES:  # each run resumes from the last and is killed one stage further on
-        proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
+        proc = start_held(args, stage, tmp_path / f"held-{stage}", env={"DUB_CACHE_DIR": str(cache_dir)})
         try:
-            landed[stage] = poll_until(proc, db, cache_dir, stage)
+            assert list((cache_dir / stage).glob(".tmp-*")), stage  # killed with the stage half-published
         finally:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
         for folder in (cache_dir / stage).iterdir():  # whatever is published is whole
             if not folder.name.startswith(".") and folder.is_dir():
                 assert cache.damage(folder)[1] is None, folder
-    assert "building" in landed.values(), landed  # at least one kill hit a half-built stage
 
-    result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    result = run(*args, cache_dir=cache_dir)
     assert result.returncode == 0, result.stderr
-    assert deliverables(out) == reference, landed
+    assert deliverables(out) == reference
     assert not [p for p in out.iterdir() if p.name.endswith(".part")]
     statuses = [status for _, status, _ in job_rows(db)]
     assert statuses[-1] == "done" and all(s != "running" for s in statuses)
 
-    swept = dub("cache", "gc", "--older-than", "0", cache_dir=cache_dir)
+    swept = run("cache", "gc", "--older-than", "0", cache_dir=cache_dir)
     assert swept.returncode == 0, swept.stderr
     left = [p for p in cache_dir.rglob(".tmp-*")] + [p for p in cache_dir.rglob("*.part")]
     assert left == [], left
-    assert dub("cache", "verify", cache_dir=cache_dir).returncode == 0
+    assert run("cache", "verify", cache_dir=cache_dir).returncode == 0
 
 
 def fill(folder: Path) -> None:
@@ -267,13 +256,13 @@ def test_a_disk_that_fills_mid_run_fails_the_job_with_one_reason(reference, spot
     with small_disk(disk, "96m"):
         out = disk / "out" if where == "out" else tmp_path / "out"
         cache_dir = disk / "cache" if where == "cache" else tmp_path / "cache"
-        args = [sys.executable, "-m", "polydub.cli", str(spot), "--langs", LANGS, "--out", str(out),
-                "--db", f"sqlite:///{db}"]
-        proc = subprocess.Popen(args, env=dict(os.environ, DUB_CACHE_DIR=str(cache_dir)),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        args = [str(spot), "--langs", LANGS, "--out", str(out), "--db", f"sqlite:///{db}"]
+        held = tmp_path / "held"
+        proc = start_held(args, "probe", held, env={"DUB_CACHE_DIR": str(cache_dir)}, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
         try:
-            poll_until(proc, db, cache_dir, "probe")
             fill(disk)  # past the checks before work: the disk fills while the job runs
+            held.unlink()
             _, stderr = proc.communicate(timeout=300)
         finally:
             if proc.poll() is None:
@@ -289,4 +278,4 @@ def test_a_disk_that_fills_mid_run_fails_the_job_with_one_reason(reference, spot
         if where == "out":  # nothing half-delivered: what is there is whole
             for name, data in deliverables(out).items():
                 assert data == reference[name], name
-        assert dub("cache", "verify", cache_dir=cache_dir).returncode == 0  # published entries are whole
+        assert run("cache", "verify", cache_dir=cache_dir).returncode == 0  # published entries are whole

@@ -6,18 +6,19 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from polydub import limits, media
+from tests import inprocess
 from tests.conftest import EXAMPLE
 
 
 def dub(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "polydub.cli", *args], capture_output=True, text=True,
-                          timeout=120, cwd=cwd)
+    """`dub` in this process: the exit status and the one line are what is checked (that the
+    real command refuses before Prefect is imported: test_refusals_come_before_prefect_is_imported)."""
+    return inprocess.dub(*args, cwd=cwd)
 
 
 def cue(n: int, start: str, end: str, text: str) -> str:

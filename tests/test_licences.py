@@ -4,19 +4,17 @@ before any work, and `auto` choices pass over them."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 from polydub.job import plan_job
 from polydub.tts import select_voice
+from tests import inprocess
 from tests.conftest import EXAMPLE
 
 
 def dub(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "polydub.cli", *args], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, **(env or {})})
+    return inprocess.dub(*args, env=env)  # the process is not tested here
 
 
 def test_models_list_shows_each_licence_and_whether_it_allows_commercial_use(tmp_path):

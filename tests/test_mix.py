@@ -120,6 +120,7 @@ def test_unreadable_source_is_a_one_line_error(tmp_path):
         mix(tmp_path / "source.wav", tmp_path / "dub.wav", SPEECH, tmp_path / "mix.wav")
 
 
+@pytest.mark.slow
 def test_by_default_the_mix_matches_the_source_loudness_and_true_peak(tmp_path):
     """A source at -17.8 LUFS (the level of a typical ad) gives a dub at -17.8, not -23:
     switching between the original and the dubbed track keeps the level."""
@@ -149,6 +150,7 @@ def test_delivery_target():
     assert delivery_target(Loudness(-70.0, float("-inf")), None) == Loudness(-23.0, -1.5)  # silence
 
 
+@pytest.mark.slow
 def test_a_separated_background_is_used_as_it_is_under_the_dub(tmp_path):
     """With a separated background (here the ideal one: the source minus its voice) the
     effects in the speech band stay under the dub (ducked only), where the band-cut removes

@@ -283,8 +283,7 @@ def test_a_catalog_handed_to_workers_through_the_deployment(setup, runs, tmp_pat
 
 
 def long_ad(folder: Path, seconds: int = 240) -> Path:
-    """A long, small video with a line every 2 s and its approved Spanish script: a job
-    that takes long enough to be cancelled halfway."""
+    """A small video with a line every 2 s and its approved Spanish script."""
     folder.mkdir(parents=True, exist_ok=True)
     video = folder / "long_ad.mp4"
     subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"testsrc=size=96x64:rate=10:duration={seconds}",
@@ -300,16 +299,17 @@ def long_ad(folder: Path, seconds: int = 240) -> Path:
 def test_a_cancelled_run_is_recorded_as_cancelled(setup, client, runs):
     from prefect.states import Cancelling
 
-    video = long_ad(setup["root"] / "inputs" / "long")
-    run = create_run(client, {"input": str(video), "langs": ["es"], "options": {"voice": "espeak"}})
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # cancel once the job is under way
-        row = catalog_rows(setup).get(str(run.id))
-        if row and row["status"] == "running":
-            break
+    video = long_ad(setup["root"] / "inputs" / "long", seconds=10)
+    held = setup["root"] / "inputs" / "long" / "held"
+    deployment = client.read_deployment_by_name("dub-video/dub-video")
+    run = client.create_flow_run_from_deployment(  # this run only: its process holds in mixing (DUB_TEST_HOLD)
+        deployment.id, parameters={"input": str(video), "langs": ["es"], "options": {"voice": "espeak"}},
+        job_variables={"env": {"DUB_TEST_HOLD": f"mix:{held}"}})
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while not held.exists():  # cancel once the job is under way
+        assert time.monotonic() < deadline, "the job never reached mixing"
         time.sleep(0.2)
-    else:
-        pytest.fail("the long job never started")
+    assert catalog_rows(setup)[str(run.id)]["status"] == "running"
     client.set_flow_run_state(run.id, Cancelling(message="wrong campaign"), force=True)
     final = wait_final(client, [run.id], timeout=120)[run.id]
     assert final.state.type.value == "CANCELLED"

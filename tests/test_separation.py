@@ -19,6 +19,7 @@ def write_source(path, seconds: float, rate: int, channels: int) -> np.ndarray:
     return audio
 
 
+@pytest.mark.slow
 def test_tiny_htdemucs_from_the_models_folder_gives_a_background_in_the_source_format(tmp_path):
     checkpoint = build_demucs(tmp_path / "models" / separate.MODEL_DIR)
     assert separate.locate(tmp_path / "models") == checkpoint
@@ -35,6 +36,7 @@ def test_tiny_htdemucs_from_the_models_folder_gives_a_background_in_the_source_f
     assert np.abs(background - source).max() > 1e-3  # the model ran: not a copy of the source
 
 
+@pytest.mark.slow
 def test_a_two_stem_model_on_a_mono_source(tmp_path):
     checkpoint = build_demucs(tmp_path, sources=("vocals", "other"))
     source = write_source(tmp_path / "source.wav", 2.0, 44_100, channels=1)

@@ -9,10 +9,8 @@ voices, still faintly under the dub, pull against what the pitch checks look for
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +21,7 @@ from polydub.diarize import find_diarizer, label_segments
 from polydub.errors import InputError
 from polydub.segments import Segment, read_subtitles, speakers_of, write_subtitles
 from polydub.tts.cast import VARIANTS, check_speakers, espeak_variant, load_voice_map
+from tests import inprocess
 from tests.pitch import PitchDiarizer, median_f0
 from tests.test_tts import xtts_dir  # noqa: F401 - the tiny XTTS fixture
 
@@ -41,8 +40,7 @@ PITCH_RATIO = 1.5
 
 
 def dub(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "polydub.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+    return inprocess.dub(*args, env=env)  # what is checked is what it makes and says
 
 
 def segments(lang: int, labels: bool) -> list[Segment]:
@@ -187,6 +185,7 @@ def test_diarizer_setting():
             find_diarizer(spec)
 
 
+@pytest.mark.slow
 def test_a_cloning_voice_clones_each_speaker_from_their_own_lines(source, xtts_dir, tmp_path, monkeypatch):
     """With XTTS present, `--voice auto` casts a cloning voice per speaker, each from a
     reference clip cut from that speaker's lines only (and so keyed apart in the cache)."""

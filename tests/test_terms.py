@@ -7,10 +7,8 @@ from __future__ import annotations
 import csv
 import http.server
 import json
-import os
 import shutil
 import subprocess
-import sys
 import threading
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -22,6 +20,7 @@ from polydub.segments import Segment, read_subtitles
 from polydub.storage import Catalog, terms
 from polydub.storage.models import GlossaryTerm
 from polydub.translate.memory import pair_in_time
+from tests import inprocess
 from tests.conftest import EXAMPLE, scratch_dir
 from tests.databases import databases  # noqa: F401 - the fixture
 
@@ -30,8 +29,7 @@ CLIP_SECONDS = 6  # the example's first two lines
 
 
 def dub(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "polydub.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "DUB_CACHE_DIR": CACHE, **(env or {})})
+    return inprocess.dub(*args, env={"DUB_CACHE_DIR": CACHE, **(env or {})})  # the process is not tested here
 
 
 def one_line_error(result: subprocess.CompletedProcess) -> str:

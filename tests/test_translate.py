@@ -28,11 +28,6 @@ from polydub.translate.local import NLLB_CODES
 from tests.tiny_models import WORDS, build_tiny_marian
 
 
-@pytest.fixture(scope="module")
-def tiny_marian(tmp_path_factory) -> Path:
-    return build_tiny_marian(tmp_path_factory.mktemp("marian"))
-
-
 class RecordingTranslator:
     """Our `Translator` interface in its simplest form: 'translates' by upper-casing,
     records every request, and can be told to fail or to return the wrong line count."""
@@ -262,15 +257,26 @@ def test_local_marian_translates_segments_with_glossary(tiny_marian):
     assert not any("\u27e6" in s.text for s in out)
 
 
-def test_local_batches_keep_line_order(tiny_marian, monkeypatch):
+@pytest.fixture(scope="module")
+def distinct_marian(tmp_path_factory) -> Path:
+    """A tiny Marian whose output depends on the words, not only on the length."""
+    return build_tiny_marian(tmp_path_factory.mktemp("marian-distinct"), init_std=1.0)
+
+
+def test_local_batches_keep_line_order(distinct_marian, monkeypatch):
+    """Lines are batched by length: each still gets its own translation, also when two lines
+    are exactly as long (same characters, same tokens: sorting alone cannot order them)."""
     from polydub.translate import local
 
     monkeypatch.setattr(local, "BATCH_SIZE", 2)
-    tr = make_translator("local:" + str(tiny_marian))
-    texts = ["the quick brown fox jumps over the lazy dog", "hello", "share files", "we show"]
-    forward = tr.translate_batch(texts, "en", "es")
-    backward = tr.translate_batch(texts[::-1], "en", "es")
-    assert len(forward) == 4 and forward == backward[::-1]
+    tr = make_translator("local:" + str(distinct_marian))
+    # two pairs of equal length; each pair fills one batch, so nothing is padded and a line
+    # translated alone comes out as it does in its batch
+    texts = ["the quick dog", "plan work", "the brown fox", "the music"]
+    alone = [tr.translate_batch([text], "en", "es")[0] for text in texts]
+    assert alone[0] != alone[2] and alone[1] != alone[3]  # the model tells each pair apart
+    assert tr.translate_batch(texts, "en", "es") == alone
+    assert tr.translate_batch(texts[::-1], "en", "es") == alone[::-1]
 
 
 def test_local_model_is_found_in_the_models_dir(tiny_marian, tmp_path):

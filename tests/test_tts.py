@@ -266,6 +266,7 @@ def xtts_dir(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_auto_clones_with_xtts_from_a_reference_clip(tmp_path, xtts_dir, speech_source):
     models = tmp_path / "models"
     models.mkdir()

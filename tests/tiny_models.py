@@ -60,9 +60,11 @@ WORDS = ("welcome to our product launch today we show the new features of the cl
          "the quick brown fox jumps over the lazy dog while music plays in the background").split()
 
 
-def build_tiny_marian(root: Path) -> Path:
+def build_tiny_marian(root: Path, init_std: float = 0.02) -> Path:
     """A MarianMT with d_model 16 and one layer each way, random weights, saved with its
-    tokenizer files (source.spm, target.spm, vocab.json)."""
+    tokenizer files (source.spm, target.spm, vocab.json). With the usual `init_std` its
+    output depends on little but the input's length; with 1.0 lines of equal length get
+    different translations."""
     import sentencepiece as spm
     import torch
     from transformers import MarianConfig, MarianMTModel, MarianTokenizer
@@ -90,7 +92,7 @@ def build_tiny_marian(root: Path) -> Path:
         encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
         decoder_ffn_dim=32, max_position_embeddings=128, pad_token_id=vocab["<pad>"],
         eos_token_id=vocab["</s>"], decoder_start_token_id=vocab["<pad>"],
-        forced_eos_token_id=vocab["</s>"],
+        forced_eos_token_id=vocab["</s>"], init_std=init_std,
     )
     torch.manual_seed(0)
     out = root / "tiny-marian"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -77,6 +78,7 @@ def run_stage(ctx: JobContext, stage: str, lang: str | None, key: str,
         try:
             with cache.building(stage, key, root) as work:
                 made = build(work)
+                _held_for_tests(stage, lang)
                 result = StageResult(stage, lang, folder, made, "done", getattr(made, "backend", None) or backend,
                                      model_version, label, round(time.perf_counter() - started, 3), rebuilt=damaged)
                 cache.finish(work, cache_record(result))
@@ -100,6 +102,21 @@ def run_stage(ctx: JobContext, stage: str, lang: str | None, key: str,
     emit(stage, lang, "done", result.note)
     _log(stage, lang, "done", result.seconds, result.backend, result.note)
     return result
+
+
+def _held_for_tests(stage: str, lang: str | None) -> None:
+    """For tests only: DUB_TEST_HOLD=STAGE:FILE stops each run of STAGE with its files built but
+    not yet published (the catalog says running) and writes FILE; the stage goes on once
+    FILE is removed, or fails as interrupted on Ctrl-C. A test so stops a job exactly there
+    (to kill it, fill its disk, stop its server) instead of racing a long clip."""
+    held, _, flag = os.environ.get("DUB_TEST_HOLD", "").partition(":")
+    if held != stage or not flag:
+        return
+    Path(flag).write_text(f"{stage} {lang or ''}\n")
+    while Path(flag).exists():
+        if crash.interrupted_at():
+            raise StageError(f"{stage}: stopped while held (DUB_TEST_HOLD)")
+        time.sleep(0.05)
 
 
 def cache_record(result: StageResult) -> dict:

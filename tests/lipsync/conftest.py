@@ -1,4 +1,5 @@
-"""Shared fixtures for the lip-sync tests: a tiny random-weight whisper and a short face clip."""
+"""Shared fixtures for the lip-sync tests: a tiny random-weight whisper (its checkpoint and the
+tiny LatentSync models are built once per run in tests/conftest.py) and a short face clip."""
 
 from __future__ import annotations
 
@@ -12,17 +13,9 @@ import skimage.data
 import whisper
 from whisper.model import Whisper
 
-from tests.tiny_models import build_lipsync_models, build_whisper
-
 CLIP_SIZE = 256  # pixels, square
 CLIP_FRAMES = 50  # 2 s at 25 fps
 BLACK_FRAMES = range(20, 24)  # no face here: must pass through unchanged
-
-
-@pytest.fixture(scope="session")
-def tiny_whisper_path(tmp_path_factory) -> Path:
-    """A whisper checkpoint with random weights, saved as openai-whisper saves its own."""
-    return build_whisper(tmp_path_factory.mktemp("whisper") / "tiny.pt")
 
 
 @pytest.fixture(scope="session")
@@ -69,8 +62,3 @@ def astronaut_clip(tmp_path_factory) -> tuple[Path, np.ndarray]:
     frames = astronaut_frames()
     return encode_frames(frames, tmp_path_factory.mktemp("clip") / "astronaut.mkv"), frames
 
-
-@pytest.fixture(scope="session")
-def tiny_models_dir(tmp_path_factory) -> Path:
-    """A models directory laid out as `dub models pull` writes it, holding tiny random weights."""
-    return build_lipsync_models(tmp_path_factory.mktemp("models"))

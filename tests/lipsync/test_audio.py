@@ -67,6 +67,7 @@ def test_windows_clamp_at_both_ends(features35):
         assert torch.equal(windows[-1, k], features35[t - 1])
 
 
+@pytest.mark.slow
 def test_values_match_a_direct_encoder_run(tiny_whisper, audio35, features35):
     mel = whisper.log_mel_spectrogram(torch.from_numpy(audio35))  # max - 8 floor over the whole file
     first = hooked_states(tiny_whisper, whisper.pad_or_trim(mel[:, :3000], 3000))

@@ -80,6 +80,7 @@ def aligned_landmarks(image: np.ndarray, matrix: np.ndarray, res: int) -> np.nda
     return found[0]
 
 
+@pytest.mark.slow
 def test_the_crop_puts_the_reference_anchors_on_the_template(astronaut):
     res = 256
     track = track_face([astronaut], res)

@@ -74,6 +74,7 @@ def test_ddim_timesteps_match_the_reference():
     assert pipe.timesteps == list(range(951, 0, -50))
 
 
+@pytest.mark.slow
 def test_prepare_faces_shapes_and_mask():
     pipe = LipSyncPipeline(tiny_unet(), tiny_vae(), training_mask())
     faces = aligned_faces()
@@ -94,6 +95,7 @@ def test_prepare_faces_shapes_and_mask():
         pipe.sync(latents, {"es": speech(1)}, pipe.initial_noise(RES // 8, RES // 8), faces)
 
 
+@pytest.mark.slow
 def test_languages_share_one_unet_call_per_step(faces):
     audio = {"es": speech(1), "fr": speech(2), "de": speech(1)}  # de speaks like es
     out, calls = run(faces, audio)
@@ -117,6 +119,7 @@ def test_languages_share_one_unet_call_per_step(faces):
     assert (plain["es"] - out["es"]).abs().max() > 1e-3
 
 
+@pytest.mark.slow
 def test_chunks_batched_together_match_chunks_alone(faces):
     unet = tiny_unet()
     calls = UNetCalls(unet)
@@ -138,6 +141,7 @@ def test_chunks_batched_together_match_chunks_alone(faces):
         pipe.sync_chunks([chunks[0], short], noise)
 
 
+@pytest.mark.slow
 def test_deep_cache_runs_the_full_unet_every_third_step(faces):
     audio = {"es": speech(1), "fr": speech(2)}
     full, full_calls = run(faces, audio, num_steps=4)

@@ -109,6 +109,7 @@ def reference_run(unet, vae, mask_hw: torch.Tensor, faces: torch.Tensor, audio: 
             "decoded": decoded, "composite": composite.clamp(-1, 1)}
 
 
+@pytest.mark.slow
 def test_every_stage_matches_the_reference():
     mask = load_mask(RES)
     pixels = np.ascontiguousarray(((aligned_faces() + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy())
@@ -217,6 +218,7 @@ def frame_ratio(face: np.ndarray) -> float:
     return face.shape[-1] / 256 * 2.8
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("res", [256, 512])
 def test_paste_back_matches_the_reference(res):
     import skimage.data
