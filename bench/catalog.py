@@ -276,8 +276,13 @@ def flow_run_times(api: str, ids: list[str], since: datetime) -> tuple[dict[str,
     from uuid import UUID
 
     from prefect.client.orchestration import SyncPrefectClient
-    from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterId, TaskRunFilter, TaskRunFilterName,
-                                                TaskRunFilterStartTime)
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        TaskRunFilter,
+        TaskRunFilterName,
+        TaskRunFilterStartTime,
+    )
 
     runs, names = {}, {}
     with SyncPrefectClient(api) as client:
@@ -403,7 +408,7 @@ def part_dub(args, folder: Path, manifest: Path, clips: list[Path], env: dict[st
     timed(dub("server", "start"), env)
     api = kept_server(env)
     python_s = min(timed([sys.executable, "-c", "pass"], env)[0] for _ in range(2))
-    import_s = min(timed([sys.executable, "-c", "import polydub.flows.catalog"], env)[0] for _ in range(2))
+    import_s = min(timed([sys.executable, "-c", "import polydub.flows.batch"], env)[0] for _ in range(2))
 
     say(f"baseline: dub run on {k} clips, sequential, cold ...")
     base_env = fresh(env, folder / "baseline")
@@ -459,7 +464,7 @@ def part_dub(args, folder: Path, manifest: Path, clips: list[Path], env: dict[st
     table(f"fixed cost per item: `dub catalog`, warm, {n} items (stage runs: {statuses_text(warm_b['statuses'])})",
           ("part", "seconds", "s per item", "share", "what"), [
               ("python -c pass", python_s, "", "", "interpreter start, best of 2"),
-              ("import polydub.flows.catalog", import_s, "", "", "Prefect and the flows, best of 2"),
+              ("import polydub.flows.batch", import_s, "", "", "Prefect and the flows, best of 2"),
               ("wall", warm_s, warm_s / n, "100%", "every stage a cache hit"),
               ("planning: start to the first job row", warm_b["planning"], "", f"{warm_b['planning'] / warm_s:.0%}",
                "as cold: nothing of it is cached"),
@@ -596,10 +601,10 @@ def synthetic_catalog(folder: Path, items: int, langs: list[str]) -> tuple[Path,
 
 def delivery_rows(url: str, manifest: Path, out: Path) -> list[dict]:
     """A done delivery for every item x language, fingerprinted with its current recipe."""
-    from polydub import staleness
-    from polydub.manifest import load_manifest
+    from polydub.batch import staleness
+    from polydub.batch.manifest import load_manifest
     from polydub.storage import Catalog
-    from polydub.storage.models import utcnow
+    from polydub.storage.tables import utcnow
 
     cat = Catalog(url)
     loaded = load_manifest(manifest)
@@ -624,7 +629,7 @@ def fill(url: str, rows: list[dict]) -> float:
     from sqlalchemy import delete, insert
 
     from polydub.storage import Catalog
-    from polydub.storage.models import Delivery, FileDigest
+    from polydub.storage.tables import Delivery, FileDigest
 
     started = time.perf_counter()
     cat = Catalog(url)
@@ -639,8 +644,8 @@ def fill(url: str, rows: list[dict]) -> float:
 def in_process_status(url: str, manifest: Path) -> dict[str, float]:
     """`dub status MANIFEST`'s work in this process, part by part (what `staleness.assess`
     does, with its digests timed inside the recipes)."""
-    from polydub import staleness
-    from polydub.manifest import load_manifest
+    from polydub.batch import staleness
+    from polydub.batch.manifest import load_manifest
     from polydub.storage import Catalog, deliveries
 
     spent = {"digests": 0.0}
@@ -687,7 +692,7 @@ def in_process_status(url: str, manifest: Path) -> dict[str, float]:
 
 def status_profile(url: str, manifest: Path) -> str:
     """cProfile of `dub status MANIFEST`'s command function in this process: the top costs."""
-    from polydub.catalog_cli import status_cmd
+    from polydub.cli.batch import status_cmd
 
     profile = cProfile.Profile()
     with contextlib.redirect_stdout(io.StringIO()):
@@ -763,8 +768,8 @@ def part_status(args, folder: Path, env: dict[str, str]) -> None:
             results[name] = measure_status(url, manifest, {**env, "DUB_CACHE_DIR": str(folder / "status" / "cache")})
             results[name]["profile"] = status_profile(url, manifest) if median(results[name]["a"][1:]) > 1 else ""
     python_s = min(timed([sys.executable, "-c", "pass"], env)[0] for _ in range(2))
-    import_s = min(timed([sys.executable, "-c", "import polydub.cli, polydub.catalog_cli, polydub.staleness, "
-                          "polydub.manifest, polydub.storage"], env)[0] for _ in range(2))
+    import_s = min(timed([sys.executable, "-c", "import polydub.cli, polydub.cli.batch, polydub.batch.staleness, "
+                          "polydub.batch.manifest, polydub.storage"], env)[0] for _ in range(2))
 
     header = ["measure"]
     for name in results:

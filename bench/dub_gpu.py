@@ -48,12 +48,13 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path[:0] = [str(ROOT), str(BENCH)]
 
+import lipsync_gpu  # noqa: E402  (bench/lipsync_gpu.py: build_models)
 import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
 
-import lipsync_gpu  # noqa: E402  (bench/lipsync_gpu.py: build_models)
-from polydub import assemble, config, fit, languages, media, mix  # noqa: E402
+from polydub import assemble, config, languages, media  # noqa: E402
+from polydub.audio import fit, mix
 from polydub.lipsync import stage  # noqa: E402
 from polydub.options import DEFAULT_LOUDNESS, DEFAULT_MAX_SPEED  # noqa: E402
 from polydub.segments import clip_to, read_subtitles, write_subtitles  # noqa: E402

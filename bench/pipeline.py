@@ -24,7 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from polydub import assemble, fit, languages, media, mix
+from polydub import assemble, languages, media
+from polydub.audio import fit, mix
 from polydub.errors import InputError
 from polydub.options import DEFAULT_LOUDNESS, DEFAULT_MAX_SPEED
 from polydub.segments import Segment, read_subtitles, write_subtitles

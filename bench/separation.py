@@ -35,7 +35,7 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from polydub import mix, separate  # noqa: E402
+from polydub.audio import mix, separate  # noqa: E402
 from polydub.media import SAMPLE_RATE  # noqa: E402
 from polydub.segments import Segment  # noqa: E402
 

@@ -18,7 +18,7 @@ from typing import Callable
 
 from polydub import config
 from polydub.errors import DubError
-from polydub.storage.models import utcnow
+from polydub.storage.tables import utcnow
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,8 @@ def dub(*args: str | Path, env: dict[str, str | None] | None = None, cwd: str | 
     """`dub ARGS` with `env` added to the environment (None removes a variable) and the
     working folder `cwd`, all put back afterwards; a CompletedProcess as subprocess.run
     gives it (`returncode` is what `dub` exits with)."""
-    from polydub import cli, staleness
+    from polydub import cli
+    from polydub.batch import staleness
 
     saved_env, saved_cwd, saved_sigint = dict(os.environ), os.getcwd(), signal.getsignal(signal.SIGINT)
     saved_umask = os.umask(0o022)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from polydub.mix import measure_loudness
+from polydub.audio.mix import measure_loudness
 from tests import inprocess
 from tests.conftest import EXAMPLE
 from tests.tiny_models import build_demucs

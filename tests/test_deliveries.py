@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from polydub.storage import Catalog, deliveries
-from polydub.storage.models import utcnow
+from polydub.storage.tables import utcnow
 from tests.databases import databases  # noqa: F401 - the fixture
 
 SUBPROCESS_TIMEOUT_S = 120

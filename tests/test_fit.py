@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from polydub.audio.fit import GAP, plan_fits, render_dub_track
 from polydub.errors import StageError
-from polydub.fit import GAP, plan_fits, render_dub_track
 from polydub.segments import Segment
 from tests.probe import ffprobe_samples
 

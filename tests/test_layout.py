@@ -73,12 +73,9 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-COMMANDS = ("polydub.cli", "polydub.catalog_cli", "polydub.terms_cli")
-
-
 def layer(module: str) -> int:
     """3 commands, 2 flows (orchestration), 1 tasks (one stage each), 0 the library."""
-    if module in COMMANDS:
+    if module == "polydub.cli" or module.startswith("polydub.cli."):
         return 3
     if module.startswith("polydub.flows"):
         return 2

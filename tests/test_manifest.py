@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from polydub import config, download
+from polydub import config
+from polydub.batch import download
+from polydub.batch.manifest import MAX_ITEMS, ManifestError, load_manifest, plan_items
 from polydub.errors import InputError
-from polydub.manifest import MAX_ITEMS, ManifestError, load_manifest, plan_items
 from polydub.options import make_options
 from tests.conftest import EXAMPLE
 
@@ -315,7 +316,7 @@ def test_size_and_item_limits(clips, tmp_path, monkeypatch):
     assert time.monotonic() - started < 10  # `dub status` reads the whole manifest every time
     write(path, "id,input,langs\n" + rows + f"one-more,{clips}/spot_a.mp4,es\n")
     assert problems_of(path) == [f"ads.csv: more than {MAX_ITEMS} items; split the manifest"]
-    monkeypatch.setattr("polydub.manifest.MAX_MANIFEST_BYTES", MB // 2)
+    monkeypatch.setattr("polydub.batch.manifest.MAX_MANIFEST_BYTES", MB // 2)
     assert problems_of(path) == ["ads.csv: 0.6 MB; a manifest may be at most 0.5 MB"]
 
 

@@ -8,8 +8,8 @@ import pytest
 import soundfile as sf
 from scipy.signal import butter, hilbert, sosfiltfilt
 
+from polydub.audio.mix import Loudness, delivery_target, measure, measure_loudness, mix, suppress_speech
 from polydub.errors import StageError
-from polydub.mix import Loudness, delivery_target, measure, measure_loudness, mix, suppress_speech
 from polydub.segments import Segment
 from tests.probe import ffprobe_samples
 

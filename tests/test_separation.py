@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from polydub import licences, separate
+from polydub import licences
+from polydub.audio import separate
 from polydub.errors import StageError
 from tests.tiny_models import build_demucs
 

@@ -190,8 +190,8 @@ def test_a_cloning_voice_clones_each_speaker_from_their_own_lines(source, xtts_d
     """With XTTS present, `--voice auto` casts a cloning voice per speaker, each from a
     reference clip cut from that speaker's lines only (and so keyed apart in the cache)."""
     from polydub.job import JobPlan
-    from polydub.options import DubOptions
     from polydub.media import extract_audio
+    from polydub.options import DubOptions
     from polydub.storage import Catalog
     from polydub.tasks.common import JobContext, StageResult
     from polydub.tasks.language import cast_voices

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from polydub import staleness
-from polydub.manifest import load_manifest
+from polydub.batch import staleness
+from polydub.batch.manifest import load_manifest
 from polydub.storage import Catalog
 from tests.databases import databases  # noqa: F401 - the fixture
 
@@ -74,8 +74,8 @@ def test_planning_and_staleness_find_the_same_sidecars(tmp_path):
     files, or a changed script would not make its delivery stale."""
     import shutil
 
+    from polydub.batch.manifest import ManifestItem
     from polydub.job import plan_job
-    from polydub.manifest import ManifestItem
     from polydub.options import DubOptions
     from tests.conftest import EXAMPLE
 

@@ -18,7 +18,7 @@ import pytest
 from polydub.errors import InputError
 from polydub.segments import Segment, read_subtitles
 from polydub.storage import Catalog, terms
-from polydub.storage.models import GlossaryTerm
+from polydub.storage.tables import GlossaryTerm
 from polydub.translate.memory import pair_in_time
 from tests import inprocess
 from tests.conftest import EXAMPLE, scratch_dir

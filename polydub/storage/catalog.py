@@ -30,7 +30,7 @@ from polydub.cache import file_hash
 from polydub.config import database_url
 from polydub.errors import InputError
 from polydub.redact import redact
-from polydub.storage.models import (
+from polydub.storage.tables import (
     JOB_STATUSES,
     OUTPUT_KINDS,
     STAGE_STATUSES,

@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from polydub import config
 from polydub.redact import redact
 from polydub.storage.catalog import Catalog, chunks, iso, owner_alive, process_owner, upsert_insert
-from polydub.storage.models import Delivery, FileDigest, ManifestDefaults, utcnow
+from polydub.storage.tables import Delivery, FileDigest, ManifestDefaults, utcnow
 
 HELD = ("queued", "running")
 

@@ -19,7 +19,7 @@ from sqlalchemy import delete, func, select
 from polydub import languages, limits
 from polydub.errors import InputError
 from polydub.storage.catalog import chunks, upsert_insert
-from polydub.storage.models import TM_ORIGINS, GlossaryTerm, TranslationMemoryEntry, utcnow
+from polydub.storage.tables import TM_ORIGINS, GlossaryTerm, TranslationMemoryEntry, utcnow
 
 NO_BRAND = ""
 IN_CHUNK = 500  # keys per IN list: far under SQLite's and PostgreSQL's parameter limits

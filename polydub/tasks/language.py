@@ -312,7 +312,7 @@ def mix_lang(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAudio],
     """Place every line at its source start (sped up only as needed) and mix over the
     background: the separated one when separation ran, else the band-cut source. The mix
     is normalized to the source's loudness and true peak, or to `--loudness`."""
-    from polydub import fit, mix
+    from polydub.audio import fit, mix
 
     separated = background is not None and background.status in ("done", "cached")
     method = "demucs" if separated else "band-cut"

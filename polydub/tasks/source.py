@@ -97,7 +97,7 @@ def prepare_source(ctx: JobContext, plan: JobPlan, source_hash: str) -> StageRes
                             seconds=info.audio_duration)
         import soundfile
 
-        from polydub.mix import measure
+        from polydub.audio.mix import measure
 
         frames = soundfile.info(str(folder / SOURCE_AUDIO)).frames
         level = measure(folder / SOURCE_AUDIO)  # once per video: what the dubs match by default
@@ -113,7 +113,8 @@ def prepare_source(ctx: JobContext, plan: JobPlan, source_hash: str) -> StageRes
 def separate_source(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAudio]) -> StageResult[Separation]:
     """The source's background without its voice (Demucs), when a separation model is in
     the models directory; else skipped, and the mix band-cuts the voice instead."""
-    from polydub import licences, separate
+    from polydub import licences
+    from polydub.audio import separate
 
     checkpoint = separate.locate()
     if checkpoint is None:

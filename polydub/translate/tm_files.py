@@ -59,7 +59,7 @@ def memory_format(path: Path) -> str:
 
 
 def origins() -> tuple[str, ...]:
-    from polydub.storage.models import TM_ORIGINS  # the catalog's modules load only when used
+    from polydub.storage.tables import TM_ORIGINS  # the catalog's modules load only when used
 
     return TM_ORIGINS
 

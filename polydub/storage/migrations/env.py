@@ -10,7 +10,7 @@ from alembic import context
 
 from polydub.config import database_url
 from polydub.storage.catalog import migration_lock, open_engine
-from polydub.storage.models import Base
+from polydub.storage.tables import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -16,7 +16,7 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
-# Frozen copies of the values in models.py at this revision: later edits there must come
+# Frozen copies of the values in tables.py (then models.py) at this revision: later edits there must come
 # with a new migration, never change this one.
 JOB_STATUSES = ("running", "done", "partial", "failed")
 STAGE_STATUSES = ("running", "done", "cached", "skipped", "failed")

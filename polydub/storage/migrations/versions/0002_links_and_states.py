@@ -22,7 +22,7 @@ down_revision = "0001"
 branch_labels = None
 depends_on = None
 
-# Frozen copies of the values in models.py at this revision.
+# Frozen copies of the values in tables.py (then models.py) at this revision.
 OLD_JOB_STATUSES = ("running", "done", "partial", "failed")
 OLD_STAGE_STATUSES = ("running", "done", "cached", "skipped", "failed")
 JOB_STATUSES = ("running", "done", "partial", "failed", "interrupted", "cancelled", "crashed", "rejected")

@@ -28,7 +28,7 @@ down_revision = "0002"
 branch_labels = None
 depends_on = None
 
-# Frozen copies of the values in models.py at this revision.
+# Frozen copies of the values in tables.py (then models.py) at this revision.
 DELIVERY_STATUSES = ("queued", "running", "done", "failed")
 TM_ORIGINS = ("approved", "edited", "imported")
 PATH_LENGTH = 4096

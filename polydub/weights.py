@@ -181,7 +181,7 @@ def verify(name: str, models_dir: Path | None = None) -> str:
         vae = load_vae(root)
         return f"VAE scaling factor {vae.config.scaling_factor}"
     if name == "htdemucs":
-        from polydub import separate
+        from polydub.audio import separate
 
         model = separate.load(root / _spec(name).files[0].path)
         return f"Demucs {type(model).__name__}, stems {', '.join(model.sources)}, {model.samplerate} Hz"

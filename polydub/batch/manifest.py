@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
 
-from polydub import download, languages
+from polydub import languages
+from polydub.batch import download
 from polydub.errors import InputError
 from polydub.job import JobPlan, check_backends, plan_job
 from polydub.options import FLAGS, TEXT_MAX, DubOptions, make_options

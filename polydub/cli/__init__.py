@@ -31,9 +31,9 @@ from rich.console import Console
 from rich.table import Table
 
 from polydub import config
+from polydub.cli.terms import glossary_app, tm_app
 from polydub.errors import DubError, InputError
 from polydub.options import FLAGS, DubOptions, names_a_path
-from polydub.terms_cli import glossary_app, tm_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Dub talking-head videos into many languages, lip-synced, with a catalog.")
@@ -212,7 +212,7 @@ def run_cmd(
 
 def _judge(plan):
     """The catalog's view of a planned job (`staleness.SingleDub`)."""
-    from polydub import staleness
+    from polydub.batch import staleness
     from polydub.storage import shared_catalog
 
     return staleness.judge_single(shared_catalog(config.database_url()), plan)
@@ -228,7 +228,7 @@ def _print_summary(report) -> None:
 
 def _run_flows(plans, options, judged, as_json: bool) -> list:
     """Run each plan's dub_video flow; record its deliveries; their reports."""
-    from polydub import staleness
+    from polydub.batch import staleness
     from polydub.storage import shared_catalog
 
     t0 = time.perf_counter()
@@ -336,7 +336,7 @@ def list_cmd(db: Optional[str] = typer.Option(None, "--db"), as_json: bool = typ
              since: Optional[str] = typer.Option(None, "--since", help="Only jobs created since: 30m, 6h, 2d or an "
                                                  "ISO date/time (UTC).")) -> None:
     """Jobs in the catalog, newest first."""
-    from polydub.storage.models import JOB_STATUSES
+    from polydub.storage.tables import JOB_STATUSES
 
     if status and status not in JOB_STATUSES:
         raise InputError(f"--status must be one of {', '.join(JOB_STATUSES)}, not {status!r}")
@@ -404,9 +404,9 @@ def show_cmd(job: int = typer.Argument(...), db: Optional[str] = typer.Option(No
 def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
     """Known models, their licence (and whether it allows commercial use), and whether they
     are present in the models folder."""
-    from polydub import models
+    from polydub import weights
 
-    rows = models.list_models()
+    rows = weights.list_models()
     if as_json:
         out.print_json(json.dumps(rows, default=str))
         return
@@ -423,13 +423,13 @@ def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
 @models_app.command("pull")
 def models_pull(names: List[str] = typer.Argument(..., help="Model names (see dub models list).")) -> None:
     """Download models into the models folder (resumable, checksummed)."""
-    from polydub import models
+    from polydub import weights
 
     for name in names:
-        if name not in models.REGISTRY:
-            raise InputError(f"unknown model {name!r}; known: {', '.join(models.REGISTRY)}")
+        if name not in weights.REGISTRY:
+            raise InputError(f"unknown model {name!r}; known: {', '.join(weights.REGISTRY)}")
     for name in names:
-        path = models.pull(name, progress=lambda f, done, total: console.print(
+        path = weights.pull(name, progress=lambda f, done, total: console.print(
             f"{name}: {f} {done / 1e6:.1f}/{(total or 0) / 1e6:.1f} MB", end="\r"))
         console.print(f"{name}: {path}")
 
@@ -437,10 +437,10 @@ def models_pull(names: List[str] = typer.Argument(..., help="Model names (see du
 @models_app.command("verify")
 def models_verify() -> None:
     """Load every present model strictly and report."""
-    from polydub import models
+    from polydub import weights
 
     failed = False
-    rows = models.verify_all()
+    rows = weights.verify_all()
     if not rows:
         out.print(f"no models in {config.models_dir()} (dub models pull NAME)")
     for row in rows:
@@ -517,11 +517,11 @@ def worker_cmd(pool: str = typer.Option("polydub-cpu", "--pool", help="polydub-c
     os.execv(sys.executable, args)  # the worker replaces this process: signals reach it directly
 
 
-from polydub import catalog_cli  # noqa: E402 - a manifest's commands, in a module of their own
+from polydub.cli import batch  # noqa: E402 - a manifest's commands, in a module of their own
 
-app.command("catalog")(catalog_cli.catalog_cmd)
-app.command("status")(catalog_cli.status_cmd)
-app.command("export")(catalog_cli.export_cmd)
+app.command("catalog")(batch.catalog_cmd)
+app.command("status")(batch.status_cmd)
+app.command("export")(batch.export_cmd)
 
 # What dub writes (catalog, cache, Prefect's state, deliverables) holds job data and
 # is readable by its owner only; the umask is inherited by the Prefect server and workers.
@@ -586,7 +586,3 @@ def _error(message: str) -> None:
     from polydub.redact import redact
 
     print(f"dub: error: {' '.join(redact(message).split())}", file=sys.stderr)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

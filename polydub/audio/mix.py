@@ -1,7 +1,7 @@
 """Mixing the dub over the source's background, loudness-normalized (EBU R128).
 
 The background is the source's music and effects without its voice: separated by a
-source-separation model when one ran (`separate.py`), else the band-cut fallback, the
+source-separation model when one ran (`audio/separate.py`), else the band-cut fallback, the
 source itself with its speech band and level cut inside the source's speech (short fades,
 untouched elsewhere; the voice's lows and highs stay faintly audible). The dub is set to
 the source's loudness (where the original voice sat), the background is ducked wherever

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from polydub import models
+from polydub import weights as registry
 from polydub.errors import InputError, StageError
-from polydub.models import ModelFile, ModelSpec
+from polydub.weights import ModelFile, ModelSpec
 
 
 class RangeServer:
@@ -92,7 +92,7 @@ def sha(data: bytes) -> str:
 def tiny_model(server, monkeypatch):
     """A two-file model on the local server: a checkpoint with a known sha256 and a
     config without one."""
-    weights = os.urandom(3 * models.CHUNK_BYTES + 12345)
+    weights = os.urandom(3 * registry.CHUNK_BYTES + 12345)
     cfg = json.dumps({"dim": 16}).encode()
     (server.root / "ckpt").mkdir()
     (server.root / "ckpt" / "unet.pt").write_bytes(weights)
@@ -101,14 +101,14 @@ def tiny_model(server, monkeypatch):
         ModelFile(f"{server.url}/ckpt/unet.pt", "ckpt/unet.pt", sha256=sha(weights)),
         ModelFile(f"{server.url}/config.json", "config.json", sha256=None),
     ))
-    monkeypatch.setitem(models.REGISTRY, spec.name, spec)
+    monkeypatch.setitem(registry.REGISTRY, spec.name, spec)
     return spec, weights, cfg
 
 
 def test_pull_downloads_verifies_and_writes_a_manifest(tiny_model, tmp_path):
     spec, weights, cfg = tiny_model
     seen = []
-    root = models.pull("tiny-test", tmp_path / "models", progress=lambda *a: seen.append(a))
+    root = registry.pull("tiny-test", tmp_path / "models", progress=lambda *a: seen.append(a))
     assert root == tmp_path / "models" / "tiny-test"
     assert (root / "ckpt" / "unet.pt").read_bytes() == weights
     assert (root / "config.json").read_bytes() == cfg
@@ -118,16 +118,16 @@ def test_pull_downloads_verifies_and_writes_a_manifest(tiny_model, tmp_path):
     assert seen[-1] == ("config.json", len(cfg), len(cfg))
     assert ("ckpt/unet.pt", len(weights), len(weights)) in seen
     assert not list(root.rglob("*.part"))
-    assert models.is_present("tiny-test", tmp_path / "models")
-    row = next(r for r in models.list_models(tmp_path / "models") if r["name"] == "tiny-test")
+    assert registry.is_present("tiny-test", tmp_path / "models")
+    row = next(r for r in registry.list_models(tmp_path / "models") if r["name"] == "tiny-test")
     assert row["present"] and row["size"] == len(weights) + len(cfg)
     assert row["path"] == str(root)
 
 
 def test_second_pull_downloads_nothing(tiny_model, server, tmp_path):
-    models.pull("tiny-test", tmp_path)
+    registry.pull("tiny-test", tmp_path)
     before = len(server.requests)
-    models.pull("tiny-test", tmp_path)
+    registry.pull("tiny-test", tmp_path)
     assert len(server.requests) == before
 
 
@@ -137,8 +137,8 @@ def test_pull_resumes_a_partial_download_with_a_range_request(tiny_model, server
     (root / "ckpt").mkdir(parents=True)
     cut = len(weights) // 3
     (root / "ckpt" / "unet.pt.part").write_bytes(weights[:cut])
-    assert not models.is_present("tiny-test", tmp_path)
-    models.pull("tiny-test", tmp_path)
+    assert not registry.is_present("tiny-test", tmp_path)
+    registry.pull("tiny-test", tmp_path)
     assert ("/ckpt/unet.pt", f"bytes={cut}-") in server.requests
     assert sha((root / "ckpt" / "unet.pt").read_bytes()) == spec.files[0].sha256
     assert not (root / "ckpt" / "unet.pt.part").exists()
@@ -148,7 +148,7 @@ def test_complete_part_file_is_finished_without_refetching(tiny_model, server, t
     _, weights, _ = tiny_model
     (tmp_path / "tiny-test" / "ckpt").mkdir(parents=True)
     (tmp_path / "tiny-test" / "ckpt" / "unet.pt.part").write_bytes(weights)
-    models.pull("tiny-test", tmp_path)  # the server answers 416 for a range past the end
+    registry.pull("tiny-test", tmp_path)  # the server answers 416 for a range past the end
     assert (tmp_path / "tiny-test" / "ckpt" / "unet.pt").read_bytes() == weights
 
 
@@ -157,20 +157,20 @@ def test_server_ignoring_range_restarts_from_zero(tiny_model, server, tmp_path):
     server.ignore_range = True
     (tmp_path / "tiny-test" / "ckpt").mkdir(parents=True)
     (tmp_path / "tiny-test" / "ckpt" / "unet.pt.part").write_bytes(weights[:1000])
-    models.pull("tiny-test", tmp_path)
+    registry.pull("tiny-test", tmp_path)
     assert (tmp_path / "tiny-test" / "ckpt" / "unet.pt").read_bytes() == weights
 
 
 def test_checksum_mismatch_leaves_no_file(server, tmp_path, monkeypatch):
     (server.root / "bad.pt").write_bytes(b"not the weights you are looking for")
     spec = ModelSpec("bad-test", "", (ModelFile(f"{server.url}/bad.pt", "bad.pt", sha256="0" * 64),))
-    monkeypatch.setitem(models.REGISTRY, spec.name, spec)
+    monkeypatch.setitem(registry.REGISTRY, spec.name, spec)
     with pytest.raises(StageError, match="bad.pt failed its sha256 check") as err:
-        models.pull("bad-test", tmp_path)
+        registry.pull("bad-test", tmp_path)
     assert "\n" not in str(err.value)
     assert not (tmp_path / "bad-test" / "bad.pt").exists()
     assert not (tmp_path / "bad-test" / "bad.pt.part").exists()
-    assert not models.is_present("bad-test", tmp_path)
+    assert not registry.is_present("bad-test", tmp_path)
 
 
 def test_a_published_sha256_prefix_is_checked_like_demucs_does(server, tmp_path, monkeypatch):
@@ -179,19 +179,19 @@ def test_a_published_sha256_prefix_is_checked_like_demucs_does(server, tmp_path,
     data = b"a separation checkpoint"
     (server.root / "good.th").write_bytes(data)
     for name, prefix in (("prefix-ok", sha(data)[:8]), ("prefix-bad", "0" * 8)):
-        monkeypatch.setitem(models.REGISTRY, name, ModelSpec(name, "", (
+        monkeypatch.setitem(registry.REGISTRY, name, ModelSpec(name, "", (
             ModelFile(f"{server.url}/good.th", "good.th", sha256=prefix),)))
-    assert (models.pull("prefix-ok", tmp_path) / "good.th").read_bytes() == data
+    assert (registry.pull("prefix-ok", tmp_path) / "good.th").read_bytes() == data
     with pytest.raises(StageError, match="failed its sha256 check"):
-        models.pull("prefix-bad", tmp_path)
-    assert not models.is_present("prefix-bad", tmp_path)
+        registry.pull("prefix-bad", tmp_path)
+    assert not registry.is_present("prefix-bad", tmp_path)
 
 
 def test_http_error_is_one_line(server, tmp_path, monkeypatch):
     spec = ModelSpec("gone-test", "", (ModelFile(f"{server.url}/missing.pt", "missing.pt"),))
-    monkeypatch.setitem(models.REGISTRY, spec.name, spec)
+    monkeypatch.setitem(registry.REGISTRY, spec.name, spec)
     with pytest.raises(StageError, match=r"gone-test: downloading missing.pt failed: HTTP 404") as err:
-        models.pull("gone-test", tmp_path)
+        registry.pull("gone-test", tmp_path)
     assert "\n" not in str(err.value)
     assert len(server.requests) == 1  # a 404 is not retried
 
@@ -199,21 +199,21 @@ def test_http_error_is_one_line(server, tmp_path, monkeypatch):
 def test_stalled_server_times_out(server, tmp_path, monkeypatch):
     (server.root / "slow.pt").write_bytes(b"x" * 100)
     spec = ModelSpec("slow-test", "", (ModelFile(f"{server.url}/slow.pt", "slow.pt"),))
-    monkeypatch.setitem(models.REGISTRY, spec.name, spec)
-    monkeypatch.setattr(models, "TIMEOUT_S", 0.2)
+    monkeypatch.setitem(registry.REGISTRY, spec.name, spec)
+    monkeypatch.setattr(registry, "TIMEOUT_S", 0.2)
     server.stall_s = 1.0
     started = time.monotonic()
     with pytest.raises(StageError, match="downloading slow.pt failed.*timed out"):
-        models.pull("slow-test", tmp_path)
-    assert time.monotonic() - started < 0.2 * models.DOWNLOAD_ATTEMPTS + 2
-    assert len(server.requests) == models.DOWNLOAD_ATTEMPTS
+        registry.pull("slow-test", tmp_path)
+    assert time.monotonic() - started < 0.2 * registry.DOWNLOAD_ATTEMPTS + 2
+    assert len(server.requests) == registry.DOWNLOAD_ATTEMPTS
 
 
 def test_unknown_model_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="unknown model 'whisper-huge'.*whisper-tiny"):
-        models.pull("whisper-huge", tmp_path)
+        registry.pull("whisper-huge", tmp_path)
     with pytest.raises(InputError):
-        models.model_dir("nope", tmp_path)
+        registry.model_dir("nope", tmp_path)
 
 
 def test_registry_matches_upstream_locations(tmp_path):
@@ -221,22 +221,22 @@ def test_registry_matches_upstream_locations(tmp_path):
 
     expected = {"latentsync-1.5", "latentsync-1.6", "sd-vae-ft-mse", "xtts-v2", "htdemucs", "whisper-tiny",
                 "whisper-base", "whisper-small", "whisper-medium", "whisper-large-v3"}
-    assert expected <= set(models.REGISTRY)
+    assert expected <= set(registry.REGISTRY)
     for size in ("tiny", "base", "small", "medium", "large-v3"):
-        (file,) = models.REGISTRY[f"whisper-{size}"].files
+        (file,) = registry.REGISTRY[f"whisper-{size}"].files
         assert file.url == whisper._MODELS[size]
         assert file.sha256 == whisper._MODELS[size].split("/")[-2] and len(file.sha256) == 64
         assert file.path == f"{size}.pt"
-    latentsync = models.REGISTRY["latentsync-1.5"].files
+    latentsync = registry.REGISTRY["latentsync-1.5"].files
     assert [f.path for f in latentsync] == ["latentsync_unet.pt", "whisper/tiny.pt"]
     assert latentsync[0].url == "https://huggingface.co/ByteDance/LatentSync-1.5/resolve/main/latentsync_unet.pt"
-    (demucs,) = models.REGISTRY["htdemucs"].files  # as demucs.pretrained would fetch "htdemucs"
+    (demucs,) = registry.REGISTRY["htdemucs"].files  # as demucs.pretrained would fetch "htdemucs"
     assert demucs.url == "https://dl.fbaipublicfiles.com/demucs/hybrid_transformer/955717e8-8726e21a.th"
     assert demucs.path == "955717e8-8726e21a.th" and demucs.sha256 == "8726e21a"
-    xtts = {f.path for f in models.REGISTRY["xtts-v2"].files}
+    xtts = {f.path for f in registry.REGISTRY["xtts-v2"].files}
     assert xtts == {"config.json", "model.pth", "vocab.json", "speakers_xtts.pth", "dvae.pth", "mel_stats.pth"}
-    rows = models.list_models(tmp_path)
-    assert {r["name"] for r in rows} == set(models.REGISTRY)
+    rows = registry.list_models(tmp_path)
+    assert {r["name"] for r in rows} == set(registry.REGISTRY)
     assert not any(r["present"] for r in rows) and all(r["size"] == 0 for r in rows)
 
 
@@ -245,7 +245,7 @@ def test_verify_loads_present_models_strictly(tmp_path):
     loads; a UNet whose keys do not match the published config is reported, not hidden."""
     import shutil
 
-    from polydub.models import verify_all
+    from polydub.weights import verify_all
     from tests.tiny_models import build_demucs, build_lipsync_models, build_whisper
 
     build_whisper(tmp_path / "whisper-tiny" / "tiny.pt")

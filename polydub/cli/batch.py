@@ -76,7 +76,7 @@ def given_or_remembered(cat, manifest: Path, langs: str | None, voice: str | Non
 def judged(cat, manifest: Path, langs: str | None, voice: str | None, lipsync: str | None, translator: str | None,
            brand: str | None, settings: list[str] | None):
     """The manifest, loaded with the languages and options its staleness is judged by."""
-    from polydub.manifest import load_manifest
+    from polydub.batch.manifest import load_manifest
 
     return load_manifest(manifest, *given_or_remembered(cat, manifest, langs, voice, lipsync, translator, brand, settings))
 
@@ -103,7 +103,7 @@ def catalog_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the catalog table as JSON."),
 ) -> None:
     """Dub every item x language of MANIFEST that is missing, stale or failed; exit 1 if any fails."""
-    from polydub.manifest import load_manifest
+    from polydub.batch.manifest import load_manifest
 
     config.use_database(db)
     from polydub.storage import Catalog
@@ -121,7 +121,7 @@ def catalog_cmd(
     import logging
 
     from polydub.errors import JobFailed, JobRefused
-    from polydub.flows.catalog import dub_catalog
+    from polydub.flows.batch import dub_catalog
     from polydub.flows.logs import quiet_console_tracebacks
 
     quiet_console_tracebacks(logging.CRITICAL)
@@ -149,7 +149,7 @@ def _print_report(report: dict, seconds: float) -> None:
         for r in worked:
             detail = r["error"] if r["status"] != "dubbed" else r["output"]
             print(f"{r['item']:<{width}}  {r['language']:<6} {r['status']:<18} {detail}")
-    from polydub.flows.catalog import plural_items, summary
+    from polydub.flows.batch import plural_items, summary
 
     counts = summary(report)
 
@@ -168,7 +168,7 @@ def status_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print every cell as JSON."),
 ) -> None:
     """The item x language matrix: done, stale, failed, running, queued or missing."""
-    from polydub import staleness
+    from polydub.batch import staleness
     from polydub.storage import Catalog
 
     if only and only not in ONLY:
@@ -224,7 +224,8 @@ def export_cmd(
     db: Optional[str] = DB,
 ) -> None:
     """A delivery manifest: item, language, file, duration, sha256, job, date of each delivered file."""
-    from polydub import cache, staleness
+    from polydub import cache
+    from polydub.batch import staleness
     from polydub.storage import Catalog
     from polydub.storage.catalog import iso
 

@@ -355,7 +355,7 @@ class SingleDub:
 def judge_single(cat: Catalog, plan) -> SingleDub:
     """What the catalog says of a planned `dub INPUT` job (a `job.JobPlan`): the same
     recipes and staleness as `dub status`, and the delivered files checked byte for byte."""
-    from polydub.manifest import ManifestItem
+    from polydub.batch.manifest import ManifestItem
 
     item = ManifestItem(id=plan.name, where=plan.input, input=plan.input, url=None, langs=list(plan.langs),
                         options=plan.options)
