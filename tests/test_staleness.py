@@ -102,3 +102,22 @@ def test_planning_and_staleness_find_the_same_sidecars(tmp_path):
     assert plan.translations == translations == {"es": str(approved / "spot.ES.srt"), "fr": str(folder / "spot.fr.vtt"),
                                                  "it": str(approved / "it.srt")}
     assert plan.options.transcript == str(folder / "spot.en.srt") and plan.options.transcript in scripts
+
+
+def test_a_delivered_file_gone_before_it_is_recorded_is_not_called_done(catalog_of, tmp_path):
+    from polydub.report import JobReport, LanguageReport
+    from polydub.storage import deliveries
+
+    folder, cat = catalog_of
+    items = load_manifest(folder / "ads.csv", options={"voice": "espeak"}).items
+    judge = staleness.Recipes(cat)
+    recipes = judge.for_items(items)
+    present = tmp_path / "spot-a.es.mp4"
+    present.write_bytes(b"a delivered video")
+    report = JobReport(job=None, languages={"es": LanguageReport(status="done", outputs={"mp4": str(present)}),
+                                            "fr": LanguageReport(status="done", outputs={"mp4": str(tmp_path / "gone.mp4")})})
+    staleness.record_deliveries(cat, "key", "spot-a", ["es", "fr"], recipes, judge.fingerprints, report)
+    rows = {r.lang: r for r in deliveries.records(cat, "key")}
+    assert rows["es"].status == "done" and rows["es"].fingerprint == judge.fingerprints[("spot-a", "es")]
+    assert rows["fr"].status == "failed" and "could not be read" in rows["fr"].error
+

@@ -401,15 +401,20 @@ def _intact_job(cat: Catalog, job_id: int, langs: list[str]) -> tuple[object | N
 def record_deliveries(cat: Catalog, key: str, item: str, langs: list[str], recipes: Mapping, fingerprints: dict,
                       report) -> None:
     """Each of `langs` of a finished job (a `report.JobReport`) as a delivery of `item`
-    under `key`: the file, its sha256 and the recipe it was made from, or why it failed."""
-    from polydub.cache import file_hash
+    under `key`: the file, its sha256 and the recipe it was made from, or why it failed (a
+    file gone by the time it is recorded is not called delivered)."""
+    from polydub.storage.catalog import delivered_digest
 
     for lang in langs:
         entry = report.language(lang)
-        if entry.done:
+        digest = delivered_digest(entry.media)[1] if entry.done and entry.media else None
+        if digest is not None:
             deliveries.finish(cat, key, item, lang, "done", fingerprint=fingerprints[(item, lang)],
                               recipe=recipes[(item, lang)], job_id=report.job, path=entry.media,
-                              duration=report.duration, sha256=file_hash(entry.media))
+                              duration=report.duration, sha256=digest)
+        elif entry.done:
+            deliveries.finish(cat, key, item, lang, "failed", job_id=report.job,
+                              error=f"{entry.media}: the delivered file could not be read after the job")
         else:
             deliveries.finish(cat, key, item, lang, "failed", job_id=report.job,
                               error=entry.error or report.error or "failed")
