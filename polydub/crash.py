@@ -35,6 +35,7 @@ INTERRUPTED_MESSAGE = "dub: interrupted"
 
 _interrupted_at: datetime | None = None
 _said = threading.Event()
+_stopping = threading.Event()
 
 
 # ------------------------------------------------------------------------- heartbeat
@@ -103,6 +104,17 @@ def install_interrupt_handler() -> None:
 def interrupted_at() -> datetime | None:
     """When this process got Ctrl-C, or None."""
     return _interrupted_at
+
+
+def stop_stages() -> None:
+    """The job is ending early (cancelled from Prefect, Ctrl-C): stages that wait or poll
+    give up, so that the process ends now rather than when Prefect's grace period is over."""
+    _stopping.set()
+
+
+def stopping() -> bool:
+    """Whether this process's job is ending early (see `stop_stages`)."""
+    return _stopping.is_set() or _interrupted_at is not None
 
 
 def record_interrupt(catalog, job_id: int) -> None:

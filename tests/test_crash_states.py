@@ -20,6 +20,7 @@ from polydub.crash import CTRL_C_REASON
 from tests import inprocess
 from tests.conftest import EXAMPLE
 from tests.held import start_held
+from tests.prefect_stack import seed_database
 
 
 def dub(*args: str) -> subprocess.CompletedProcess:
@@ -118,6 +119,7 @@ def test_losing_the_prefect_server_mid_run_does_not_fail_a_finished_dub(tmp_path
     """dub's own kept server, stopped while the job works: every language is still
     delivered and recorded, dub exits 0 and says what Prefect could not record."""
     args = one_pass_job(tmp_path)
+    seed_database(tmp_path / "home" / "prefect")  # as a kept server that ran before left it
     env = {"DUB_HOME": str(tmp_path / "home"), "DUB_CACHE_DIR": str(tmp_path / "cache"),
            "PREFECT_API_URL": None,  # dub's own server, not the tests'
            "PREFECT_CLIENT_MAX_RETRIES": "1"}  # Prefect's default 5, with backoff, waits a minute more

@@ -317,7 +317,8 @@ def test_size_and_item_limits(clips, tmp_path, monkeypatch):
     write(path, "id,input,langs\n" + rows + f"one-more,{clips}/spot_a.mp4,es\n")
     assert problems_of(path) == [f"ads.csv: more than {MAX_ITEMS} items; split the manifest"]
     monkeypatch.setattr("polydub.batch.manifest.MAX_MANIFEST_BYTES", MB // 2)
-    assert problems_of(path) == ["ads.csv: 0.6 MB; a manifest may be at most 0.5 MB"]
+    size = path.stat().st_size / MB  # its rows hold the clips' folder, longer in some test runs
+    assert size > 0.55 and problems_of(path) == [f"ads.csv: {size:.1f} MB; a manifest may be at most 0.5 MB"]
 
 
 # ------------------------------------------------------------------------------ URL inputs

@@ -10,7 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 WHISPER_DIMS = dict(n_mels=80, n_audio_ctx=1500, n_audio_state=64, n_audio_head=2, n_audio_layer=4,
-                    n_vocab=51865, n_text_ctx=448, n_text_state=64, n_text_head=2, n_text_layer=2)
+                    n_vocab=51865, n_text_ctx=64, n_text_state=64, n_text_head=2, n_text_layer=2)
 
 
 def build_whisper(path: Path) -> Path:
@@ -115,7 +115,7 @@ TINY_UNET = {
 # whisper tiny's audio width (384) and depth (4 blocks -> 5 states -> 10 x 5 = 50 rows per frame),
 # which the UNet's cross-attention expects; everything else as small as possible
 STAGE_WHISPER_DIMS = dict(n_mels=80, n_audio_ctx=1500, n_audio_state=384, n_audio_head=6, n_audio_layer=4,
-                          n_vocab=51865, n_text_ctx=448, n_text_state=64, n_text_head=2, n_text_layer=1)
+                          n_vocab=51865, n_text_ctx=64, n_text_state=64, n_text_head=2, n_text_layer=1)
 
 
 def build_lipsync_models(root: Path, resolution: int = 64) -> Path:

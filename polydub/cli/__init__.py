@@ -205,7 +205,7 @@ def run_cmd(
     if any(r.not_recorded for r in reports):
         from polydub import crash
 
-        crash.exit_within(EXIT_GRACE_S, int(failed))
+        crash.exit_within(LOST_SERVER_GRACE_S, int(failed))
     if failed:
         raise typer.Exit(1)
 
@@ -526,7 +526,10 @@ app.command("export")(batch.export_cmd)
 # What dub writes (catalog, cache, Prefect's state, deliverables) holds job data and
 # is readable by its owner only; the umask is inherited by the Prefect server and workers.
 FILE_MODE_MASK = 0o077
-EXIT_GRACE_S = 10.0  # after Ctrl-C or losing Prefect, how long threads get to wind down before exit
+EXIT_GRACE_S = 10.0  # after Ctrl-C, how long threads get to wind down before exit
+# After a job whose server went away: what is recorded is recorded; Prefect's queued events
+# and logs cannot reach a server that is gone, and retrying them only delays the exit.
+LOST_SERVER_GRACE_S = 2.0
 WORKER_POLL_S = 2  # seconds between a worker's checks for new runs
 PROBLEMS_SHOWN = 100  # a manifest's problems printed, one line each
 COMMANDS = {"run", "list", "show", "models", "server", "worker", "cache", "catalog", "status", "export", "tm",

@@ -101,6 +101,7 @@ def run_job(plan: JobPlan, run: outcome.RunInfo | None = None) -> JobReport:
     except Exception as exc:
         report.fail(one_line(exc))
     except BaseException as exc:  # cancelled from Prefect (SIGTERM from the worker), Ctrl-C
+        crash.stop_stages()
         stopped = outcome.interruption(exc, run)
         report.error = stopped.reason
         raise

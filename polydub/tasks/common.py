@@ -107,14 +107,14 @@ def run_stage(ctx: JobContext, stage: str, lang: str | None, key: str,
 def _held_for_tests(stage: str, lang: str | None) -> None:
     """For tests only: DUB_TEST_HOLD=STAGE:FILE stops each run of STAGE with its files built but
     not yet published (the catalog says running) and writes FILE; the stage goes on once
-    FILE is removed, or fails as interrupted on Ctrl-C. A test so stops a job exactly there
+    FILE is removed, or fails once the job is stopping (Ctrl-C, a cancelled run). A test so stops a job exactly there
     (to kill it, fill its disk, stop its server) instead of racing a long clip."""
     held, _, flag = os.environ.get("DUB_TEST_HOLD", "").partition(":")
     if held != stage or not flag:
         return
     Path(flag).write_text(f"{stage} {lang or ''}\n")
     while Path(flag).exists():
-        if crash.interrupted_at():
+        if crash.stopping():
             raise StageError(f"{stage}: stopped while held (DUB_TEST_HOLD)")
         time.sleep(0.05)
 
