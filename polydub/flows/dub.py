@@ -17,6 +17,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from polydub import cache, config, crash, media, redact
 from polydub.errors import DubError, InputError, one_line
+from polydub.audio import mix
 from polydub.flows import outcome
 from polydub.flows.logs import quiet_console_tracebacks
 from polydub.job import JobPlan, check_backends, plan_job
@@ -93,6 +94,7 @@ def run_job(plan: JobPlan, run: outcome.RunInfo | None = None) -> JobReport:
     """Run a validated job to the end; return its report (whatever happened to each language)."""
     run = run or outcome.RunInfo()
     started = time.perf_counter()
+    mix.preload()
     job, report = open_job(plan, run)
     stopped: outcome.Stopped | None = None
     heartbeat = crash.start_heartbeat(job.cat, job.id)
@@ -218,8 +220,8 @@ def deliver_languages(plan: JobPlan, job: OpenJob, source: StageResult[SourceAud
             report.languages[lang].error = one_line(exc)
             continue
         outputs = deliverables(plan, assembled[lang])
-        translation, speech, mix = mixed[lang]
-        report.languages[lang] = LanguageReport.delivered(outputs, translation, speech, mix, videos.get(lang), shared)
+        translation, speech, mixdown = mixed[lang]
+        report.languages[lang] = LanguageReport.delivered(outputs, translation, speech, mixdown, videos.get(lang), shared)
         progress.advance(lang, "delivered")
         for kind, path in outputs.items():
             job.cat.add_output(job.id, lang, {"mp4": "video", "m4a": "audio"}.get(kind, kind), path,
