@@ -144,8 +144,11 @@ def check_job(plans: list[JobPlan], db_url: str | None = None, cache_root: Path 
     catalog folder each exist as folders (or can be made), can be written, hold the names,
     and have room for a rough estimate of the jobs. Also removes what killed runs left
     (old temporary files), which may free the room needed."""
+    from polydub.storage import shared_catalog
+
     cache_root = Path(cache_root or config.cache_dir())
     db_url = db_url or config.database_url()
+    shared_catalog(db_url)  # opens (or makes) it: the one refusal of a catalog every command gives
     needs: dict[int, tuple[Path, int]] = {}  # device -> (first folder, bytes), for shared disks
 
     def need(folder: Path, shown: Path, what: str, bytes_: int) -> None:
@@ -168,9 +171,7 @@ def check_job(plans: list[JobPlan], db_url: str | None = None, cache_root: Path 
     need(root, cache_root, "cache folder (DUB_CACHE_DIR)", total_cache)
     if db_url.startswith("sqlite:///"):
         db_file = Path(db_url.removeprefix("sqlite:///"))
-        if db_file.is_dir():
-            raise InputError(f"catalog {db_file}: exists as a folder")
-        need(_existing(db_file.parent, "catalog"), db_file.parent, "catalog", CATALOG_NEED)
+        need(db_file.parent, db_file.parent, "catalog", CATALOG_NEED)  # it opened above: the folder exists
     for folder, bytes_ in needs.values():
         free = shutil.disk_usage(folder).free
         if free < bytes_:

@@ -56,6 +56,16 @@ def status() -> dict | None:
     return info if healthy(info["url"]) else None
 
 
+def server_environment() -> dict[str, str]:
+    """This process's environment less what the kept server must not hold: it outlives this
+    `dub` and serves every later one, so none of polydub's settings (a one-off `--db` URL with
+    its password travels as DUB_DATABASE_URL), no translator key and no other secret."""
+    from polydub.redact import SECRET_ENV
+
+    return {name: value for name, value in os.environ.items()
+            if not name.startswith("DUB_") and not SECRET_ENV.search(name) and name != "PREFECT_API_URL"}
+
+
 def start() -> dict:
     """Start (or find) the kept server; return {'url', 'pid', 'started': bool}."""
     folder = _state_dir()
@@ -66,9 +76,8 @@ def start() -> dict:
             return {**info, "started": False}
         port = _free_port()
         url = f"http://127.0.0.1:{port}/api"
-        env = {**os.environ, "PREFECT_HOME": str(folder), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        env = {**server_environment(), "PREFECT_HOME": str(folder), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                "PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_SERVER_API_PORT": str(port)}
-        env.pop("PREFECT_API_URL", None)
         with open(folder / "server.log", "ab") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],

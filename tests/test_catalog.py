@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -385,6 +386,7 @@ def bad_urls(tmp_path):
         "not a url": "not a database URL",
         f"sqlite:///{not_a_database}": "not a database",
         f"sqlite:///{a_file}/catalog.db": "a-file",
+        f"sqlite:///{tmp_path}": "a folder, not a database file",
     }
 
 
@@ -408,3 +410,27 @@ def test_default_catalog_lives_under_dub_home(tmp_path, monkeypatch):
     catalog.close()
     assert (home / "catalog.db").is_file()
     assert count_rows(f"sqlite:///{home / 'catalog.db'}")["sources"] == 1 == source_id
+
+
+def test_every_entry_point_refuses_an_unusable_catalog_before_any_work(tmp_path):
+    """`dub INPUT`, `dub list`, `dub status` and `dub catalog` all refuse a catalog they
+    cannot open with the same line, exit 2, before Prefect is reached or anything made."""
+    from tests import inprocess
+    from tests.conftest import EXAMPLE
+
+    video = tmp_path / "spot" / EXAMPLE.name
+    video.parent.mkdir()
+    for f in EXAMPLE.parent.glob(f"{EXAMPLE.stem}.*"):
+        shutil.copy(f, video.parent / f.name)
+    manifest = tmp_path / "ads.csv"
+    manifest.write_text(f"id,input,langs\nspot,{video},es\n")
+    out = tmp_path / "out"
+    for url, reason in bad_urls(tmp_path).items():
+        for args in ([str(video), "--langs", "es", "--voice", "espeak", "--out", str(out)], ["list"],
+                     ["status", str(manifest)], ["catalog", str(manifest), "--out", str(out)]):
+            result = inprocess.dub(*args, "--db", url)
+            lines = result.stderr.strip().splitlines()
+            assert result.returncode == 2, (args, url, result.stderr)
+            assert len(lines) == 1 and lines[0].startswith("dub: error: cannot open catalog "), (args, result.stderr)
+            assert reason.lower() in lines[0].lower() and "s3cret" not in result.stderr + result.stdout
+            assert not out.exists(), args  # nothing made

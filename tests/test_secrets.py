@@ -100,3 +100,22 @@ def test_no_secret_anywhere_and_files_are_private(prefect_api, tmp_path, secret_
     for deliverable in (out / "spot.fr.mp4", out / "spot.dubbed.mkv"):
         assert abs(float(ffprobe(deliverable)["format"]["duration"]) - length) <= FRAME, deliverable
     assert (out / "spot.fr.srt").read_text().rstrip().endswith("00:00:10,000\nBye!")
+
+
+def test_the_kept_server_holds_no_catalog_password_or_key(secret_catalog, tmp_path, monkeypatch):
+    """A one-off `--db` with a password reaches the job as DUB_DATABASE_URL; the kept Prefect
+    server that this `dub` starts outlives it and must not inherit it (nor a translator key)."""
+    from polydub import server
+    from tests.prefect_stack import seed_database
+
+    seed_database(tmp_path / "home" / "prefect")  # a kept server that ran before: starts in seconds
+    monkeypatch.setenv("DUB_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DUB_DATABASE_URL", secret_catalog)
+    monkeypatch.setenv("LIBRE_API_KEY", KEY)
+    started = server.start()
+    try:
+        environ = Path(f"/proc/{started['pid']}/environ").read_bytes()
+    finally:
+        assert server.stop()
+    assert started["started"] and PASSWORD.encode() not in environ and KEY.encode() not in environ
+    assert b"PREFECT_HOME=" in environ  # it is the server's environment that was read

@@ -351,6 +351,9 @@ class Catalog:
             except Exception:  # noqa: BLE001
                 revision = None
             return f"its schema revision {revision} is newer than this polydub knows ({exc})"
+        database = self._engine.url.database if self.dialect == "sqlite" else None
+        if database and Path(database).is_dir():  # SQLite says only "unable to open database file"
+            return "a folder, not a database file"
         return one_line(exc)
 
     @property
