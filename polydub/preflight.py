@@ -67,20 +67,27 @@ def provided(plan: JobPlan) -> dict[Path, str]:
     return mine
 
 
-def check_overwrites(plan: JobPlan) -> None:
-    """Refuse a job whose deliverables would replace one of the user's files."""
+def check_overwrites(plan: JobPlan, catalog) -> None:
+    """Refuse a job whose deliverables would replace one of the user's files: one it reads,
+    or any file already at a deliverable's name that no job recorded delivering there (the
+    catalog knows what polydub delivered; those, changed or not, it may replace)."""
     mine = provided(plan)
     out = Path(plan.out_dir)
-    for name in deliverable_names(plan):
-        dest = (out / name).resolve()
+    dests = {name: (out / name).resolve() for name in deliverable_names(plan)}
+    present = {name: dest for name, dest in dests.items() if dest.exists() or dest.is_symlink()}
+    ours = catalog.delivered_paths([str(p) for name, dest in present.items() for p in (dest, out / name)])
+    for name, dest in dests.items():
         what = mine.get(dest)
-        if what is None and dest.exists():
+        if what is None and name in present and dest.exists():
             what = next((w for p, w in mine.items() if p.exists() and os.path.samefile(p, dest)), None)
         if what:
             raise InputError(f"--out {plan.out_dir}: {name} would replace {what} ({dest}); "
                              f"choose another output folder")
         if dest.is_dir():
             raise InputError(f"--out {plan.out_dir}: {name} exists as a folder")
+        if name in present and str(dest) not in ours and str(out / name) not in ours:
+            raise InputError(f"--out {plan.out_dir}: {name} is already there and polydub did not deliver it; "
+                             f"move it or choose another output folder")
 
 
 def estimate(plan: JobPlan) -> Needs:
@@ -109,6 +116,18 @@ def _existing(folder: Path, what: str) -> Path:
         detail = "exists as a file" if probe == folder else f"{probe} is a file, not a folder"
         raise InputError(f"{what} {folder}: {detail}")
     return probe
+
+
+def _lengths_fit(folder: Path, what: str) -> None:
+    """Refuse a folder path that no file system takes (a name over NAME_MAX bytes, a path over
+    PATH_MAX), before anything looks at it: `Path.exists` itself raises on such a name."""
+    folder = folder.expanduser().absolute()
+    for part in folder.parts:
+        if len(part.encode()) > NAME_MAX:
+            raise InputError(f"{what} {str(folder)[:60]}...: the folder name {part[:30]}... is too long "
+                             f"({len(part.encode())} bytes, at most {NAME_MAX})")
+    if len(str(folder).encode()) >= PATH_MAX:
+        raise InputError(f"{what} {str(folder)[:60]}...: the path is too long ({len(str(folder).encode())} bytes)")
 
 
 def _writable(folder: Path, shown: Path, what: str) -> None:
@@ -148,7 +167,10 @@ def check_job(plans: list[JobPlan], db_url: str | None = None, cache_root: Path 
 
     cache_root = Path(cache_root or config.cache_dir())
     db_url = db_url or config.database_url()
-    shared_catalog(db_url)  # opens (or makes) it: the one refusal of a catalog every command gives
+    for plan in plans:
+        _lengths_fit(Path(plan.out_dir), "--out")
+    _lengths_fit(cache_root, "cache folder (DUB_CACHE_DIR)")
+    catalog = shared_catalog(db_url)  # opens (or makes) it: the one refusal of a catalog every command gives
     needs: dict[int, tuple[Path, int]] = {}  # device -> (first folder, bytes), for shared disks
 
     def need(folder: Path, shown: Path, what: str, bytes_: int) -> None:
@@ -161,7 +183,7 @@ def check_job(plans: list[JobPlan], db_url: str | None = None, cache_root: Path 
     cache.sweep(cache_root, extra=tuple(Path(p.out_dir) for p in plans if Path(p.out_dir).is_dir()))
     total_cache = 0
     for plan in plans:
-        check_overwrites(plan)
+        check_overwrites(plan, catalog)
         out = Path(plan.out_dir)
         found = _existing(out, "--out")
         _names_fit(found, deliverable_names(plan), out, "--out")

@@ -150,3 +150,22 @@ def test_an_unreachable_prefect_api_from_the_profile_is_one_line(tmp_path, comma
         f"dub: error: the Prefect API at http://127.0.0.1:9/api (set by Prefect profile 'team' "
         f"({home / 'profiles.toml'})) does not answer; start that server, or change the setting"]
     assert not (tmp_path / "dub-home" / "prefect" / "server.json").exists()  # no private server started
+
+
+def test_an_out_folder_name_no_file_system_takes_is_refused_before_work(tmp_path):
+    """A 300-byte folder name in --out (here or deeper): refused in one line, exit 2, before
+    any work; nothing made in its parent. A catalog path so named is refused as a catalog."""
+    video = tmp_path / "spot" / EXAMPLE.name
+    video.parent.mkdir()
+    for f in EXAMPLE.parent.glob(f"{EXAMPLE.stem}.*"):
+        shutil.copy(f, video.parent / f.name)
+    long_name = "x" * 300
+    for out in (tmp_path / long_name, tmp_path / long_name / "dubs"):
+        result = dub(str(video), "--langs", "es", "--voice", "espeak", "--out", str(out))
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, result.stderr
+        assert lines[0].startswith("dub: error: --out ") and "is too long (300 bytes, at most 255)" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spot"]
+    listed = dub("list", "--db", f"sqlite:///{tmp_path / long_name / 'c.db'}")
+    assert listed.returncode == 2 and listed.stderr.startswith("dub: error: cannot open catalog ")
+    assert "Traceback" not in listed.stderr and "file name too long" in listed.stderr.lower()

@@ -78,6 +78,29 @@ def test_out_in_the_inputs_folder_never_replaces_an_approved_translation(spot):
 
 
 @pytest.mark.slow
+def test_a_file_of_the_users_at_a_deliverables_name_is_never_replaced(spot, tmp_path):
+    """Files polydub did not deliver are refused before any work; what it delivered there
+    (recorded in the catalog) it may replace, for one out folder and one catalog."""
+    out, db = tmp_path / "out", f"sqlite:///{tmp_path / 'c.db'}"
+    out.mkdir()
+    for name in ("talking_head.report.json", "talking_head.es.mp4"):
+        (out / name).write_text("the user's own file")
+        line = one_line_error(dub(str(spot), "--langs", LANGS, "--voice", "espeak", "--out", str(out), "--db", db))
+        assert line.endswith(f"--out {out}: {name} is already there and polydub did not deliver it; "
+                             f"move it or choose another output folder"), line
+        assert (out / name).read_text() == "the user's own file" and sorted(os.listdir(out)) == [name]
+        (out / name).unlink()
+    assert run(str(spot), "--langs", LANGS, "--voice", "espeak", "--out", str(out), "--db", db).returncode == 0
+    (out / "talking_head.fr.srt").write_text("edited after delivery")  # polydub's own file: may be replaced
+    again = run(str(spot), "--langs", LANGS, "--voice", "espeak", "--out", str(out), "--db", db)
+    assert again.returncode == 0, again.stderr
+    assert (out / "talking_head.fr.srt").read_text() != "edited after delivery"  # restored, as delivered
+    other = run(str(spot), "--langs", LANGS, "--voice", "espeak", "--out", str(out),
+                "--db", f"sqlite:///{tmp_path / 'other.db'}")  # a catalog that never delivered there
+    assert other.returncode == 2 and "polydub did not deliver it" in other.stderr
+
+
+@pytest.mark.slow
 def test_out_on_a_read_only_disk_is_refused(spot, tmp_path):
     ro = tmp_path / "ro"
     with small_disk(ro, "1m"):
@@ -86,7 +109,7 @@ def test_out_on_a_read_only_disk_is_refused(spot, tmp_path):
         assert line.endswith(f"--out {ro / 'dubs'}: cannot write in {ro} (read-only file system)")
         line = one_line_error(dub(str(spot), "--langs", LANGS, "--out", str(tmp_path / "o"),
                                   "--db", f"sqlite:///{ro / 'c.db'}"))
-        assert line.endswith(f"catalog {ro}: cannot write in {ro} (read-only file system)")
+        assert line.endswith(f"cannot open catalog sqlite:///{ro / 'c.db'}: cannot write in {ro} (read-only file system)")
 
 
 @pytest.mark.slow
@@ -203,6 +226,11 @@ def test_damaged_cache_is_rebuilt_and_nothing_delivered_is_touched(reference, sp
     assert check.returncode == 1 and check.stdout.count("damaged: ") == 3, check.stdout
     assert run("cache", "verify", "--fix", cache_dir=cache_dir).returncode == 0
     assert run("cache", "verify", cache_dir=cache_dir).returncode == 0
+    # A later job that merely reuses the rebuilt entries has nothing to say about damage.
+    later = run(*args, "--out", str(tmp_path / "out3"), cache_dir=cache_dir)
+    assert later.returncode == 0 and "was damaged" not in later.stderr, later.stderr
+    shown = run("show", str(job_rows(db)[-1][0]), "--db", f"sqlite:///{db}")
+    assert "rebuilt:" not in shown.stdout and not any("rebuilt" in r for r in stage_runs(db, job_rows(db)[-1][0]).values())
 
 
 @pytest.mark.slow

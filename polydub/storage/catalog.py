@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import tempfile
 import threading
 from datetime import datetime
 from pathlib import Path
@@ -352,8 +353,14 @@ class Catalog:
                 revision = None
             return f"its schema revision {revision} is newer than this polydub knows ({exc})"
         database = self._engine.url.database if self.dialect == "sqlite" else None
-        if database and Path(database).is_dir():  # SQLite says only "unable to open database file"
-            return "a folder, not a database file"
+        if database:  # SQLite says only "unable to open database file": say why
+            path = Path(database)
+            try:
+                if path.is_dir():
+                    return "a folder, not a database file"
+                tempfile.TemporaryFile(dir=path.parent).close()
+            except OSError as err:  # a read-only disk, a name too long, ...
+                return f"cannot write in {path.parent} ({os.strerror(err.errno).lower() if err.errno else err})"
         return one_line(exc)
 
     @property
@@ -499,6 +506,14 @@ class Catalog:
                 run.model_version = model_version
             if licence is not None:
                 run.licence = licence
+
+    def delivered_paths(self, paths: list[str]) -> set[str]:
+        """Those of `paths` that some job recorded as a deliverable."""
+        found: set[str] = set()
+        with self._read.begin() as session:
+            for part in chunks(sorted(set(paths))):
+                found.update(session.scalars(select(Output.path).where(Output.path.in_(part)).distinct()))
+        return found
 
     def add_output(self, job_id: int, lang: str | None, kind: str, path: str, duration: float | None = None) -> int:
         """Record a deliverable (`lang` None for the multi-track file), with its size and

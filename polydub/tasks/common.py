@@ -68,6 +68,7 @@ def run_stage(ctx: JobContext, stage: str, lang: str | None, key: str,
         if hit is not None:
             result = StageResult(stage, lang, folder, made, "cached", hit.get("backend", backend),
                                  hit.get("model_version", model_version), label)
+            hit.pop("rebuilt", None)  # entries written before the rebuild note left the record
             cat.finish_stage(run_id, "cached", detail=_detail(hit), backend=result.backend,
                              model_version=result.model_version)
             emit(stage, lang, "cached")
@@ -97,7 +98,8 @@ def run_stage(ctx: JobContext, stage: str, lang: str | None, key: str,
             if isinstance(exc, DubError) or not isinstance(exc, Exception):
                 raise
             raise StageError(f"{stage}{' ' + lang if lang else ''}: {one_line(exc)}") from exc
-    cat.finish_stage(run_id, "done", detail=_detail(cache_record(result)), backend=result.backend,
+    rebuilt = {"rebuilt": result.rebuilt} if result.rebuilt else {}  # this run's news, not the entry's
+    cat.finish_stage(run_id, "done", detail=_detail({**cache_record(result), **rebuilt}), backend=result.backend,
                      model_version=result.model_version)
     emit(stage, lang, "done", result.note)
     _log(stage, lang, "done", result.seconds, result.backend, result.note)
@@ -123,8 +125,7 @@ def cache_record(result: StageResult) -> dict:
     """What the cache keeps of a run beside its files (flat: the output's fields and how it
     was made)."""
     made = asdict(result.output) if result.output is not None else {}
-    return {**made, "backend": result.backend, "model_version": result.model_version, "seconds": result.seconds,
-            **({"rebuilt": result.rebuilt} if result.rebuilt else {})}
+    return {**made, "backend": result.backend, "model_version": result.model_version, "seconds": result.seconds}
 
 
 def _label(stage: str, lang: str | None) -> str:
