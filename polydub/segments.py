@@ -188,11 +188,10 @@ def check_cues(path: str | Path, segments: list[Segment], duration: float) -> No
 def read_subtitles(path: str | Path) -> list[Segment]:
     """Read an SRT/VTT file; a malformed file is an `InputError` naming it."""
     path = Path(path)
+    data = limits.read_bounded(path, limits.MAX_SUBTITLE_BYTES, "subtitle")  # a regular file, bounded
     try:
-        if path.stat().st_size > limits.MAX_SUBTITLE_BYTES:
-            raise ValueError(f"larger than {limits.MAX_SUBTITLE_BYTES // 2**20} MB")
-        return parse_subtitles(path.read_text(encoding="utf-8-sig"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return parse_subtitles(data.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError) as exc:
         raise InputError(f"{path}: not a readable SRT/VTT subtitle file ({exc})") from None
 
 

@@ -14,7 +14,7 @@ import json
 import re
 from pathlib import Path
 
-from polydub import cache
+from polydub import cache, limits
 from polydub.errors import InputError
 
 # Brackets no subtitle uses and translators pass through as punctuation.
@@ -29,10 +29,11 @@ def load_glossary(path: str | Path) -> dict[str, str]:
     (`{"term": "translation"}`). Blank lines and lines starting with `#` are skipped; a
     missing or empty translation means keep the term verbatim."""
     path = Path(path)
+    data = limits.read_bounded(path, limits.MAX_GLOSSARY_FILE_BYTES, "glossary")
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read glossary ({exc})") from None
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: cannot read glossary (not UTF-8 text at byte {exc.start})") from None
     if path.suffix.lower() == ".json":
         return _from_json(path, text)
     delimiter = "," if path.suffix.lower() == ".csv" else "\t"
@@ -72,7 +73,7 @@ def glossary_for(glossary: str | None, lang: str) -> Path | None:
     if not glossary:
         return None
     path = Path(glossary)
-    if path.is_file():
+    if not path.is_dir():  # a FIFO or device too: refused by name when read, never skipped
         return path
     return next((path / f"{lang}{ext}" for ext in (".tsv", ".csv", ".json") if (path / f"{lang}{ext}").is_file()),
                 None)
