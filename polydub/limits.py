@@ -32,7 +32,7 @@ MAX_GLOSSARY_FILE_BYTES = 4 * 1024 * 1024  # 10,000 terms of 200 characters each
 MAX_TM_FILE_BYTES = 64 * 1024 * 1024  # a translation memory file (CSV or TMX) to import
 MAX_TM_ENTRIES = 100_000  # lines per import; a brand's whole ad catalog has far fewer
 MAX_XML_DEPTH = 32  # element nesting in a TMX file (tmx/body/tu/tuv/seg and inline markup)
-MAX_XML_ELEMENTS = 2_000_000  # elements in a TMX file: ~10 per entry, MAX_TM_ENTRIES entries, and markup
+MAX_XML_ELEMENTS = 1_000_000  # in a TMX file: 7 per entry (tu, 2 prop, 2 tuv, 2 seg) of MAX_TM_ENTRIES, and markup
 MAX_YAML_NODES = 1_000_000  # values in a YAML file, aliases expanded: 10,000 items of ~30 fields each
 MAX_YAML_CHARS = 64 * 1024 * 1024  # characters of its scalars, aliases expanded
 MAX_SHOWN_CHARS = 80  # of a value quoted in a message
@@ -100,23 +100,25 @@ def read_bounded(path: str | Path, limit: int, what: str, name: object = None) -
     return b"".join(chunks)
 
 
-def shown(value: object, limit: int = MAX_SHOWN_CHARS) -> str:
-    """`repr(value)` for a message, at most about `limit` characters, built without
-    rendering the whole value (a YAML alias can make a list of millions)."""
+def shown(value: object, limit: int = MAX_SHOWN_CHARS, depth: int = 3) -> str:
+    """`repr(value)` for a message, at most about `limit` characters and `depth` levels of
+    lists, built without rendering the whole value (a YAML alias can make a list of millions)."""
     if isinstance(value, str):
         return repr(value[:limit]) + ("..." if len(value) > limit else "")
     if isinstance(value, (list, tuple, dict)):
+        brackets = "{}" if isinstance(value, dict) else "[]" if isinstance(value, list) else "()"
+        if depth <= 0:
+            return brackets[0] + "..." + brackets[1]
         parts, used = [], 0
-        items = (f"{shown(k, limit)}: {shown(v, limit)}" for k, v in value.items()) if isinstance(value, dict) \
-            else (shown(v, limit) for v in value)
+        items = ((f"{shown(k, limit, depth - 1)}: {shown(v, limit, depth - 1)}" for k, v in value.items())
+                 if isinstance(value, dict) else (shown(v, limit, depth - 1) for v in value))
         for part in items:
             if used + len(part) > limit:
                 parts.append("...")
                 break
             parts.append(part)
             used += len(part) + 2
-        opening, closing = ("{", "}") if isinstance(value, dict) else ("[", "]") if isinstance(value, list) else ("(", ")")
-        return opening + ", ".join(parts) + closing
+        return brackets[0] + ", ".join(parts) + brackets[1]
     text = repr(value)
     return text[:limit] + ("..." if len(text) > limit else "")
 

@@ -142,6 +142,8 @@ def parse_subtitles(text: str) -> list[Segment]:
         if end < start:
             raise ValueError(f"cue {n} ends before it starts: {lines[idx].strip()!r}")
         body = [ln.strip() for ln in lines[idx + 1:]]
+        if any("\0" in ln for ln in body):  # a NUL is no speech, and stored it breaks the catalog's text
+            raise ValueError(f"cue {n} holds a NUL character")
         voice = _VOICE.search(" ".join(body))  # one speaker per cue: the first voice span's
         body = [_TAG.sub("", ln).strip() for ln in body]
         body = [ln for ln in body if ln]

@@ -160,3 +160,53 @@ def test_a_special_glossary_for_a_dub_is_refused_not_skipped(tmp_path, kind):
                                   "--db", f"sqlite:///{tmp_path / 'c.db'}")
     assert refused(result).startswith(f"dub: error: {path}: not a regular file")
     assert seconds < SECONDS * 3 and not out.exists()
+
+
+# ------------------------------------------------------------ element floods, NULs
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_tmx_of_empty_elements_is_refused_by_count_not_only_bytes(tmp_path):
+    """A few MB of <a/> would be millions of elements (gigabytes as a tree): refused at
+    limits.MAX_XML_ELEMENTS, in bounded time and memory."""
+    from polydub import limits
+
+    path = tmp_path / "flood.tmx"
+    path.write_text('<tmx version="1.4"><header srclang="en"/><body>' + "<a/>" * (limits.MAX_XML_ELEMENTS + 10)
+                    + "</body></tmx>")
+    assert path.stat().st_size < limits.MAX_TM_FILE_BYTES
+    result, seconds, growth = measured("tm", "import", path, "--db", f"sqlite:///{tmp_path / 'c.db'}")
+    line = refused(result)
+    assert line.startswith(f"dub: error: {path}:1: more than {limits.MAX_XML_ELEMENTS:,} elements"), line
+    assert seconds < 60 and growth < 2 * MAX_GROWTH_KB, (seconds, growth)
+
+
+def test_a_nul_in_a_glossary_term_is_refused(tmp_path):
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    (tmp_path / "terms.tsv").write_text("Acme\x00Cloud\tAcme\n")
+    line = refused(inprocess.dub("glossary", "import", tmp_path / "terms.tsv", "--lang", "es", "--db", db))
+    assert line == f"dub: error: {tmp_path / 'terms.tsv'}: term 'Acme\\x00Cloud' holds a NUL character", line
+    (tmp_path / "terms.json").write_text('{"Acme": "A\\u0000"}')
+    line = refused(inprocess.dub("glossary", "import", tmp_path / "terms.json", "--lang", "es", "--db", db))
+    assert line.endswith("terms.json: term 'Acme' holds a NUL character"), line
+    assert "no glossaries" in inprocess.dub("glossary", "list", "--db", db).stdout
+
+
+def test_a_nul_in_a_tm_line_is_refused(tmp_path):
+    path = tmp_path / "memory.csv"
+    path.write_text("source_lang,target_lang,source,target\nen,es,Hello.,Hola\x00.\n")
+    line = refused(inprocess.dub("tm", "import", path, "--db", f"sqlite:///{tmp_path / 'c.db'}"))
+    assert line == f"dub: error: {path}:2: a line holds a NUL character", line
+
+
+def test_a_nul_in_a_subtitle_cue_is_refused_before_work(tmp_path):
+    video = tmp_path / "clip.mp4"
+    shutil.copy(EXAMPLE, video)
+    shutil.copy(EXAMPLE.with_suffix(".en.srt"), tmp_path / "clip.en.srt")
+    (tmp_path / "clip.es.srt").write_text("1\n00:00:00,500 --> 00:00:02,000\nHola.\n\n"
+                                          "2\n00:00:02,500 --> 00:00:04,000\nAdi\x00os.\n")
+    out = tmp_path / "out"
+    line = refused(inprocess.dub(video, "--langs", "es", "--out", out, "--db", f"sqlite:///{tmp_path / 'c.db'}"))
+    assert line.startswith(f"dub: error: {tmp_path / 'clip.es.srt'}") and "cue 2 holds a NUL character" in line
+    assert not out.exists()
