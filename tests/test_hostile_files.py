@@ -210,3 +210,13 @@ def test_a_nul_in_a_subtitle_cue_is_refused_before_work(tmp_path):
     line = refused(inprocess.dub(video, "--langs", "es", "--out", out, "--db", f"sqlite:///{tmp_path / 'c.db'}"))
     assert line.startswith(f"dub: error: {tmp_path / 'clip.es.srt'}") and "cue 2 holds a NUL character" in line
     assert not out.exists()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_special_file_as_the_input_is_refused(tmp_path, kind):
+    path = hostile(kind, tmp_path / "clip.mp4")
+    result, seconds, _ = measured(path, "--langs", "es", "--out", tmp_path / "out",
+                                  "--db", f"sqlite:///{tmp_path / 'c.db'}")
+    assert refused(result).startswith(f"dub: error: {path}: not a regular file")
+    assert seconds < SECONDS and not (tmp_path / "out").exists()

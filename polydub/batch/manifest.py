@@ -356,8 +356,10 @@ def _local_file(value: str, base: Path) -> tuple[str, str | None]:
         return path, f"{path}: no such file"
     except OSError as exc:  # a name too long, a loop of links
         return path, f"{path}: {exc.strerror or exc}"
-    if not stat.S_ISREG(mode):
+    if stat.S_ISDIR(mode):
         return path, f"{path}: is a folder, not a media file"
+    if not stat.S_ISREG(mode):  # a FIFO or device: probing it would wait or read without end
+        return path, f"{path}: not a regular file; an input must be a media file"
     return path, None
 
 
