@@ -220,3 +220,16 @@ def test_a_special_file_as_the_input_is_refused(tmp_path, kind):
                                   "--db", f"sqlite:///{tmp_path / 'c.db'}")
     assert refused(result).startswith(f"dub: error: {path}: not a regular file")
     assert seconds < SECONDS and not (tmp_path / "out").exists()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("option, name", [("--transcript", "script.srt"), ("--voices", "voices.yaml")])
+def test_a_fifo_named_by_an_option_is_refused(tmp_path, option, name):
+    video = tmp_path / "clip.mp4"
+    shutil.copy(EXAMPLE, video)
+    shutil.copy(EXAMPLE.with_suffix(".en.srt"), tmp_path / "clip.en.srt")
+    path = hostile("fifo", tmp_path / name)
+    result, seconds, _ = measured(video, "--langs", "es", option, path, "--voice", "espeak", "--out", tmp_path / "out",
+                                  "--db", f"sqlite:///{tmp_path / 'c.db'}")
+    assert f"{path}: not a regular file" in refused(result)
+    assert seconds < SECONDS * 3 and not (tmp_path / "out").exists()
