@@ -105,7 +105,7 @@ def plan_job(input: str | Path, langs: list[str] | str, options: DubOptions | di
     found = None
     if transcript:
         found = Path(transcript).expanduser()
-        if not found.is_file():
+        if not found.exists():  # a folder, FIFO or device: refused by name when read
             raise InputError(f"--transcript {transcript}: no such file")
     elif source and source in tagged:
         found = tagged[source]

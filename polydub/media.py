@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
+from polydub import limits
 from polydub.errors import InputError, StageError
 
 FFMPEG_TIMEOUT = 1800  # seconds; a 60 s ad mixes in a few seconds, a feature in minutes
@@ -116,6 +117,7 @@ def probe(path: str | Path) -> MediaInfo:
         raise InputError(f"{path}: no such file")
     if path.is_dir():
         raise InputError(f"{path}: is a directory, not a media file")
+    limits.refuse_special(path, "media input")  # a FIFO or /dev/zero: ffprobe would wait or read on
     st = path.stat()
     if st.st_size == 0:
         raise InputError(f"{path}: file is empty (zero length)")

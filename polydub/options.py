@@ -16,6 +16,7 @@ from typing import Annotated, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from polydub import limits
 from polydub.errors import InputError
 from polydub.translate.providers import PROVIDERS
 
@@ -137,18 +138,20 @@ def describe(exc: ValidationError) -> str:
     name = str(error["loc"][0]) if error["loc"] else "options"
     flag = FLAGS.get(name, name)
     value = error.get("input")
+    shown = limits.shown(value)  # quoted at a bounded length: a manifest's value may be a list of millions
+    bare = value if isinstance(value, (int, float, str)) and len(str(value)) <= limits.MAX_SHOWN_CHARS else shown
     if error["type"] == "extra_forbidden":
         return f"unknown option {name!r}"
     if name == "voice":
-        return f"unknown voice {value!r} (auto, espeak, espeak:VOICE or coqui:MODEL_OR_PATH)"
+        return f"unknown voice {shown} (auto, espeak, espeak:VOICE or coqui:MODEL_OR_PATH)"
     if name == "translator":
-        return f"unknown translator {value!r} (choose from {', '.join(TRANSLATORS)}, or local:MODEL)"
+        return f"unknown translator {shown} (choose from {', '.join(TRANSLATORS)}, or local:MODEL)"
     if name == "lipsync":
-        return f"{flag} must be one of {', '.join(LIPSYNC_MODES)}, not {value!r}"
+        return f"{flag} must be one of {', '.join(LIPSYNC_MODES)}, not {shown}"
     if name == "max_speed":
         low, high = MAX_SPEED_RANGE
-        return f"{flag} must be between {low} and {high}, not {value}"
+        return f"{flag} must be between {low} and {high}, not {bare}"
     if name == "loudness":
         low, high = LOUDNESS_RANGE
-        return f"{flag} must be between {low:g} and {high:g} LUFS, not {value}"
+        return f"{flag} must be between {low:g} and {high:g} LUFS, not {bare}"
     return f"{flag}: {error['msg']}"

@@ -142,6 +142,8 @@ def parse_subtitles(text: str) -> list[Segment]:
         if end < start:
             raise ValueError(f"cue {n} ends before it starts: {lines[idx].strip()!r}")
         body = [ln.strip() for ln in lines[idx + 1:]]
+        if any("\0" in ln for ln in body):  # a NUL is no speech, and stored it breaks the catalog's text
+            raise ValueError(f"cue {n} holds a NUL character")
         voice = _VOICE.search(" ".join(body))  # one speaker per cue: the first voice span's
         body = [_TAG.sub("", ln).strip() for ln in body]
         body = [ln for ln in body if ln]
@@ -188,11 +190,10 @@ def check_cues(path: str | Path, segments: list[Segment], duration: float) -> No
 def read_subtitles(path: str | Path) -> list[Segment]:
     """Read an SRT/VTT file; a malformed file is an `InputError` naming it."""
     path = Path(path)
+    data = limits.read_bounded(path, limits.MAX_SUBTITLE_BYTES, "subtitle")  # a regular file, bounded
     try:
-        if path.stat().st_size > limits.MAX_SUBTITLE_BYTES:
-            raise ValueError(f"larger than {limits.MAX_SUBTITLE_BYTES // 2**20} MB")
-        return parse_subtitles(path.read_text(encoding="utf-8-sig"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return parse_subtitles(data.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError) as exc:
         raise InputError(f"{path}: not a readable SRT/VTT subtitle file ({exc})") from None
 
 

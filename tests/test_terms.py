@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import threading
 from pathlib import Path
+from xml.sax.saxutils import escape
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -231,6 +232,59 @@ def test_bad_memory_files_are_refused_naming_the_line(databases, tmp_path):
     cat.close()
 
 
+FORMULAS = ['=HYPERLINK("http://x")', "@SUM(A1:A9)", "+1+2", "-2+3", "'=already quoted", "\tTabbed."]
+
+
+def formula_free(path: Path, delimiter: str = ",") -> list[list[str]]:
+    """A CSV's rows, each cell checked to be one no spreadsheet runs as a formula."""
+    with path.open(newline="", encoding="utf-8") as handle:
+        found = list(csv.reader(handle, delimiter=delimiter))
+    for cell in (c for row in found for c in row):
+        assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), cell
+    return found
+
+
+def test_tm_export_to_csv_neutralizes_formulas_and_imports_back(databases, tmp_path):
+    url = databases.new_url()
+    tmx = tmp_path / "vendor.tmx"
+    tus = "".join(f'<tu><tuv xml:lang="en"><seg>{escape(f) if n == 0 else f"Line {n}."}</seg></tuv>'
+                  f'<tuv xml:lang="es"><seg>{escape(f)}</seg></tuv></tu>' for n, f in enumerate(FORMULAS))
+    tmx.write_text(f'<tmx version="1.4"><header srclang="en"/><body>{tus}</body></tmx>', encoding="utf-8")
+    assert dub("tm", "import", str(tmx), "--db", url).returncode == 0
+    exported = tmp_path / "memory.csv"
+    result = dub("tm", "export", str(exported), "--db", url)
+    assert result.returncode == 0, result.stderr
+    found = formula_free(exported)
+    targets = {row[3]: row[4] for row in found[1:]}
+    assert targets["'=HYPERLINK(\"http://x\")"] == "'=HYPERLINK(\"http://x\")"  # source and target cells
+    assert targets["Line 1."] == "'@SUM(A1:A9)" and targets["Line 4."] == "''=already quoted"
+    again = databases.new_url()
+    assert dub("tm", "import", str(exported), "--db", again).returncode == 0
+    before, after = Catalog(url), Catalog(again)
+    assert rows(after) == rows(before) and any(r[4] == "@SUM(A1:A9)" for r in rows(after))
+    before.close()
+    after.close()
+
+
+@pytest.mark.parametrize("suffix, delimiter", [(".csv", ","), (".tsv", "\t")])
+def test_glossary_export_neutralizes_formulas_and_imports_back(databases, tmp_path, suffix, delimiter):
+    url = databases.new_url()
+    (tmp_path / "terms.json").write_text(json.dumps({"Acme": '=HYPERLINK("http://x")', "@home": "+34 casa",
+                                                     "kit": "'-quoted"}), encoding="utf-8")
+    assert dub("glossary", "import", str(tmp_path / "terms.json"), "--lang", "es", "--db", url).returncode == 0
+    exported = tmp_path / f"out{suffix}"
+    assert dub("glossary", "export", str(exported), "--lang", "es", "--db", url).returncode == 0
+    assert dict(formula_free(exported, delimiter)[1:]) == {
+        "Acme": "'=HYPERLINK(\"http://x\")", "'@home": "'+34 casa", "kit": "''-quoted"}
+    again = databases.new_url()
+    result = dub("glossary", "import", str(exported), "--lang", "es", "--db", again)
+    assert result.returncode == 0, result.stderr
+    cat = Catalog(again)
+    assert terms.glossary_terms(cat, "", "es") == {"Acme": '=HYPERLINK("http://x")', "@home": "+34 casa",
+                                                   "kit": "'-quoted"}
+    cat.close()
+
+
 def test_glossary_import_list_and_export(databases, tmp_path):
     url = databases.new_url()
     tsv = tmp_path / "acme.tsv"
@@ -403,3 +457,13 @@ def test_a_brand_glossary_in_the_catalog_reaches_the_translator(prefect_api, tmp
     assert stage_runs(json.loads(result.stdout)["job"], db)[("translate", "es")]["status"] == "done"
     assert read_subtitles(tmp_path / "out" / "spot.es.srt")[0].text == \
         english[0].text.replace("product", "producto estrella")
+
+
+def test_neutralized_cells_read_back_as_written():
+    """`plain_cell` undoes `safe_cell` for any text, quotes before a formula character too."""
+    from polydub.spreadsheet import plain_cell, safe_cell
+
+    texts = ["", "plain", "'quoted", "=1+1", "'=1", "''@x", "-", "+", "\t", "\rx", "a=b", "'", "''"]
+    for text in texts:
+        assert plain_cell(safe_cell(text)) == text, text
+    assert [safe_cell(t) for t in ("=1+1", "'=1", "a=b", 3, None)] == ["'=1+1", "''=1", "a=b", 3, None]

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
 
-from polydub import languages
+from polydub import languages, limits
 from polydub.batch import download
 from polydub.errors import InputError
 from polydub.job import JobPlan, check_backends, plan_job
@@ -128,15 +128,12 @@ def _unset(value: object) -> object:
 
 def _read_text(path: Path, name: str) -> str:
     try:
-        size = path.stat().st_size
-        if size > MAX_MANIFEST_BYTES:
-            raise ManifestError(name, [f"{name}: {size / (1 << 20):.1f} MB; a manifest may be at most "
-                                       f"{MAX_MANIFEST_BYTES / (1 << 20):g} MB"])
-        return path.read_bytes().decode("utf-8-sig")
+        data = limits.read_bounded(path, MAX_MANIFEST_BYTES, "manifest", name)
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ManifestError(name, [f"{name}: not UTF-8 text (byte {exc.start})"]) from None
-    except OSError as exc:
-        raise ManifestError(name, [f"{name}: cannot read ({exc.strerror or exc})"]) from None
+    except InputError as exc:  # not a regular file, too large, unreadable
+        raise ManifestError(name, [str(exc)]) from None
 
 
 def _csv_rows(text: str, name: str, problems: list[str]) -> list[_Row]:
@@ -209,7 +206,9 @@ def _document(text: str, suffix: str, name: str) -> object:
     import yaml
 
     try:
-        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        return limits.load_yaml(text, name)  # an alias bomb is refused before it is built
+    except InputError as exc:
+        raise ManifestError(name, [str(exc)]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -241,7 +240,7 @@ def _document_rows(data: object, name: str, problems: list[str]) -> tuple[list[_
     if isinstance(data, dict):
         for key in data:
             if key not in ("defaults", "items"):
-                problems.append(f"{name}: unknown key {key!r} (a manifest has defaults and items)")
+                problems.append(f"{name}: unknown key {limits.shown(key)} (a manifest has defaults and items)")
         raw_defaults = data.get("defaults")
         if isinstance(raw_defaults, dict):
             defaults = _keys(raw_defaults, f"{name} defaults", problems, ("langs", *OPTION_FIELDS))
@@ -298,7 +297,7 @@ def _langs(value: object) -> list[str]:
             if isinstance(code, bool):  # YAML reads an unquoted no (Norwegian) as false
                 raise InputError(f"{code!r} is not a language code (quote it: 'no', not no)")
             if not isinstance(code, str):
-                raise InputError(f"{code!r} is not a language code (use ISO 639-1, e.g. es, fr, de, pt-br)")
+                raise InputError(f"{limits.shown(code)} is not a language code (use ISO 639-1, e.g. es, fr, de, pt-br)")
             codes.append(languages.normalize(code))
         return list(dict.fromkeys(codes))
     raise InputError("expected language codes, e.g. es,fr or a list")
@@ -357,8 +356,10 @@ def _local_file(value: str, base: Path) -> tuple[str, str | None]:
         return path, f"{path}: no such file"
     except OSError as exc:  # a name too long, a loop of links
         return path, f"{path}: {exc.strerror or exc}"
-    if not stat.S_ISREG(mode):
+    if stat.S_ISDIR(mode):
         return path, f"{path}: is a folder, not a media file"
+    if not stat.S_ISREG(mode):  # a FIFO or device: probing it would wait or read without end
+        return path, f"{path}: not a regular file; an input must be a media file"
     return path, None
 
 
@@ -430,10 +431,10 @@ class _Checker:
             if "id" not in bad:
                 problem("id", "no id")
         elif not isinstance(item_id, str):
-            problem("id", f"{item_id!r} is not text")
+            problem("id", f"{limits.shown(item_id)} is not text")
             item_id = None
         elif not ID_PATTERN.match(item_id):
-            problem("id", f"{item_id!r} cannot name a folder ({ID_RULE})")
+            problem("id", f"{limits.shown(item_id)} cannot name a folder ({ID_RULE})")
             item_id = None
         elif item_id.casefold() in self.ids:
             problem("id", f"{item_id!r} is also the id of {self.ids[item_id.casefold()]}")
@@ -446,7 +447,7 @@ class _Checker:
             if "input" not in bad:
                 problem("input", "no input")
         elif not isinstance(source, str):
-            problem("input", f"{source!r} is not a file name or URL")
+            problem("input", f"{limits.shown(source)} is not a file name or URL")
             source = None
         elif download.is_url(source):
             try:
@@ -514,6 +515,10 @@ def load_manifest(path: str | Path, langs: str | list[str] | None = None,
     name = given.name if given.name not in ("", "..") else resolved.name  # as the user knows it
     problems: list[str] = []
     defaults: dict[str, object] = {}
+    try:
+        limits.refuse_special(resolved, "manifest", shown)  # a FIFO or /dev/zero behind a link
+    except InputError as exc:
+        raise ManifestError(shown, [str(exc)]) from None
     suffix = resolved.suffix.lower()
     if not resolved.is_dir() and suffix not in SUFFIXES:
         raise ManifestError(shown, [f"{shown}: not a manifest (a .csv, .json, .yaml or .yml file, or a folder)"])

@@ -12,7 +12,6 @@ none, with those of the manifest's last catalog run.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import os
@@ -23,7 +22,7 @@ from typing import List, Optional
 
 import typer
 
-from polydub import config
+from polydub import config, spreadsheet
 from polydub.errors import DubError, InputError
 from polydub.options import help_for
 
@@ -252,9 +251,10 @@ def export_cmd(
         text = json.dumps(rows, indent=1)
     else:
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(EXPORT_COLUMNS) + (["state"] if include_stale else []))
-        writer.writeheader()
-        writer.writerows(rows)
+        columns = list(EXPORT_COLUMNS) + (["state"] if include_stale else [])
+        writer = spreadsheet.writer(buffer)  # no cell a spreadsheet runs as a formula
+        writer.writerow(columns)
+        writer.writerows([row.get(c) for c in columns] for row in rows)
         text = buffer.getvalue()
     cache.write_text(out_file.expanduser().resolve(), text)
     total = sum(1 for item in loaded.items for _ in item.langs)

@@ -11,6 +11,7 @@ holder is found dead (its process gone on this host, or silent past the heartbea
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -216,7 +217,8 @@ def digests(cat: Catalog, paths: Iterable[str | Path]) -> dict[str, str | None]:
     for path in dict.fromkeys(str(p) for p in paths):
         try:
             st = os.stat(path)
-            stats[path] = (st.st_size, st.st_mtime_ns)
+            # a FIFO or device is no file to hash (reading one blocks or never ends): as if missing
+            stats[path] = (st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
         except OSError:
             stats[path] = None
     present = [p for p, st in stats.items() if st is not None]

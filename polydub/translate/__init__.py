@@ -195,9 +195,10 @@ def align_approved(path: str | Path, source_segments: list[Segment]) -> list[Seg
     path = Path(path)
     if path.suffix.lower() in {".srt", ".vtt"}:
         return read_subtitles(path)
+    data = limits.read_bounded(path, limits.MAX_SUBTITLE_BYTES, "approved translation")
     try:
-        lines = [ln.strip() for ln in path.read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
-    except (OSError, UnicodeDecodeError) as exc:
+        lines = [ln.strip() for ln in data.decode("utf-8-sig").splitlines() if ln.strip()]
+    except UnicodeDecodeError as exc:
         raise InputError(f"{path}: cannot read approved translation ({exc})") from None
     if len(lines) != len(source_segments):
         raise InputError(f"{path}: {len(lines)} lines for {len(source_segments)} source lines "

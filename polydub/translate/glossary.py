@@ -14,7 +14,7 @@ import json
 import re
 from pathlib import Path
 
-from polydub import cache
+from polydub import cache, limits, spreadsheet
 from polydub.errors import InputError
 
 # Brackets no subtitle uses and translators pass through as punctuation.
@@ -29,23 +29,31 @@ def load_glossary(path: str | Path) -> dict[str, str]:
     (`{"term": "translation"}`). Blank lines and lines starting with `#` are skipped; a
     missing or empty translation means keep the term verbatim."""
     path = Path(path)
+    data = limits.read_bounded(path, limits.MAX_GLOSSARY_FILE_BYTES, "glossary")
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read glossary ({exc})") from None
-    if path.suffix.lower() == ".json":
-        return _from_json(path, text)
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: cannot read glossary (not UTF-8 text at byte {exc.start})") from None
+    glossary = _from_json(path, text) if path.suffix.lower() == ".json" else _from_table(path, text)
+    for term, translation in glossary.items():
+        if "\0" in term or "\0" in translation:  # no speech; stored, it breaks the catalog's text
+            raise InputError(f"{path}: term {limits.shown(term)} holds a NUL character")
+    return glossary
+
+
+def _from_table(path: Path, text: str) -> dict[str, str]:
+    """A TSV or CSV glossary's terms (see `load_glossary`)."""
     delimiter = "," if path.suffix.lower() == ".csv" else "\t"
     glossary: dict[str, str] = {}
     for lineno, row in enumerate(csv.reader(io.StringIO(text), delimiter=delimiter), 1):
-        cells = [c.strip() for c in row]
+        cells = [spreadsheet.plain_cell(c.strip()) for c in row]  # a formula-like term as exported
         if not cells or not any(cells) or cells[0].startswith("#"):
             continue
         if lineno == 1 and tuple(c.lower() for c in cells[:2]) in _HEADERS:
             continue
         if len(cells) > 2 or not cells[0]:
             sep = "a comma" if delimiter == "," else "a tab"
-            raise InputError(f"{path}:{lineno}: expected 'term' {sep} 'translation', got {row!r}")
+            raise InputError(f"{path}:{lineno}: expected 'term' {sep} 'translation', got {limits.shown(row)}")
         glossary[cells[0]] = cells[1] if len(cells) == 2 else ""
     return glossary
 
@@ -59,7 +67,7 @@ def write_glossary(path: Path, glossary: dict[str, str]) -> int:
             if suffix == ".json":
                 handle.write(json.dumps(glossary, ensure_ascii=False, indent=1) + "\n")
             else:
-                writer = csv.writer(handle, delimiter="," if suffix == ".csv" else "\t", lineterminator="\n")
+                writer = spreadsheet.writer(handle, delimiter="," if suffix == ".csv" else "\t", lineterminator="\n")
                 writer.writerow(("term", "translation"))
                 writer.writerows(glossary.items())
     except OSError as exc:
@@ -72,7 +80,7 @@ def glossary_for(glossary: str | None, lang: str) -> Path | None:
     if not glossary:
         return None
     path = Path(glossary)
-    if path.is_file():
+    if not path.is_dir():  # a FIFO or device too: refused by name when read, never skipped
         return path
     return next((path / f"{lang}{ext}" for ext in (".tsv", ".csv", ".json") if (path / f"{lang}{ext}").is_file()),
                 None)

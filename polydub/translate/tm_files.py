@@ -7,7 +7,8 @@ brand and origin as <prop type="x-brand"> and <prop type="x-origin">. The suffix
 them apart.
 
 Bounds (polydub/limits.py): a file of at most MAX_TM_FILE_BYTES, at most MAX_TM_ENTRIES
-entries, MAX_CUE_CHARS per line, XML nested at most MAX_XML_DEPTH deep. A TMX file comes
+entries, MAX_CUE_CHARS per line, XML nested at most MAX_XML_DEPTH deep and at most
+MAX_XML_ELEMENTS elements (the tree's memory grows with them, not with the bytes). A TMX file comes
 from other tools and other companies, so any DOCTYPE is refused: with no declaration no
 entity can be expanded (a few hundred bytes can expand to gigabytes) or fetched (an
 external entity reads local files or URLs), and a TMX file needs none.
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Iterable
 from xml.parsers import expat
 
-from polydub import cache, languages, limits
+from polydub import cache, languages, limits, spreadsheet
 from polydub.errors import InputError
 
 MEMORY_SUFFIXES = (".csv", ".tmx")
@@ -96,6 +97,8 @@ def _entry(path: Path, line: int, values: dict, brands: dict[str, str]) -> dict 
     if not source or not target:
         return None
     for text in (source, target):
+        if "\0" in text:  # no speech; stored, it breaks the catalog's text
+            raise InputError(f"{where}: a line holds a NUL character")
         if len(text) > limits.MAX_CUE_CHARS:
             raise InputError(f"{where}: a line of {len(text)} characters; at most {limits.MAX_CUE_CHARS}")
     origin = values.get("origin") or "imported"
@@ -144,8 +147,8 @@ def _read_csv(path: Path, data: bytes, fixed: dict) -> tuple[list[dict], int]:
             raise InputError(f"{path}:1: no {' or '.join(missing)} column (the header needs "
                              f"{', '.join(CSV_COLUMNS)}; languages may be given as --source-lang, --target-lang)")
         for row in reader:
-            values = {k: (row.get(k) or "").strip() if k not in ("source", "target") else row.get(k) or ""
-                      for k in CSV_COLUMNS}
+            cells = {k: spreadsheet.plain_cell(row.get(k) or "") for k in CSV_COLUMNS}  # as exported
+            values = {k: v.strip() if k not in ("source", "target") else v for k, v in cells.items()}
             if not _wanted(values, fixed):
                 skipped += 1
                 continue
@@ -165,7 +168,7 @@ def _wanted(row: dict, fixed: dict) -> bool:
 
 
 def _write_csv(handle, entries: Iterable[dict]) -> int:
-    writer = csv.writer(handle)
+    writer = spreadsheet.writer(handle)  # no cell a spreadsheet runs as a formula
     writer.writerow(CSV_COLUMNS)
     n = 0
     for e in entries:
@@ -181,7 +184,7 @@ def _parse_xml(path: Path, data: bytes) -> tuple[ET.Element, dict[int, int]]:
     """The element tree of `data` and the line each element starts on (by id). Any DOCTYPE
     is refused: no entity can be declared, so none is expanded or fetched."""
     parser = expat.ParserCreate()
-    builder, lines, depth = ET.TreeBuilder(), {}, [0]
+    builder, lines, depth, count = ET.TreeBuilder(), {}, [0], [0]
 
     def refuse(*_args):
         raise InputError(f"{path}:{parser.CurrentLineNumber}: DOCTYPE and ENTITY declarations are refused "
@@ -189,6 +192,10 @@ def _parse_xml(path: Path, data: bytes) -> tuple[ET.Element, dict[int, int]]:
 
     def start(name, attrs):
         depth[0] += 1
+        count[0] += 1  # bytes alone do not bound the tree: 63 MB of <a/> is 16 million elements
+        if count[0] > limits.MAX_XML_ELEMENTS:
+            raise InputError(f"{path}:{parser.CurrentLineNumber}: more than {limits.MAX_XML_ELEMENTS:,} "
+                             "elements; split the file")
         if depth[0] > limits.MAX_XML_DEPTH:
             raise InputError(f"{path}:{parser.CurrentLineNumber}: elements nested more than "
                              f"{limits.MAX_XML_DEPTH} deep")

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from polydub import languages
+from polydub import languages, limits
 from polydub.errors import InputError
 
 ANY = "*"  # a map entry's key for every language it does not name
@@ -48,13 +48,14 @@ def load_voice_map(path: str | Path) -> VoiceMap:
 
     path = Path(path).expanduser()
     where = f"--voices {path}"
+    if not path.exists():
+        raise InputError(f"{where}: no such file")
     try:
-        if path.stat().st_size > MAP_MAX_BYTES:
-            raise InputError(f"{where}: larger than {MAP_MAX_BYTES} bytes; not a voice map")
-        data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
-    except FileNotFoundError:
-        raise InputError(f"{where}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
+        raw = limits.read_bounded(path, MAP_MAX_BYTES, "voice map")  # a regular file, bounded
+        data = limits.load_yaml(raw.decode("utf-8-sig"), str(path))  # an alias bomb is refused unbuilt
+    except InputError as exc:
+        raise InputError(f"--voices {exc}") from None
+    except UnicodeDecodeError as exc:
         raise InputError(f"{where}: cannot read it ({exc})") from None
     except yaml.YAMLError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
