@@ -143,7 +143,7 @@ def describe(exc: ValidationError) -> str:
     if error["type"] == "extra_forbidden":
         return f"unknown option {name!r}"
     if isinstance(value, str) and "\0" in value and name not in ("voice", "translator"):
-        return f"{flag} {value!r}: a NUL byte is not allowed"
+        return f"{flag}: a NUL byte is not allowed"  # the value itself may be long
     if name == "voice":
         return f"unknown voice {value!r} (auto, espeak, espeak:VOICE or coqui:MODEL_OR_PATH)"
     if name == "translator":

@@ -185,4 +185,4 @@ def test_a_nul_byte_in_a_path_option_is_one_line(tmp_path):
     manifest = tmp_path / "ads.csv"
     manifest.write_text(f"id,input,langs\na,{EXAMPLE},es\n")
     line = one_line(dub("status", str(manifest), "--set", "glossary=g\0.tsv", "--db", f"sqlite:///{tmp_path / 'c.db'}"))
-    assert line == "--glossary 'g\\x00.tsv': a NUL byte is not allowed"
+    assert line == "--glossary: a NUL byte is not allowed"

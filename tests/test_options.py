@@ -112,7 +112,7 @@ def test_a_nul_byte_in_any_path_or_text_option_is_refused_in_one_line(name):
     for asked in ({name: "dubs\0/x"}, make_options(None)):
         with pytest.raises(InputError) as caught:
             plan_job(str(EXAMPLE), ["es"], asked, **({} if isinstance(asked, dict) else {name: "dubs\0/x"}))
-        assert str(caught.value) == f"{FLAGS[name]} 'dubs\\x00/x': a NUL byte is not allowed"
+        assert str(caught.value) == f"{FLAGS[name]}: a NUL byte is not allowed"
 
 
 def test_the_form_refuses_a_nul_byte_before_a_run_is_made():
