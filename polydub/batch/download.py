@@ -59,7 +59,7 @@ def is_url(text: str) -> bool:
 
 
 def check_url(url: str) -> None:
-    """Refuse any scheme but http and https."""
+    """Refuse any scheme but http and https, and a URL with a user name or password."""
     scheme = scheme_of(url)
     if scheme not in SCHEMES:
         raise InputError(f"{url}: {scheme}: URLs are not accepted (http or https, or a local file)")
@@ -91,11 +91,13 @@ def read_index() -> dict[str, dict]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    if not isinstance(data, dict):
-        return {}
-    return {key if _DIGEST.fullmatch(key) else url_key(key):
-            entry if _DIGEST.fullmatch(key) or not isinstance(entry, dict) else {**entry, "url": redact(key)}
-            for key, entry in data.items()}
+    index: dict[str, dict] = {}
+    for key, entry in (data.items() if isinstance(data, dict) else ()):
+        if _DIGEST.fullmatch(key):
+            index[key] = entry
+        elif isinstance(entry, dict):  # written before: keyed by the URL itself
+            index[url_key(key)] = {**entry, "url": redact(key)}
+    return index
 
 
 def cached(url: str, index: dict[str, dict] | None = None) -> Path | None:
