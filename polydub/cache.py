@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Iterator, TextIO
 
 from polydub import config
-from polydub.errors import DubError
+from polydub.errors import DubError, InputError
 
 _DONE = "done.json"
 MANIFEST = "manifest"  # key of the marker: {file name: {"size": bytes, "sha256": hex}}
@@ -264,6 +265,30 @@ def writing_text(dest: Path) -> Iterator[TextIO]:
         yield handle
 
 
+def os_reason(exc: OSError) -> str:
+    """Why the OS refused, in a few lower-case words: "read-only file system", "not writable"."""
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "not writable"
+    return (os.strerror(exc.errno) if exc.errno else str(exc)).lower()
+
+
+def check_writable(folder: Path, what: str, shown: Path | None = None) -> None:
+    """Make `folder` if need be and write (and remove) a probe file in it: permission bits
+    alone say nothing to root or of a read-only mount. `InputError` "WHAT SHOWN: cannot
+    write in FOLDER (why)" otherwise."""
+    where = "it" if shown is None else folder
+    shown = folder if shown is None else shown
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".dub-check-", suffix=PART_SUFFIX)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise InputError(f"{what} {shown}: no space left in {folder}") from None
+        raise InputError(f"{what} {shown}: cannot write in {where} ({os_reason(exc)})") from None
+
+
 def write_text(dest: Path, text: str) -> Path:
     """Write a small text file atomically (see `writing_text`)."""
     with writing_text(dest) as handle:
@@ -378,6 +403,7 @@ def verify_all(root: Path | None = None, fix: bool = False) -> tuple[int, list[P
     """Check every finished stage folder and shared line clip in full. Returns (entries
     checked, problems); with `fix`, damaged entries are removed (rebuilt when next needed)."""
     root = Path(root or config.cache_dir())
+    check_writable(root, "cache folder (DUB_CACHE_DIR)")  # each entry is checked under its lock, a file
     checked, problems = 0, []
     for stage in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
         if stage.name.startswith(".") or stage.name in NOT_STAGES:

@@ -29,13 +29,16 @@ LIPSYNC_MODES = ("auto", "on", "off")
 TRANSLATORS = tuple(PROVIDERS)
 TEXT_MAX = 4096  # any free-text option; paths included
 BRAND_MAX = 256
+# No text option may hold a NUL byte: no file name can, and the OS refuses it in a path
+# (a ValueError deep in a stage otherwise). In the form's schema too, so Prefect refuses it.
+NO_NUL = r"^[^\x00]*$"
 
 VoiceChoice = Literal["auto", "espeak"]
-VoiceSpec = Annotated[str, Field(pattern=r"^(espeak:[\w.+-]+|coqui:.+)$", max_length=TEXT_MAX,
+VoiceSpec = Annotated[str, Field(pattern=r"^(espeak:[\w.+-]+|coqui:[^\x00]+)$", max_length=TEXT_MAX,
                                  title="espeak:VOICE or coqui:MODEL_OR_PATH")]
 TranslatorChoice = Literal[TRANSLATORS]  # type: ignore[valid-type]
-LocalTranslator = Annotated[str, Field(pattern=r"^local:.+$", max_length=TEXT_MAX, title="local:MODEL")]
-Text = Annotated[str, Field(max_length=TEXT_MAX)]
+LocalTranslator = Annotated[str, Field(pattern=r"^local:[^\x00]+$", max_length=TEXT_MAX, title="local:MODEL")]
+Text = Annotated[str, Field(max_length=TEXT_MAX, pattern=NO_NUL)]
 
 
 class _PathMark:
@@ -46,7 +49,7 @@ class _PathMark:
 
 
 PATH = _PathMark()
-FilePath = Annotated[str, Field(max_length=TEXT_MAX), PATH]
+FilePath = Annotated[str, Field(max_length=TEXT_MAX, pattern=NO_NUL), PATH]
 
 
 class DubOptions(BaseModel):
@@ -142,6 +145,8 @@ def describe(exc: ValidationError) -> str:
     bare = value if isinstance(value, (int, float, str)) and len(str(value)) <= limits.MAX_SHOWN_CHARS else shown
     if error["type"] == "extra_forbidden":
         return f"unknown option {name!r}"
+    if isinstance(value, str) and "\0" in value and name not in ("voice", "translator"):
+        return f"{flag}: a NUL byte is not allowed"  # the value itself may be long
     if name == "voice":
         return f"unknown voice {shown} (auto, espeak, espeak:VOICE or coqui:MODEL_OR_PATH)"
     if name == "translator":

@@ -7,10 +7,8 @@ stage runs, instead of a traceback after all the work is done.
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,18 +129,18 @@ def _lengths_fit(folder: Path, what: str) -> None:
 
 
 def _writable(folder: Path, shown: Path, what: str) -> None:
-    """Write a probe file: permission bits alone say nothing to root or of a read-only mount."""
-    try:
-        fd, name = tempfile.mkstemp(dir=folder, prefix=".dub-check-", suffix=cache.PART_SUFFIX)
-        os.close(fd)
-        os.unlink(name)
-    except OSError as exc:
-        if cache.is_disk_full(exc):
-            raise InputError(f"{what} {shown}: no space left in {folder}") from None
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        if exc.errno in (errno.EACCES, errno.EPERM):
-            reason = "not writable"
-        raise InputError(f"{what} {shown}: cannot write in {folder} ({reason.lower()})") from None
+    cache.check_writable(folder, what, shown)
+
+
+def check_out_file(path: Path, what: str = "--out") -> None:
+    """A file about to be written (`dub export --out`): its folder exists, or can be made,
+    and can be written; checked before any work."""
+    found = path.expanduser().absolute().parent
+    while not found.exists() and found.parent != found:  # the folder it will be made in
+        found = found.parent
+    if not found.is_dir():
+        raise InputError(f"{what} {path}: {found} is a file, not a folder")
+    _writable(found, path, what)
 
 
 def _names_fit(folder: Path, names: list[str], shown: Path, what: str) -> None:

@@ -1,10 +1,13 @@
 """Keep secrets out of everything polydub prints or stores.
 
 Provider keys travel in request URLs (DeepL's `auth_key`, LibreTranslate's `api_key`) and
-so end up in exception texts; catalog URLs may hold a password. `redact` masks URL
-passwords, secret query parameters, the values of environment variables named as secrets
-and the password of any URL held in the environment (the catalog's, Prefect's database's); `install` applies it to every log record of the process (polydub's and
-Prefect's, which forwards records to its server), messages and tracebacks alike.
+so end up in exception texts; signed URLs (S3's `X-Amz-Signature`, GCS's `X-Goog-Credential`)
+are their own key; catalog URLs may hold a password. `redact` masks the whole user part of a
+URL (`user:password@`), every query parameter whose name holds a secret's word, `key=`-style
+secrets in free text, the values of environment variables named as secrets and the password
+of any URL held in the environment (the catalog's, Prefect's database's); `install` applies it
+to every log record of the process (polydub's and Prefect's, which forwards records to its
+server), messages and tracebacks alike.
 """
 
 from __future__ import annotations
@@ -14,14 +17,23 @@ import os
 import re
 import time
 import traceback
+import urllib.parse
 
 MASK = "***"
 MIN_SECRET_CHARS = 6  # shorter values would mask ordinary words
 SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|APPKEY|APPID|CLIENT_ID|CREDENTIALS?)$", re.I)
+# A URL query parameter whose name (any case) contains one of these is a secret.
+SECRET_WORDS = ("signature", "credential", "token", "key", "sig", "secret", "password", "passwd")
+# Outside a URL query only these names count (`cache_key=` in a message is not a secret).
 SECRET_PARAMS = ("auth_key", "api_key", "apikey", "key", "token", "access_token", "secret", "secret_key",
                  "password", "passwd", "appkey", "client_secret", "signature", "sig")
-_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@", re.I)
-_PARAM = re.compile(r"(?P<name>(?<![\w-])(?:%s))=(?P<value>[^&\s'\"#)]+)" % "|".join(SECRET_PARAMS), re.I)
+# A value runs to the next separator; a colon or full stop just before a space is the message's.
+_VALUE = r"(?P<value>[^&;#\s'\"<>)]+?)(?=[:,.]?(?:[&;#\s'\"<>)]|$))"
+# userinfo runs to the last @ before the host: a password may hold an unescaped @
+_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.\-]*://)(?P<info>[^/?#\s]+)@", re.I)
+_PASSWORD = re.compile(r"[a-z][a-z0-9+.\-]*://[^:/@\s]*:(?P<pw>[^@/\s]+)@", re.I)  # of URLs in the environment
+_QUERY = re.compile(r"(?P<lead>[?&;#])(?P<name>[^=&;#?\s'\"<>()]+)=" + _VALUE)
+_PARAM = re.compile(r"(?P<name>(?<![\w-])(?:%s))=" % "|".join(SECRET_PARAMS) + _VALUE, re.I)
 
 
 ENV_REFRESH_S = 1.0  # the environment is read again at most this often (it rarely changes)
@@ -38,16 +50,27 @@ def secret_values() -> list[str]:
     values = {v for k, v in os.environ.items() if SECRET_ENV.search(k) and len(v) >= MIN_SECRET_CHARS}
     for value in os.environ.values():
         if "@" in value:
-            values |= {m.group("pw") for m in _USERINFO.finditer(value) if len(m.group("pw")) >= 3}
+            values |= {m.group("pw") for m in _PASSWORD.finditer(value) if len(m.group("pw")) >= 3}
     _known = (now, sorted(values, key=len, reverse=True))
     return _known[1]
 
 
+def is_secret_param(name: str) -> bool:
+    """Whether a query parameter's name (URL-encoded or not, any case) says it holds a secret."""
+    plain = urllib.parse.unquote(name).lower()
+    return any(word in plain for word in SECRET_WORDS)
+
+
+def _query_param(m: re.Match) -> str:
+    return f"{m['lead']}{m['name']}={MASK}" if is_secret_param(m["name"]) else m[0]
+
+
 def redact(text: str) -> str:
-    """`text` with URL passwords, secret query values and known secret values masked."""
+    """`text` with the user part of URLs, secret query values and known secret values masked."""
     if not text:
         return text
-    text = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
+    text = _USERINFO.sub(lambda m: f"{m['scheme']}{MASK}@", text)
+    text = _QUERY.sub(_query_param, text)
     text = _PARAM.sub(lambda m: f"{m['name']}={MASK}", text)
     for value in secret_values():
         text = text.replace(value, MASK)

@@ -20,17 +20,29 @@ import time
 import urllib.request
 from pathlib import Path
 
-from polydub import config
+from polydub import cache, config
 from polydub.errors import DubError
 
 START_TIMEOUT = 120  # seconds; a first start creates Prefect's database
 HEALTH_TIMEOUT = 2
 
 
-def _state_dir() -> Path:
+def _state_dir(write: bool = True) -> Path:
+    """The kept server's folder under DUB_HOME; for `write`, made and found writable (one
+    line, not a traceback, on a read-only DUB_HOME)."""
     path = config.home() / "prefect"
-    path.mkdir(parents=True, exist_ok=True)
+    if write:
+        cache.check_writable(path, "the local Prefect server's folder (DUB_HOME)")
     return path
+
+
+def _read(state: Path) -> dict | None:
+    """What server.json says, or None when it is missing, unreadable or not ours."""
+    try:
+        info = json.loads(state.read_text())
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) and isinstance(info.get("url"), str) else None
 
 
 def healthy(url: str) -> bool:
@@ -49,11 +61,8 @@ def _free_port() -> int:
 
 def status() -> dict | None:
     """The kept server's {'url', 'pid'} if it answers, else None."""
-    state = _state_dir() / "server.json"
-    if not state.exists():
-        return None
-    info = json.loads(state.read_text())
-    return info if healthy(info["url"]) else None
+    info = _read(_state_dir(write=False) / "server.json")
+    return info if info and healthy(info["url"]) else None
 
 
 def server_environment() -> dict[str, str]:
@@ -95,17 +104,23 @@ def start() -> dict:
 
 
 def stop() -> bool:
-    """Stop the kept server; True if one was running."""
-    state = _state_dir() / "server.json"
-    if not state.exists():
+    """Stop the kept server; True if one was running. Stopped first, then forgotten: a
+    server.json that cannot be removed (a read-only DUB_HOME) leaves no server behind."""
+    state = _state_dir(write=False) / "server.json"
+    info = _read(state)
+    if info is None:
         return False
-    info = json.loads(state.read_text())
-    state.unlink()
     try:
-        os.killpg(info["pid"], signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
+        os.killpg(int(info["pid"]), signal.SIGTERM)
+        stopped = True
+    except (ProcessLookupError, PermissionError, KeyError, TypeError, ValueError):
+        stopped = False
+    try:
+        state.unlink(missing_ok=True)
+    except OSError as exc:
+        done = f"stopped the local Prefect server (pid {info['pid']}), but" if stopped else "no server was running;"
+        raise DubError(f"{done} cannot remove {state} ({cache.os_reason(exc)})") from None
+    return stopped
 
 
 def ensure_api() -> str:

@@ -169,3 +169,39 @@ def test_an_out_folder_name_no_file_system_takes_is_refused_before_work(tmp_path
     listed = dub("list", "--db", f"sqlite:///{tmp_path / long_name / 'c.db'}")
     assert listed.returncode == 2 and listed.stderr.startswith("dub: error: cannot open catalog ")
     assert "Traceback" not in listed.stderr and "file name too long" in listed.stderr.lower()
+
+
+def one_line(result: subprocess.CompletedProcess, code: int = 2) -> str:
+    """The one error line of a refused command (no traceback, nothing else on stderr)."""
+    assert result.returncode == code, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dub: error: ") and "Traceback" not in result.stderr, result.stderr
+    return lines[0].removeprefix("dub: error: ")
+
+
+@pytest.mark.parametrize("since", ["99999999999d", "999999999999999999999999m", "800000d"])
+def test_a_since_too_long_ago_is_one_line(tmp_path, since):
+    result = dub("list", "--since", since, "--db", f"sqlite:///{tmp_path / 'c.db'}")
+    assert one_line(result) == f"--since {since!r}: too long ago; give 30m, 6h, 2d or an ISO date such as 2026-11-28"
+
+
+def test_an_export_out_that_cannot_be_written_is_refused_before_any_work(tmp_path):
+    manifest = tmp_path / "ads.csv"
+    manifest.write_text(f"id,input,langs\na,{EXAMPLE},es\n")
+    blocker = tmp_path / "file"
+    blocker.write_text("mine")
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    for out, problem in [("/proc/x.csv", "--out /proc/x.csv: cannot write in /proc (no such file or directory)"),
+                         (f"{blocker}/x.csv", f"--out {blocker}/x.csv: {blocker} is a file, not a folder"),
+                         (f"{blocker}/deeper/x.json", f"--out {blocker}/deeper/x.json: {blocker} is a file, not a folder")]:
+        assert one_line(dub("export", str(manifest), "--out", out, "--db", db)) == problem
+    assert blocker.read_text() == "mine" and not (tmp_path / "c.db").exists()  # refused before the catalog
+
+
+def test_a_nul_byte_in_a_path_option_is_one_line(tmp_path):
+    for flag in ("--out", "--transcript", "--glossary"):
+        assert "null byte" in one_line(dub(str(EXAMPLE), "--langs", "es", flag, f"{tmp_path}/a\0b"))
+    manifest = tmp_path / "ads.csv"
+    manifest.write_text(f"id,input,langs\na,{EXAMPLE},es\n")
+    line = one_line(dub("status", str(manifest), "--set", "glossary=g\0.tsv", "--db", f"sqlite:///{tmp_path / 'c.db'}"))
+    assert line == "--glossary: a NUL byte is not allowed"

@@ -148,6 +148,48 @@ def test_a_name_too_long_for_the_file_system_is_refused(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_a_dub_home_under_a_file_is_one_line_for_server_and_cache_commands(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("mine")
+    env = {"DUB_HOME": str(blocker / "home"), "DUB_CACHE_DIR": str(blocker / "cache")}
+    assert one_line_error(inprocess.dub("server", "start", env=env)) == (
+        f"dub: error: the local Prefect server's folder (DUB_HOME) {blocker / 'home' / 'prefect'}: "
+        "cannot write in it (not a directory)")
+    assert one_line_error(inprocess.dub("cache", "verify", env=env)) == (
+        f"dub: error: cache folder (DUB_CACHE_DIR) {blocker / 'cache'}: cannot write in it (not a directory)")
+    stopped = inprocess.dub("server", "stop", env=env)  # nothing can have been started there
+    assert stopped.returncode == 0 and stopped.stdout.strip() == "no server was running" and not stopped.stderr
+    assert blocker.read_text() == "mine"
+
+
+def test_a_read_only_dub_home_is_one_line_and_stop_still_stops_the_server(tmp_path):
+    """On a read-only disk: start and verify refuse in one line; stop stops the kept server
+    (here a real process in a session of its own, as the server is) and says what it could
+    not remove."""
+    home = tmp_path / "home"
+    with small_disk(home, "1m"):
+        (home / "cache" / "probe" / ("0" * 16)).mkdir(parents=True)  # an entry verify would lock
+        (home / "prefect").mkdir()
+        server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+        try:
+            state = home / "prefect" / "server.json"
+            state.write_text(json.dumps({"url": "http://127.0.0.1:9/api", "pid": server.pid}))
+            subprocess.run(["mount", "-o", "remount,ro", str(home)], check=True, timeout=30)
+            env = {"DUB_HOME": str(home), "DUB_CACHE_DIR": str(home / "cache")}
+            assert one_line_error(inprocess.dub("server", "start", env=env)) == (
+                f"dub: error: the local Prefect server's folder (DUB_HOME) {home / 'prefect'}: cannot write in it "
+                "(read-only file system)")
+            assert one_line_error(inprocess.dub("cache", "verify", env=env)) == (
+                f"dub: error: cache folder (DUB_CACHE_DIR) {home / 'cache'}: cannot write in it (read-only file system)")
+            assert one_line_error(inprocess.dub("server", "stop", env=env), code=1) == (
+                f"dub: error: stopped the local Prefect server (pid {server.pid}), but cannot remove {state} "
+                "(read-only file system)")
+            assert server.wait(timeout=10) == -signal.SIGTERM
+        finally:
+            server.kill()
+            server.wait(timeout=10)
+
+
 # --- Whole flows: what a damaged cache, a kill or a full disk do to what is delivered.
 
 def deliverables(out: Path) -> dict[str, bytes]:

@@ -20,6 +20,7 @@ from polydub.batch import download
 from polydub.batch.manifest import MAX_ITEMS, ManifestError, load_manifest, plan_items
 from polydub.errors import InputError
 from polydub.options import make_options
+from tests import inprocess
 from tests.conftest import EXAMPLE
 
 FIRST_CUES = {  # the example's first line in each language: the 3 s clips hold only it
@@ -28,6 +29,7 @@ FIRST_CUES = {  # the example's first line in each language: the 3 s clips hold 
     "fr": "Bonjour et bienvenue dans notre nouveau produit.",
 }
 MB = 1 << 20
+DRIP_S = 0.5  # the slow-drip server's pause between bytes
 
 
 def srt(text: str) -> str:
@@ -368,6 +370,27 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", "100000")
             self.end_headers()
             self.wfile.write(server.clip[:1000])
+        elif path == "/forbidden.mp4":  # a signed URL whose signature does not match
+            self.send_error(403)
+        elif path == "/drip.mp4":  # one byte every DRIP_S, for ever (until the client hangs up)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(server.clip)))
+            self.end_headers()
+            for byte in server.clip:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(DRIP_S)
+        elif path == "/drip-headers.mp4":  # the headers themselves, a byte every DRIP_S
+            for byte in b"HTTP/1.0 200 OK\r\n" + b"X-Slow: " + b"y" * 10_000:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(DRIP_S)
+        elif path == "/silent.mp4":  # headers, then nothing for a long time
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(server.clip)))
+            self.end_headers()
+            self.wfile.flush()
+            time.sleep(30)
         elif path == "/to-ftp.mp4":
             self.send_response(302)
             self.send_header("Location", "ftp://127.0.0.1/ad.mp4")
@@ -461,7 +484,7 @@ def test_url_failures_are_row_problems_and_leave_nothing(server, cache, tmp_path
         f"ads.csv row 7, column input: {server.url}/to-ftp.mp4: redirected to a ftp: URL; only http and https "
         "are followed",
         "ads.csv row 8, column input: s3://bucket/ad.mp4: s3: URLs are not accepted (http or https, or a local file)",
-        f"ads.csv row 9, column input: {server.url}/gone.mp4?token=*** download failed: HTTP 404 Not Found",
+        f"ads.csv row 9, column input: {server.url}/gone.mp4?token=***: download failed: HTTP 404 Not Found",
     ]
     assert [p.name for p in (cache / "downloads").iterdir() if not p.name.endswith(".lock")] == []
     assert server.hits["/endless.mp4"] == 1
@@ -471,6 +494,86 @@ def test_a_stalled_download_times_out(server, cache, tmp_path, monkeypatch):
     monkeypatch.setattr(download, "READ_TIMEOUT_S", 0.2)
     path = write(tmp_path / "ads.csv", f"id,input,langs\na,{server.url}/slow/spot_a.mp4,es\n")
     assert problems_of(path) == [f"ads.csv row 2, column input: {server.url}/slow/spot_a.mp4: download stalled: no data for 0.2 s"]
+
+
+SECRETS = ("SECRET1", "SECRET2")
+SIGNED = "X-Amz-Signature=SECRET1&X-Amz-Credential=SECRET2"
+
+
+@pytest.mark.slow
+def test_secrets_of_signed_urls_are_never_shown_or_stored(server, cache, tmp_path):
+    """A signed URL that fails (404, 403) is named without its signature, on screen and in
+    the catalog's error line; one that works is indexed by a digest, its secrets masked."""
+    good = f"{server.url}/ads/spot_a.mp4?X-Amz-Date=20261204&{SIGNED}"
+    path = write(tmp_path / "ads.csv", "\n".join([
+        "id,input,langs",
+        f"gone,{server.url}/clip.mp4?{SIGNED},es",
+        f"denied,{server.url}/forbidden.mp4?{SIGNED}&X-Goog-Signature=SECRET1&sig=SECRET2,es",
+        f"good,{good},es",
+    ]) + "\n")
+    result = inprocess.dub("status", path, env={"DUB_HOME": str(tmp_path / "home")})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    shown = f"{server.url}/clip.mp4?X-Amz-Signature=***&X-Amz-Credential=***"
+    assert result.stderr.splitlines() == [
+        f"dub: error: ads.csv row 2, column input: {shown}: download failed: HTTP 404 Not Found",
+        f"dub: error: ads.csv row 3, column input: {server.url}/forbidden.mp4?X-Amz-Signature=***&X-Amz-Credential=***"
+        "&X-Goog-Signature=***&sig=***: download failed: HTTP 403 Forbidden",
+    ]
+    index_file = cache / "downloads" / "index.json"
+    written = index_file.read_text()
+    assert not any(secret in written for secret in SECRETS), written
+    entries = list(json.loads(written).values())
+    assert entries == [{"file": entries[0]["file"], "size": (cache / "downloads" / entries[0]["file"]).stat().st_size,
+                        "url": f"{server.url}/ads/spot_a.mp4?X-Amz-Date=20261204&X-Amz-Signature=***"
+                               "&X-Amz-Credential=***"}]
+    hits = sum(server.hits.values())
+    assert download.cached(good) is not None and download.fetch(good) == download.cached(good)  # no request
+    assert sum(server.hits.values()) == hits
+    assert not any(secret in p.name for p in cache.rglob("*") for secret in SECRETS)
+
+
+def test_an_index_keyed_by_urls_is_read_and_rewritten_without_them(server, cache, clips):
+    """An index from before held the URLs themselves: still found, and gone at the next write."""
+    content = (clips / "spot_a.mp4").read_bytes()
+    folder = cache / "downloads" / download.hashlib.sha256(content).hexdigest()
+    folder.mkdir(parents=True)
+    (folder / "spot_a.mp4").write_bytes(content)
+    old = f"{server.url}/ads/spot_a.mp4?token=SECRET1"
+    (cache / "downloads" / "index.json").write_text(json.dumps({old: {"file": f"{folder.name}/spot_a.mp4",
+                                                                      "size": len(content)}}))
+    assert download.fetch(old) == folder / "spot_a.mp4" and sum(server.hits.values()) == 0
+    download.fetch(f"{server.url}/download?sig=SECRET2")
+    written = (cache / "downloads" / "index.json").read_text()
+    assert not any(secret in written for secret in SECRETS) and "token=***" in written and "sig=***" in written
+    assert download.fetch(old) == folder / "spot_a.mp4" and sum(server.hits.values()) == 1
+
+
+def test_a_url_with_a_user_name_or_password_is_refused_in_one_line(cache, tmp_path):
+    path = write(tmp_path / "ads.csv", "id,input,langs\na,http://ann:SECRET1@127.0.0.1:9/ad.mp4,es\n"
+                                       "b,https://SECRET2@example.com/ad.mp4,es\n")
+    assert problems_of(path) == [
+        "ads.csv row 2, column input: http://***@127.0.0.1:9/ad.mp4: a user name or password in the URL is not "
+        "accepted; give a signed URL or download the file first",
+        "ads.csv row 3, column input: https://***@example.com/ad.mp4: a user name or password in the URL is not "
+        "accepted; give a signed URL or download the file first",
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("what", ["drip.mp4", "drip-headers.mp4", "silent.mp4"])
+def test_a_server_that_trickles_is_cut_off_at_the_deadline(server, cache, tmp_path, monkeypatch, what):
+    """A byte every half second resets any per-read timeout; the deadline is on the wall
+    clock, headers included, and a read blocked on a silent server does not outlast it."""
+    monkeypatch.setattr(download, "DEADLINE_S", 3.0)
+    path = write(tmp_path / "ads.csv", f"id,input,langs\na,{server.url}/{what},es\n")
+    started = time.monotonic()
+    result = inprocess.dub("status", path, env={"DUB_HOME": str(tmp_path / "home")})
+    took = time.monotonic() - started
+    assert result.returncode == 2 and result.stderr.splitlines() == [
+        f"dub: error: ads.csv row 2, column input: {server.url}/{what}: download took longer "
+        "than 3 s"], result.stderr
+    assert took < 6.0, took
+    assert [p.name for p in (cache / "downloads").iterdir() if not p.name.endswith(".lock")] == []
 
 
 def test_download_limit_setting():

@@ -11,7 +11,7 @@ from prefect.utilities.callables import parameter_schema
 from polydub.errors import InputError
 from polydub.flows.dub import dub_video
 from polydub.job import plan_job
-from polydub.options import DubOptions, make_options
+from polydub.options import FLAGS, PATH_OPTIONS, DubOptions, make_options
 from polydub.translate.providers import PROVIDERS
 from tests.conftest import EXAMPLE
 
@@ -104,3 +104,27 @@ def test_every_option_is_a_flag_of_dub_run_with_the_models_help_and_default():
         if name != "out":  # --out is the command line's own: one subfolder per input
             assert param.name == name and param.help == field.description and param.default == field.default
     assert by_flag["--commercial"].secondary_opts == ["--non-commercial"]
+
+
+@pytest.mark.parametrize("name", [*PATH_OPTIONS, "asr_model", "source_lang", "consent"])
+def test_a_nul_byte_in_any_path_or_text_option_is_refused_in_one_line(name):
+    """However the job is asked for: keyword options (the command line), a form's dict, a manifest."""
+    for asked in ({name: "dubs\0/x"}, make_options(None)):
+        with pytest.raises(InputError) as caught:
+            plan_job(str(EXAMPLE), ["es"], asked, **({} if isinstance(asked, dict) else {name: "dubs\0/x"}))
+        assert str(caught.value) == f"{FLAGS[name]}: a NUL byte is not allowed"
+
+
+def test_the_form_refuses_a_nul_byte_before_a_run_is_made():
+    """Prefect checks a deployment run's parameters against the form's schema (as its server
+    does when a run is created) and against the model as the run starts."""
+    from prefect.utilities.schema_tools.validation import validate
+
+    schema = parameter_schema(dub_video.fn).model_dump_for_openapi()
+    good = {"input": str(EXAMPLE), "langs": ["es"], "options": {"out": "campaign"}}
+    assert validate(good, schema) == []
+    for name in PATH_OPTIONS:
+        assert validate({**good, "options": {name: "campaign\0"}}, schema), name
+    for voice in ("coqui:/models/x\0", "espeak:en\0"):
+        with pytest.raises(InputError, match="unknown voice"):
+            make_options({"voice": voice})

@@ -18,7 +18,9 @@ def fresh_env(monkeypatch):
 
 
 @pytest.mark.parametrize("text, kept", [
-    ("postgresql://dubber:hunter2pw@db.example.com:5432/catalog", "postgresql://dubber:***@db.example.com:5432/catalog"),
+    ("postgresql://dubber:hunter2pw@db.example.com:5432/catalog", "postgresql://***@db.example.com:5432/catalog"),
+    ("https://ghp_t0k3nvalue@git.example/x.mp4", "https://***@git.example/x.mp4"),  # a token as the user name
+    ("http://u:p@ss:w@rd@127.0.0.1:8/x.mp4?a=b@c", "http://***@127.0.0.1:8/x.mp4?a=b@c"),  # an @ in the password
     ("GET https://api-free.deepl.com/v2/translate?auth_key=abc123:fx&text=Hi", "?auth_key=***&text=Hi"),
     ("POST http://127.0.0.1:5000/translate?q=Hi&api_key=s3cr3t&format=text", "?q=Hi&api_key=***&format=text"),
     ("https://x.test/a?key=AIzaSyD-123&token=t0k3n", "?key=***&token=***"),
@@ -26,6 +28,25 @@ def fresh_env(monkeypatch):
 ])
 def test_urls_are_masked(text, kept, fresh_env):
     assert kept in redact.redact(text)
+
+
+SIGNED = [  # query parameters of signed URLs: S3, GCS, Azure SAS, CloudFront, and made-up names
+    ("X-Amz-Signature", "SECRET1"), ("X-Amz-Credential", "SECRET2"), ("X-Amz-Security-Token", "SECRET3"),
+    ("X-Goog-Signature", "SECRET4"), ("x-goog-credential", "SECRET5"), ("sig", "SECRET6"), ("Key-Pair-Id", "SECRET7"),
+    ("Signature", "SECRET8"), ("my_Secret_thing", "SECRET9"), ("userPassword", "SECRET10"), ("apiKEY", "SECRET11"),
+    ("X%2DAmz%2DSignature", "SECRET12"),
+]
+
+
+def test_every_secret_query_parameter_of_a_signed_url_is_masked(fresh_env):
+    query = "&".join(f"{name}={value}" for name, value in SIGNED)
+    url = f"https://bucket.s3.amazonaws.com/ads/spot.mp4?X-Amz-Date=20261204T000000Z&{query}&X-Amz-Expires=900"
+    shown = redact.redact(f"{url}: download failed: HTTP 403 Forbidden")
+    assert not any(value in shown for _, value in SIGNED), shown
+    assert "X-Amz-Date=20261204T000000Z&" in shown and "&X-Amz-Expires=900: download failed" in shown
+    assert "X-Amz-Signature=***&X-Amz-Credential=***&" in shown
+    assert redact.redact("https://x.test/a.mp4#access_token=SECRET13&x=1") == "https://x.test/a.mp4#access_token=***&x=1"
+    assert redact.redact("https://x.test/a.mp4?token=SECRET14: gone") == "https://x.test/a.mp4?token=***: gone"
 
 
 def test_secret_environment_values_are_masked_wherever_they_appear(fresh_env):

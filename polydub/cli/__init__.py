@@ -361,7 +361,11 @@ def _since(text: str):
     match = re.fullmatch(r"(\d+)\s*([mhd])", text.strip())
     if match:
         unit = {"m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
-        return datetime.now(timezone.utc) - timedelta(**{unit: int(match.group(1))})
+        try:
+            return datetime.now(timezone.utc) - timedelta(**{unit: int(match.group(1))})
+        except OverflowError:  # before the year 1
+            raise InputError(f"--since {text!r}: too long ago; give 30m, 6h, 2d or an ISO date such as "
+                             f"2026-11-28") from None
     try:
         when = datetime.fromisoformat(text.strip())
     except ValueError:
@@ -569,6 +573,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except DubError as exc:
         _error(str(exc))
+        return 1
+    except OSError as exc:  # a folder the environment refuses that no check foresaw: still one line
+        from polydub.cache import os_reason
+
+        _error(f"{exc.filename}: {os_reason(exc)}" if exc.filename else f"{type(exc).__name__}: {os_reason(exc)}")
         return 1
     except KeyboardInterrupt:
         return _interrupted()

@@ -231,6 +231,9 @@ def export_cmd(
     suffix = out_file.suffix.lower()
     if suffix not in (".csv", ".json"):
         raise InputError(f"--out {out_file}: give a .csv or .json file")
+    from polydub.preflight import check_out_file
+
+    check_out_file(out_file)  # an unwritable --out is refused now, not after the work
     config.use_database(db)
     cat = Catalog()
     loaded = judged(cat, manifest, langs, voice, lipsync, translator, brand, settings)
