@@ -6,6 +6,7 @@ its settings at import time).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -74,11 +75,35 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: modules stay whole
 
 
+def _stop_kept_servers(folders) -> None:
+    """Stop every kept Prefect server that a `dub` in this session started (DUB_HOME/prefect/
+    server.json under these folders): each holds a CPU share until stopped."""
+    import json
+    import signal
+
+    for folder in folders:
+        for state in Path(folder).rglob("prefect/server.json"):
+            try:
+                os.killpg(json.loads(state.read_text())["pid"], signal.SIGTERM)
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+
+
 def pytest_sessionfinish(session, exitstatus):
-    """Leave nothing behind: the session's homes, caches and Prefect database (hundreds of MB)."""
+    """Leave nothing behind: kept servers, the session's homes, caches and Prefect database."""
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    _stop_kept_servers([_ROOT, *([factory.getbasetemp()] if factory else [])])
     shutil.rmtree(_ROOT, ignore_errors=True)
 
 
+
+
+# The session server's background services that no test of it reads (schedules, late runs,
+# automations, task-run and event records): each costs CPU for every dub the tests run.
+# tests/prefect_stack.py's server, which the UI test reads, keeps them all.
+HARNESS_SERVICES_OFF = {f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false" for name in (
+    "SCHEDULER", "LATE_RUNS", "FOREMAN", "PAUSE_EXPIRATIONS", "REPOSSESSOR", "CLEANUP_RECONCILER",
+    "CANCELLATION_CLEANUP", "TRIGGERS", "DB_VACUUM", "EVENT_LOGGER", "TASK_RUN_RECORDER", "EVENT_PERSISTER")}
 
 
 @pytest.fixture(scope="session")
@@ -98,8 +123,10 @@ def prefect_api() -> str:
         shutil.move(folder / "prefect.db", folder / "prefect-test.db")
         return str(folder)
 
-    with mock.patch("prefect.testing.utilities.mkdtemp", seeded_mkdtemp), \
-            prefect_test_harness(server_startup_timeout=180):
+    with contextlib.ExitStack() as harness:
+        with mock.patch.dict(os.environ, HARNESS_SERVICES_OFF):  # the server process's environment only
+            harness.enter_context(mock.patch("prefect.testing.utilities.mkdtemp", seeded_mkdtemp))
+            harness.enter_context(prefect_test_harness(server_startup_timeout=180))
         url = PREFECT_API_URL.value()
         os.environ["PREFECT_API_URL"] = url  # for `dub` subprocesses: the kept-server path
         yield url

@@ -359,3 +359,21 @@ def test_translation_memory_sends_only_new_lines(tmp_path):
     out, sent = translate_with_memory(edited, "en", "es", tr2, None, TranslationMemory(memory.path))
     assert sent == 1 and tr2.calls == [["Call us tomorrow."]]
     assert out[3].text == "CALL US TOMORROW." and out[0].text == "BUY NOW."
+
+
+def test_a_local_translator_folder_without_a_model_is_refused_before_work(tmp_path):
+    """`--translator local:/etc`: a folder, but no model: refused in one line by the command,
+    before the job starts, not when it first translates."""
+    from tests import inprocess
+    from tests.conftest import EXAMPLE
+
+    video = tmp_path / EXAMPLE.name  # with its transcript only: Spanish must be translated
+    video.write_bytes(EXAMPLE.read_bytes())
+    video.with_suffix(".en.srt").write_bytes(EXAMPLE.with_suffix(".en.srt").read_bytes())
+    result = inprocess.dub(str(video), "--langs", "es", "--translator", "local:/etc",
+                           "--out", str(tmp_path / "out"), "--db", f"sqlite:///{tmp_path / 'c.db'}",
+                           env={"PREFECT_API_URL": "http://127.0.0.1:9/api"})  # were it not refused: no server
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == ("dub: error: no translation model in /etc (a folder without config.json); "
+                                     "give a model folder such as the one `dub models pull` or save_pretrained writes")
+    assert not (tmp_path / "out").exists()

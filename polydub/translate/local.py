@@ -22,6 +22,7 @@ MAX_NEW_TOKENS_PER_INPUT_TOKEN = 2.0  # translations rarely run past twice the s
 MAX_NEW_TOKENS_EXTRA = 16
 MAX_NEW_TOKENS_CAP = 512
 
+MODEL_CONFIG = "config.json"  # what every transformers model folder holds
 _HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 _MARIAN_PAIR = re.compile(r"opus-mt-(?:tc-big-)?([a-z]{2})-([a-z]{2})$")
 
@@ -53,11 +54,13 @@ def resolve_model(name_or_path: str, models_dir: Path | None = None) -> tuple[st
     """Where a model is: a folder (as given, or under the models directory) or a Hugging
     Face name that transformers fetches on first use. Returns (reference, is_local)."""
     path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        return str(path.absolute()), True
     root = Path(models_dir) if models_dir is not None else config.models_dir()
-    if name_or_path and (root / name_or_path).is_dir():
-        return str((root / name_or_path).absolute()), True
+    for folder in (path, root / name_or_path if name_or_path else None):
+        if folder is not None and folder.is_dir():
+            if not (folder / MODEL_CONFIG).is_file():  # found at once, not when the job first translates
+                raise InputError(f"no translation model in {folder.absolute()} (a folder without {MODEL_CONFIG}); "
+                                 "give a model folder such as the one `dub models pull` or save_pretrained writes")
+            return str(folder.absolute()), True
     if _HUB_NAME.fullmatch(name_or_path) and not name_or_path.startswith("."):
         return name_or_path, False
     raise InputError(
