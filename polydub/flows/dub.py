@@ -48,6 +48,7 @@ from polydub.tasks.source import (
     Transcription,
     prepare_source,
     separate_source,
+    separation_model,
     transcribe_source,
 )
 
@@ -94,7 +95,8 @@ def run_job(plan: JobPlan, run: outcome.RunInfo | None = None) -> JobReport:
     """Run a validated job to the end; return its report (whatever happened to each language)."""
     run = run or outcome.RunInfo()
     started = time.perf_counter()
-    mix.preload()
+    if separation_model(plan)[0] is None:  # the mix band-cuts the voice: its filters load meanwhile
+        mix.preload()
     job, report = open_job(plan, run)
     stopped: outcome.Stopped | None = None
     heartbeat = crash.start_heartbeat(job.cat, job.id)
@@ -221,7 +223,8 @@ def deliver_languages(plan: JobPlan, job: OpenJob, source: StageResult[SourceAud
             continue
         outputs = deliverables(plan, assembled[lang])
         translation, speech, mixdown = mixed[lang]
-        report.languages[lang] = LanguageReport.delivered(outputs, translation, speech, mixdown, videos.get(lang), shared)
+        report.languages[lang] = LanguageReport.delivered(outputs, translation, speech, mixdown, videos.get(lang),
+                                                          shared)
         progress.advance(lang, "delivered")
         for kind, path in outputs.items():
             job.cat.add_output(job.id, lang, {"mp4": "video", "m4a": "audio"}.get(kind, kind), path,

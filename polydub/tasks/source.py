@@ -109,22 +109,31 @@ def prepare_source(ctx: JobContext, plan: JobPlan, source_hash: str) -> StageRes
     return run_stage(ctx, "probe", None, key, build, SourceAudio, backend="ffmpeg")
 
 
-@task(name="separate", task_run_name="separate", cache_policy=NONE, persist_result=False)
-def separate_source(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAudio]) -> StageResult[Separation]:
-    """The source's background without its voice (Demucs), when a separation model is in
-    the models directory; else skipped, and the mix band-cuts the voice instead."""
+def separation_model(plan: JobPlan) -> tuple[Path | None, str | None]:
+    """The separation checkpoint this job uses, or (None, why the voice is band-cut instead)."""
     from polydub import licences
     from polydub.audio import separate
 
     checkpoint = separate.locate()
     if checkpoint is None:
         where = config.models_dir() / separate.MODEL_DIR
-        return skip_stage(ctx, "separate", None, f"no separation model in {where}; the voice is band-cut "
-                          "under the dub (dub models pull htdemucs)")
+        return None, f"no separation model in {where}; the voice is band-cut under the dub (dub models pull htdemucs)"
     licence = licences.of_separator(checkpoint)
     if plan.options.commercial and licence.commercial is False:
-        return skip_stage(ctx, "separate", None, f"{checkpoint.name}: {licence.name}, not used with "
-                          "--commercial; the voice is band-cut under the dub")
+        return None, (f"{checkpoint.name}: {licence.name}, not used with --commercial; "
+                      "the voice is band-cut under the dub")
+    return checkpoint, None
+
+
+@task(name="separate", task_run_name="separate", cache_policy=NONE, persist_result=False)
+def separate_source(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAudio]) -> StageResult[Separation]:
+    """The source's background without its voice (Demucs), when a separation model is in
+    the models directory; else skipped, and the mix band-cuts the voice instead."""
+    from polydub.audio import separate
+
+    checkpoint, band_cut = separation_model(plan)
+    if checkpoint is None:
+        return skip_stage(ctx, "separate", None, band_cut)
     version = separate.model_version(checkpoint)
 
     def build(folder: Path) -> Separation:
