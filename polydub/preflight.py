@@ -72,11 +72,11 @@ def check_overwrites(plan: JobPlan, catalog) -> None:
     mine = provided(plan)
     out = Path(plan.out_dir)
     dests = {name: (out / name).resolve() for name in deliverable_names(plan)}
-    present = {name: dest for name, dest in dests.items() if dest.exists() or dest.is_symlink()}
+    present = {name: dest for name, dest in dests.items() if dest.exists()}  # resolved: links followed
     ours = catalog.delivered_paths([str(p) for name, dest in present.items() for p in (dest, out / name)])
     for name, dest in dests.items():
         what = mine.get(dest)
-        if what is None and name in present and dest.exists():
+        if what is None and name in present:
             what = next((w for p, w in mine.items() if p.exists() and os.path.samefile(p, dest)), None)
         if what:
             raise InputError(f"--out {plan.out_dir}: {name} would replace {what} ({dest}); "

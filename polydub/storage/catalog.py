@@ -27,7 +27,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import sessionmaker
 
-from polydub.cache import file_hash
+from polydub.cache import file_hash, os_reason
 from polydub.config import database_url
 from polydub.errors import InputError
 from polydub.redact import redact
@@ -360,7 +360,7 @@ class Catalog:
                     return "a folder, not a database file"
                 tempfile.TemporaryFile(dir=path.parent).close()
             except OSError as err:  # a read-only disk, a name too long, ...
-                return f"cannot write in {path.parent} ({os.strerror(err.errno).lower() if err.errno else err})"
+                return f"cannot write in {path.parent} ({os_reason(err)})"
         return one_line(exc)
 
     @property
