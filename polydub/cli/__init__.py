@@ -218,6 +218,16 @@ def _judge(plan):
     return staleness.judge_single(shared_catalog(config.database_url()), plan)
 
 
+def _print_table(columns: tuple[str, ...], rows, title: str | None = None) -> None:
+    """A table of text cells on stdout (`dub list`, `dub show`, `dub models list`)."""
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
+
+
 def _print_summary(report) -> None:
     table, notes = _summary(report)
     console.print(table)
@@ -344,13 +354,9 @@ def list_cmd(db: Optional[str] = typer.Option(None, "--db"), as_json: bool = typ
     if as_json:
         out.print_json(json.dumps(jobs, default=str))
         return
-    table = Table()
-    for col in ("job", "source", "languages", "status", "created", "outputs"):
-        table.add_column(col)
-    for j in jobs:
-        table.add_row(str(j["id"]), Path(j["source"] or "?").name, ",".join(j["langs"]), j["status"],
-                      str(j["created_at"])[:19], str(j["n_outputs"]))
-    out.print(table)
+    _print_table(("job", "source", "languages", "status", "created", "outputs"),
+                 ((str(j["id"]), Path(j["source"] or "?").name, ",".join(j["langs"]), j["status"],
+                   str(j["created_at"])[:19], str(j["n_outputs"])) for j in jobs))
 
 
 def _since(text: str):
@@ -391,15 +397,14 @@ def show_cmd(job: int = typer.Argument(...), db: Optional[str] = typer.Option(No
     if info.get("flow_run_url") or info.get("flow_run_id"):
         via = f" (deployment {info['deployment']})" if info.get("deployment") else ""
         out.print(f"prefect run: {info['flow_run_url'] or info['flow_run_id']}{via}", soft_wrap=True)
-    table = Table(title="stages")
-    for col in ("stage", "lang", "status", "backend", "seconds", "error"):
-        table.add_column(col)
-    for s in info["stages"]:
+    def stage_row(s: dict) -> tuple[str, ...]:
         rebuilt = (s.get("detail") or {}).get("rebuilt")  # a damaged cached result this run replaced
-        table.add_row(s["stage"], s["lang"] or "", s["status"], s["backend"] or "",
-                      f"{s['seconds']:.2f}" if s["seconds"] is not None else "",
-                      s["error"] or (f"rebuilt: {rebuilt}" if rebuilt else ""))
-    out.print(table)
+        return (s["stage"], s["lang"] or "", s["status"], s["backend"] or "",
+                f"{s['seconds']:.2f}" if s["seconds"] is not None else "",
+                s["error"] or (f"rebuilt: {rebuilt}" if rebuilt else ""))
+
+    _print_table(("stage", "lang", "status", "backend", "seconds", "error"), map(stage_row, info["stages"]),
+                 title="stages")
     for o in info["outputs"]:
         out.print(f"{o['kind']:10} {o['lang'] or '':6} {o['path']}", soft_wrap=True)
 
@@ -414,14 +419,10 @@ def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
     if as_json:
         out.print_json(json.dumps(rows, default=str))
         return
-    table = Table()
-    for col in ("model", "licence", "commercial", "present", "size", "path"):
-        table.add_column(col)
-    for r in rows:
-        commercial = {True: "yes", False: "no", None: "unknown"}[r["commercial"]]
-        table.add_row(r["name"], r["licence"], commercial, "yes" if r["present"] else "no",
-                      str(r.get("size") or ""), str(r["path"]))
-    out.print(table)
+    commercial = {True: "yes", False: "no", None: "unknown"}
+    _print_table(("model", "licence", "commercial", "present", "size", "path"),
+                 ((r["name"], r["licence"], commercial[r["commercial"]], "yes" if r["present"] else "no",
+                   str(r.get("size") or ""), str(r["path"])) for r in rows))
 
 
 @models_app.command("pull")
