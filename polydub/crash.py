@@ -23,6 +23,7 @@ from polydub.storage.tables import utcnow
 log = logging.getLogger(__name__)
 
 CTRL_C_REASON = "interrupted: stopped by Ctrl-C (SIGINT)"
+STOPPED_REASON = "interrupted: the job was stopped (its run cancelled)"
 PREFECT_TIMEOUT_S = 10.0  # a Prefect server that does not answer does not hold up `dub list`
 # Ctrl-C reaches child processes (ffmpeg, espeak-ng) at once, but Python runs its handler
 # only when the main thread next gets to: stages that failed this shortly before count as
@@ -115,6 +116,11 @@ def stop_stages() -> None:
 def stopping() -> bool:
     """Whether this process's job is ending early (see `stop_stages`)."""
     return _stopping.is_set() or _interrupted_at is not None
+
+
+def stop_reason() -> str:
+    """Why a stage failing while the job is stopping counts as interrupted, not failed."""
+    return CTRL_C_REASON if _interrupted_at is not None else STOPPED_REASON
 
 
 def record_interrupt(catalog, job_id: int) -> None:

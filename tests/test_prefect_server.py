@@ -319,6 +319,9 @@ def test_a_cancelled_run_is_recorded_as_cancelled(setup, client, runs):
     row = catalog_rows(setup)[str(run.id)]
     assert row["status"] == "cancelled", row
     assert "cancelled" in row["error"]
+    with sqlite3.connect(setup["root"] / "catalog.db") as db:  # the stage it stopped is not a failure
+        stages = dict(db.execute("SELECT stage, status FROM stage_runs WHERE job_id = ?", (row["id"],)).fetchall())
+    assert stages["mix"] == "interrupted" and "failed" not in stages.values(), stages
 
 
 def test_worker_stops_cleanly_on_sigterm(setup, runs):

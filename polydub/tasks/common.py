@@ -87,8 +87,8 @@ def run_stage(ctx: JobContext, stage: str, lang: str | None, key: str,
             if isinstance(exc, Exception) and cache.is_disk_full(exc, root):
                 exc = cache.disk_full(root)  # one line naming the folder; nothing was published
             status, error = "failed", one_line(exc)
-            if crash.interrupted_at():  # Ctrl-C reaches ffmpeg and espeak-ng too: they fail on it
-                status, error = "interrupted", f"{crash.CTRL_C_REASON}; {error}"
+            if crash.stopping():  # Ctrl-C or a cancelled run reaches ffmpeg and espeak-ng too: they fail on it
+                status, error = "interrupted", f"{crash.stop_reason()}; {error}"
             cat.finish_stage(run_id, status, error=error, backend=backend, model_version=model_version)
             emit(stage, lang, "failed", one_line(exc))
             stage_logger().error("%s: failed after %.1f s: %s", _label(stage, lang), time.perf_counter() - started,
