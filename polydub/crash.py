@@ -33,6 +33,9 @@ INTERRUPT_WINDOW_S = 5.0
 # (Prefect retrying a temporary server that the same Ctrl-C stopped, for one).
 INTERRUPT_EXIT_S = 30.0
 INTERRUPTED_MESSAGE = "dub: interrupted"
+# After a job whose server went away: what is recorded is recorded; Prefect's queued events
+# and logs cannot reach a server that is gone, and retrying them only delays the exit.
+LOST_SERVER_EXIT_S = 2.0
 
 _interrupted_at: datetime | None = None
 _said = threading.Event()
@@ -176,24 +179,14 @@ def _first_line(exc: BaseException) -> str:
 # ----------------------------------------------------------- Prefect server gone
 
 
-def finished_despite(exc: Exception, report_path: str | Path, since: float):
-    """The job's report when the job finished (its report written after `since`, a
-    time.time()) and only Prefect's bookkeeping failed afterwards, e.g. the Prefect server
-    stopped answering (a `JobReport`); otherwise `exc` as a one-line DubError."""
-    if isinstance(exc, DubError):
-        raise exc
-    path = Path(report_path)
-    try:
-        if path.stat().st_mtime >= since:
-            from polydub.report import JobReport
+def lost_server(exc: Exception) -> str:
+    """Why a run's end is missing from Prefect: what the server's client raised, one line."""
+    return f"the flow run's final state is not in Prefect ({type(exc).__name__}: {_first_line(exc)})"
 
-            report = JobReport.load(path)
-            report.not_recorded = (f"the flow run's final state is not in Prefect "
-                                   f"({type(exc).__name__}: {_first_line(exc)})")
-            return report
-    except (OSError, ValueError, TypeError):  # no report, or not one
-        pass
-    raise DubError(f"the run stopped: {type(exc).__name__}: {_first_line(exc)}") from exc
+
+def stopped_by(exc: Exception) -> DubError:
+    """A run that raised before it ended (not a DubError) as one line."""
+    return DubError(f"the run stopped: {type(exc).__name__}: {_first_line(exc)}")
 
 
 def exit_within(seconds: float, status: int) -> None:

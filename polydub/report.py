@@ -217,7 +217,7 @@ class JobReport:
     # Not in NAME.report.json itself: set after it is written.
     report: str | None = None  # where NAME.report.json is
     warnings: list[str] = field(default_factory=list)  # what could not be shown in Prefect
-    not_recorded: str | None = None  # the run's end did not reach Prefect (crash.finished_despite)
+    not_recorded: str | None = None  # the run's end did not reach Prefect (outcome.finished_despite)
     up_to_date: bool = False  # an earlier job's report: nothing changed since, no flow ran
 
     @classmethod

@@ -1,7 +1,8 @@
 """A real `dub` process stopped at a chosen stage: DUB_TEST_HOLD=STAGE:FILE (see
 polydub/tasks/common.py) makes each run of STAGE, its files built but not yet published,
 write FILE and wait until FILE is removed. Kill, interrupt or starve the process there,
-or remove FILE to let it go on."""
+or remove FILE to let it go on (runs of STAGE that come later then pass, so a slower
+language never holds again where no test is watching)."""
 
 from __future__ import annotations
 

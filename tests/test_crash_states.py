@@ -143,3 +143,54 @@ def test_losing_the_prefect_server_mid_run_does_not_fail_a_finished_dub(tmp_path
     assert (tmp_path / "out" / "job.es.mp4").exists() and (tmp_path / "out" / "job.fr.mp4").exists()
     [row] = json.loads(dub("list", "--db", args[-1], "--json").stdout)
     assert row["status"] == "done" and row["n_outputs"] == 8
+
+
+@pytest.mark.slow
+def test_losing_the_prefect_server_mid_catalog_keeps_what_ran_and_starts_nothing_more(tmp_path):
+    """`dub catalog`, one item at a time, its kept server stopped while the first item
+    works: that item is delivered and recorded, the others are left as they were (not
+    failed) for the next run, and the run ends with one warning and exit 1 in seconds."""
+    clip = tmp_path / "a.mp4"
+    one_pass_job(tmp_path)
+    for name in ("a", "b", "c"):
+        shutil.copy(tmp_path / "job.mp4", tmp_path / f"{name}.mp4")
+        for lang in ("en", "es", "fr"):
+            shutil.copy(tmp_path / f"job.{lang}.srt", tmp_path / f"{name}.{lang}.srt")
+    (tmp_path / "ads.json").write_text(json.dumps({
+        "defaults": {"langs": ["es", "fr"], "voice": "espeak", "lipsync": "off"},
+        "items": [{"id": name, "input": f"{name}.mp4"} for name in ("a", "b", "c")]}))
+    seed_database(tmp_path / "home" / "prefect")
+    env = {"DUB_HOME": str(tmp_path / "home"), "DUB_CACHE_DIR": str(tmp_path / "cache"),
+           "PREFECT_API_URL": None, "PREFECT_CLIENT_MAX_RETRIES": "1"}
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    held = tmp_path / "held"
+    proc = start_held(["catalog", str(tmp_path / "ads.json"), "--out", str(tmp_path / "out"), "--db", db,
+                       "--concurrency", "1", "--json"], "mix", held, env=env, stdout=subprocess.PIPE,
+                      stderr=subprocess.PIPE, text=True)
+    try:
+        stopped = subprocess.run([sys.executable, "-m", "polydub.cli", "server", "stop"], capture_output=True,
+                                 text=True, timeout=60,
+                                 env={k: v for k, v in {**os.environ, **env}.items() if v is not None})
+        assert stopped.stdout.strip() == "stopped"
+        held.unlink()
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, stderr
+    assert stderr.strip().splitlines() == [
+        "dub: warning: the flow run's final state is not in Prefect (ConnectError: [Errno 111] Connection refused)"]
+    report = json.loads(stdout)
+    rows = {(r["item"], r["language"]): r for r in report["rows"]}
+    assert [rows[("a", lang)]["status"] for lang in ("es", "fr")] == ["dubbed", "dubbed"]
+    assert (tmp_path / "out" / "a" / "a.es.mp4").exists() and clip.exists()
+    for item in ("b", "c"):
+        for lang in ("es", "fr"):
+            assert rows[(item, lang)]["status"] == "not started"
+            assert rows[(item, lang)]["error"] == "the Prefect server stopped answering (run `dub catalog` again)"
+    status = dub("status", str(tmp_path / "ads.json"), "--db", db, "--json")
+    (listed,) = json.loads(status.stdout).values()
+    cells = {(c["item"], c["lang"]): c["state"] for c in listed}
+    assert cells == {("a", "es"): "done", ("a", "fr"): "done", ("b", "es"): "missing", ("b", "fr"): "missing",
+                     ("c", "es"): "missing", ("c", "fr"): "missing"}
+    [job] = json.loads(dub("list", "--db", db, "--json").stdout)
+    assert job["status"] == "done"

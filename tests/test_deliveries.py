@@ -66,12 +66,14 @@ def test_a_silent_runner_of_another_host_is_taken_over_after_the_timeout(cat, mo
 def test_release_returns_rows_to_what_they_were(cat):
     owner = _live_owner()
     deliveries.finish(cat, "m", "spot-d", "es", "done", fingerprint="f" * 64, path="/x.mp4", sha256="b" * 64)
-    assert deliveries.claim(cat, "m", "spot-d", ["es", "fr"], owner=owner)
-    deliveries.release(cat, "m", "spot-d", ["es", "fr"], owner=owner)
-    rows = {r.lang: r for r in deliveries.records(cat, "m")}
+    deliveries.finish(cat, "m", "spot-d", "de", "failed", error="translate de: HTTP 503")
+    assert deliveries.claim(cat, "m", "spot-d", ["es", "fr", "de"], owner=owner)
+    deliveries.release(cat, "m", "spot-d", ["es", "fr", "de"], owner=owner)
+    rows = {r.lang: r for r in deliveries.records(cat, "m") if r.item == "spot-d"}
     assert (rows["es"].status, rows["es"].path) == ("done", "/x.mp4")
-    assert rows["fr"].status == "failed" and "interrupted" in rows["fr"].error
-    assert not rows["es"].held and not rows["fr"].held
+    assert (rows["de"].status, rows["de"].error) == ("failed", "translate de: HTTP 503")
+    assert "fr" not in rows  # never dubbed, as before the claim
+    assert not rows["es"].held and not rows["de"].held
 
 
 @pytest.mark.slow

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from polydub import crash
 from polydub.errors import DubError
 from polydub.report import JobReport, LanguageReport
 
@@ -44,15 +43,36 @@ def test_a_failed_language_keeps_only_why():
     assert JobReport.from_json(json.loads(json.dumps(data))).to_json() == data
 
 
-def test_a_finished_job_whose_run_lost_prefect_is_read_from_its_file(tmp_path):
-    path = tmp_path / "talking_head.report.json"
-    since = time.time() - 1
-    path.write_text(OLD_REPORT.read_text())
+def test_a_finished_run_whose_end_lost_prefect_is_what_it_made():
+    """A run's Prefect end failed (the server went away) after the job finished: the caller
+    gets what the run made in its thread, saying Prefect did not record the end; a run
+    that had not finished is one line."""
+    import threading
 
-    report = crash.finished_despite(RuntimeError("server gone"), path, since)
-    assert isinstance(report, JobReport) and report.status == "done"
-    assert report.report == str(path) and "server gone" in report.not_recorded
-    assert report.to_json()["not_recorded"] == report.not_recorded
+    from polydub.flows import outcome
 
-    with pytest.raises(DubError, match="the run stopped"):
-        crash.finished_despite(RuntimeError("server gone"), tmp_path / "missing.report.json", since)
+    since = time.time()
+    report = outcome.made(JobReport.from_json(json.loads(OLD_REPORT.read_text())))
+    found = outcome.finished_despite(RuntimeError("server gone\nsecond line"), since)
+    assert found is report and found.status == "done"
+    assert found.not_recorded == "the flow run's final state is not in Prefect (RuntimeError: server gone)"
+    assert found.to_json()["not_recorded"] == found.not_recorded
+
+    outcome.made({"rows": []})  # a catalog run's table
+    assert outcome.finished_despite(ConnectionError("refused"), since)["not_recorded"].endswith("(ConnectionError: refused)")
+
+    with pytest.raises(DubError, match="^the run stopped: RuntimeError: server gone$"):
+        outcome.finished_despite(RuntimeError("server gone"), time.time() + 1)  # made before this run began
+    caught = []
+
+    def in_another_thread():
+        try:
+            outcome.finished_despite(RuntimeError("x"), since)
+        except DubError as exc:
+            caught.append(str(exc))
+
+    thread = threading.Thread(target=in_another_thread)
+    thread.start()
+    thread.join()
+    assert caught == ["the run stopped: RuntimeError: x"]  # another thread's run made nothing
+

@@ -205,7 +205,7 @@ def run_cmd(
     if any(r.not_recorded for r in reports):
         from polydub import crash
 
-        crash.exit_within(LOST_SERVER_GRACE_S, int(failed))
+        crash.exit_within(crash.LOST_SERVER_EXIT_S, int(failed))
     if failed:
         raise typer.Exit(1)
 
@@ -253,7 +253,7 @@ def _run_flows(plans, options, judged, as_json: bool) -> list:
     from polydub.errors import JobRefused
     from polydub.flows.dub import dub_video
     from polydub.flows.logs import quiet_console_tracebacks
-    from polydub.flows.outcome import report_of
+    from polydub.flows.outcome import finished_despite, report_of
 
     quiet_console_tracebacks(logging.CRITICAL)  # the summary below says what failed, in one line each
     console.print(f"[dim]prefect: {mode} server; ready to run in {time.perf_counter() - t0:.1f} s "
@@ -279,7 +279,7 @@ def _run_flows(plans, options, judged, as_json: bool) -> list:
         except DubError:
             raise
         except Exception as exc:  # e.g. the Prefect server died: the work may still be complete
-            report = crash.finished_despite(exc, Path(plan.out_dir) / f"{plan.name}.report.json", started)
+            report = finished_despite(exc, started)
         finally:
             remove()
         reports.append(report)
@@ -532,9 +532,6 @@ app.command("export")(batch.export_cmd)
 # is readable by its owner only; the umask is inherited by the Prefect server and workers.
 FILE_MODE_MASK = 0o077
 EXIT_GRACE_S = 10.0  # after Ctrl-C, how long threads get to wind down before exit
-# After a job whose server went away: what is recorded is recorded; Prefect's queued events
-# and logs cannot reach a server that is gone, and retrying them only delays the exit.
-LOST_SERVER_GRACE_S = 2.0
 WORKER_POLL_S = 2  # seconds between a worker's checks for new runs
 PROBLEMS_SHOWN = 100  # a manifest's problems printed, one line each
 COMMANDS = {"run", "list", "show", "models", "server", "worker", "cache", "catalog", "status", "export", "tm",

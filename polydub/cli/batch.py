@@ -120,13 +120,17 @@ def catalog_cmd(
     import logging
 
     from polydub.errors import JobFailed, JobRefused
-    from polydub.flows.batch import dub_catalog
+    from polydub.flows.batch import UNFINISHED, dub_catalog
     from polydub.flows.logs import quiet_console_tracebacks
+    from polydub.flows.outcome import finished_despite
 
     quiet_console_tracebacks(logging.CRITICAL)
-    started = time.perf_counter()
-    state = dub_catalog(str(manifest), targets, options, only_stale, via_deployment, concurrency, return_state=True)
-    report = state.result(raise_on_failure=False)
+    started, since = time.perf_counter(), time.time()
+    try:
+        state = dub_catalog(str(manifest), targets, options, only_stale, via_deployment, concurrency, return_state=True)
+        report = state.result(raise_on_failure=False)
+    except Exception as exc:  # e.g. the Prefect server died: the items that ran are recorded
+        report = finished_despite(exc, since)
     if isinstance(report, JobRefused):
         raise report
     if isinstance(report, JobFailed):
@@ -137,7 +141,13 @@ def catalog_cmd(
         print(json.dumps(report, default=str))
     else:
         _print_report(report, time.perf_counter() - started)
-    if any(row["status"] == "failed" for row in report["rows"]):
+    unfinished = any(row["status"] in UNFINISHED for row in report["rows"])
+    if report.get("not_recorded"):
+        print(f"dub: warning: {report['not_recorded']}", file=sys.stderr)
+        from polydub import crash
+
+        crash.exit_within(crash.LOST_SERVER_EXIT_S, int(unfinished))  # Prefect retries the gone server at exit
+    if unfinished:
         raise typer.Exit(1)
 
 

@@ -50,6 +50,9 @@ CREATE_ATTEMPTS = 4  # a Prefect server on SQLite answers 503 when many runs are
 CREATE_BACKOFF_S = 2.0
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "CRASHED")
 ROW_LIMIT = 5000  # rows of the catalog table artifact
+NOT_STARTED = "not started"  # a row's status: due, but the run stopped before its item began
+UNFINISHED = ("failed", NOT_STARTED)  # row statuses that leave the run short of done
+
 
 
 @dataclass
@@ -115,19 +118,21 @@ def dub_catalog(manifest: str, langs: list[str] | None = None, options: DubOptio
     beat = crash.Heartbeat(lambda: deliveries.heartbeat(cat, work.manifest.key, owner),
                            f"catalog {work.manifest.name}").start()
     ledger = Ledger(cat, work, len(claimed))
+    stopped = None
     try:
         if via_deployment:
             _via_deployment(work, claimed, via_deployment, cat, owner, run.flow_run_id, ledger.add)
         else:
-            _in_process(work, claimed, concurrency, ledger.add)
+            stopped = _in_process(work, claimed, concurrency, ledger.add)
     finally:
         beat.stop()
         for item in set(claimed) - set(ledger.results):  # stopped first: rows go back as they were
             deliveries.release(cat, work.manifest.key, item, work.plans[item].langs, owner)
-    report = _report(work, ledger.results, busy, time.perf_counter() - started)
+    report = _report(work, ledger.results, busy, time.perf_counter() - started, stopped)
     report["flow_run"] = run.flow_run_id
-    _publish(report)
+    _publish(outcome.made(report))
     return _final_state(report)
+
 
 
 def plan_work(manifest: str, langs, options: DubOptions, only_stale: bool, in_deployment: bool = False,
@@ -178,14 +183,24 @@ def _settled(work: Work, item_id: str) -> DubOptions:
                                            "transcript": plan.options.transcript})
 
 
-def _in_process(work: Work, items: list[str], concurrency: int, ended: Callable[[str, JobReport], None]) -> None:
+def _in_process(work: Work, items: list[str], concurrency: int,
+                ended: Callable[[str, JobReport], None]) -> str | None:
     """Dub the items here, `concurrency` at a time, each as a `dub_video` subflow; each
-    item's job report goes to `ended` as soon as it ends."""
-    pending, running = list(items), {}
+    item's job report goes to `ended` as soon as it ends. An item starts only while
+    Prefect's API answers (it is a flow run of its own); returns why some items were not
+    started, or None."""
+    pending, running, stopped = list(items), {}, None
     while pending or running:
         while pending and len(running) < concurrency:
+            if not outcome.api_answers():  # those running finish; the rest wait for the next run
+                stopped = "the Prefect server stopped answering (run `dub catalog` again)"
+                stage_logger().warning("%s: %d item(s) not started: %s", work.manifest.name, len(pending), stopped)
+                pending = []
+                break
             item = pending.pop(0)
             running[item] = dub_item.submit(item, work.plans[item], _settled(work, item))
+        if not running:
+            break
         # Wait on the futures themselves: asking each one's state asks the Prefect server.
         futures.wait([f.wrapped_future for f in running.values()], return_when=futures.FIRST_COMPLETED)
         for item, future in list(running.items()):
@@ -196,12 +211,18 @@ def _in_process(work: Work, items: list[str], concurrency: int, ended: Callable[
                     report = JobReport.failed(one_line(exc))
                 del running[item]
                 ended(item, report)
+    return stopped
 
 
 @task(name="dub-item", task_run_name="item[{item_id}]", cache_policy=NONE, persist_result=False)
 def dub_item(item_id: str, plan: JobPlan, options: DubOptions) -> JobReport:
-    """One item's job as a `dub_video` run of its own (a subflow): its report."""
-    state = dub_video(plan.input, plan.langs, options, return_state=True)
+    """One item's job as a `dub_video` run of its own (a subflow): its report, also when
+    the Prefect server stopped answering once the job had finished."""
+    started = time.time()
+    try:
+        state = dub_video(plan.input, plan.langs, options, return_state=True)
+    except Exception as exc:  # noqa: BLE001 - the server went away: the job may be complete
+        return outcome.finished_despite(exc, started)
     return _report_of(state)
 
 
@@ -362,8 +383,10 @@ def _deployment_report(cat, flow_run_id: str, state) -> JobReport:
 # ------------------------------------------------------------------------ the outcome
 
 
-def _report(work: Work, results: dict[str, JobReport], busy: list[str], seconds: float) -> dict:
-    """The catalog table: one row per item x language, and the counts."""
+def _report(work: Work, results: dict[str, JobReport], busy: list[str], seconds: float,
+            stopped: str | None = None) -> dict:
+    """The catalog table: one row per item x language, and the counts; `stopped` says why
+    due items were not started."""
     rows = []
     for item in work.manifest.items:
         report = results.get(item.id)
@@ -380,7 +403,7 @@ def _report(work: Work, results: dict[str, JobReport], busy: list[str], seconds:
                            job=report.job,
                            error="" if entry.done else (entry.error or report.error or "failed"))
             elif item.id in work.due and lang in work.due[item.id]:
-                row.update(status="failed", error="not dubbed: the run stopped first")
+                row.update(status=NOT_STARTED, error=stopped or "the run stopped first")
             elif cell.state != "done":
                 row.update(status=f"not due ({cell.state})", error=cell.why)
             rows.append(row)
@@ -401,7 +424,7 @@ def summary(report: dict) -> str:
 
 
 def _final_state(report: dict) -> State:
-    failed = [r for r in report["rows"] if r["status"] == "failed"]
+    failed = [r for r in report["rows"] if r["status"] in UNFINISHED]
     line = f"{Path(report['manifest']).name}: {summary(report)}"
     if not failed:
         return Completed(message=line, data=report)

@@ -78,7 +78,7 @@ def dub_video(input: str, langs: list[str], options: DubOptions = DubOptions()):
         check_job([plan])  # --out, cache and catalog usable; nothing of the user's overwritten
     except InputError as exc:  # refused before any work: recorded, and the run fails with the CLI's line
         return outcome.rejected(input, langs, options, str(exc), run)
-    return outcome.final_state(run_job(plan, run))
+    return outcome.final_state(outcome.made(run_job(plan, run)))
 
 
 @task(name="voice-language", task_run_name="language[{lang}]", cache_policy=NONE, persist_result=False)

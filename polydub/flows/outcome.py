@@ -8,14 +8,16 @@ or input refused before work, is Failed. Schedules and automations can tell them
 from __future__ import annotations
 
 import re
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from prefect.states import Completed, Failed, State
 
-from polydub import config
-from polydub.errors import JobFailed, JobRefused
+from polydub import config, crash
+from polydub.errors import DubError, JobFailed, JobRefused
 from polydub.job import JobPlan
 from polydub.options import DubOptions
 from polydub.report import JobReport
@@ -23,6 +25,10 @@ from polydub.storage import shared_catalog
 
 ARTIFACT_KEY = re.compile(r"[^a-z0-9-]+")
 MESSAGE_MAX = 2000  # characters of a state message: the UI shows it in a single box
+
+# What the last run this thread made returned, and when (a time.time()): its caller's copy
+# when only Prefect's bookkeeping of the run failed afterwards (see `finished_despite`).
+_made = threading.local()
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,28 @@ def api_answers() -> bool:
 
     url = PREFECT_API_URL.value()
     return not url or healthy(str(url).rstrip("/"))
+
+
+def made(result):
+    """Keep `result` (a JobReport, a catalog table) as what this thread's run made; return it."""
+    _made.value = (time.time(), result)
+    return result
+
+
+def finished_despite(exc: Exception, since: float):
+    """What the run called in this thread made, when it finished after `since` (a
+    time.time()) and only Prefect's bookkeeping failed afterwards, e.g. the server stopped
+    answering: a JobReport or a catalog table, with `not_recorded` saying so. Otherwise
+    `exc` as a one-line DubError."""
+    if isinstance(exc, DubError):
+        raise exc
+    at, result = getattr(_made, "value", (0.0, None))
+    if result is None or at < since:
+        raise crash.stopped_by(exc) from exc
+    if isinstance(result, dict):
+        return {**result, "not_recorded": crash.lost_server(exc)}
+    result.not_recorded = crash.lost_server(exc)
+    return result
 
 
 def artifact_key(*parts: str) -> str:

@@ -138,16 +138,19 @@ def heartbeat(cat: Catalog, manifest: str, owner: str | None = None) -> None:
 
 
 def release(cat: Catalog, manifest: str, item: str, langs: list[str], owner: str | None = None) -> None:
-    """Give back held rows without a result (the run stopped): each returns to what it
-    was before the claim, as far as the record tells: done if a file was delivered, else
-    failed with why."""
+    """Give back held rows without a result (the run stopped before their item was
+    dubbed): each returns to what it was before the claim, as the record tells: done if a
+    file was delivered, failed (with its reason) if it failed before, else no row at all
+    (never dubbed)."""
     owner = owner or process_owner()
     with cat.writing() as session:
         for row in session.scalars(select(Delivery).where(Delivery.manifest == manifest, Delivery.item == item,
                                                           Delivery.lang.in_(langs), Delivery.owner == owner)):
+            if row.status in HELD and row.delivered_at is None and row.error is None:
+                session.delete(row)  # the claim made it
+                continue
             if row.status in HELD:
                 row.status = "done" if row.delivered_at is not None else "failed"
-                row.error = row.error if row.status == "done" else "interrupted before it was dubbed"
             row.owner, row.updated_at = None, utcnow()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -109,16 +110,22 @@ def run_stage(ctx: JobContext, stage: str, lang: str | None, key: str,
 def _held_for_tests(stage: str, lang: str | None) -> None:
     """For tests only: DUB_TEST_HOLD=STAGE:FILE stops each run of STAGE with its files built but
     not yet published (the catalog says running) and writes FILE; the stage goes on once
-    FILE is removed, or fails once the job is stopping (Ctrl-C, a cancelled run). A test so stops a job exactly there
+    FILE is removed (and later runs no longer stop), or fails once the job is stopping (Ctrl-C, a cancelled run). A test so stops a job exactly there
     (to kill it, fill its disk, stop its server) instead of racing a long clip."""
     held, _, flag = os.environ.get("DUB_TEST_HOLD", "").partition(":")
-    if held != stage or not flag:
+    if held != stage or not flag or _hold_released.is_set():
         return
     Path(flag).write_text(f"{stage} {lang or ''}\n")
-    while Path(flag).exists():
+    while Path(flag).exists() and not _hold_released.is_set():
         if crash.stopping():
             raise StageError(f"{stage}: stopped while held (DUB_TEST_HOLD)")
         time.sleep(0.05)
+    _hold_released.set()
+
+
+# Once FILE is removed the hold is over for this process: a language reaching the stage
+# later (its chain slower than the one that wrote FILE) must not hold again, unseen.
+_hold_released = threading.Event()
 
 
 def cache_record(result: StageResult) -> dict:
