@@ -26,6 +26,7 @@ MAX_SPEED_RANGE = (1.0, 2.0)
 DEFAULT_LOUDNESS = None  # match the source's integrated loudness and true peak
 LOUDNESS_RANGE = (-40.0, -5.0)
 LIPSYNC_MODES = ("auto", "on", "off")
+REVIEW_MODES = ("none", "script")
 TRANSLATORS = tuple(PROVIDERS)
 TEXT_MAX = 4096  # any free-text option; paths included
 BRAND_MAX = 256
@@ -100,6 +101,10 @@ class DubOptions(BaseModel):
         description="Integrated loudness of the dubbed tracks, LUFS (EBU R128). Default: the source's own "
         "loudness and true peak, so switching audio tracks keeps the level; or a delivery target: "
         "-23 broadcast, -14 streaming.")
+    review: Literal[REVIEW_MODES] = Field(  # type: ignore[valid-type]
+        "none", description="none | script. script: each language's translated lines wait for a "
+        "person's approval (dub review, dub approve, dub reject) before they are voiced; languages "
+        "with approved translations need none.")
     commercial: bool | None = Field(
         None, description="Commercial use: refuse, before any work, a model whose licence does not allow "
         "it (XTTS-v2). Unset: the machine's DUB_COMMERCIAL setting (off unless set).")
@@ -151,8 +156,8 @@ def describe(exc: ValidationError) -> str:
         return f"unknown voice {shown} (auto, espeak, espeak:VOICE or coqui:MODEL_OR_PATH)"
     if name == "translator":
         return f"unknown translator {shown} (choose from {', '.join(TRANSLATORS)}, or local:MODEL)"
-    if name == "lipsync":
-        return f"{flag} must be one of {', '.join(LIPSYNC_MODES)}, not {shown}"
+    if name in ("lipsync", "review"):
+        return f"{flag} must be one of {', '.join(LIPSYNC_MODES if name == 'lipsync' else REVIEW_MODES)}, not {shown}"
     if name == "max_speed":
         low, high = MAX_SPEED_RANGE
         return f"{flag} must be between {low} and {high}, not {bare}"

@@ -75,9 +75,13 @@ class Backends:
     background_reason: str | None = None
 
 
+AWAITING_REVIEW = "awaiting review"  # a language (and its job) waiting for a person's approval
+
+
 @dataclass
 class LanguageReport:
-    """One target language: delivered (`status` done, with how) or failed (with `error`)."""
+    """One target language: delivered (`status` done, with how), awaiting review (its
+    script offered to a person) or failed (with `error`)."""
 
     status: str = "failed"
     error: str | None = None  # a delivered language has one when a later job-wide step failed
@@ -211,7 +215,7 @@ class JobReport:
     transcript: TranscriptReport | None = None
     multitrack: str | None = None
     error: str | None = None  # what stopped the job, or failed after its languages
-    status: str = "failed"  # done | partial | failed | cancelled | interrupted
+    status: str = "failed"  # done | partial | failed | cancelled | interrupted | awaiting review
     seconds: float = 0.0
     stages: list[dict] = field(default_factory=list)  # every stage run, as the catalog recorded it
     # Not in NAME.report.json itself: set after it is written.
@@ -233,10 +237,22 @@ class JobReport:
         """The language's entry; a failed one with no detail when the job never got to it."""
         return self.languages.get(lang) or LanguageReport()
 
+    @property
+    def awaiting_review(self) -> list[str]:
+        return [lang for lang, entry in self.languages.items() if entry.status == AWAITING_REVIEW]
+
     def languages_status(self) -> str:
-        """done (every language delivered), partial (some) or failed (none)."""
+        """awaiting review (a language waits for a person), else done (every language
+        delivered), partial (some) or failed (none)."""
+        if self.awaiting_review:
+            return AWAITING_REVIEW
         done = len(self.delivered)
         return "done" if done == len(self.languages) else ("partial" if done else "failed")
+
+    def failures(self) -> str:
+        """`es: translate es: ...; fr: ...`: each failed language and why, one line."""
+        return "; ".join(f"{lang}: {entry.error or 'failed'}" for lang, entry in self.languages.items()
+                         if not entry.done and entry.status != AWAITING_REVIEW)
 
     def fail(self, error: str) -> None:
         """The job broke: say why, and on every language that has no reason of its own."""

@@ -5,14 +5,11 @@ approved translation without asking any translator or apply a brand's glossary."
 from __future__ import annotations
 
 import csv
-import http.server
 import json
 import shutil
 import subprocess
-import threading
 from pathlib import Path
 from xml.sax.saxutils import escape
-from urllib.parse import parse_qs, urlparse
 
 import pytest
 
@@ -22,6 +19,7 @@ from polydub.storage import Catalog, terms
 from polydub.storage.tables import GlossaryTerm
 from polydub.translate.memory import pair_in_time
 from tests import inprocess
+from tests.services import libre_echo
 from tests.conftest import EXAMPLE, scratch_dir
 from tests.databases import databases  # noqa: F401 - the fixture
 
@@ -315,41 +313,10 @@ def test_glossary_import_list_and_export(databases, tmp_path):
 # ---------------------------------------------------------------- whole dubs
 
 
-class LibreEcho:
-    """A LibreTranslate-compatible service that sends back the text it got, and counts."""
-
-    def __init__(self):
-        self.texts: list[str] = []
-        echo = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's naming
-                length = int(self.headers.get("Content-Length") or 0)
-                query = {**parse_qs(urlparse(self.path).query), **parse_qs(self.rfile.read(length).decode())}
-                text = query.get("q", [""])[0]
-                echo.texts.append(text)
-                body = json.dumps({"translatedText": text}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_GET = do_POST
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 @pytest.fixture()
 def libre():
-    echo = LibreEcho()
-    yield echo
-    echo.server.shutdown()
+    with libre_echo() as echo:
+        yield echo
 
 
 def cut_clip(src: Path, out: Path, *video_filter: str) -> Path:

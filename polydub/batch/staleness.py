@@ -22,6 +22,7 @@ from pathlib import Path
 from polydub import config
 from polydub.errors import DubError
 from polydub.options import PATH_OPTIONS  # their content counts (as a part of its own), not their path
+from polydub.report import AWAITING_REVIEW
 from polydub.sidecars import Folders, approved_translations, subtitles
 from polydub.storage import deliveries
 from polydub.storage.catalog import Catalog, iso
@@ -416,6 +417,8 @@ def record_deliveries(cat: Catalog, key: str, item: str, langs: list[str], recip
 
     for lang in langs:
         entry = report.language(lang)
+        if entry.status == AWAITING_REVIEW:  # nothing delivered, nothing failed: a person decides
+            continue
         digest = digest_of(entry.media) if entry.done and entry.media else None
         if digest is not None:
             deliveries.finish(cat, key, item, lang, "done", fingerprint=fingerprints[(item, lang)],

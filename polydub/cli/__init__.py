@@ -34,6 +34,7 @@ from polydub import config
 from polydub.cli.terms import glossary_app, tm_app
 from polydub.errors import DubError, InputError
 from polydub.options import FLAGS, DubOptions, names_a_path
+from polydub.report import AWAITING_REVIEW
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Dub talking-head videos into many languages, lip-synced, with a catalog.")
@@ -100,6 +101,9 @@ def _summary(report) -> tuple[Table, list[str]]:
         notes.append(f"  loudness (LUFS): source {report.source_loudness_lufs:.1f}"
                      + (f"; {levels}" if levels else ""))
     for lang, entry in report.languages.items():
+        if entry.status == AWAITING_REVIEW:
+            table.add_row(lang, "[yellow]awaiting review[/]", "", "", "", "", "", "")
+            continue
         if not entry.done or entry.backends is None:
             table.add_row(lang, "[red]failed[/]", "", "", "", "", "", "")
             notes.append(f"{lang}: failed: {entry.error or '?'}")
@@ -111,6 +115,10 @@ def _summary(report) -> tuple[Table, list[str]]:
         for what, reason in (("voice", backends.voice_reason), ("lip-sync", backends.lipsync_reason)):
             if reason:
                 notes.append(f"  {lang} {what}: {reason}")
+    if report.awaiting_review:
+        from polydub.review import waiting_line
+
+        notes.append(f"job {report.job}: {waiting_line(report)}")
     for stage in report.stages:  # a damaged cache entry that this run rebuilt
         if (stage.get("detail") or {}).get("rebuilt"):
             notes.append(f"  {stage['lang'] or 'video'} {stage['stage']}: cached result was damaged "
@@ -201,7 +209,7 @@ def run_cmd(
     if as_json:
         printed = [r.to_json() for r in reports]
         out.print_json(json.dumps(printed if len(printed) > 1 else printed[0], default=str))
-    failed = any(r.status != "done" for r in reports)
+    failed = any(r.status not in ("done", AWAITING_REVIEW) for r in reports)  # awaiting review: this part is done
     if any(r.not_recorded for r in reports):
         from polydub import crash
 
@@ -382,11 +390,15 @@ def _since(text: str):
 @app.command("show")
 def show_cmd(job: int = typer.Argument(...), db: Optional[str] = typer.Option(None, "--db"),
              as_json: bool = typer.Option(False, "--json")) -> None:
-    """One job: its input, its Prefect run, every stage run and every output."""
+    """One job: its input, its Prefect run, every stage run, every output and every review."""
     from polydub.server import flow_run_url
 
-    info = _reaped(_catalog(db)).show_job(job)
+    from polydub.storage import reviews
+
+    catalog = _reaped(_catalog(db))
+    info = catalog.show_job(job)
     info["flow_run_url"] = flow_run_url(info["flow_run_id"]) if info.get("flow_run_id") else None
+    info["reviews"] = [r.to_dict() for r in reviews.of_job(catalog, job)]
     if as_json:
         out.print_json(json.dumps(info, default=str))
         return
@@ -407,6 +419,13 @@ def show_cmd(job: int = typer.Argument(...), db: Optional[str] = typer.Option(No
                  title="stages")
     for o in info["outputs"]:
         out.print(f"{o['kind']:10} {o['lang'] or '':6} {o['path']}", soft_wrap=True)
+    for r in info["reviews"]:  # who decided what, and what they changed
+        decided = f" by {r['decided_by']} at {r['decided_at']}" if r["decided_by"] else ""
+        out.print(f"review {r['kind']} {r['lang']}: {r['status']}{decided}"
+                  + (f": {r['reason']}" if r["reason"] else "")
+                  + (f"; {len(r['changes'])} of {r['lines']} lines edited" if r["changes"] else ""), soft_wrap=True)
+        for change in r["changes"]:
+            out.print(f"  line {change['line']}: {change['before']!r} -> {change['after']!r}", soft_wrap=True)
 
 
 @models_app.command("list")
@@ -528,6 +547,12 @@ app.command("catalog")(batch.catalog_cmd)
 app.command("status")(batch.status_cmd)
 app.command("export")(batch.export_cmd)
 
+from polydub.cli import review  # noqa: E402 - a person's decision on a job's script
+
+app.command("review")(review.review_cmd)
+app.command("approve")(review.approve_cmd)
+app.command("reject")(review.reject_cmd)
+
 # What dub writes (catalog, cache, Prefect's state, deliverables) holds job data and
 # is readable by its owner only; the umask is inherited by the Prefect server and workers.
 FILE_MODE_MASK = 0o077
@@ -535,7 +560,7 @@ EXIT_GRACE_S = 10.0  # after Ctrl-C, how long threads get to wind down before ex
 WORKER_POLL_S = 2  # seconds between a worker's checks for new runs
 PROBLEMS_SHOWN = 100  # a manifest's problems printed, one line each
 COMMANDS = {"run", "list", "show", "models", "server", "worker", "cache", "catalog", "status", "export", "tm",
-            "glossary"}
+            "glossary", "review", "approve", "reject"}
 
 
 def main(argv: list[str] | None = None) -> int:

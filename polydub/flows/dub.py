@@ -15,7 +15,7 @@ from prefect import flow, task
 from prefect.cache_policies import NONE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from polydub import cache, config, crash, media, redact
+from polydub import cache, config, crash, media, redact, review
 from polydub.errors import DubError, InputError, one_line
 from polydub.audio import mix
 from polydub.flows import outcome
@@ -24,13 +24,14 @@ from polydub.job import JobPlan, check_backends, plan_job
 from polydub.options import DubOptions
 from polydub.preflight import check_job
 from polydub.report import (
+    AWAITING_REVIEW,
     Background,
     JobReport,
     LanguageReport,
     StageResult,
     TranscriptReport,
 )
-from polydub.storage import shared_catalog
+from polydub.storage import reviews, shared_catalog
 from polydub.tasks.common import JobContext
 from polydub.tasks.deliver import assemble_lang, assemble_multitrack, deliverables
 from polydub.tasks.language import (
@@ -46,6 +47,7 @@ from polydub.tasks.source import (
     Separation,
     SourceAudio,
     Transcription,
+    load_segments,
     prepare_source,
     separate_source,
     separation_model,
@@ -74,6 +76,9 @@ def dub_video(input: str, langs: list[str], options: DubOptions = DubOptions()):
     run = outcome.current_run()
     try:
         plan = plan_job(input, langs, options, outputs_root=config.outputs_dir() if run.deployment else None)
+        resumed = review.continuing.get()
+        if resumed is not None:  # `dub approve`: the approved scripts are this job's approved translations
+            plan.translations.update(resumed.translations)
         check_backends(plan)
         check_job([plan])  # --out, cache and catalog usable; nothing of the user's overwritten
     except InputError as exc:  # refused before any work: recorded, and the run fails with the CLI's line
@@ -134,8 +139,13 @@ def open_job(plan: JobPlan, run: outcome.RunInfo) -> tuple[OpenJob, JobReport]:
     info = media.probe(plan.input)
     source_hash = cache.file_hash(plan.input)
     source_id = cat.upsert_source(plan.input, source_hash, info.duration, info.fps, info.has_video)
-    job_id = cat.create_job(source_id, plan.langs, plan.to_dict(), plan.out_dir, plan.options.consent,
-                            input_path=plan.input, flow_run_id=run.flow_run_id, deployment=run.deployment)
+    resumed = review.continuing.get()
+    if resumed is not None:  # a job that waited for review goes on under its own id
+        job_id = resumed.job_id
+        cat.resume_job(job_id, run.flow_run_id)
+    else:
+        job_id = cat.create_job(source_id, plan.langs, plan.to_dict(), plan.out_dir, plan.options.consent,
+                                input_path=plan.input, flow_run_id=run.flow_run_id, deployment=run.deployment)
     if run.deployment:  # deployment runs: a folder of its own per job under the outputs root
         plan.out_dir = str(Path(plan.out_dir) / f"job-{job_id}")
         cat.set_out_dir(job_id, plan.out_dir)
@@ -150,7 +160,17 @@ def dub_languages(plan: JobPlan, job: OpenJob, report: JobReport) -> None:
     the deliverables; the report filled in as each step ends."""
     progress = outcome.ProgressArtifact.of_job(plan)
     source, transcript, background = source_stages(job.ctx, plan, report)
-    chains = {lang: voice_language.submit(job.ctx, plan, source, transcript, background, lang) for lang in plan.langs}
+    resumed = review.continuing.get()
+    rejected = resumed.rejected if resumed is not None else {}
+    for lang, why in rejected.items():
+        report.languages[lang].error = why
+    to_review = [lang for lang in plan.langs if lang not in rejected
+                 and review.needs_review(plan.options, lang, plan.translations)]
+    offered = {lang: translate_lang.submit(job.ctx, plan, transcript, lang) for lang in to_review}
+    chains = {lang: voice_language.submit(job.ctx, plan, source, transcript, background, lang)
+              for lang in plan.langs if lang not in rejected and lang not in offered}
+    for lang, future in offered.items():
+        offer_for_review(job, transcript, future, lang, report)
     mixed: dict[str, tuple[StageResult, StageResult, StageResult]] = {}
     for lang, future in chains.items():
         try:
@@ -161,9 +181,21 @@ def dub_languages(plan: JobPlan, job: OpenJob, report: JobReport) -> None:
     videos = lipsync_stage(job.ctx, plan, source, mixed, report)
     assembled = deliver_languages(plan, job, source, mixed, videos, report, progress,
                                   shared={"transcribe": transcript.licence, "separate": background.licence})
-    if assembled:
+    if assembled and not report.awaiting_review:  # the multi-track file waits for every approved language
         report.multitrack = assemble_multitrack(job.ctx, plan, source, transcript, assembled)
         job.cat.add_output(job.id, None, "multitrack", report.multitrack, job.duration)
+
+
+def offer_for_review(job: OpenJob, transcript: StageResult[Transcription], translating, lang: str,
+                     report: JobReport) -> None:
+    """Offer `lang`'s translated lines for review: the language waits, not voiced."""
+    try:
+        translation = translating.result()
+    except Exception as exc:
+        report.languages[lang].error = one_line(exc)
+        return
+    reviews.offer(job.cat, job.id, lang, review.offered_lines(load_segments(transcript), load_segments(translation)))
+    report.languages[lang] = LanguageReport(status=AWAITING_REVIEW)
 
 
 def source_stages(ctx: JobContext, plan: JobPlan, report: JobReport) -> tuple[

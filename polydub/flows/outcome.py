@@ -16,11 +16,11 @@ from typing import Callable
 
 from prefect.states import Completed, Failed, State
 
-from polydub import config, crash
+from polydub import config, crash, review
 from polydub.errors import DubError, JobFailed, JobRefused
 from polydub.job import JobPlan
 from polydub.options import DubOptions
-from polydub.report import JobReport
+from polydub.report import AWAITING_REVIEW, JobReport
 from polydub.storage import shared_catalog
 
 ARTIFACT_KEY = re.compile(r"[^a-z0-9-]+")
@@ -128,14 +128,15 @@ def artifact_key(*parts: str) -> str:
 
 def failures(report: JobReport) -> str:
     """`es: translate es: ...; fr: ...`: each failed language and why, one line."""
-    failed = [f"{lang}: {entry.error or 'failed'}" for lang, entry in report.languages.items() if not entry.done]
-    return "; ".join(failed)[:MESSAGE_MAX]
+    return report.failures()[:MESSAGE_MAX]
 
 
 def final_state(report: JobReport) -> State:
     """Completed, Partial or Failed, carrying the report as the run's result (its JSON,
     which Prefect stores)."""
     done = report.delivered
+    if report.status == AWAITING_REVIEW:  # this run's part is done: a person decides what follows
+        return Completed(name="Awaiting review", message=review.waiting_line(report)[:MESSAGE_MAX], data=report.to_json())
     if report.status == "done":
         return Completed(message=f"delivered {', '.join(done)} in {report.out_dir}", data=report.to_json())
     # A failed state's result must be an exception; it carries the report in this process.

@@ -43,7 +43,7 @@ from polydub.storage.tables import (
 )
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-HEAD_REVISION = "0004"  # the newest migration in MIGRATIONS_DIR (a test checks they agree)
+HEAD_REVISION = "0005"  # the newest migration in MIGRATIONS_DIR (a test checks they agree)
 SQLITE_BUSY_TIMEOUT_S = 60.0  # a writer waits this long for another writer's transaction
 CONNECT_TIMEOUT_S = 10  # a server that does not answer is a bad URL, not a hang
 MIGRATION_LOCK_KEY = 0x706F6C7964756201  # PostgreSQL advisory lock id ("polydub" + 1)
@@ -517,10 +517,17 @@ class Catalog:
 
     def add_output(self, job_id: int, lang: str | None, kind: str, path: str, duration: float | None = None) -> int:
         """Record a deliverable (`lang` None for the multi-track file), with its size and
-        sha256 as delivered (None if it cannot be read); its id."""
+        sha256 as delivered (None if it cannot be read); its id. A job that goes on after
+        review delivers a file again: its one record is brought up to date."""
         check_one_of("output kind", kind, OUTPUT_KINDS)
         size, digest = delivered_digest(path)
         with self._write.begin() as session:
+            output = session.scalars(select(Output).where(Output.job_id == job_id, Output.kind == kind,
+                                                          Output.path == str(path))).first()
+            if output is not None:
+                output.lang, output.size, output.sha256 = lang, size, digest
+                output.duration = None if duration is None else float(duration)
+                return output.id
             output = Output(
                 job_id=job_id,
                 lang=lang,
@@ -547,6 +554,20 @@ class Catalog:
             if job is None:
                 raise InputError(f"no job {job_id} in the catalog")
             job.status, job.error, job.finished_at = status, redact(error) if error else error, utcnow()
+
+    def resume_job(self, job_id: int, flow_run_id: str | None = None) -> None:
+        """A job that waited for review goes on: 'running' again, in this process (and, when
+        given, under this Prefect flow run)."""
+        with self._write.begin() as session:
+            job = session.get(Job, job_id)
+            if job is None:
+                raise InputError(f"no job {job_id} in the catalog")
+            if job.status != "awaiting review":
+                raise InputError(f"job {job_id} is {job.status}, not awaiting review")
+            job.status, job.error, job.finished_at, job.owner = "running", None, None, process_owner()
+            job.heartbeat_at = utcnow()
+            if flow_run_id is not None:
+                job.flow_run_id = str(flow_run_id)
 
     def heartbeat(self, job_id: int) -> None:
         """Say that the job's process is still at work (jobs.heartbeat_at = now)."""

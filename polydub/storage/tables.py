@@ -26,11 +26,14 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-JOB_STATUSES = ("running", "done", "partial", "failed", "interrupted", "cancelled", "crashed", "rejected")
+JOB_STATUSES = ("running", "done", "partial", "failed", "interrupted", "cancelled", "crashed", "rejected",
+                "awaiting review")
 STAGE_STATUSES = ("running", "done", "cached", "skipped", "failed", "interrupted")
 OUTPUT_KINDS = ("video", "audio", "srt", "vtt", "multitrack", "report")
 DELIVERY_STATUSES = ("queued", "running", "done", "failed")
 TM_ORIGINS = ("approved", "edited", "imported")
+REVIEW_KINDS = ("script",)
+REVIEW_STATUSES = ("awaiting", "approved", "rejected")
 
 PATH_LENGTH = 4096
 OWNER_LENGTH = 300  # "host:pid:start", enough for any hostname
@@ -196,6 +199,32 @@ class Delivery(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Review(Base):
+    """A person's review of one language of a job: the lines offered (`lines`), then
+    approved (`approved`, with `changes` against the offer) or rejected (`reason`), by whom
+    and when."""
+
+    __tablename__ = "reviews"
+    __table_args__ = (
+        UniqueConstraint("job_id", "lang", "kind", name="uq_reviews_job_lang_kind"),
+        CheckConstraint(status_check("kind", REVIEW_KINDS), name="ck_reviews_kind"),
+        CheckConstraint(status_check("status", REVIEW_STATUSES), name="ck_reviews_status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    lang: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    lines: Mapped[list] = mapped_column(JSONType)  # [{start, end, speaker, source, text, speed}]
+    approved: Mapped[list | None] = mapped_column(JSONType, nullable=True)  # the lines as approved
+    changes: Mapped[list | None] = mapped_column(JSONType, nullable=True)  # [{line, before, after}]
+    decided_by: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class TranslationMemoryEntry(Base):

@@ -1,0 +1,186 @@
+"""`dub review`, `dub approve`, `dub reject`: a person's decision on a job's script.
+
+    dub ad.mp4 --langs es,fr --review script   # translates, then waits: nothing is voiced
+    dub review 7 --out review/                 # review/ad.es.srt, review/ad.fr.srt to read and edit
+    dub approve 7 --lang es --script review/ad.es.srt
+    dub reject 7 --lang fr --why "tone is off"  # the job goes on once no language waits
+
+Every check (the job waits, the language waits, the edited file keeps every line, time and
+speaker, no line empty) runs before anything is recorded: a refusal changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from polydub import config
+from polydub.errors import InputError
+
+LANG = typer.Option(None, "--lang", "-l", help="Only this language (default: every language awaiting review).")
+DB = typer.Option(None, "--db", help="Catalog URL (default DUB_DATABASE_URL or ~/.polydub/catalog.db).")
+WHY_MAX = 2000  # characters of a rejection's reason
+
+
+def review_cmd(
+    job: int = typer.Argument(..., help="The job awaiting review (dub list)."),
+    out_path: Path = typer.Option(..., "--out", "-o", help="FILE.srt (one language) or a folder: "
+                                  "NAME.<lang>.srt per language, to edit."),
+    lang: Optional[str] = LANG, db: Optional[str] = DB,
+    as_json: bool = typer.Option(False, "--json", help="Print the lines as JSON."),
+) -> None:
+    """Write the lines awaiting review as SRT (speakers as [Name]) and show each line's
+    source, translation and the speed its slot asks."""
+    from polydub.review import to_review_srt
+    from polydub.storage import Catalog, reviews
+
+    config.use_database(db)
+    cat = Catalog()
+    waiting = reviews.awaiting(cat, job, _lang(lang))
+    name = cat.show_job(job)["params"].get("name") or f"job-{job}"
+    if out_path.suffix.lower() == ".srt":
+        if len(waiting) > 1:
+            raise InputError(f"--out {out_path} holds one language; {len(waiting)} await review "
+                             f"({', '.join(r.lang for r in waiting)}): give --lang or a folder")
+        targets = {waiting[0].lang: out_path}
+    else:
+        targets = {r.lang: out_path / f"{name}.{r.lang}.srt" for r in waiting}
+    for path in targets.values():
+        if path.exists() or path.is_symlink():
+            raise InputError(f"{path} exists: give another --out (dub review never replaces a file)")
+    if out_path.suffix.lower() != ".srt":
+        out_path.mkdir(parents=True, exist_ok=True)
+    for r in waiting:
+        targets[r.lang].write_text(to_review_srt(r.lines), encoding="utf-8")
+    if as_json:
+        print(json.dumps({r.lang: {"file": str(targets[r.lang]), "lines": r.lines} for r in waiting},
+                         ensure_ascii=False))
+        return
+    from polydub.cli import _print_table
+
+    speed_cap = cat.show_job(job)["params"].get("max_speed")
+    for r in waiting:
+        _print_table(("#", "time", "speaker", "source", "translation", "speed"),
+                     ((str(n), f"{ln['start']:.2f}-{ln['end']:.2f}", ln.get("speaker") or "", ln["source"], ln["text"],
+                       f"{ln['speed']:.2f}x" + (" (over the cap)" if speed_cap and ln["speed"] > speed_cap else ""))
+                      for n, ln in enumerate(r.lines, 1)),
+                     title=f"job {job} {r.lang}: {len(r.lines)} lines")
+        print(f"{r.lang}: {targets[r.lang]}", file=sys.stderr)
+    print(f"edit the text only, then: dub approve {job}" + (f" --lang {lang}" if lang else "")
+          + " [--script FILE.srt]  or  dub reject " + str(job) + " --why TEXT", file=sys.stderr)
+
+
+def approve_cmd(
+    job: int = typer.Argument(..., help="The job awaiting review."),
+    lang: Optional[str] = LANG,
+    script: Optional[Path] = typer.Option(None, "--script", help="The edited SRT of --lang (as `dub review` "
+                                          "wrote it, texts changed): approved with these texts."),
+    db: Optional[str] = DB,
+    as_json: bool = typer.Option(False, "--json", help="Print the continued job's report as JSON."),
+) -> None:
+    """Approve the script (as offered, or as edited in --script) and, once no language
+    awaits review, continue the job here: voice, fit, mix and deliver."""
+    from polydub.review import read_edited, reviewer
+    from polydub.storage import Catalog, reviews
+
+    config.use_database(db)
+    cat = Catalog()
+    waiting = reviews.awaiting(cat, job, _lang(lang))
+    if script is not None and len(waiting) > 1:
+        raise InputError(f"--script is one language's script; {len(waiting)} await review "
+                         f"({', '.join(r.lang for r in waiting)}): give --lang")
+    _check_here(cat, job)
+    decisions = [(r, *(read_edited(script, r.lines) if script is not None else (r.lines, []))) for r in waiting]
+    by = reviewer()
+    for r, lines, changes in decisions:  # every check passed: now record
+        reviews.decide(cat, r.id, reviews.APPROVED, by, approved=lines, changes=changes)
+        print(f"job {job} {r.lang}: approved by {by}" + (f", {len(changes)} line{'s' * (len(changes) != 1)} edited" if changes else ""),
+              file=sys.stderr)
+    _go_on(cat, job, as_json)
+
+
+def reject_cmd(
+    job: int = typer.Argument(..., help="The job awaiting review."),
+    why: str = typer.Option(..., "--why", help="Why the script is rejected (recorded, and the language's error)."),
+    lang: Optional[str] = LANG, db: Optional[str] = DB,
+    as_json: bool = typer.Option(False, "--json", help="Print the continued job's report as JSON."),
+) -> None:
+    """Reject the script: the language is not voiced (failed, with why); once no language
+    awaits review the job goes on with the others."""
+    from polydub.review import reviewer
+    from polydub.storage import Catalog, reviews
+
+    reason = " ".join(why.split())
+    if not reason or "\0" in why:
+        raise InputError("--why: say why the script is rejected (text, no NUL byte)")
+    if len(reason) > WHY_MAX:
+        raise InputError(f"--why: at most {WHY_MAX} characters, not {len(reason)}")
+    config.use_database(db)
+    cat = Catalog()
+    waiting = reviews.awaiting(cat, job, _lang(lang))
+    _check_here(cat, job)
+    by = reviewer()
+    for r in waiting:
+        reviews.decide(cat, r.id, reviews.REJECTED, by, reason=reason)
+        print(f"job {job} {r.lang}: rejected by {by}", file=sys.stderr)
+    _go_on(cat, job, as_json)
+
+
+def _lang(lang: str | None) -> str | None:
+    from polydub import languages
+
+    return None if lang is None else languages.normalize(lang)
+
+
+def _check_here(cat, job: int) -> None:
+    """A job started from a deployment goes on in its own flow run, not in this process."""
+    deployment = cat.show_job(job).get("deployment")
+    if deployment:
+        raise InputError(f"job {job} runs from the deployment {deployment}: decide in its flow run's form "
+                         "(the Prefect UI) so that the run goes on where it started")
+
+
+def _go_on(cat, job: int, as_json: bool) -> None:
+    """Once no language of the job awaits review: run the job on, in this process, with
+    the approved scripts as approved translations and the rejected languages failed."""
+    from polydub import review
+    from polydub.storage import reviews
+
+    decided = reviews.of_job(cat, job)
+    still = [r.lang for r in decided if r.status == reviews.AWAITING]
+    if still:
+        print(f"job {job}: still awaiting review: {', '.join(still)}", file=sys.stderr)
+        return
+    info = cat.show_job(job)
+    params = info["params"]
+    approved = {r.lang: str(review.approved_script(job, params["name"], r.lang, r.approved))
+                for r in decided if r.status == reviews.APPROVED}
+    rejected = {r.lang: f"script rejected by {r.decided_by}: {r.reason}" for r in decided
+                if r.status == reviews.REJECTED}
+    continuation = review.Continuation(job, {**params.get("translations", {}), **approved}, rejected)
+    token = review.continuing.set(continuation)
+    try:
+        _run_on(info, as_json)
+    finally:
+        review.continuing.reset(token)
+
+
+def _run_on(info: dict, as_json: bool) -> None:
+    """Plan the recorded job again (its input, languages and options as recorded) and run it."""
+    from polydub.cli import _judge, _run_flows, out
+    from polydub.job import plan_job
+    from polydub.options import DubOptions, make_options
+
+    params = info["params"]
+    recorded = {k: v for k, v in params.items() if k in DubOptions.model_fields and k not in ("out", "translations")}
+    options = make_options(recorded)
+    plan = plan_job(info["input"], ",".join(info["langs"]), options, out=info["out_dir"])
+    [report] = _run_flows([plan], options, {plan.input: _judge(plan)}, as_json)
+    if as_json:
+        out.print_json(json.dumps(report.to_json(), default=str))
+    if report.status != "done":
+        raise typer.Exit(1)

@@ -1,0 +1,68 @@
+"""A person's review of a job's language before it is voiced, and the job state that waits
+for it.
+
+- reviews: one row per job x language x kind (script): the lines offered, then approved
+  (with the changes made) or rejected (with why), by whom and when.
+- job statuses: + 'awaiting review'.
+
+Revision ID: 0005
+Revises: 0004
+Create Date: 2026-12-05
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects.postgresql import JSONB
+
+revision = "0005"
+down_revision = "0004"
+branch_labels = None
+depends_on = None
+
+# Frozen copies of the values in tables.py at this revision.
+OLD_JOB_STATUSES = ("running", "done", "partial", "failed", "interrupted", "cancelled", "crashed", "rejected")
+JOB_STATUSES = (*OLD_JOB_STATUSES, "awaiting review")
+REVIEW_KINDS = ("script",)
+REVIEW_STATUSES = ("awaiting", "approved", "rejected")
+JSON = sa.JSON().with_variant(JSONB(), "postgresql")
+
+
+def one_of(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("jobs") as batch:
+        batch.drop_constraint("ck_jobs_status", type_="check")
+        batch.create_check_constraint("ck_jobs_status", one_of("status", JOB_STATUSES))
+    op.create_table(
+        "reviews",
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("job_id", sa.Integer, sa.ForeignKey("jobs.id"), nullable=False),
+        sa.Column("lang", sa.String(32), nullable=False),
+        sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("lines", JSON, nullable=False),
+        sa.Column("approved", JSON, nullable=True),
+        sa.Column("changes", JSON, nullable=True),
+        sa.Column("decided_by", sa.String(256), nullable=True),
+        sa.Column("reason", sa.Text, nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
+        sa.UniqueConstraint("job_id", "lang", "kind", name="uq_reviews_job_lang_kind"),
+        sa.CheckConstraint(one_of("kind", REVIEW_KINDS), name="ck_reviews_kind"),
+        sa.CheckConstraint(one_of("status", REVIEW_STATUSES), name="ck_reviews_status"),
+    )
+    op.create_index("ix_reviews_job_id", "reviews", ["job_id"])
+    op.create_index("ix_reviews_status", "reviews", ["status"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_reviews_status", "reviews")
+    op.drop_index("ix_reviews_job_id", "reviews")
+    op.drop_table("reviews")
+    with op.batch_alter_table("jobs") as batch:
+        batch.drop_constraint("ck_jobs_status", type_="check")
+        batch.create_check_constraint("ck_jobs_status", one_of("status", OLD_JOB_STATUSES))
