@@ -69,11 +69,11 @@ def to_review_srt(lines: list[dict]) -> str:
 def read_edited(path: Path, offered: list[dict]) -> tuple[list[dict], list[dict]]:
     """The offered lines with the texts of the edited file `path`, and what changed
     ([{line, before, after}]); an InputError in one line when the file changes anything
-    but the texts: its lines, their times or speakers, or leaves a line empty."""
+    but the texts: its lines (an emptied line is a line removed), their times or speakers."""
     edited = read_subtitles(path)
     if len(edited) != len(offered):
-        raise InputError(f"{path}: {len(edited)} lines, the script has {len(offered)}: "
-                         "keep every line and its time (edit the text only)")
+        raise InputError(f"{path}: {len(edited)} line{'s' * (len(edited) != 1)}, the script has {len(offered)}: "
+                         "keep every line, its time and some text (to drop a language, reject it)")
     approved, changes = [], []
     for n, (new, old) in enumerate(zip(edited, offered), 1):
         at = f"{path}: line {n} ({format_time(old['start'])})"
@@ -84,8 +84,6 @@ def read_edited(path: Path, offered: list[dict]) -> tuple[list[dict], list[dict]
         if (new.speaker or None) != (old.get("speaker") or None):
             raise InputError(f"{at} is spoken by {new.speaker or 'no one named'}, in the script by "
                              f"{old.get('speaker') or 'no one named'}: edit the text only")
-        if not new.text.strip():
-            raise InputError(f"{at} is empty: every line is spoken (reject the language instead)")
         approved.append({**old, "text": new.text})
         if new.text != old["text"]:
             changes.append({"line": n, "before": old["text"], "after": new.text})

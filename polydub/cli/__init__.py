@@ -297,6 +297,10 @@ def _run_flows(plans, options, judged, as_json: bool) -> list:
                                         judge.recipes, judge.fingerprints, report)
         if not as_json:
             _print_summary(report)
+        elif report.awaiting_review:  # the JSON says what waits; how to go on is for the person
+            from polydub.review import waiting_line
+
+            print(f"job {report.job}: {waiting_line(report)}", file=sys.stderr)
         if report.not_recorded:
             print(f"dub: warning: {report.not_recorded}", file=sys.stderr)
     return reports
