@@ -192,9 +192,11 @@ def check_backends(plan: JobPlan) -> None:
     """The backends the plan needs must be usable here (voice, translator, speech
     recognition, lip-sync): checked before any work, on every entry path."""
     from polydub.lipsync import lipsync_decision
+    from polydub.qa import QAThresholds
     from polydub.tts import parse_voice_spec, select_voice
 
     parse_voice_spec(plan.options.voice)
+    QAThresholds.configured()  # the QA report's, from the machine's setting: malformed is refused now
     if plan.options.commercial:
         check_licences(plan)
     if not plan.options.voice.startswith("coqui"):

@@ -40,7 +40,7 @@ class Needs:
 def deliverable_names(plan: JobPlan) -> list[str]:
     """Every file name a job publishes into its output folder."""
     media_ext = ".mp4" if plan.has_video else ".m4a"
-    names = [f"{plan.name}.{lang}{ext}" for lang in plan.langs for ext in (media_ext, ".srt", ".vtt")]
+    names = [f"{plan.name}.{lang}{ext}" for lang in plan.langs for ext in (media_ext, ".srt", ".vtt", ".timeline.png")]
     names.append(f"{plan.name}.dubbed{'.mkv' if plan.has_video else '.mka'}")
     names.append(f"{plan.name}.report.json")
     return names

@@ -19,6 +19,7 @@ its `QAThresholds`; `timeline_png` draws the lines on the source's timeline.
 from __future__ import annotations
 
 import bisect
+import os
 import statistics
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -32,6 +33,7 @@ from polydub.tts.trim import FRAME_SECONDS as TRIM_FRAME_S
 from polydub.tts.trim import KEEP_SECONDS as TRIM_KEEP_S
 
 LINES = "lines.json"  # the mix stage's record of each line's fit
+THRESHOLDS_ENV = "DUB_QA_THRESHOLDS"  # the machine's thresholds over the defaults
 
 # Voice onset detection on the dub track (the voice alone: silence between lines is zero).
 FRAME_S = 0.010  # energy frame
@@ -75,6 +77,24 @@ class QAThresholds:
             except (TypeError, ValueError):
                 raise ValueError(f"QA threshold {key} must be a number, not {value!r}") from None
         return cls(**chosen)
+
+    @classmethod
+    def configured(cls) -> QAThresholds:
+        """The defaults with the machine's DUB_QA_THRESHOLDS (`max_wer=0.5,max_placement_ms=20`)
+        over them; an InputError naming the variable when it is malformed."""
+        from polydub.errors import InputError
+
+        text = os.environ.get(THRESHOLDS_ENV, "").strip()
+        values = {}
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            name, sep, value = part.partition("=")
+            if not sep:
+                raise InputError(f"{THRESHOLDS_ENV}: {part[:80]!r} is not NAME=NUMBER")
+            values[name.strip()] = value.strip()
+        try:
+            return cls.of(values)
+        except ValueError as exc:
+            raise InputError(f"{THRESHOLDS_ENV}: {exc}") from None
 
 
 @dataclass
@@ -169,6 +189,14 @@ class LanguageQA:
     def to_json(self) -> dict:
         """A plain dict (JSON-ready), fields that are None left out."""
         return _without_none(asdict(self))
+
+    @classmethod
+    def from_json(cls, data: dict) -> LanguageQA:
+        """The report as `to_json` wrote it (a job report read back)."""
+        sections = {name: kind(**data.get(name, {})) for name, kind in
+                    (("intelligibility", Intelligibility), ("placement", Placement), ("speed", Speed),
+                     ("duration", Duration), ("loudness", LoudnessQA), ("lipsync", LipSyncQA))}
+        return cls(data["lang"], data["lines"], **sections, flags=list(data.get("flags", [])))
 
     def to_markdown(self) -> str:
         """A short Markdown section (for a Prefect artifact or a review)."""

@@ -98,6 +98,8 @@ class LanguageReport:
     overflowing: int = 0
     lines: list[dict] = field(default_factory=list)  # the fit's record of each line, with speaker and voice
     stages: dict[str, StageTime] = field(default_factory=dict)
+    qa: dict | None = None  # the measured QA report (`qa.LanguageQA.to_json()`), or {"why": ...} not measured
+    timeline: str | None = None  # NAME.<lang>.timeline.png: its lines on the source's timeline
 
     @property
     def done(self) -> bool:
@@ -153,6 +155,8 @@ class LanguageReport:
             "loudness_lufs": self.loudness_lufs, "true_peak_db": self.true_peak_db,
             "loudness_target_lufs": self.loudness_target_lufs, "true_peak_target_db": self.true_peak_target_db,
             "sped_up": self.sped_up, "overflowing": self.overflowing, "lines": self.lines,
+            **({"qa": self.qa} if self.qa is not None else {}),
+            **({"timeline": self.timeline} if self.timeline else {}),
         }
 
     @classmethod

@@ -225,7 +225,7 @@ items:
 """)
     assert problems_of(path) == [
         "ads.yaml defaults, field input: not allowed in defaults (known: langs, source_lang, transcript, "
-        "translations, voice, voices, lipsync, translator, asr_model, glossary, brand, max_speed, loudness, "
+        "translations, voice, voices, lipsync, translator, asr_model, glossary, brand, max_speed, loudness, review, "
         "commercial, consent)",
         "ads.yaml defaults, field langs: False is not a language code (quote it: 'no', not no)",
         "ads.yaml defaults, field lipsync: must be one of auto, on, off, not 'sometimes'",
@@ -237,7 +237,7 @@ items:
         "ads.yaml item 3: expected fields (id, input, langs, ...), not str",
         "ads.yaml item 4 (id 12), field out: not allowed per item (the catalog gives each item its own folder)",
         "ads.yaml item 4 (id 12), field colour: unknown field (known: id, input, langs, source_lang, transcript, "
-        "translations, voice, voices, lipsync, translator, asr_model, glossary, brand, max_speed, loudness, "
+        "translations, voice, voices, lipsync, translator, asr_model, glossary, brand, max_speed, loudness, review, "
         "commercial, consent)",
     ]
 
@@ -265,7 +265,7 @@ def test_unknown_column_and_out_column_are_refused(clips, tmp_path):
     assert problems_of(path) == [
         "ads.csv row 1, column Out: not allowed per item (the catalog gives each item its own folder)",
         "ads.csv row 1, column colour: unknown column (known: id, input, langs, source_lang, transcript, "
-        "translations, voice, voices, lipsync, translator, asr_model, glossary, brand, max_speed, loudness, "
+        "translations, voice, voices, lipsync, translator, asr_model, glossary, brand, max_speed, loudness, review, "
         "commercial, consent)",
     ]
     dup = write(tmp_path / "dup.csv", f"id,input,langs,Max-Speed,max_speed\na,{clips}/spot_a.mp4,es,1.1,1.2\n")

@@ -224,3 +224,50 @@ def test_character_error_rate():
     assert character_error_rate("abc", "abd") == pytest.approx(1 / 3)
     assert character_error_rate("helloworld", "hello world") == pytest.approx(0.1)  # a split costs one
     assert character_error_rate("", "") == 0.0 and character_error_rate("", "x") == 1.0
+
+
+# ------------------------------------------------------------------- in a whole dub
+
+# About 45 characters a second: within what a cue may hold, far beyond what a voice says in
+# the slot even at the speed cap.
+TOO_LONG = ("This sentence is much too long for the short time slot that the original line "
+            "leaves it, so it cannot fit.")
+
+
+@pytest.mark.slow
+def test_a_dub_into_english_is_heard_back_and_an_overlong_script_flagged(prefect_api, tiny_en, tmp_path):
+    """Two videos whose source script is Spanish (the transcript sidecar) dubbed into
+    English from approved scripts, heard back with Whisper tiny.en: the faithful script
+    passes with a near-zero WER; a script far too long for its slots is flagged; both
+    reports, artifacts' pictures and catalog rows are there."""
+    from tests import inprocess
+    from tests.conftest import EXAMPLE
+
+    approved = tmp_path / "approved"
+    approved.mkdir()
+    for name in ("ad", "long"):
+        (tmp_path / f"{name}.mp4").write_bytes(EXAMPLE.read_bytes())
+        (tmp_path / f"{name}.es.srt").write_bytes(EXAMPLE.with_suffix(".es.srt").read_bytes())
+    (approved / "ad.en.srt").write_bytes(EXAMPLE.with_suffix(".en.srt").read_bytes())
+    english = EXAMPLE.with_suffix(".en.srt").read_text(encoding="utf-8").split("\n\n")
+    (approved / "long.en.srt").write_text("\n\n".join("\n".join(cue.strip().splitlines()[:2] + [TOO_LONG])
+                                                      for cue in english if cue.strip()) + "\n", encoding="utf-8")
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    result = inprocess.dub(tmp_path / "ad.mp4", tmp_path / "long.mp4", "--langs", "en", "--source-lang", "es",
+                           "--translations", approved, "--voice", "espeak:en-us", "--lipsync", "off",
+                           "--asr-model", tiny_en[0].path, "--out", tmp_path / "out", "--db", db, "--json")
+    assert result.returncode == 0, result.stderr
+    good, long = json.loads(result.stdout)
+
+    heard = good["languages"]["en"]["qa"]
+    assert heard["intelligibility"]["wer"] <= MAX_WER and heard["flags"] == [], heard
+    assert heard["speed"]["lines_over_limit"] == 0 and abs(heard["duration"]["delta_ms"]) <= 40
+    flagged = long["languages"]["en"]["qa"]
+    assert flagged["speed"]["lines_over_limit"] == 3 and flagged["speed"]["max"] == pytest.approx(1.3)
+    assert any("do not fit their slot" in flag for flag in flagged["flags"]), flagged["flags"]
+    for report in (good, long):
+        picture = Path(report["languages"]["en"]["timeline"])
+        assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and picture.parent == Path(report["out_dir"])
+        shown = json.loads(inprocess.dub("show", str(report["job"]), "--db", db, "--json").stdout)
+        assert [o["path"] for o in shown["outputs"] if o["kind"] == "timeline"] == [str(picture)]
+        assert [s["status"] for s in shown["stages"] if s["stage"] == "qa"] == ["done"]

@@ -52,7 +52,7 @@ out = Console()
 OWN_FLAGS = ("out",)  # `--out` is the command line's own: with several inputs, one subfolder each
 NEGATED_FLAGS = {"commercial": "--non-commercial"}  # a yes/no option's "no" flag, where not --no-NAME
 FLAG_METAVARS = {"loudness": "LUFS"}
-STAGES = ("probe", "separate", "transcribe", "translate", "synthesize", "mix", "lipsync", "assemble")
+STAGES = ("probe", "separate", "transcribe", "translate", "synthesize", "mix", "lipsync", "assemble", "qa")
 ICONS = {"running": "[yellow]…[/]", "done": "[green]✓[/]", "cached": "[cyan]=[/]",
          "skipped": "[dim]-[/]", "failed": "[red]✗[/]"}
 
@@ -89,7 +89,9 @@ def _summary(report) -> tuple[Table, list[str]]:
         title = f"up to date: job {report.job} delivered these from the same inputs and options (--force redoes it)"
     table = Table(title=title)
     # sped: lines sped up to fit; over: lines that still overflow their slot (see the report)
-    for col in ("lang", "output", "length", "voice", "sped", "over", "lip-sync", "time"):
+    # qa: the measured QA report's verdict (its flags are listed below the table; its
+    # duration check stands for a length column)
+    for col in ("lang", "output", "voice", "sped", "over", "lip-sync", "qa", "time"):
         table.add_column(col, no_wrap=True)
     notes: list[str] = []
     if report.background:
@@ -110,11 +112,16 @@ def _summary(report) -> tuple[Table, list[str]]:
             continue
         backends = entry.backends
         seconds = sum(s.seconds or 0 for s in entry.stages.values() if s.status == "done")
-        table.add_row(lang, Path(entry.media).name, f"{report.duration:.1f}s", backends.voice,
-                      str(entry.sped_up), str(entry.overflowing), backends.lipsync, f"{seconds:.1f}s")
+        flags = (entry.qa or {}).get("flags") or []
+        verdict = "" if not entry.qa or "lang" not in entry.qa else \
+            ("ok" if not flags else f"[yellow]{len(flags)} flag{'s' * (len(flags) != 1)}[/]")
+        table.add_row(lang, Path(entry.media).name, backends.voice,
+                      str(entry.sped_up), str(entry.overflowing), backends.lipsync, verdict, f"{seconds:.1f}s")
         for what, reason in (("voice", backends.voice_reason), ("lip-sync", backends.lipsync_reason)):
             if reason:
                 notes.append(f"  {lang} {what}: {reason}")
+        if flags:  # what the QA report says to look at
+            notes.append(f"  {lang} QA: {'; '.join(flags)}")
     if report.awaiting_review:
         from polydub.review import waiting_line
 

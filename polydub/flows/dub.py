@@ -43,6 +43,7 @@ from polydub.tasks.language import (
     translate_lang,
 )
 from polydub.tasks.lipsync import lipsync_langs
+from polydub.tasks.quality import check_quality, timeline_name
 from polydub.tasks.source import (
     Separation,
     SourceAudio,
@@ -181,6 +182,7 @@ def dub_languages(plan: JobPlan, job: OpenJob, report: JobReport) -> None:
     videos = lipsync_stage(job.ctx, plan, source, mixed, report)
     assembled = deliver_languages(plan, job, source, mixed, videos, report, progress,
                                   shared={"transcribe": transcript.licence, "separate": background.licence})
+    measure_languages(plan, job, source, transcript, mixed, videos, assembled, report)
     if assembled and not report.awaiting_review:  # the multi-track file waits for every approved language
         report.multitrack = assemble_multitrack(job.ctx, plan, source, transcript, assembled)
         job.cat.add_output(job.id, None, "multitrack", report.multitrack, job.duration)
@@ -262,6 +264,26 @@ def deliver_languages(plan: JobPlan, job: OpenJob, source: StageResult[SourceAud
             job.cat.add_output(job.id, lang, {"mp4": "video", "m4a": "audio"}.get(kind, kind), path,
                                job.duration if kind in ("mp4", "m4a") else None)
     return {lang: assembled[lang] for lang in plan.langs if lang in assembled}
+
+
+def measure_languages(plan: JobPlan, job: OpenJob, source: StageResult[SourceAudio],
+                      transcript: StageResult[Transcription],
+                      mixed: dict[str, tuple[StageResult, StageResult, StageResult]], videos: dict[str, StageResult],
+                      assembled: dict[str, StageResult], report: JobReport) -> None:
+    """Each delivered language's QA report and timeline picture, in the report and the
+    catalog. Best effort: a measurement that fails never takes back a delivery."""
+    checks = {lang: check_quality.submit(job.ctx, plan, source, transcript, mixed[lang][2], videos.get(lang),
+                                         assembled[lang], lang) for lang in assembled}
+    for lang, future in checks.items():
+        entry = report.languages[lang]
+        try:
+            measured = future.result()
+        except Exception as exc:
+            entry.qa = {"why": f"not measured: {one_line(exc)}"}
+            continue
+        entry.qa = measured.output.report
+        entry.timeline = str(Path(plan.out_dir) / timeline_name(plan, lang))
+        job.cat.add_output(job.id, lang, "timeline", entry.timeline)
 
 
 def close_job(plan: JobPlan, job: OpenJob, report: JobReport, stopped: outcome.Stopped | None,

@@ -19,6 +19,7 @@ from prefect.states import Completed, Failed, State
 from polydub import config, crash, review
 from polydub.errors import DubError, JobFailed, JobRefused
 from polydub.job import JobPlan
+from polydub.qa import LanguageQA
 from polydub.options import DubOptions
 from polydub.report import AWAITING_REVIEW, JobReport
 from polydub.storage import shared_catalog
@@ -251,7 +252,7 @@ def markdown(report: JobReport) -> str:
               "|---|---|---|---|---|---|---|"]
     for lang, entry in report.languages.items():
         backends = entry.backends
-        status = "done" if entry.done else f"failed: {entry.error or ''}"
+        status = entry.status if entry.done or entry.status == AWAITING_REVIEW else f"failed: {entry.error or ''}"
         if backends is None:  # not delivered: nothing to say of how
             lines.append(f"| {lang} | {status.replace('|', '/')} |  |  |  |  |  |")
             continue
@@ -262,6 +263,13 @@ def markdown(report: JobReport) -> str:
                              ("lipsync", entry.backends and entry.backends.lipsync_reason)):
             if reason:
                 lines.append(f"\n- {lang} {what}: {reason}")
+    for lang, entry in report.languages.items():  # the measured QA report, and where its picture is
+        if entry.qa and "lang" in entry.qa:
+            lines += ["", LanguageQA.from_json(entry.qa).to_markdown().rstrip()]
+            if entry.timeline:
+                lines.append(f"\n- timeline: `{entry.timeline}`")
+        elif entry.qa:
+            lines.append(f"\n- {lang} QA {entry.qa.get('why', '')}")
     return "\n".join(lines)
 
 

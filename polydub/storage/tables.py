@@ -29,7 +29,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 JOB_STATUSES = ("running", "done", "partial", "failed", "interrupted", "cancelled", "crashed", "rejected",
                 "awaiting review")
 STAGE_STATUSES = ("running", "done", "cached", "skipped", "failed", "interrupted")
-OUTPUT_KINDS = ("video", "audio", "srt", "vtt", "multitrack", "report")
+OUTPUT_KINDS = ("video", "audio", "srt", "vtt", "multitrack", "report", "timeline")
 DELIVERY_STATUSES = ("queued", "running", "done", "failed")
 TM_ORIGINS = ("approved", "edited", "imported")
 REVIEW_KINDS = ("script",)

@@ -1,9 +1,10 @@
-"""A person's review of a job's language before it is voiced, and the job state that waits
-for it.
+"""A person's review of a job's language before it is voiced, the job state that waits
+for it, and the QA report's timeline picture among a job's outputs.
 
 - reviews: one row per job x language x kind (script): the lines offered, then approved
   (with the changes made) or rejected (with why), by whom and when.
 - job statuses: + 'awaiting review'.
+- output kinds: + 'timeline' (NAME.<lang>.timeline.png).
 
 Revision ID: 0005
 Revises: 0004
@@ -24,6 +25,8 @@ depends_on = None
 # Frozen copies of the values in tables.py at this revision.
 OLD_JOB_STATUSES = ("running", "done", "partial", "failed", "interrupted", "cancelled", "crashed", "rejected")
 JOB_STATUSES = (*OLD_JOB_STATUSES, "awaiting review")
+OLD_OUTPUT_KINDS = ("video", "audio", "srt", "vtt", "multitrack", "report")
+OUTPUT_KINDS = (*OLD_OUTPUT_KINDS, "timeline")
 REVIEW_KINDS = ("script",)
 REVIEW_STATUSES = ("awaiting", "approved", "rejected")
 JSON = sa.JSON().with_variant(JSONB(), "postgresql")
@@ -37,6 +40,9 @@ def upgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
         batch.drop_constraint("ck_jobs_status", type_="check")
         batch.create_check_constraint("ck_jobs_status", one_of("status", JOB_STATUSES))
+    with op.batch_alter_table("outputs") as batch:
+        batch.drop_constraint("ck_outputs_kind", type_="check")
+        batch.create_check_constraint("ck_outputs_kind", one_of("kind", OUTPUT_KINDS))
     op.create_table(
         "reviews",
         sa.Column("id", sa.Integer, primary_key=True),
@@ -63,6 +69,9 @@ def downgrade() -> None:
     op.drop_index("ix_reviews_status", "reviews")
     op.drop_index("ix_reviews_job_id", "reviews")
     op.drop_table("reviews")
+    with op.batch_alter_table("outputs") as batch:
+        batch.drop_constraint("ck_outputs_kind", type_="check")
+        batch.create_check_constraint("ck_outputs_kind", one_of("kind", OLD_OUTPUT_KINDS))
     with op.batch_alter_table("jobs") as batch:
         batch.drop_constraint("ck_jobs_status", type_="check")
         batch.create_check_constraint("ck_jobs_status", one_of("status", OLD_JOB_STATUSES))
