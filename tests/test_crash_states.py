@@ -142,7 +142,7 @@ def test_losing_the_prefect_server_mid_run_does_not_fail_a_finished_dub(tmp_path
     assert report["status"] == "done" and "not_recorded" in report
     assert (tmp_path / "out" / "job.es.mp4").exists() and (tmp_path / "out" / "job.fr.mp4").exists()
     [row] = json.loads(dub("list", "--db", args[-1], "--json").stdout)
-    assert row["status"] == "done" and row["n_outputs"] == 8
+    assert row["status"] == "done" and row["n_outputs"] == 10  # 2 x (mp4, srt, vtt, timeline), multi-track, report
 
 
 @pytest.mark.slow
