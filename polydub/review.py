@@ -67,27 +67,48 @@ def to_review_srt(lines: list[dict]) -> str:
 
 
 def read_edited(path: Path, offered: list[dict]) -> tuple[list[dict], list[dict]]:
-    """The offered lines with the texts of the edited file `path`, and what changed
-    ([{line, before, after}]); an InputError in one line when the file changes anything
-    but the texts: its lines (an emptied line is a line removed), their times or speakers."""
-    edited = read_subtitles(path)
+    """The offered lines with the texts of the edited SRT `path`, and what changed (see
+    `check_edits`); an InputError in one line naming the file."""
+    edited = [{"start": s.start, "end": s.end, "speaker": s.speaker, "text": s.text} for s in read_subtitles(path)]
+    return check_edits(edited, offered, str(path))
+
+
+def check_edits(edited: list[dict], offered: list[dict], where: str = "the answer") -> tuple[list[dict], list[dict]]:
+    """The offered lines with the edited texts, and what changed ([{line, before, after}]);
+    an InputError in one line when the edit changes anything but the texts: its lines (an
+    emptied line is a line removed), their times or speakers."""
+    edited = [line for line in edited if str(line.get("text") or "").strip()]
     if len(edited) != len(offered):
-        raise InputError(f"{path}: {len(edited)} line{'s' * (len(edited) != 1)}, the script has {len(offered)}: "
+        raise InputError(f"{where}: {len(edited)} line{'s' * (len(edited) != 1)}, the script has {len(offered)}: "
                          "keep every line, its time and some text (to drop a language, reject it)")
     approved, changes = [], []
     for n, (new, old) in enumerate(zip(edited, offered), 1):
-        at = f"{path}: line {n} ({format_time(old['start'])})"
-        if abs(new.start - old["start"]) > TIME_TOLERANCE_S or abs(new.end - old["end"]) > TIME_TOLERANCE_S:
-            raise InputError(f"{at} is timed {format_time(new.start)} --> {format_time(new.end)}, "
+        at = f"{where}: line {n} ({format_time(old['start'])})"
+        start, end, text = float(new["start"]), float(new["end"]), " ".join(str(new["text"]).split())
+        if abs(start - old["start"]) > TIME_TOLERANCE_S or abs(end - old["end"]) > TIME_TOLERANCE_S:
+            raise InputError(f"{at} is timed {format_time(start)} --> {format_time(end)}, "
                              f"the script's {format_time(old['start'])} --> {format_time(old['end'])}: "
                              "edit the text only")
-        if (new.speaker or None) != (old.get("speaker") or None):
-            raise InputError(f"{at} is spoken by {new.speaker or 'no one named'}, in the script by "
+        if (new.get("speaker") or None) != (old.get("speaker") or None):
+            raise InputError(f"{at} is spoken by {new.get('speaker') or 'no one named'}, in the script by "
                              f"{old.get('speaker') or 'no one named'}: edit the text only")
-        approved.append({**old, "text": new.text})
-        if new.text != old["text"]:
-            changes.append({"line": n, "before": old["text"], "after": new.text})
+        approved.append({**old, "text": text})
+        if text != old["text"]:
+            changes.append({"line": n, "before": old["text"], "after": text})
     return approved, changes
+
+
+def decided_scripts(cat, job_id: int, name: str) -> tuple[dict[str, str], dict[str, str]]:
+    """A job's decided reviews: {lang: the approved script, written where the continued job
+    reads it}, {lang: why it was rejected}."""
+    from polydub.storage import reviews
+
+    decided = reviews.of_job(cat, job_id)
+    approved = {r.lang: str(approved_script(job_id, name, r.lang, r.approved))
+                for r in decided if r.status == reviews.APPROVED}
+    rejected = {r.lang: f"script rejected by {r.decided_by}: {r.reason}" for r in decided
+                if r.status == reviews.REJECTED}
+    return approved, rejected
 
 
 def waiting_line(report) -> str:

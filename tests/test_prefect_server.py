@@ -324,6 +324,50 @@ def test_a_cancelled_run_is_recorded_as_cancelled(setup, client, runs):
     assert stages["mix"] == "interrupted" and "failed" not in stages.values(), stages
 
 
+def test_a_script_review_suspends_the_run_and_its_form_resumes_it(setup, client, runs):
+    """`review: script` in a deployment run: the run is Suspended (holding no worker) with a
+    form of the translated lines; resumed with an edited line as the UI's form sends it, it
+    starts again, records the decision and delivers the edited line."""
+    from prefect.input.run_input import keyset_from_paused_state
+
+    from tests.services import libre_echo
+
+    video = ad_copy(setup["root"] / "inputs" / "review")
+    with libre_echo() as libre:
+        run = client.create_flow_run_from_deployment(
+            client.read_deployment_by_name("dub-video/dub-video").id,
+            parameters={"input": str(video), "langs": ["it"],
+                        "options": {"voice": "espeak", "translator": "libre", "review": "script"}},
+            job_variables={"env": {"LIBRE_URL": libre.url}})
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        while (state := client.read_flow_run(run.id).state).type.value != "PAUSED":
+            assert state.type.value not in FINAL, f"{state.name}: {state.message}"
+            assert time.monotonic() < deadline, "the run never waited for its review"
+            time.sleep(1)
+        assert state.name == "Suspended" and state.state_details.pause_key == "review-it"
+        job = catalog_rows(setup)[str(run.id)]
+        assert job["status"] == "awaiting review"
+        keys = keyset_from_paused_state(state)
+        form = json.loads(client.read_flow_run_input(run.id, keys["schema"]))
+        lines = form["properties"]["lines"]["default"]
+        assert [line["text"] for line in lines] == [line["source"] for line in lines]  # the echo "translated"
+        assert "Review the it script of job" in json.loads(client.read_flow_run_input(run.id, keys["description"]))
+        lines[0]["text"] = "Ciao e benvenuti."
+        client.resume_flow_run(run.id, run_input={"approve": True, "reviewer": "Giulia", "lines": lines})
+        final = wait_final(client, [run.id])[run.id]
+    assert final.state.type.value == "COMPLETED", final.state.message
+    job = catalog_rows(setup)[str(run.id)]
+    assert job["status"] == "done"
+    delivered = Path(job["out_dir"]) / "talking_head.it.srt"
+    assert "Ciao e benvenuti." in delivered.read_text(encoding="utf-8")
+    with sqlite3.connect(setup["root"] / "catalog.db") as db:
+        decided = db.execute("SELECT lang, status, decided_by, changes FROM reviews WHERE job_id = ?",
+                             (job["id"],)).fetchall()
+    [(lang, status, by, changes)] = decided
+    assert (lang, status, by) == ("it", "approved", "Giulia")
+    assert json.loads(changes)[0]["after"] == "Ciao e benvenuti."
+
+
 def test_worker_stops_cleanly_on_sigterm(setup, runs):
     worker = setup["worker"]
     os.killpg(worker.pid, signal.SIGTERM)

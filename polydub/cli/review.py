@@ -157,10 +157,7 @@ def _go_on(cat, job: int, as_json: bool) -> None:
         return
     info = cat.show_job(job)
     params = info["params"]
-    approved = {r.lang: str(review.approved_script(job, params["name"], r.lang, r.approved))
-                for r in decided if r.status == reviews.APPROVED}
-    rejected = {r.lang: f"script rejected by {r.decided_by}: {r.reason}" for r in decided
-                if r.status == reviews.REJECTED}
+    approved, rejected = review.decided_scripts(cat, job, params["name"])
     continuation = review.Continuation(job, {**params.get("translations", {}), **approved}, rejected)
     token = review.continuing.set(continuation)
     try:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import flow, task
+from prefect.exceptions import Pause
 from prefect.cache_policies import NONE
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -20,6 +21,7 @@ from polydub.errors import DubError, InputError, one_line
 from polydub.audio import mix
 from polydub.flows import outcome
 from polydub.flows.logs import quiet_console_tracebacks
+from polydub.progress import stage_logger
 from polydub.job import JobPlan, check_backends, plan_job
 from polydub.options import DubOptions
 from polydub.preflight import check_job
@@ -107,9 +109,11 @@ def run_job(plan: JobPlan, run: outcome.RunInfo | None = None) -> JobReport:
     stopped: outcome.Stopped | None = None
     heartbeat = crash.start_heartbeat(job.cat, job.id)
     try:
-        dub_languages(plan, job, report)
+        dub_languages(plan, job, report, waits_in_form=bool(run.deployment))
     except Exception as exc:
         report.fail(one_line(exc))
+    except Pause:  # suspended for a person's review: the job waits, as its report says
+        raise
     except BaseException as exc:  # cancelled from Prefect (SIGTERM from the worker), Ctrl-C
         crash.stop_stages()
         stopped = outcome.interruption(exc, run)
@@ -140,9 +144,8 @@ def open_job(plan: JobPlan, run: outcome.RunInfo) -> tuple[OpenJob, JobReport]:
     info = media.probe(plan.input)
     source_hash = cache.file_hash(plan.input)
     source_id = cat.upsert_source(plan.input, source_hash, info.duration, info.fps, info.has_video)
-    resumed = review.continuing.get()
-    if resumed is not None:  # a job that waited for review goes on under its own id
-        job_id = resumed.job_id
+    job_id = waiting_job(cat, run)
+    if job_id is not None:  # a job that waited for review goes on under its own id
         cat.resume_job(job_id, run.flow_run_id)
     else:
         job_id = cat.create_job(source_id, plan.langs, plan.to_dict(), plan.out_dir, plan.options.consent,
@@ -156,22 +159,44 @@ def open_job(plan: JobPlan, run: outcome.RunInfo) -> tuple[OpenJob, JobReport]:
     return OpenJob(job_id, cat, JobContext(job_id, db_url, str(config.cache_dir())), info.duration), report
 
 
-def dub_languages(plan: JobPlan, job: OpenJob, report: JobReport) -> None:
-    """The work: the source's stages once, each language's chain, lip-sync for all, then
-    the deliverables; the report filled in as each step ends."""
+def waiting_job(cat, run: outcome.RunInfo) -> int | None:
+    """The job this run continues after review: the one `dub approve` goes on with, or
+    this flow run's own job when its run was resumed from a suspended review."""
+    resumed = review.continuing.get()
+    if resumed is not None:
+        return resumed.job_id
+    if run.flow_run_id and run.deployment:
+        job_id = cat.job_for_flow_run(run.flow_run_id)
+        if job_id is not None and cat.show_job(job_id)["status"] == AWAITING_REVIEW:
+            return job_id
+    return None
+
+
+def dub_languages(plan: JobPlan, job: OpenJob, report: JobReport, waits_in_form: bool = False) -> None:
+    """The work: the source's stages once, each language's chain (after its review, when
+    it waits for one), lip-sync for all, then the deliverables; the report filled in as
+    each step ends. `waits_in_form`: a deployment run waits for each review suspended, in
+    its form, and goes on with the decisions; otherwise the job ends awaiting review."""
     progress = outcome.ProgressArtifact.of_job(plan)
     source, transcript, background = source_stages(job.ctx, plan, report)
     resumed = review.continuing.get()
-    rejected = resumed.rejected if resumed is not None else {}
-    for lang, why in rejected.items():
-        report.languages[lang].error = why
+    rejected = dict(resumed.rejected) if resumed is not None else {}
     to_review = [lang for lang in plan.langs if lang not in rejected
                  and review.needs_review(plan.options, lang, plan.translations)]
     offered = {lang: translate_lang.submit(job.ctx, plan, transcript, lang) for lang in to_review}
-    chains = {lang: voice_language.submit(job.ctx, plan, source, transcript, background, lang)
-              for lang in plan.langs if lang not in rejected and lang not in offered}
+    later = waits_in_form and bool(offered)  # suspending stops the process: nothing else may be running
+    voiced = [lang for lang in plan.langs if lang not in rejected and lang not in offered]
+    chains = {} if later else {lang: voice_language.submit(job.ctx, plan, source, transcript, background, lang)
+                               for lang in voiced}
     for lang, future in offered.items():
         offer_for_review(job, transcript, future, lang, report)
+    if later:
+        approved, decided_against = decide_in_forms(plan, job, report)
+        rejected.update(decided_against)
+        chains = {lang: voice_language.submit(job.ctx, plan, source, transcript, background, lang)
+                  for lang in [*voiced, *approved]}
+    for lang, why in rejected.items():
+        report.languages[lang] = LanguageReport(error=why)
     mixed: dict[str, tuple[StageResult, StageResult, StageResult]] = {}
     for lang, future in chains.items():
         try:
@@ -198,6 +223,23 @@ def offer_for_review(job: OpenJob, transcript: StageResult[Transcription], trans
         return
     reviews.offer(job.cat, job.id, lang, review.offered_lines(load_segments(transcript), load_segments(translation)))
     report.languages[lang] = LanguageReport(status=AWAITING_REVIEW)
+
+
+def decide_in_forms(plan: JobPlan, job: OpenJob, report: JobReport) -> tuple[list[str], dict[str, str]]:
+    """Each language awaiting review decided in the run's form (the run suspends until it
+    is, holding no worker); the approved ones become approved translations of the plan.
+    Returns the approved languages and {rejected language: why}."""
+    from polydub.flows.review import decide_in_form
+
+    logger = stage_logger()
+    for lang in report.awaiting_review:
+        decide_in_form(job.cat, job.id, lang, logger)
+    approved, rejected = review.decided_scripts(job.cat, job.id, plan.name)
+    waited = report.awaiting_review
+    plan.translations.update({lang: path for lang, path in approved.items() if lang in waited})
+    for lang in waited:
+        report.languages[lang] = LanguageReport()
+    return [lang for lang in waited if lang in approved], {lang: why for lang, why in rejected.items() if lang in waited}
 
 
 def source_stages(ctx: JobContext, plan: JobPlan, report: JobReport) -> tuple[
