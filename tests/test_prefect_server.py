@@ -324,10 +324,21 @@ def test_a_cancelled_run_is_recorded_as_cancelled(setup, client, runs):
     assert stages["mix"] == "interrupted" and "failed" not in stages.values(), stages
 
 
-def test_a_script_review_suspends_the_run_and_its_form_resumes_it(setup, client, runs):
-    """`review: script` in a deployment run: the run is Suspended (holding no worker) with a
-    form of the translated lines; resumed with an edited line as the UI's form sends it, it
-    starts again, records the decision and delivers the edited line."""
+def wait_suspended(client, run_id, key: str):
+    """The run's state once it waits for the review `key`."""
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while (state := client.read_flow_run(run_id).state).type.value != "PAUSED" or state.state_details.pause_key != key:
+        assert state.type.value not in FINAL, f"{state.name}: {state.message}"
+        assert time.monotonic() < deadline, f"the run never waited for {key}"
+        time.sleep(0.5)
+    return state
+
+
+def test_a_script_review_suspends_the_run_and_its_form_or_dub_resumes_it(setup, client, runs):
+    """`review: script` in a deployment run into it and pt: the run is Suspended (holding no
+    worker) with a form of the translated it lines; resumed with an edited line as the UI's
+    form sends it, it starts again, records the decision and waits for pt; `dub reject`
+    answers that one; the run ends Partial, it delivered with the edited line."""
     from prefect.input.run_input import keyset_from_paused_state
 
     from tests.services import libre_echo
@@ -336,15 +347,11 @@ def test_a_script_review_suspends_the_run_and_its_form_resumes_it(setup, client,
     with libre_echo() as libre:
         run = client.create_flow_run_from_deployment(
             client.read_deployment_by_name("dub-video/dub-video").id,
-            parameters={"input": str(video), "langs": ["it"],
+            parameters={"input": str(video), "langs": ["it", "pt"],
                         "options": {"voice": "espeak", "translator": "libre", "review": "script"}},
             job_variables={"env": {"LIBRE_URL": libre.url}})
-        deadline = time.monotonic() + RUN_TIMEOUT_S
-        while (state := client.read_flow_run(run.id).state).type.value != "PAUSED":
-            assert state.type.value not in FINAL, f"{state.name}: {state.message}"
-            assert time.monotonic() < deadline, "the run never waited for its review"
-            time.sleep(1)
-        assert state.name == "Suspended" and state.state_details.pause_key == "review-it"
+        state = wait_suspended(client, run.id, "review-it")
+        assert state.name == "Suspended"
         job = catalog_rows(setup)[str(run.id)]
         assert job["status"] == "awaiting review"
         keys = keyset_from_paused_state(state)
@@ -354,18 +361,31 @@ def test_a_script_review_suspends_the_run_and_its_form_resumes_it(setup, client,
         assert "Review the it script of job" in json.loads(client.read_flow_run_input(run.id, keys["description"]))
         lines[0]["text"] = "Ciao e benvenuti."
         client.resume_flow_run(run.id, run_input={"approve": True, "reviewer": "Giulia", "lines": lines})
+
+        wait_suspended(client, run.id, "review-pt")
+        def dub(*args: str) -> subprocess.CompletedProcess:  # the worker's catalog and Prefect server
+            return subprocess.run([sys.executable, "-m", "polydub.cli", *args], capture_output=True, text=True,
+                                  timeout=120, env={**setup["env"], "DUB_REVIEWER": "Pedro"})
+
+        early = dub("approve", str(job["id"]), "--lang", "it")
+        assert early.returncode == 2 and f"job {job['id']} has no it script awaiting review (awaiting: pt)" \
+            in early.stderr, early.stderr
+        rejected = dub("reject", str(job["id"]), "--why", "wrong market")
+        assert rejected.returncode == 0, rejected.stderr
+        assert "pt: rejected by Pedro" in rejected.stderr and "its flow run goes on" in rejected.stderr
         final = wait_final(client, [run.id])[run.id]
-    assert final.state.type.value == "COMPLETED", final.state.message
+    assert final.state.type.value == "FAILED" and final.state.name == "Partial", final.state.message
+    assert "pt: script rejected by Pedro: wrong market" in final.state.message
     job = catalog_rows(setup)[str(run.id)]
-    assert job["status"] == "done"
+    assert job["status"] == "partial"
     delivered = Path(job["out_dir"]) / "talking_head.it.srt"
     assert "Ciao e benvenuti." in delivered.read_text(encoding="utf-8")
+    assert not (Path(job["out_dir"]) / "talking_head.pt.mp4").exists()
     with sqlite3.connect(setup["root"] / "catalog.db") as db:
-        decided = db.execute("SELECT lang, status, decided_by, changes FROM reviews WHERE job_id = ?",
-                             (job["id"],)).fetchall()
-    [(lang, status, by, changes)] = decided
-    assert (lang, status, by) == ("it", "approved", "Giulia")
-    assert json.loads(changes)[0]["after"] == "Ciao e benvenuti."
+        decided = {row[0]: row[1:] for row in db.execute(
+            "SELECT lang, status, decided_by, changes FROM reviews WHERE job_id = ?", (job["id"],))}
+    assert decided["it"][:2] == ("approved", "Giulia") and json.loads(decided["it"][2])[0]["after"] == "Ciao e benvenuti."
+    assert decided["pt"][:2] == ("rejected", "Pedro")
 
 
 def test_worker_stops_cleanly_on_sigterm(setup, runs):

@@ -89,17 +89,17 @@ def approve_cmd(
 
     config.use_database(db)
     cat = Catalog()
-    waiting = reviews.awaiting(cat, job, _lang(lang))
+    waiting = _waiting(cat, job, _lang(lang))
     if script is not None and len(waiting) > 1:
         raise InputError(f"--script is one language's script; {len(waiting)} await review "
                          f"({', '.join(r.lang for r in waiting)}): give --lang")
-    _check_here(cat, job)
     decisions = [(r, *(read_edited(script, r.lines) if script is not None else (r.lines, []))) for r in waiting]
     by = reviewer()
     for r, lines, changes in decisions:  # every check passed: now record
         reviews.decide(cat, r.id, reviews.APPROVED, by, approved=lines, changes=changes)
-        print(f"job {job} {r.lang}: approved by {by}" + (f", {len(changes)} line{'s' * (len(changes) != 1)} edited" if changes else ""),
-              file=sys.stderr)
+        edited = f", {len(changes)} line{'s' * (len(changes) != 1)} edited" if changes else ""
+        print(f"job {job} {r.lang}: approved by {by}{edited}", file=sys.stderr)
+        _answer_run(cat, job, {"approve": True, "reviewer": by, "lines": lines})
     _go_on(cat, job, as_json)
 
 
@@ -121,12 +121,12 @@ def reject_cmd(
         raise InputError(f"--why: at most {WHY_MAX} characters, not {len(reason)}")
     config.use_database(db)
     cat = Catalog()
-    waiting = reviews.awaiting(cat, job, _lang(lang))
-    _check_here(cat, job)
+    waiting = _waiting(cat, job, _lang(lang))
     by = reviewer()
     for r in waiting:
         reviews.decide(cat, r.id, reviews.REJECTED, by, reason=reason)
         print(f"job {job} {r.lang}: rejected by {by}", file=sys.stderr)
+        _answer_run(cat, job, {"approve": False, "reason": reason, "reviewer": by})
     _go_on(cat, job, as_json)
 
 
@@ -136,20 +136,62 @@ def _lang(lang: str | None) -> str | None:
     return None if lang is None else languages.normalize(lang)
 
 
-def _check_here(cat, job: int) -> None:
-    """A job started from a deployment goes on in its own flow run, not in this process."""
-    deployment = cat.show_job(job).get("deployment")
-    if deployment:
-        raise InputError(f"job {job} runs from the deployment {deployment}: decide in its flow run's form "
-                         "(the Prefect UI) so that the run goes on where it started")
+def _waiting(cat, job: int, lang: str | None) -> list:
+    """The reviews this command decides: those awaiting (of `lang`); for a job run from a
+    deployment, the one language its suspended run waits for now (it asks for the others
+    one by one, as it goes on)."""
+    from polydub.storage import reviews
+
+    waiting = reviews.awaiting(cat, job, lang)
+    info = cat.show_job(job)
+    if not info.get("deployment"):
+        return waiting
+    state = _run_state(info)
+    if state is None or state.type.value != "PAUSED" or not (state.state_details.pause_key or "").startswith("review-"):
+        raise InputError(f"job {job}'s flow run is {state.name if state else 'gone'}: it waits for no review "
+                         "(a run that waited past its time limit is not resumed; dub it again)")
+    asked = state.state_details.pause_key.split("-")[1]
+    chosen = [r for r in waiting if r.lang == asked]
+    if not chosen:
+        raise InputError(f"job {job}'s flow run waits for the {asked} review first")
+    return chosen
+
+
+def _run_state(info: dict):
+    """The Prefect state of a job's flow run (None when Prefect no longer has it)."""
+    from polydub.errors import DubError, one_line
+
+    try:
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            return client.read_flow_run(info["flow_run_id"]).state
+    except Exception as exc:  # noqa: BLE001 - an unreachable server, a run that is gone: one line
+        raise DubError(f"job {info['id']}'s flow run cannot be read from Prefect: {type(exc).__name__}: "
+                       f"{one_line(exc)}") from None
+
+
+def _answer_run(cat, job: int, answer: dict) -> None:
+    """A job run from a deployment: resume its suspended run with `answer`, as its form
+    would send it; the run goes on on a worker (it finds the decision recorded)."""
+    info = cat.show_job(job)
+    if not info.get("deployment"):
+        return
+    from prefect.flow_runs import resume_flow_run
+
+    resume_flow_run(info["flow_run_id"], run_input=answer)
+    print(f"job {job}: its flow run goes on on a worker ({info['flow_run_id']})", file=sys.stderr)
 
 
 def _go_on(cat, job: int, as_json: bool) -> None:
     """Once no language of the job awaits review: run the job on, in this process, with
-    the approved scripts as approved translations and the rejected languages failed."""
+    the approved scripts as approved translations and the rejected languages failed. A job
+    run from a deployment goes on in its own run instead."""
     from polydub import review
     from polydub.storage import reviews
 
+    if cat.show_job(job).get("deployment"):
+        return
     decided = reviews.of_job(cat, job)
     still = [r.lang for r in decided if r.status == reviews.AWAITING]
     if still:
