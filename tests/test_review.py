@@ -178,3 +178,41 @@ def test_a_script_is_reviewed_edited_approved_or_rejected_then_delivered(prefect
 
     assert "job {} is not awaiting review (es approved, fr rejected)".format(job) in one_line_error(
         dub("approve", str(job), "--db", db))
+
+
+@pytest.mark.slow
+def test_a_catalog_item_awaits_review_then_is_delivered_once_approved(prefect_api, tmp_path, untranslated):
+    """`review: script` in a manifest: the catalog run leaves the item's language awaiting
+    review (its artifact and `dub status` say so, and the next run does not redo it);
+    approved, the job goes on and the cell is done, up to date for the next run."""
+    import yaml
+
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    manifest = tmp_path / "ads.yaml"
+    manifest.write_text(yaml.safe_dump({
+        "defaults": {"langs": ["es"], "voice": "espeak", "lipsync": "off", "translator": "libre", "review": "script"},
+        "items": [{"id": "ad", "input": "ad.mp4"}]}))
+    with libre_echo() as libre:
+        env = {"LIBRE_URL": libre.url, "LIBRE_API_KEY": "key", "DUB_TRANSLATE_RETRIES": "0"}
+        first = dub("catalog", manifest, "--out", tmp_path / "out", "--db", db, "--json", env=env)
+        assert first.returncode == 0, first.stderr
+        [row] = json.loads(first.stdout)["rows"]
+        job = row["job"]
+        assert (row["status"], row["error"]) == ("awaiting review", f"job {job}: dub review {job}")
+
+        def cell() -> dict:
+            status = dub("status", manifest, "--db", db, "--json", env=env)
+            [[only]] = json.loads(status.stdout).values()
+            return only
+
+        assert cell()["state"] == "awaiting review"
+        again = dub("catalog", manifest, "--out", tmp_path / "out", "--db", db, "--json", env=env)
+        assert json.loads(again.stdout)["rows"][0]["status"] == "not due (awaiting review)"
+        assert len(json.loads(dub("list", "--db", db, "--json").stdout)) == 1  # no new job
+
+        approved = dub("approve", str(job), "--db", db, env=env)
+        assert approved.returncode == 0, approved.stderr
+        assert (tmp_path / "out" / "ad" / "ad.es.mp4").exists()
+        assert cell()["state"] == "done"
+        last = dub("catalog", manifest, "--out", tmp_path / "out", "--db", db, "--json", env=env)
+        assert json.loads(last.stdout)["rows"][0]["status"] == "up to date"

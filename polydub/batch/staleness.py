@@ -28,7 +28,7 @@ from polydub.storage import deliveries
 from polydub.storage.catalog import Catalog, iso
 
 RECIPE_VERSION = 2  # bump when the recipe's parts change meaning: every delivery turns stale (2: + memory)
-STATES = ("done", "stale", "failed", "running", "queued", "missing")
+STATES = ("done", "stale", "failed", "running", "queued", "missing", AWAITING_REVIEW)
 AUDIO_SUFFIXES = {".wav", ".m4a", ".mp3", ".aac", ".flac", ".ogg", ".opus", ".mka"}
 NOT_IN_RECIPE = ("consent",)  # recorded with the job; it does not change the file
 
@@ -287,6 +287,8 @@ def cell(item: str, lang: str, record: deliveries.Record | None, current: str | 
     shown = dict(path=record.path, job=record.job_id, delivered_at=record.delivered_at)
     if record.held:
         return Cell(item, lang, record.status, f"held by {record.owner}", **shown)
+    if record.status == AWAITING_REVIEW:
+        return Cell(item, lang, AWAITING_REVIEW, f"job {record.job_id}: dub review {record.job_id}", **shown)
     if record.status == "failed":
         return Cell(item, lang, "failed", record.error or "failed", **shown)
     if record.delivered_at is None:
@@ -399,6 +401,28 @@ def _intact_job(cat: Catalog, job_id: int, langs: list[str]) -> tuple[object | N
     return JobReport.load(report_path), ""
 
 
+def settle_reviewed(cat: Catalog, job_id: int, report) -> None:
+    """The catalog items (of any manifest) whose review job `job_id` waited for, once the job
+    ends (a `report.JobReport`): done with the file it delivered, failed with why, or still
+    awaiting when the job waits again. A delivered one is recorded with its recipe as it is
+    now: the approved lines are in the brand's translation memory since the approval."""
+    from polydub.storage.catalog import delivered_digest
+
+    for manifest, item, lang, recipe in deliveries.awaiting_job(cat, job_id):
+        entry = report.language(lang)
+        if entry.status == AWAITING_REVIEW:
+            continue
+        digest = delivered_digest(entry.media)[1] if entry.done and entry.media else None
+        if digest is None or recipe is None:
+            deliveries.finish(cat, manifest, item, lang, "failed", job_id=job_id,
+                              error=entry.error or report.error or "failed")
+            continue
+        if recipe.get("translation") is None:  # translated, not an approved file: the memory it now matches
+            recipe = {**recipe, "memory": _brand_terms(cat, (recipe.get("options") or {}).get("brand"), lang)[1]}
+        deliveries.finish(cat, manifest, item, lang, "done", fingerprint=fingerprint(recipe), recipe=recipe,
+                          job_id=job_id, path=entry.media, duration=report.duration, sha256=digest)
+
+
 def record_deliveries(cat: Catalog, key: str, item: str, langs: list[str], recipes: Mapping, fingerprints: dict,
                       report) -> None:
     """Each of `langs` of a finished job (a `report.JobReport`) as a delivery of `item`
@@ -418,6 +442,8 @@ def record_deliveries(cat: Catalog, key: str, item: str, langs: list[str], recip
     for lang in langs:
         entry = report.language(lang)
         if entry.status == AWAITING_REVIEW:  # nothing delivered, nothing failed: a person decides
+            deliveries.finish(cat, key, item, lang, AWAITING_REVIEW, fingerprint=fingerprints[(item, lang)],
+                              recipe=recipes[(item, lang)], job_id=report.job)
             continue
         digest = digest_of(entry.media) if entry.done and entry.media else None
         if digest is not None:

@@ -38,7 +38,7 @@ from polydub.flows.logs import quiet_console_tracebacks
 from polydub.job import JobPlan, _out_dir
 from polydub.options import DubOptions
 from polydub.progress import stage_logger
-from polydub.report import JobReport, LanguageReport
+from polydub.report import AWAITING_REVIEW, JobReport, LanguageReport
 from polydub.storage import deliveries, shared_catalog
 from polydub.storage.catalog import process_owner
 
@@ -249,10 +249,13 @@ class Ledger:
             self.results[item] = report
         langs = self.work.plans[item].langs
         done = [lang for lang in langs if report.language(lang).done]
+        waiting = [lang for lang in langs if report.language(lang).status == AWAITING_REVIEW]
         failed = [f"{lang}: {report.language(lang).error or report.error or 'failed'}" for lang in langs
-                  if lang not in done]
-        self.logger.info("item %s: %s%s (job %s)", item, f"delivered {', '.join(done)}" if done else "nothing delivered",
-                       f"; failed {'; '.join(failed)}" if failed else "", report.job)
+                  if lang not in done and lang not in waiting]
+        self.logger.info("item %s: %s%s%s (job %s)", item,
+                         f"delivered {', '.join(done)}" if done else "nothing delivered",
+                         f"; awaiting review {', '.join(waiting)}" if waiting else "",
+                         f"; failed {'; '.join(failed)}" if failed else "", report.job)
         self.progress.advance(item, "done" if not failed else "failed")
 
 
@@ -396,6 +399,8 @@ def _report(work: Work, results: dict[str, JobReport], busy: list[str], seconds:
                    "job": cell.job, "error": ""}
             if item.id in busy:
                 row.update(status="skipped", error="another runner holds it")
+            elif report is not None and report.language(lang).status == AWAITING_REVIEW:
+                row.update(status=AWAITING_REVIEW, job=report.job, error=f"job {report.job}: dub review {report.job}")
             elif report is not None and lang in work.plans[item.id].langs:
                 entry = report.language(lang)
                 row.update(status=("dubbed" if lang in work.due[item.id] else "up to date") if entry.done else "failed",
@@ -466,4 +471,10 @@ def _page(report: dict, name: str) -> str:
     if failed:
         lines += ["", "| item | language | error |", "|---|---|---|"]
         lines += [f"| {r['item']} | {r['language']} | {r['error'].replace('|', '/')} |" for r in failed[:200]]
+    waiting = [r for r in report["rows"] if r["status"] == AWAITING_REVIEW]
+    if waiting:  # what a person has to decide, and how
+        lines += ["", "## Awaiting review", "", "| item | language | job | to review |", "|---|---|---|---|"]
+        lines += [f"| {r['item']} | {r['language']} | {r['job']} | `dub review {r['job']} --lang {r['language']} "
+                  f"--out DIR`, then `dub approve {r['job']}` or `dub reject {r['job']} --why TEXT` |"
+                  for r in waiting[:200]]
     return "\n".join(lines)

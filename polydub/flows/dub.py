@@ -19,6 +19,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from polydub import cache, config, crash, media, redact, review
 from polydub.errors import DubError, InputError, one_line
 from polydub.audio import mix
+from polydub.batch import staleness
 from polydub.flows import outcome
 from polydub.flows.logs import quiet_console_tracebacks
 from polydub.progress import stage_logger
@@ -344,6 +345,7 @@ def close_job(plan: JobPlan, job: OpenJob, report: JobReport, stopped: outcome.S
         report.error = one_line(exc)
     reason = stopped.reason if stopped else (outcome.failures(report) or report.error)
     job.cat.finish_job(job.id, report.status, error=None if report.status == "done" else reason)
+    staleness.settle_reviewed(job.cat, job.id, report)  # catalog items whose review this job waited for
     outcome.publish(report, plan)
 
 

@@ -26,6 +26,7 @@ from polydub.storage.catalog import Catalog, chunks, iso, owner_alive, process_o
 from polydub.storage.tables import Delivery, FileDigest, ManifestDefaults, utcnow
 
 HELD = ("queued", "running")
+AWAITING_REVIEW = "awaiting review"  # its job waits for a person (report.AWAITING_REVIEW)
 
 
 @dataclass
@@ -158,9 +159,11 @@ def finish(cat: Catalog, manifest: str, item: str, lang: str, status: str, *, fi
            recipe: dict | None = None, job_id: int | None = None, path: str | None = None,
            duration: float | None = None, sha256: str | None = None, error: str | None = None) -> None:
     """Record a result and release the row. 'done' records what the delivered file was
-    made from; 'failed' keeps the last delivered file's record (it is still on disk)."""
-    if status not in ("done", "failed"):
-        raise ValueError(f"a delivery finishes done or failed, not {status!r}")
+    made from; 'failed' keeps the last delivered file's record (it is still on disk), and
+    so does 'awaiting review' (its job `job_id` waits for a person), with the recipe that
+    job will deliver (`staleness.settle_reviewed` makes it done or failed once the job ends)."""
+    if status not in ("done", "failed", AWAITING_REVIEW):
+        raise ValueError(f"a delivery finishes done, failed or awaiting review, not {status!r}")
     now = utcnow()
     with cat.writing() as session:
         row = session.scalars(select(Delivery).where(Delivery.manifest == manifest, Delivery.item == item,
@@ -172,8 +175,17 @@ def finish(cat: Catalog, manifest: str, item: str, lang: str, status: str, *, fi
         if status == "done":
             row.fingerprint, row.recipe, row.path, row.duration, row.sha256 = fingerprint, recipe, path, duration, sha256
             row.error, row.delivered_at = None, now
+        elif status == AWAITING_REVIEW:
+            row.fingerprint, row.recipe, row.error = fingerprint, recipe, None
         else:
             row.error = redact(error or "failed")[:2000]
+
+
+def awaiting_job(cat: Catalog, job_id: int) -> list[tuple[str, str, str, dict | None]]:
+    """(manifest, item, lang, recipe) of the rows, of any manifest, awaiting review in job `job_id`."""
+    with cat.reading() as session:
+        rows = session.scalars(select(Delivery).where(Delivery.job_id == job_id, Delivery.status == AWAITING_REVIEW))
+        return [(row.manifest, row.item, row.lang, row.recipe) for row in rows]
 
 
 def _set(cat: Catalog, manifest: str, item: str, langs: list[str], owner: str, **values) -> None:

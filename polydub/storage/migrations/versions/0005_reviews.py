@@ -5,6 +5,7 @@ for it, and the QA report's timeline picture among a job's outputs.
   (with the changes made) or rejected (with why), by whom and when.
 - job statuses: + 'awaiting review'.
 - output kinds: + 'timeline' (NAME.<lang>.timeline.png).
+- delivery statuses: + 'awaiting review' (a catalog item's language whose job waits).
 
 Revision ID: 0005
 Revises: 0004
@@ -27,6 +28,8 @@ OLD_JOB_STATUSES = ("running", "done", "partial", "failed", "interrupted", "canc
 JOB_STATUSES = (*OLD_JOB_STATUSES, "awaiting review")
 OLD_OUTPUT_KINDS = ("video", "audio", "srt", "vtt", "multitrack", "report")
 OUTPUT_KINDS = (*OLD_OUTPUT_KINDS, "timeline")
+OLD_DELIVERY_STATUSES = ("queued", "running", "done", "failed")
+DELIVERY_STATUSES = (*OLD_DELIVERY_STATUSES, "awaiting review")
 REVIEW_KINDS = ("script",)
 REVIEW_STATUSES = ("awaiting", "approved", "rejected")
 JSON = sa.JSON().with_variant(JSONB(), "postgresql")
@@ -43,6 +46,9 @@ def upgrade() -> None:
     with op.batch_alter_table("outputs") as batch:
         batch.drop_constraint("ck_outputs_kind", type_="check")
         batch.create_check_constraint("ck_outputs_kind", one_of("kind", OUTPUT_KINDS))
+    with op.batch_alter_table("deliveries") as batch:
+        batch.drop_constraint("ck_deliveries_status", type_="check")
+        batch.create_check_constraint("ck_deliveries_status", one_of("status", DELIVERY_STATUSES))
     op.create_table(
         "reviews",
         sa.Column("id", sa.Integer, primary_key=True),
@@ -72,6 +78,9 @@ def downgrade() -> None:
     with op.batch_alter_table("outputs") as batch:
         batch.drop_constraint("ck_outputs_kind", type_="check")
         batch.create_check_constraint("ck_outputs_kind", one_of("kind", OLD_OUTPUT_KINDS))
+    with op.batch_alter_table("deliveries") as batch:
+        batch.drop_constraint("ck_deliveries_status", type_="check")
+        batch.create_check_constraint("ck_deliveries_status", one_of("status", OLD_DELIVERY_STATUSES))
     with op.batch_alter_table("jobs") as batch:
         batch.drop_constraint("ck_jobs_status", type_="check")
         batch.create_check_constraint("ck_jobs_status", one_of("status", OLD_JOB_STATUSES))
