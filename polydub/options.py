@@ -103,8 +103,9 @@ class DubOptions(BaseModel):
         "-23 broadcast, -14 streaming.")
     review: Literal[REVIEW_MODES] = Field(  # type: ignore[valid-type]
         "none", description="none | script. script: each language's translated lines wait for a "
-        "person's approval (dub review, dub approve, dub reject) before they are voiced; languages "
-        "with approved translations need none.")
+        "person's approval (dub review, dub approve, dub reject; in a deployment run, the run's form) "
+        "before they are voiced; languages with approved translations, or whose every line is in the "
+        "brand's translation memory, need none.")
     commercial: bool | None = Field(
         None, description="Commercial use: refuse, before any work, a model whose licence does not allow "
         "it (XTTS-v2). Unset: the machine's DUB_COMMERCIAL setting (off unless set).")

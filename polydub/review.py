@@ -22,6 +22,7 @@ from polydub.segments import Segment, format_time, read_subtitles
 CHARS_PER_SECOND = 15.0  # an unhurried speaking rate: the speed a line will need is estimated from it
 TIME_TOLERANCE_S = 0.0015  # an SRT keeps milliseconds
 REVIEWS_DIR = "reviews"  # under DUB_HOME: the approved scripts a continued job reads
+FROM_MEMORY = "translation memory"  # a translation whose every line a person approved before
 
 
 @dataclass
@@ -40,8 +41,10 @@ continuing: contextvars.ContextVar[Continuation | None] = contextvars.ContextVar
 
 
 def needs_review(options, lang: str, translations: dict[str, str]) -> bool:
-    """Whether `lang` waits for a person before it is voiced: review is on and no approved
-    script exists for it (an approved translation is already approved)."""
+    """Whether `lang` is offered to a person before it is voiced: review is on and no
+    approved script exists for it (an approved translation is already approved). A
+    translation whose every line comes from the brand's memory is not offered either (see
+    `flows.dub.offer_for_review`)."""
     return options.review == "script" and not translations.get(lang)
 
 

@@ -179,6 +179,22 @@ def test_a_script_is_reviewed_edited_approved_or_rejected_then_delivered(prefect
     assert "job {} is not awaiting review (es approved, fr rejected)".format(job) in one_line_error(
         dub("approve", str(job), "--db", db))
 
+    # Another cut of the ad with the same script: every es line is in the brand's approved
+    # memory, so there is nothing to review; it is voiced at once, as approved.
+    other = tmp_path / "cut" / "ad.mp4"
+    other.parent.mkdir()
+    shutil.copy(untranslated, other)
+    shutil.copy(EXAMPLE.with_suffix(".en.srt"), other.with_suffix(".en.srt"))
+    with libre_echo() as libre:
+        env = {"LIBRE_URL": libre.url, "LIBRE_API_KEY": "key", "DUB_TRANSLATE_RETRIES": "0"}
+        again = dub(other, "--langs", "es", "--review", "script", "--voice", "espeak", "--lipsync", "off",
+                    "--translator", "libre", "--brand", "Acme", "--out", tmp_path / "cut-out", "--db", db, "--json",
+                    env=env)
+        assert libre.texts == []
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["status"] == "done"
+    assert read_subtitles(tmp_path / "cut-out" / "ad.es.srt")[0].text.startswith("Hola y bienvenidos")
+
 
 @pytest.mark.slow
 def test_a_catalog_item_awaits_review_then_is_delivered_once_approved(prefect_api, tmp_path, untranslated):

@@ -189,13 +189,15 @@ def dub_languages(plan: JobPlan, job: OpenJob, report: JobReport, waits_in_form:
     voiced = [lang for lang in plan.langs if lang not in rejected and lang not in offered]
     chains = {} if later else {lang: voice_language.submit(job.ctx, plan, source, transcript, background, lang)
                                for lang in voiced}
-    for lang, future in offered.items():
-        offer_for_review(job, transcript, future, lang, report)
+    known = [lang for lang, future in offered.items() if not offer_for_review(job, transcript, future, lang, report)]
     if later:
         approved, decided_against = decide_in_forms(plan, job, report)
         rejected.update(decided_against)
         chains = {lang: voice_language.submit(job.ctx, plan, source, transcript, background, lang)
-                  for lang in [*voiced, *approved]}
+                  for lang in [*voiced, *known, *approved]}
+    else:
+        chains.update({lang: voice_language.submit(job.ctx, plan, source, transcript, background, lang)
+                       for lang in known})
     for lang, why in rejected.items():
         report.languages[lang] = LanguageReport(error=why)
     mixed: dict[str, tuple[StageResult, StageResult, StageResult]] = {}
@@ -215,15 +217,20 @@ def dub_languages(plan: JobPlan, job: OpenJob, report: JobReport, waits_in_form:
 
 
 def offer_for_review(job: OpenJob, transcript: StageResult[Transcription], translating, lang: str,
-                     report: JobReport) -> None:
-    """Offer `lang`'s translated lines for review: the language waits, not voiced."""
+                     report: JobReport) -> bool:
+    """Offer `lang`'s translated lines for review: the language waits, not voiced. False
+    when there is nothing to review: every line came from the brand's translation memory,
+    which people approved, edited or imported (or the translation failed: the report says)."""
     try:
         translation = translating.result()
     except Exception as exc:
         report.languages[lang].error = one_line(exc)
-        return
+        return True
+    if translation.output.backend == review.FROM_MEMORY:
+        return False
     reviews.offer(job.cat, job.id, lang, review.offered_lines(load_segments(transcript), load_segments(translation)))
     report.languages[lang] = LanguageReport(status=AWAITING_REVIEW)
+    return True
 
 
 def decide_in_forms(plan: JobPlan, job: OpenJob, report: JobReport) -> tuple[list[str], dict[str, str]]:

@@ -14,6 +14,7 @@ from polydub.errors import InputError
 from polydub.job import JobPlan
 from polydub.media import SAMPLE_RATE
 from polydub.report import StageResult
+from polydub.review import FROM_MEMORY
 from polydub.segments import label_from, read_subtitles, speakers_of
 from polydub.storage import shared_catalog
 from polydub.tasks.common import JobContext, run_stage
@@ -174,7 +175,7 @@ def _translate(ctx: JobContext, plan: JobPlan, transcript: StageResult[Transcrip
         known = len(lines) - len(rest)
         return Translation(len(segments), f"{known} line(s) from the catalog's translation memory, {sent} sent, "
                                           "the rest translated before",
-                           backend="translation memory" if lines and not rest else None,  # no translator asked
+                           backend=FROM_MEMORY if lines and not rest else None,  # no translator asked
                            sent=sent, from_catalog_memory=known)
 
     key = cache.stage_key("translate", segments=_segments_hash(transcript), **who,
