@@ -26,7 +26,7 @@ MAX_SPEED_RANGE = (1.0, 2.0)
 DEFAULT_LOUDNESS = None  # match the source's integrated loudness and true peak
 LOUDNESS_RANGE = (-40.0, -5.0)
 LIPSYNC_MODES = ("auto", "on", "off")
-REVIEW_MODES = ("none", "script")
+REVIEW_MODES = ("none", "script", "final", "both", "auto")
 TRANSLATORS = tuple(PROVIDERS)
 TEXT_MAX = 4096  # any free-text option; paths included
 BRAND_MAX = 256
@@ -102,10 +102,12 @@ class DubOptions(BaseModel):
         "loudness and true peak, so switching audio tracks keeps the level; or a delivery target: "
         "-23 broadcast, -14 streaming.")
     review: Literal[REVIEW_MODES] = Field(  # type: ignore[valid-type]
-        "none", description="none | script. script: each language's translated lines wait for a "
-        "person's approval (dub review, dub approve, dub reject; in a deployment run, the run's form) "
-        "before they are voiced; languages with approved translations, or whose every line is in the "
-        "brand's translation memory, need none.")
+        "none", description="none | script | final | both | auto. script: each language's translated lines "
+        "wait for a person's approval before they are voiced (languages with approved translations, or "
+        "whose every line is in the brand's translation memory, need none); final: each delivered language "
+        "waits for approval of the result (its files and QA report) and is done only once approved; both: "
+        "the two; auto: a final review only of languages the QA report flags. Decide with dub review, "
+        "dub approve, dub reject, or in a deployment run's form.")
     commercial: bool | None = Field(
         None, description="Commercial use: refuse, before any work, a model whose licence does not allow "
         "it (XTTS-v2). Unset: the machine's DUB_COMMERCIAL setting (off unless set).")

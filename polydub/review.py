@@ -41,11 +41,17 @@ continuing: contextvars.ContextVar[Continuation | None] = contextvars.ContextVar
 
 
 def needs_review(options, lang: str, translations: dict[str, str]) -> bool:
-    """Whether `lang` is offered to a person before it is voiced: review is on and no
-    approved script exists for it (an approved translation is already approved). A
-    translation whose every line comes from the brand's memory is not offered either (see
+    """Whether `lang`'s script is offered to a person before it is voiced: script review is
+    on and no approved script exists for it (an approved translation is already approved).
+    A translation whose every line comes from the brand's memory is not offered either (see
     `flows.dub.offer_for_review`)."""
-    return options.review == "script" and not translations.get(lang)
+    return options.review in ("script", "both") and not translations.get(lang)
+
+
+def needs_final_review(options, qa: dict | None) -> bool:
+    """Whether a delivered language waits for a person's approval of its result: final
+    review is on, or `auto` and its QA report (`qa`, as in the job report) flags something."""
+    return options.review in ("final", "both") or (options.review == "auto" and bool((qa or {}).get("flags")))
 
 
 def offered_lines(source: list[Segment], translated: list[Segment]) -> list[dict]:
@@ -108,10 +114,15 @@ def decided_scripts(cat, job_id: int, name: str) -> tuple[dict[str, str], dict[s
 
     decided = reviews.of_job(cat, job_id)
     approved = {r.lang: str(approved_script(job_id, name, r.lang, r.approved))
-                for r in decided if r.status == reviews.APPROVED}
-    rejected = {r.lang: f"script rejected by {r.decided_by}: {r.reason}" for r in decided
-                if r.status == reviews.REJECTED}
+                for r in decided if r.status == reviews.APPROVED and r.kind == reviews.SCRIPT}
+    rejected = {r.lang: rejection(r) for r in decided if r.status == reviews.REJECTED}
     return approved, rejected
+
+
+def rejection(record) -> str:
+    """Why a rejected language (a `storage.reviews.ReviewRecord`) is not delivered."""
+    what = "script" if record.kind == "script" else "result"
+    return f"{what} rejected by {record.decided_by}: {record.reason}"
 
 
 def waiting_line(report) -> str:

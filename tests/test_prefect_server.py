@@ -335,10 +335,11 @@ def wait_suspended(client, run_id, key: str):
 
 
 def test_a_script_review_suspends_the_run_and_its_form_or_dub_resumes_it(setup, client, runs):
-    """`review: script` in a deployment run into it and pt: the run is Suspended (holding no
+    """`review: both` in a deployment run into it and pt: the run is Suspended (holding no
     worker) with a form of the translated it lines; resumed with an edited line as the UI's
     form sends it, it starts again, records the decision and waits for pt; `dub reject`
-    answers that one; the run ends Partial, it delivered with the edited line."""
+    answers that one; then it waits for approval of the delivered it dub; approved, the run
+    ends Partial, it delivered with the edited line."""
     from prefect.input.run_input import keyset_from_paused_state
 
     from tests.services import libre_echo
@@ -348,7 +349,7 @@ def test_a_script_review_suspends_the_run_and_its_form_or_dub_resumes_it(setup, 
         run = client.create_flow_run_from_deployment(
             client.read_deployment_by_name("dub-video/dub-video").id,
             parameters={"input": str(video), "langs": ["it", "pt"],
-                        "options": {"voice": "espeak", "translator": "libre", "review": "script"}},
+                        "options": {"voice": "espeak", "translator": "libre", "review": "both"}},
             job_variables={"env": {"LIBRE_URL": libre.url}})
         state = wait_suspended(client, run.id, "review-it")
         assert state.name == "Suspended"
@@ -372,7 +373,12 @@ def test_a_script_review_suspends_the_run_and_its_form_or_dub_resumes_it(setup, 
             in early.stderr, early.stderr
         rejected = dub("reject", str(job["id"]), "--why", "wrong market")
         assert rejected.returncode == 0, rejected.stderr
-        assert "pt: rejected by Pedro" in rejected.stderr and "its flow run goes on" in rejected.stderr
+        assert "pt: script rejected by Pedro" in rejected.stderr and "its flow run goes on" in rejected.stderr
+
+        state = wait_suspended(client, run.id, "final-it")  # the delivered it dub, for a person to watch
+        description = json.loads(client.read_flow_run_input(run.id, keyset_from_paused_state(state)["description"]))
+        assert "Approve the it dub of job" in description and "talking_head.it.mp4" in description
+        client.resume_flow_run(run.id, run_input={"approve": True, "reviewer": "Giulia"})
         final = wait_final(client, [run.id])[run.id]
     assert final.state.type.value == "FAILED" and final.state.name == "Partial", final.state.message
     assert "pt: script rejected by Pedro: wrong market" in final.state.message
@@ -383,9 +389,14 @@ def test_a_script_review_suspends_the_run_and_its_form_or_dub_resumes_it(setup, 
     assert not (Path(job["out_dir"]) / "talking_head.pt.mp4").exists()
     with sqlite3.connect(setup["root"] / "catalog.db") as db:
         decided = {row[0]: row[1:] for row in db.execute(
-            "SELECT lang, status, decided_by, changes FROM reviews WHERE job_id = ?", (job["id"],))}
+            "SELECT lang, status, decided_by, changes FROM reviews WHERE job_id = ? AND kind = 'script'", (job["id"],))}
     assert decided["it"][:2] == ("approved", "Giulia") and json.loads(decided["it"][2])[0]["after"] == "Ciao e benvenuti."
     assert decided["pt"][:2] == ("rejected", "Pedro")
+    with sqlite3.connect(setup["root"] / "catalog.db") as db:
+        kinds = db.execute("SELECT lang, kind, status, decided_by FROM reviews WHERE job_id = ? ORDER BY id",
+                           (job["id"],)).fetchall()
+    assert kinds == [("it", "script", "approved", "Giulia"), ("pt", "script", "rejected", "Pedro"),
+                     ("it", "final", "approved", "Giulia")]
 
 
 def test_worker_stops_cleanly_on_sigterm(setup, runs):

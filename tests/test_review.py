@@ -232,3 +232,48 @@ def test_a_catalog_item_awaits_review_then_is_delivered_once_approved(prefect_ap
         assert cell()["state"] == "done"
         last = dub("catalog", manifest, "--out", tmp_path / "out", "--db", db, "--json", env=env)
         assert json.loads(last.stdout)["rows"][0]["status"] == "up to date"
+
+
+@pytest.mark.slow
+def test_a_final_review_ships_only_what_a_person_approved(prefect_api, tmp_path):
+    """`--review final`: every language is delivered for the reviewer to watch and waits;
+    approved, it is done; rejected, its files are withdrawn and it fails with why. `auto`
+    waits only for a language the QA report flags."""
+    video = tmp_path / "ad.mp4"
+    for f in EXAMPLE.parent.glob(f"{EXAMPLE.stem}.*"):  # the example with approved es and fr scripts
+        shutil.copy(f, tmp_path / f.name.replace(EXAMPLE.stem, "ad"))
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    out = tmp_path / "out"
+    env = {"DUB_REVIEWER": "qa@agency"}
+    first = dub(video, "--langs", "es,fr", "--review", "final", "--voice", "espeak", "--lipsync", "off",
+                "--out", out, "--db", db, "--json", env=env)
+    assert first.returncode == 0, first.stderr
+    report = json.loads(first.stdout)
+    job = report["job"]
+    assert report["status"] == "awaiting review" and (out / "ad.fr.mp4").exists()
+    assert not (out / "ad.dubbed.mkv").exists()  # nothing combined before every language is approved
+    shown = dub("review", str(job), "--db", db)
+    assert shown.returncode == 0 and f"job {job} es: the delivered result awaits approval" in shown.stderr
+    assert str(out / "ad.es.mp4") in shown.stderr
+    refused = dub("approve", str(job), "--lang", "es", "--script", tmp_path / "ad.es.srt", "--db", db)
+    assert "--script edits a script" in one_line_error(refused)
+
+    assert dub("approve", str(job), "--lang", "es", "--db", db, env=env).returncode == 0
+    rejected = dub("reject", str(job), "--lang", "fr", "--why", "lip flap", "--db", db, "--json", env=env)
+    assert rejected.returncode == 1, rejected.stderr
+    final = json.loads(rejected.stdout)
+    assert final["status"] == "partial" and final["languages"]["es"]["status"] == "done"
+    assert final["languages"]["fr"]["error"] == "result rejected by qa@agency: lip flap"
+    assert (out / "ad.es.mp4").exists() and not list(out.glob("ad.fr.*"))  # withdrawn, not shipped
+    assert (out / "ad.dubbed.mkv").exists()
+    outputs = json.loads(dub("show", str(job), "--db", db, "--json").stdout)["outputs"]
+    assert not [o for o in outputs if o["lang"] == "fr"]
+
+    strict = {"DUB_QA_THRESHOLDS": "max_loudness_delta_lu=0"}  # any loudness off its target is flagged
+    auto = dub(video, "--langs", "es", "--review", "auto", "--voice", "espeak", "--lipsync", "off",
+               "--out", tmp_path / "auto", "--db", db, "--json", env=strict)
+    flagged = json.loads(auto.stdout)
+    assert flagged["status"] == "awaiting review", flagged["languages"]["es"].get("qa")
+    calm = dub(video, "--langs", "es", "--review", "auto", "--voice", "espeak", "--lipsync", "off",
+               "--out", tmp_path / "calm", "--db", db, "--json")
+    assert json.loads(calm.stdout)["status"] == "done"

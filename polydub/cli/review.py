@@ -28,50 +28,75 @@ WHY_MAX = 2000  # characters of a rejection's reason
 
 def review_cmd(
     job: int = typer.Argument(..., help="The job awaiting review (dub list)."),
-    out_path: Path = typer.Option(..., "--out", "-o", help="FILE.srt (one language) or a folder: "
-                                  "NAME.<lang>.srt per language, to edit."),
+    out_path: Optional[Path] = typer.Option(None, "--out", "-o", help="FILE.srt (one language) or a folder: "
+                                            "NAME.<lang>.srt per language, to edit (scripts awaiting review)."),
     lang: Optional[str] = LANG, db: Optional[str] = DB,
-    as_json: bool = typer.Option(False, "--json", help="Print the lines as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print what awaits review as JSON."),
 ) -> None:
-    """Write the lines awaiting review as SRT (speakers as [Name]) and show each line's
-    source, translation and the speed its slot asks."""
-    from polydub.review import to_review_srt
+    """What awaits review: a script's lines, written as SRT to edit (speakers as [Name]),
+    with each line's source, translation and the speed its slot asks; a delivered
+    language's files and QA flags."""
     from polydub.storage import Catalog, reviews
 
     config.use_database(db)
     cat = Catalog()
     waiting = reviews.awaiting(cat, job, _lang(lang))
-    name = cat.show_job(job)["params"].get("name") or f"job-{job}"
-    if out_path.suffix.lower() == ".srt":
-        if len(waiting) > 1:
-            raise InputError(f"--out {out_path} holds one language; {len(waiting)} await review "
-                             f"({', '.join(r.lang for r in waiting)}): give --lang or a folder")
-        targets = {waiting[0].lang: out_path}
-    else:
-        targets = {r.lang: out_path / f"{name}.{r.lang}.srt" for r in waiting}
-    for path in targets.values():
-        if path.exists() or path.is_symlink():
-            raise InputError(f"{path} exists: give another --out (dub review never replaces a file)")
-    if out_path.suffix.lower() != ".srt":
-        out_path.mkdir(parents=True, exist_ok=True)
-    for r in waiting:
-        targets[r.lang].write_text(to_review_srt(r.lines), encoding="utf-8")
+    scripts = [r for r in waiting if r.kind == reviews.SCRIPT]
+    targets = _script_files(cat, job, scripts, out_path) if scripts else {}
     if as_json:
-        print(json.dumps({r.lang: {"file": str(targets[r.lang]), "lines": r.lines} for r in waiting},
-                         ensure_ascii=False))
+        print(json.dumps({r.lang: {"kind": r.kind, **({"file": str(targets[r.lang]), "lines": r.lines}
+                                                      if r.kind == reviews.SCRIPT else r.detail or {})}
+                          for r in waiting}, ensure_ascii=False))
         return
     from polydub.cli import _print_table
 
     speed_cap = cat.show_job(job)["params"].get("max_speed")
-    for r in waiting:
+    for r in scripts:
         _print_table(("#", "time", "speaker", "source", "translation", "speed"),
                      ((str(n), f"{ln['start']:.2f}-{ln['end']:.2f}", ln.get("speaker") or "", ln["source"], ln["text"],
                        f"{ln['speed']:.2f}x" + (" (over the cap)" if speed_cap and ln["speed"] > speed_cap else ""))
                       for n, ln in enumerate(r.lines, 1)),
                      title=f"job {job} {r.lang}: {len(r.lines)} lines")
         print(f"{r.lang}: {targets[r.lang]}", file=sys.stderr)
-    print(f"edit the text only, then: dub approve {job}" + (f" --lang {lang}" if lang else "")
-          + " [--script FILE.srt]  or  dub reject " + str(job) + " --why TEXT", file=sys.stderr)
+    for r in waiting:
+        if r.kind == reviews.FINAL:  # the result: watch the files, read the flags
+            detail = r.detail or {}
+            print(f"job {job} {r.lang}: the delivered result awaits approval", file=sys.stderr)
+            for kind, path in (detail.get("outputs") or {}).items():
+                print(f"  {kind}: {path}", file=sys.stderr)
+            for flag in detail.get("qa_flags") or []:
+                print(f"  QA: {flag}", file=sys.stderr)
+            if detail.get("timeline"):
+                print(f"  timeline: {detail['timeline']}", file=sys.stderr)
+    edit = "edit the text only, then: " if scripts else ""
+    print(f"{edit}dub approve {job}" + (f" --lang {lang}" if lang else "") + (" [--script FILE.srt]" if scripts else "")
+          + f"  or  dub reject {job} --why TEXT", file=sys.stderr)
+
+
+def _script_files(cat, job: int, scripts: list, out_path: Path | None) -> dict:
+    """Write each script awaiting review to `out_path` (FILE.srt for one, else a folder of
+    NAME.<lang>.srt); never over a file that is there. {lang: path}."""
+    from polydub.review import to_review_srt
+
+    if out_path is None:
+        raise InputError(f"--out FILE.srt|DIR: where to write the script{'s' * (len(scripts) > 1)} awaiting review "
+                         f"({', '.join(r.lang for r in scripts)})")
+    name = cat.show_job(job)["params"].get("name") or f"job-{job}"
+    if out_path.suffix.lower() == ".srt":
+        if len(scripts) > 1:
+            raise InputError(f"--out {out_path} holds one language; {len(scripts)} scripts await review "
+                             f"({', '.join(r.lang for r in scripts)}): give --lang or a folder")
+        targets = {scripts[0].lang: out_path}
+    else:
+        targets = {r.lang: out_path / f"{name}.{r.lang}.srt" for r in scripts}
+    for path in targets.values():
+        if path.exists() or path.is_symlink():
+            raise InputError(f"{path} exists: give another --out (dub review never replaces a file)")
+    if out_path.suffix.lower() != ".srt":
+        out_path.mkdir(parents=True, exist_ok=True)
+    for r in scripts:
+        targets[r.lang].write_text(to_review_srt(r.lines), encoding="utf-8")
+    return targets
 
 
 def approve_cmd(
@@ -93,13 +118,18 @@ def approve_cmd(
     if script is not None and len(waiting) > 1:
         raise InputError(f"--script is one language's script; {len(waiting)} await review "
                          f"({', '.join(r.lang for r in waiting)}): give --lang")
+    if script is not None and waiting[0].kind != reviews.SCRIPT:
+        raise InputError(f"--script edits a script; job {job}'s {waiting[0].lang} review is of its delivered result")
     decisions = [(r, *(read_edited(script, r.lines) if script is not None else (r.lines, []))) for r in waiting]
     by = reviewer()
     for r, lines, changes in decisions:  # every check passed: now record
-        reviews.decide(cat, r.id, reviews.APPROVED, by, approved=lines, changes=changes)
+        if r.kind == reviews.SCRIPT:
+            reviews.decide(cat, r.id, reviews.APPROVED, by, approved=lines, changes=changes)
+        else:
+            reviews.decide(cat, r.id, reviews.APPROVED, by)
         edited = f", {len(changes)} line{'s' * (len(changes) != 1)} edited" if changes else ""
-        print(f"job {job} {r.lang}: approved by {by}{edited}", file=sys.stderr)
-        _answer_run(cat, job, {"approve": True, "reviewer": by, "lines": lines})
+        print(f"job {job} {r.lang}: {r.kind} approved by {by}{edited}", file=sys.stderr)
+        _answer_run(cat, job, {"approve": True, "reviewer": by, **({"lines": lines} if r.kind == reviews.SCRIPT else {})})
     _go_on(cat, job, as_json)
 
 
@@ -125,7 +155,7 @@ def reject_cmd(
     by = reviewer()
     for r in waiting:
         reviews.decide(cat, r.id, reviews.REJECTED, by, reason=reason)
-        print(f"job {job} {r.lang}: rejected by {by}", file=sys.stderr)
+        print(f"job {job} {r.lang}: {r.kind} rejected by {by}", file=sys.stderr)
         _answer_run(cat, job, {"approve": False, "reason": reason, "reviewer": by})
     _go_on(cat, job, as_json)
 
@@ -147,10 +177,11 @@ def _waiting(cat, job: int, lang: str | None) -> list:
     if not info.get("deployment"):
         return waiting
     state = _run_state(info)
-    if state is None or state.type.value != "PAUSED" or not (state.state_details.pause_key or "").startswith("review-"):
+    key = (state.state_details.pause_key or "") if state is not None else ""
+    if state is None or state.type.value != "PAUSED" or not key.startswith(("review-", "final-")):
         raise InputError(f"job {job}'s flow run is {state.name if state else 'gone'}: it waits for no review "
                          "(a run that waited past its time limit is not resumed; dub it again)")
-    asked = state.state_details.pause_key.split("-")[1]
+    asked = key.split("-")[1]
     chosen = [r for r in waiting if r.lang == asked]
     if not chosen:
         raise InputError(f"job {job}'s flow run waits for the {asked} review first")

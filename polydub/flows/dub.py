@@ -211,9 +211,41 @@ def dub_languages(plan: JobPlan, job: OpenJob, report: JobReport, waits_in_form:
     assembled = deliver_languages(plan, job, source, mixed, videos, report, progress,
                                   shared={"transcribe": transcript.licence, "separate": background.licence})
     measure_languages(plan, job, source, transcript, mixed, videos, assembled, report)
+    for lang in review_results(plan, job, report, waits_in_form):  # rejected by a person: not shipped
+        assembled.pop(lang, None)
     if assembled and not report.awaiting_review:  # the multi-track file waits for every approved language
         report.multitrack = assemble_multitrack(job.ctx, plan, source, transcript, assembled)
         job.cat.add_output(job.id, None, "multitrack", report.multitrack, job.duration)
+
+
+def review_results(plan: JobPlan, job: OpenJob, report: JobReport, waits_in_form: bool) -> list[str]:
+    """The final review of each delivered language that needs one (`review: final|both`,
+    or `auto` and flagged by its QA report): offered with its files and flags, then, once
+    decided, done (approved) or withdrawn (rejected: its files are removed from the
+    output folder, nothing unapproved ships). A deployment run waits for each in its form;
+    otherwise the language waits. Returns the languages rejected."""
+    decided = {r.lang: r for r in reviews.of_job(job.cat, job.id)
+               if r.kind == reviews.FINAL and r.status != reviews.AWAITING}
+    for lang in list(report.delivered):
+        entry = report.languages[lang]
+        if lang in decided or not review.needs_final_review(plan.options, entry.qa):
+            continue
+        detail = {"outputs": dict(entry.outputs), "qa_flags": list((entry.qa or {}).get("flags") or []),
+                  "timeline": entry.timeline}
+        reviews.offer(job.cat, job.id, lang, [], kind=reviews.FINAL, detail=detail)
+        entry.status = AWAITING_REVIEW  # what the job is while the run waits
+        if waits_in_form:
+            from polydub.flows.review import decide_result_in_form
+
+            decide_result_in_form(job.cat, job.id, lang, stage_logger())
+            entry.status = "done"  # decided: a rejection is withdrawn below
+    decided = {r.lang: r for r in reviews.of_job(job.cat, job.id) if r.kind == reviews.FINAL}
+    rejected = [lang for lang, r in decided.items() if r.status == reviews.REJECTED and lang in report.languages]
+    for lang in rejected:
+        for path in job.cat.withdraw_outputs(job.id, lang):  # this job's own files of it: not shipped
+            Path(path).unlink(missing_ok=True)
+        report.languages[lang] = LanguageReport(error=review.rejection(decided[lang]))
+    return rejected
 
 
 def offer_for_review(job: OpenJob, transcript: StageResult[Transcription], translating, lang: str,

@@ -45,6 +45,15 @@ class ScriptReview(RunInput):
     lines: list[ScriptLine] = Field(default_factory=list)
 
 
+class ResultReview(RunInput):
+    """Approve the delivered language (its files and QA report) or reject it."""
+
+    approve: bool = Field(True, description="Approve this language's delivery; untick to reject it (its files "
+                                            "are withdrawn)")
+    reason: str = Field("", description="Why, when rejecting")
+    reviewer: str = Field("", description="Your name, recorded with the decision")
+
+
 def review_timeout() -> int:
     """Seconds a run waits for a decision before Prefect fails it (the language then stays
     awaiting review in the catalog): DUB_REVIEW_TIMEOUT, default a week."""
@@ -65,7 +74,7 @@ def decide_in_form(cat, job_id: int, lang: str, logger) -> None:
     record it. Raises Prefect's Pause while the run waits."""
     from prefect.flow_runs import suspend_flow_run
 
-    [record] = [r for r in reviews.of_job(cat, job_id) if r.lang == lang]
+    [record] = [r for r in reviews.of_job(cat, job_id) if r.lang == lang and r.kind == reviews.SCRIPT]
     for attempt in range(ATTEMPTS):
         if record.status != reviews.AWAITING:
             return
@@ -86,6 +95,29 @@ def decide_in_form(cat, job_id: int, lang: str, logger) -> None:
         return
     reviews.decide(cat, record.id, reviews.REJECTED, FORM_REVIEWER,
                    reason=f"{ATTEMPTS} answers changed the script's lines, not only their text")
+
+
+def decide_result_in_form(cat, job_id: int, lang: str, logger) -> None:
+    """Wait (suspended) for the decision on `lang`'s delivered result in the run's form
+    unless the catalog has it; record it. Raises Prefect's Pause while the run waits."""
+    from prefect.flow_runs import suspend_flow_run
+
+    [record] = [r for r in reviews.of_job(cat, job_id) if r.lang == lang and r.kind == reviews.FINAL]
+    if record.status != reviews.AWAITING:
+        return
+    detail = record.detail or {}
+    files = "\n".join(f"- {kind}: `{path}`" for kind, path in (detail.get("outputs") or {}).items())
+    flags = "\n".join(f"- {flag}" for flag in detail.get("qa_flags") or []) or "- none"
+    timeline = f"\n\nTimeline: `{detail['timeline']}`" if detail.get("timeline") else ""
+    form = ResultReview.with_initial_data(
+        description=f"# Approve the {lang} dub of job {job_id}\n\nFiles:\n{files}\n\nQA flags:\n{flags}{timeline}")
+    answer = suspend_flow_run(wait_for_input=form, timeout=review_timeout(), key=f"final-{lang}")
+    by = answer.reviewer.strip() or FORM_REVIEWER
+    if answer.approve:
+        reviews.decide(cat, record.id, reviews.APPROVED, by)
+    else:
+        reviews.decide(cat, record.id, reviews.REJECTED, by, reason=answer.reason.strip() or "rejected")
+    logger.info("review %s: result %s by %s", lang, "approved" if answer.approve else "rejected", by)
 
 
 def _description(job_id: int, lang: str, lines: list[dict], attempt: int) -> str:

@@ -541,6 +541,16 @@ class Catalog:
             session.flush()
             return output.id
 
+    def withdraw_outputs(self, job_id: int, lang: str) -> list[str]:
+        """Forget a language's deliverables of a job (a person rejected them: removed, not
+        shipped); their paths."""
+        with self._write.begin() as session:
+            rows = session.scalars(select(Output).where(Output.job_id == job_id, Output.lang == lang)).all()
+            paths = [row.path for row in rows]
+            for row in rows:
+                session.delete(row)
+            return paths
+
     def set_out_dir(self, job_id: int, out_dir: str) -> None:
         """Where the job delivers, once it is known (deployment runs: a folder per job)."""
         with self._write.begin() as session:

@@ -1,8 +1,9 @@
-"""Reviews: a person's decision on one language of a job before it is voiced.
+"""Reviews: a person's decision on one language of a job, before it is voiced (its
+script) or before it ships (its delivered result).
 
-A job with `review: script` offers each language's translated lines (`offer`) and waits;
-`decide` records the approval (the lines as approved, what changed, who, when) or the
-rejection (why). A decided review is never decided again.
+A job under review offers each language's translated lines, or its delivered files and
+QA flags (`offer`), and waits; `decide` records the approval (the lines as approved, what
+changed, who, when) or the rejection (why). A decided review is never decided again.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from polydub.storage.catalog import Catalog, iso
 from polydub.storage.tables import Job, Review, utcnow
 
 AWAITING, APPROVED, REJECTED = "awaiting", "approved", "rejected"
+SCRIPT, FINAL = "script", "final"  # before voicing; of the delivered result
 
 
 @dataclass
@@ -29,43 +31,47 @@ class ReviewRecord:
     lang: str
     kind: str
     status: str  # awaiting | approved | rejected
-    lines: list[dict]  # offered: start, end, speaker, source, text, speed
+    lines: list[dict]  # a script's offered: start, end, speaker, source, text, speed ([] for a final review)
     approved: list[dict] | None
     changes: list[dict] | None  # [{line (1-based), before, after}]
     decided_by: str | None
     reason: str | None
     created_at: datetime | None
     decided_at: datetime | None
+    detail: dict | None = None  # a final review's files and QA flags
 
     def to_dict(self) -> dict:
         return {"lang": self.lang, "kind": self.kind, "status": self.status, "lines": len(self.lines),
                 "changes": self.changes or [], "decided_by": self.decided_by, "reason": self.reason,
-                "offered_at": iso(self.created_at), "decided_at": iso(self.decided_at)}
+                "offered_at": iso(self.created_at), "decided_at": iso(self.decided_at),
+                **({"detail": self.detail} if self.detail else {})}
 
 
 def _record(row: Review) -> ReviewRecord:
     return ReviewRecord(row.id, row.job_id, row.lang, row.kind, row.status, list(row.lines),
                         None if row.approved is None else list(row.approved),
                         None if row.changes is None else list(row.changes), row.decided_by, row.reason,
-                        row.created_at, row.decided_at)
+                        row.created_at, row.decided_at, dict(row.detail) if row.detail else None)
 
 
-def offer(cat: Catalog, job_id: int, lang: str, lines: list[dict], kind: str = "script") -> None:
-    """Offer `lang`'s lines of the job for review (again, when a rerun of the job offers
-    them anew before anyone decided)."""
+def offer(cat: Catalog, job_id: int, lang: str, lines: list[dict], kind: str = SCRIPT,
+          detail: dict | None = None) -> None:
+    """Offer `lang` of the job for review: its script's lines, or (kind 'final') its
+    delivered files and QA flags in `detail`; again, when a rerun of the job offers it anew
+    before anyone decided."""
     with cat.writing() as session:
         row = session.scalars(select(Review).where(Review.job_id == job_id, Review.lang == lang,
                                                    Review.kind == kind)).first()
         if row is None:
-            session.add(Review(job_id=job_id, lang=lang, kind=kind, status=AWAITING, lines=lines))
+            session.add(Review(job_id=job_id, lang=lang, kind=kind, status=AWAITING, lines=lines, detail=detail))
         elif row.status == AWAITING:
-            row.lines, row.created_at = lines, utcnow()
+            row.lines, row.detail, row.created_at = lines, detail, utcnow()
 
 
 def of_job(cat: Catalog, job_id: int) -> list[ReviewRecord]:
     """Every review of a job, by language."""
     with cat.reading() as session:
-        rows = session.scalars(select(Review).where(Review.job_id == job_id).order_by(Review.lang, Review.id))
+        rows = session.scalars(select(Review).where(Review.job_id == job_id).order_by(Review.id))
         return [_record(row) for row in rows]
 
 

@@ -32,7 +32,7 @@ STAGE_STATUSES = ("running", "done", "cached", "skipped", "failed", "interrupted
 OUTPUT_KINDS = ("video", "audio", "srt", "vtt", "multitrack", "report", "timeline")
 DELIVERY_STATUSES = ("queued", "running", "done", "failed", "awaiting review")
 TM_ORIGINS = ("approved", "edited", "imported")
-REVIEW_KINDS = ("script",)
+REVIEW_KINDS = ("script", "final")
 REVIEW_STATUSES = ("awaiting", "approved", "rejected")
 
 PATH_LENGTH = 4096
@@ -202,9 +202,10 @@ class Delivery(Base):
 
 
 class Review(Base):
-    """A person's review of one language of a job: the lines offered (`lines`), then
-    approved (`approved`, with `changes` against the offer) or rejected (`reason`), by whom
-    and when."""
+    """A person's review of one language of a job: its script before it is voiced (kind
+    'script': the lines offered, then approved with `changes` against the offer) or its
+    delivered result (kind 'final': `detail` holds the files and the QA flags shown), then
+    approved or rejected (`reason`), by whom and when."""
 
     __tablename__ = "reviews"
     __table_args__ = (
@@ -221,6 +222,7 @@ class Review(Base):
     lines: Mapped[list] = mapped_column(JSONType)  # [{start, end, speaker, source, text, speed}]
     approved: Mapped[list | None] = mapped_column(JSONType, nullable=True)  # the lines as approved
     changes: Mapped[list | None] = mapped_column(JSONType, nullable=True)  # [{line, before, after}]
+    detail: Mapped[dict | None] = mapped_column(JSONType, nullable=True)  # final: {outputs, qa_flags, timeline}
     decided_by: Mapped[str | None] = mapped_column(String(256), nullable=True)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,8 +1,9 @@
 """A person's review of a job's language before it is voiced, the job state that waits
 for it, and the QA report's timeline picture among a job's outputs.
 
-- reviews: one row per job x language x kind (script): the lines offered, then approved
-  (with the changes made) or rejected (with why), by whom and when.
+- reviews: one row per job x language x kind (script: the lines offered before they are
+  voiced; final: the delivered files and their QA flags), then approved (with the changes
+  made) or rejected (with why), by whom and when.
 - job statuses: + 'awaiting review'.
 - output kinds: + 'timeline' (NAME.<lang>.timeline.png).
 - delivery statuses: + 'awaiting review' (a catalog item's language whose job waits).
@@ -30,7 +31,7 @@ OLD_OUTPUT_KINDS = ("video", "audio", "srt", "vtt", "multitrack", "report")
 OUTPUT_KINDS = (*OLD_OUTPUT_KINDS, "timeline")
 OLD_DELIVERY_STATUSES = ("queued", "running", "done", "failed")
 DELIVERY_STATUSES = (*OLD_DELIVERY_STATUSES, "awaiting review")
-REVIEW_KINDS = ("script",)
+REVIEW_KINDS = ("script", "final")
 REVIEW_STATUSES = ("awaiting", "approved", "rejected")
 JSON = sa.JSON().with_variant(JSONB(), "postgresql")
 
@@ -59,6 +60,7 @@ def upgrade() -> None:
         sa.Column("lines", JSON, nullable=False),
         sa.Column("approved", JSON, nullable=True),
         sa.Column("changes", JSON, nullable=True),
+        sa.Column("detail", JSON, nullable=True),
         sa.Column("decided_by", sa.String(256), nullable=True),
         sa.Column("reason", sa.Text, nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
