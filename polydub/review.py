@@ -23,6 +23,9 @@ CHARS_PER_SECOND = 15.0  # an unhurried speaking rate: the speed a line will nee
 TIME_TOLERANCE_S = 0.0015  # an SRT keeps milliseconds
 REVIEWS_DIR = "reviews"  # under DUB_HOME: the approved scripts a continued job reads
 FROM_MEMORY = "translation memory"  # a translation whose every line a person approved before
+# A deployment run suspended with a pause key starting so waits for a person: `review-LANG`
+# (its script, `review-LANG-N` asked again) or `final-LANG` (its result).
+REVIEW_KEYS = ("review-", "final-")
 
 
 @dataclass

@@ -282,6 +282,34 @@ def test_a_catalog_handed_to_workers_through_the_deployment(setup, runs, tmp_pat
     assert [r.status for r in deliveries_of(setup, "spots.csv") if r.item == "spot-2"] == ["done"]  # not claimed
 
 
+def test_a_catalog_via_the_deployment_leaves_each_review_to_a_person(setup, runs, tmp_path):
+    """A catalog item under final review, run by a worker: the runner does not wait for the
+    suspended run; the item is awaiting review (with how to decide); `dub approve` resumes
+    the run, which delivers and records the item done."""
+    folder = setup["root"] / "inputs" / "catalog-review"
+    video = ad_copy(folder / "videos")
+    (folder / "spots.csv").write_text(f"id,input,langs,voice,review\nspot-1,{video},es,espeak,final\n")
+
+    def dub(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "polydub.cli", *args], capture_output=True, text=True,
+                              timeout=RUN_TIMEOUT_S, env=setup["env"], cwd=tmp_path)
+
+    result = dub("catalog", str(folder / "spots.csv"), "--via-deployment", "dub-video", "--json")
+    assert result.returncode == 0, result.stderr
+    [row] = json.loads(result.stdout)["rows"]
+    job = row["job"]
+    assert row["status"] == "awaiting review" and f"dub review {job}" in row["error"] and "/runs/flow-run/" in row["error"]
+    [cell] = [r for r in deliveries_of(setup, "spots.csv")]
+    assert cell.status == "awaiting review"
+    approved = dub("approve", str(job))
+    assert approved.returncode == 0 and "its flow run goes on" in approved.stderr, approved.stderr
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while (cell := deliveries_of(setup, "spots.csv")[0]).status != "done":
+        assert time.monotonic() < deadline, cell
+        time.sleep(1)
+    assert Path(cell.path).is_file() and cell.job_id == job
+
+
 def long_ad(folder: Path, seconds: int = 240) -> Path:
     """A small video with a line every 2 s and its approved Spanish script."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -325,13 +353,23 @@ def test_a_cancelled_run_is_recorded_as_cancelled(setup, client, runs):
 
 
 def wait_suspended(client, run_id, key: str):
-    """The run's state once it waits for the review `key`."""
+    """The run's state once it waits for the review `key`, its form saved (Prefect sets the
+    state first, then saves the form)."""
+    from prefect.exceptions import PrefectHTTPStatusError
+    from prefect.input.run_input import keyset_from_paused_state
+
     deadline = time.monotonic() + RUN_TIMEOUT_S
     while (state := client.read_flow_run(run_id).state).type.value != "PAUSED" or state.state_details.pause_key != key:
         assert state.type.value not in FINAL, f"{state.name}: {state.message}"
         assert time.monotonic() < deadline, f"the run never waited for {key}"
         time.sleep(0.5)
-    return state
+    while True:
+        try:
+            client.read_flow_run_input(run_id, keyset_from_paused_state(state)["description"])
+            return state
+        except PrefectHTTPStatusError as exc:
+            assert exc.response.status_code == 404 and time.monotonic() < deadline, f"no form of {key}: {exc}"
+            time.sleep(0.2)
 
 
 def test_a_script_review_suspends_the_run_and_its_form_or_dub_resumes_it(setup, client, runs):

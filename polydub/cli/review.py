@@ -114,7 +114,7 @@ def approve_cmd(
 
     config.use_database(db)
     cat = Catalog()
-    waiting = _waiting(cat, job, _lang(lang))
+    waiting, in_prefect = _waiting(cat, job, _lang(lang))
     if script is not None and len(waiting) > 1:
         raise InputError(f"--script is one language's script; {len(waiting)} await review "
                          f"({', '.join(r.lang for r in waiting)}): give --lang")
@@ -129,8 +129,10 @@ def approve_cmd(
             reviews.decide(cat, r.id, reviews.APPROVED, by)
         edited = f", {len(changes)} line{'s' * (len(changes) != 1)} edited" if changes else ""
         print(f"job {job} {r.lang}: {r.kind} approved by {by}{edited}", file=sys.stderr)
-        _answer_run(cat, job, {"approve": True, "reviewer": by, **({"lines": lines} if r.kind == reviews.SCRIPT else {})})
-    _go_on(cat, job, as_json)
+        if in_prefect:
+            _resume(cat, job, {"approve": True, "reviewer": by, **({"lines": lines} if r.kind == reviews.SCRIPT else {})})
+    if not in_prefect:
+        _go_on(cat, job, as_json)
 
 
 def reject_cmd(
@@ -151,13 +153,15 @@ def reject_cmd(
         raise InputError(f"--why: at most {WHY_MAX} characters, not {len(reason)}")
     config.use_database(db)
     cat = Catalog()
-    waiting = _waiting(cat, job, _lang(lang))
+    waiting, in_prefect = _waiting(cat, job, _lang(lang))
     by = reviewer()
     for r in waiting:
         reviews.decide(cat, r.id, reviews.REJECTED, by, reason=reason)
         print(f"job {job} {r.lang}: {r.kind} rejected by {by}", file=sys.stderr)
-        _answer_run(cat, job, {"approve": False, "reason": reason, "reviewer": by})
-    _go_on(cat, job, as_json)
+        if in_prefect:
+            _resume(cat, job, {"approve": False, "reason": reason, "reviewer": by})
+    if not in_prefect:
+        _go_on(cat, job, as_json)
 
 
 def _lang(lang: str | None) -> str | None:
@@ -166,63 +170,60 @@ def _lang(lang: str | None) -> str | None:
     return None if lang is None else languages.normalize(lang)
 
 
-def _waiting(cat, job: int, lang: str | None) -> list:
-    """The reviews this command decides: those awaiting (of `lang`); for a job run from a
-    deployment, the one language its suspended run waits for now (it asks for the others
-    one by one, as it goes on)."""
+def _waiting(cat, job: int, lang: str | None) -> tuple[list, bool]:
+    """The reviews this command decides: those awaiting (of `lang`), and whether the job's
+    run waits for them suspended in Prefect (a deployment run: then only the language it
+    asks for now; it asks for the others one by one, as it goes on)."""
     from polydub.storage import reviews
 
     waiting = reviews.awaiting(cat, job, lang)
-    info = cat.show_job(job)
-    if not info.get("deployment"):
-        return waiting
-    state = _run_state(info)
-    key = (state.state_details.pause_key or "") if state is not None else ""
-    if state is None or state.type.value != "PAUSED" or not key.startswith(("review-", "final-")):
-        raise InputError(f"job {job}'s flow run is {state.name if state else 'gone'}: it waits for no review "
-                         "(a run that waited past its time limit is not resumed; dub it again)")
-    asked = key.split("-")[1]
+    asked = _suspended_for(cat.show_job(job))
+    if asked is None:  # it goes on in this process
+        return waiting, False
     chosen = [r for r in waiting if r.lang == asked]
     if not chosen:
         raise InputError(f"job {job}'s flow run waits for the {asked} review first")
-    return chosen
+    return chosen, True
 
 
-def _run_state(info: dict):
-    """The Prefect state of a job's flow run (None when Prefect no longer has it)."""
+def _suspended_for(info: dict) -> str | None:
+    """The language a job's deployment run waits for, suspended in Prefect; None when it
+    does not wait there (a command-line job, or a run no longer suspended: it goes on here)."""
     from polydub.errors import DubError, one_line
+    from polydub.review import REVIEW_KEYS
 
+    if not info.get("deployment") or not info.get("flow_run_id"):
+        return None
     try:
         from prefect.client.orchestration import get_client
 
         with get_client(sync_client=True) as client:
-            return client.read_flow_run(info["flow_run_id"]).state
+            state = client.read_flow_run(info["flow_run_id"]).state
     except Exception as exc:  # noqa: BLE001 - an unreachable server, a run that is gone: one line
         raise DubError(f"job {info['id']}'s flow run cannot be read from Prefect: {type(exc).__name__}: "
                        f"{one_line(exc)}") from None
+    key = (state.state_details.pause_key or "") if state is not None else ""
+    if state is None or state.type.value != "PAUSED" or not key.startswith(REVIEW_KEYS):
+        return None
+    return key.split("-")[1]
 
 
-def _answer_run(cat, job: int, answer: dict) -> None:
-    """A job run from a deployment: resume its suspended run with `answer`, as its form
-    would send it; the run goes on on a worker (it finds the decision recorded)."""
-    info = cat.show_job(job)
-    if not info.get("deployment"):
-        return
+def _resume(cat, job: int, answer: dict) -> None:
+    """Resume a job's suspended run with `answer`, as its form would send it; the run goes
+    on on a worker (and finds the decision recorded)."""
     from prefect.flow_runs import resume_flow_run
 
-    resume_flow_run(info["flow_run_id"], run_input=answer)
-    print(f"job {job}: its flow run goes on on a worker ({info['flow_run_id']})", file=sys.stderr)
+    run_id = cat.show_job(job)["flow_run_id"]
+    resume_flow_run(run_id, run_input=answer)
+    print(f"job {job}: its flow run goes on on a worker ({run_id})", file=sys.stderr)
 
 
 def _go_on(cat, job: int, as_json: bool) -> None:
     """Once no language of the job awaits review: run the job on, in this process, with
-    the approved scripts as approved translations and the rejected languages failed. A job
-    run from a deployment goes on in its own run instead."""
+    the approved scripts as approved translations and the rejected languages failed."""
     from polydub import review
     from polydub.storage import reviews
 
-    if cat.show_job(job).get("deployment"):
-        return
     decided = reviews.of_job(cat, job)
     still = [r.lang for r in decided if r.status == reviews.AWAITING]
     if still:

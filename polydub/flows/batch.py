@@ -29,6 +29,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
 from polydub import config, crash, redact
+from polydub.review import REVIEW_KEYS
 from polydub.batch import staleness
 from polydub.batch.manifest import Manifest, ManifestError, load_manifest, plan_items
 from polydub.errors import InputError, JobFailed, JobRefused, one_line
@@ -361,14 +362,19 @@ async def _dispatch(work: Work, claimed: list[str], name: str, cat, owner: str,
                     if state == "RUNNING" and item not in started:
                         started.add(item)
                         deliveries.start(cat, work.manifest.key, item, work.plans[item].langs, owner)
-                    if item and state in TERMINAL:
+                    paused = state == "PAUSED" and (flow_run.state.state_details.pause_key or "").startswith(REVIEW_KEYS)
+                    if item and (state in TERMINAL or paused):  # suspended for review: it goes on when decided
                         del waiting[str(flow_run.id)]
                         report = _deployment_report(cat, str(flow_run.id), flow_run.state)
                         await asyncio.to_thread(ended, item, report)  # sync catalog and API calls
 
 
 def _deployment_report(cat, flow_run_id: str, state) -> JobReport:
-    """What a worker's job delivered, as the catalog it shares with us recorded it."""
+    """What a worker's job delivered, or waits a person's review for, as the catalog it
+    shares with us recorded it."""
+    from polydub.server import flow_run_url
+    from polydub.storage import reviews
+
     job_id = cat.job_for_flow_run(flow_run_id)
     message = (state.message if state else None) or "the run ended without a job in this catalog"
     if job_id is None:
@@ -379,8 +385,16 @@ def _deployment_report(cat, flow_run_id: str, state) -> JobReport:
         if output["lang"] and output["kind"] in ("video", "audio"):
             ext = "mp4" if output["kind"] == "video" else "m4a"
             languages[output["lang"]] = LanguageReport(status="done", outputs={ext: output["path"]})
+    status = job["status"]
+    # Offered before the run suspends (its job may not say so yet): delivered or not, not done.
+    for record in reviews.of_job(cat, job_id):
+        if record.status == reviews.AWAITING and record.lang in languages:  # its run waits, suspended
+            languages[record.lang] = LanguageReport(status=AWAITING_REVIEW, error=f"job {job_id}: dub review {job_id} "
+                                                    f"or its run's form: {flow_run_url(flow_run_id) or flow_run_id}")
+            status = AWAITING_REVIEW
     duration = (job.get("source") or {}).get("duration")
-    return JobReport(job=job_id, status=job["status"], duration=duration, languages=languages, error=job["error"])
+    return JobReport(job=job_id, status=status, duration=duration, languages=languages, error=job["error"],
+                     flow_run=flow_run_url(flow_run_id))
 
 
 # ------------------------------------------------------------------------ the outcome
@@ -400,7 +414,8 @@ def _report(work: Work, results: dict[str, JobReport], busy: list[str], seconds:
             if item.id in busy:
                 row.update(status="skipped", error="another runner holds it")
             elif report is not None and report.language(lang).status == AWAITING_REVIEW:
-                row.update(status=AWAITING_REVIEW, job=report.job, error=f"job {report.job}: dub review {report.job}")
+                row.update(status=AWAITING_REVIEW, job=report.job,
+                           error=report.language(lang).error or f"job {report.job}: dub review {report.job}")
             elif report is not None and lang in work.plans[item.id].langs:
                 entry = report.language(lang)
                 row.update(status=("dubbed" if lang in work.due[item.id] else "up to date") if entry.done else "failed",

@@ -110,7 +110,7 @@ def run_job(plan: JobPlan, run: outcome.RunInfo | None = None) -> JobReport:
     stopped: outcome.Stopped | None = None
     heartbeat = crash.start_heartbeat(job.cat, job.id)
     try:
-        dub_languages(plan, job, report, waits_in_form=bool(run.deployment))
+        dub_languages(plan, job, report, waits_in_form=run.suspendable)
     except Exception as exc:
         report.fail(one_line(exc))
     except Pause:  # suspended for a person's review: the job waits, as its report says
@@ -166,7 +166,7 @@ def waiting_job(cat, run: outcome.RunInfo) -> int | None:
     resumed = review.continuing.get()
     if resumed is not None:
         return resumed.job_id
-    if run.flow_run_id and run.deployment:
+    if run.flow_run_id and run.suspendable:
         job_id = cat.job_for_flow_run(run.flow_run_id)
         if job_id is not None and cat.show_job(job_id)["status"] == AWAITING_REVIEW:
             return job_id

@@ -39,6 +39,13 @@ class RunInfo:
     flow_run_id: str | None = None
     deployment: str | None = None  # "flow/deployment", set when a deployment triggered it
     ui_url: str | None = None
+    subflow: bool = False  # run inside another flow run (a catalog's item)
+
+    @property
+    def suspendable(self) -> bool:
+        """Whether the run can wait for a person suspended, holding no worker: a
+        deployment's own run (Prefect starts it again when resumed), not a subflow."""
+        return bool(self.deployment) and not self.subflow
 
 
 def current_run() -> RunInfo:
@@ -49,7 +56,7 @@ def current_run() -> RunInfo:
     from polydub.server import flow_run_url
 
     return RunInfo(run_id, f"{flow_run.get_flow_name()}/{name}" if name else None,
-                   flow_run_url(run_id) if run_id else None)
+                   flow_run_url(run_id) if run_id else None, subflow=bool(flow_run.get_parent_flow_run_id()))
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from polydub import review
 from polydub.errors import InputError
+from polydub.report import AWAITING_REVIEW
 from polydub.storage import reviews
 
 REVIEW_TIMEOUT_ENV = "DUB_REVIEW_TIMEOUT"  # seconds a run waits for a person (default: a week)
@@ -65,15 +66,13 @@ def review_timeout() -> int:
 
 
 def pause_key(lang: str, attempt: int = 0) -> str:
-    """The suspend of a language's review (and of each answer asked again)."""
-    return f"review-{lang}" + (f"-{attempt + 1}" if attempt else "")
+    """The suspend of a language's script review (and of each answer asked again)."""
+    return f"{review.REVIEW_KEYS[0]}{lang}" + (f"-{attempt + 1}" if attempt else "")
 
 
 def decide_in_form(cat, job_id: int, lang: str, logger) -> None:
     """Wait (suspended) for `lang`'s decision in the run's form unless the catalog has it;
     record it. Raises Prefect's Pause while the run waits."""
-    from prefect.flow_runs import suspend_flow_run
-
     [record] = [r for r in reviews.of_job(cat, job_id) if r.lang == lang and r.kind == reviews.SCRIPT]
     for attempt in range(ATTEMPTS):
         if record.status != reviews.AWAITING:
@@ -81,7 +80,7 @@ def decide_in_form(cat, job_id: int, lang: str, logger) -> None:
         form = ScriptReview.with_initial_data(
             description=_description(job_id, lang, record.lines, attempt),
             lines=[ScriptLine(**line) for line in record.lines])
-        answer = suspend_flow_run(wait_for_input=form, timeout=review_timeout(), key=pause_key(lang, attempt))
+        answer = _suspended(cat, job_id, form, pause_key(lang, attempt))
         by = answer.reviewer.strip() or FORM_REVIEWER
         if not answer.approve:
             reviews.decide(cat, record.id, reviews.REJECTED, by, reason=answer.reason.strip() or "rejected")
@@ -100,8 +99,6 @@ def decide_in_form(cat, job_id: int, lang: str, logger) -> None:
 def decide_result_in_form(cat, job_id: int, lang: str, logger) -> None:
     """Wait (suspended) for the decision on `lang`'s delivered result in the run's form
     unless the catalog has it; record it. Raises Prefect's Pause while the run waits."""
-    from prefect.flow_runs import suspend_flow_run
-
     [record] = [r for r in reviews.of_job(cat, job_id) if r.lang == lang and r.kind == reviews.FINAL]
     if record.status != reviews.AWAITING:
         return
@@ -111,13 +108,25 @@ def decide_result_in_form(cat, job_id: int, lang: str, logger) -> None:
     timeline = f"\n\nTimeline: `{detail['timeline']}`" if detail.get("timeline") else ""
     form = ResultReview.with_initial_data(
         description=f"# Approve the {lang} dub of job {job_id}\n\nFiles:\n{files}\n\nQA flags:\n{flags}{timeline}")
-    answer = suspend_flow_run(wait_for_input=form, timeout=review_timeout(), key=f"final-{lang}")
+    answer = _suspended(cat, job_id, form, f"{review.REVIEW_KEYS[1]}{lang}")
     by = answer.reviewer.strip() or FORM_REVIEWER
     if answer.approve:
         reviews.decide(cat, record.id, reviews.APPROVED, by)
     else:
         reviews.decide(cat, record.id, reviews.REJECTED, by, reason=answer.reason.strip() or "rejected")
     logger.info("review %s: result %s by %s", lang, "approved" if answer.approve else "rejected", by)
+
+
+def _suspended(cat, job_id: int, form: type[RunInput], key: str) -> RunInput:
+    """The answer to `form`: the run suspends (Prefect's Pause) until it is given, or has it
+    already (a run started again after its resume). The job reads 'awaiting review' before
+    the run shows Suspended, so that no one sees a suspended run whose job is at work."""
+    from prefect.flow_runs import suspend_flow_run
+
+    cat.finish_job(job_id, AWAITING_REVIEW)
+    answer = suspend_flow_run(wait_for_input=form, timeout=review_timeout(), key=key)
+    cat.resume_job(job_id)  # answered: at work again
+    return answer
 
 
 def _description(job_id: int, lang: str, lines: list[dict], attempt: int) -> str:
