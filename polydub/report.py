@@ -76,12 +76,13 @@ class Backends:
 
 
 AWAITING_REVIEW = "awaiting review"  # a language (and its job) waiting for a person's approval
+REJECTED = "rejected"  # a language a person rejected (its script or its result): not delivered
 
 
 @dataclass
 class LanguageReport:
-    """One target language: delivered (`status` done, with how), awaiting review (its
-    script offered to a person) or failed (with `error`)."""
+    """One target language: delivered (`status` done, with how), awaiting review (offered
+    to a person), rejected (by that person, `error` says why) or failed (with `error`)."""
 
     status: str = "failed"
     error: str | None = None  # a delivered language has one when a later job-wide step failed

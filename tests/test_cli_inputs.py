@@ -105,6 +105,20 @@ def test_show_unknown_job_exits_2(tmp_path):
     assert result.stderr.strip() == "dub: error: no job 424242 in the catalog"
 
 
+
+def test_a_catalog_that_fails_under_a_command_is_one_line(tmp_path):
+    """A catalog changed under polydub (here a column dropped by hand) fails the command in
+    one line naming the catalog's complaint, exit 1, never a traceback."""
+    import sqlite3
+
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    assert dub("list", "--db", db).returncode == 0  # made, at the newest revision
+    with sqlite3.connect(tmp_path / "c.db") as conn:
+        conn.execute("ALTER TABLE jobs DROP COLUMN deployment")
+    result = dub("list", "--db", db)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "dub: error: the catalog: no such column: jobs.deployment"
+
 REFUSALS_IN_ONE_PROCESS = """
 import json, sys
 from polydub.cli import main

@@ -288,23 +288,23 @@ def test_a_catalog_via_the_deployment_leaves_each_review_to_a_person(setup, runs
     the run, which delivers and records the item done."""
     folder = setup["root"] / "inputs" / "catalog-review"
     video = ad_copy(folder / "videos")
-    (folder / "spots.csv").write_text(f"id,input,langs,voice,review\nspot-1,{video},es,espeak,final\n")
+    (folder / "reviewed.csv").write_text(f"id,input,langs,voice,review\nspot-1,{video},es,espeak,final\n")
 
     def dub(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "polydub.cli", *args], capture_output=True, text=True,
                               timeout=RUN_TIMEOUT_S, env=setup["env"], cwd=tmp_path)
 
-    result = dub("catalog", str(folder / "spots.csv"), "--via-deployment", "dub-video", "--json")
+    result = dub("catalog", str(folder / "reviewed.csv"), "--via-deployment", "dub-video", "--json")
     assert result.returncode == 0, result.stderr
     [row] = json.loads(result.stdout)["rows"]
     job = row["job"]
     assert row["status"] == "awaiting review" and f"dub review {job}" in row["error"] and "/runs/flow-run/" in row["error"]
-    [cell] = [r for r in deliveries_of(setup, "spots.csv")]
+    [cell] = [r for r in deliveries_of(setup, "reviewed.csv")]
     assert cell.status == "awaiting review"
     approved = dub("approve", str(job))
     assert approved.returncode == 0 and "its flow run goes on" in approved.stderr, approved.stderr
     deadline = time.monotonic() + RUN_TIMEOUT_S
-    while (cell := deliveries_of(setup, "spots.csv")[0]).status != "done":
+    while (cell := deliveries_of(setup, "reviewed.csv")[0]).status != "done":
         assert time.monotonic() < deadline, cell
         time.sleep(1)
     assert Path(cell.path).is_file() and cell.job_id == job

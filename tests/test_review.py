@@ -206,32 +206,35 @@ def test_a_catalog_item_awaits_review_then_is_delivered_once_approved(prefect_ap
     db = f"sqlite:///{tmp_path / 'c.db'}"
     manifest = tmp_path / "ads.yaml"
     manifest.write_text(yaml.safe_dump({
-        "defaults": {"langs": ["es"], "voice": "espeak", "lipsync": "off", "translator": "libre", "review": "script"},
+        "defaults": {"langs": ["es", "fr"], "voice": "espeak", "lipsync": "off", "translator": "libre",
+                     "review": "script"},
         "items": [{"id": "ad", "input": "ad.mp4"}]}))
     with libre_echo() as libre:
         env = {"LIBRE_URL": libre.url, "LIBRE_API_KEY": "key", "DUB_TRANSLATE_RETRIES": "0"}
         first = dub("catalog", manifest, "--out", tmp_path / "out", "--db", db, "--json", env=env)
         assert first.returncode == 0, first.stderr
-        [row] = json.loads(first.stdout)["rows"]
-        job = row["job"]
-        assert (row["status"], row["error"]) == ("awaiting review", f"job {job}: dub review {job}")
+        rows = json.loads(first.stdout)["rows"]
+        job = rows[0]["job"]
+        assert {(r["status"], r["error"]) for r in rows} == {("awaiting review", f"job {job}: dub review {job}")}
 
-        def cell() -> dict:
+        def cells() -> dict:
             status = dub("status", manifest, "--db", db, "--json", env=env)
-            [[only]] = json.loads(status.stdout).values()
-            return only
+            [listed] = json.loads(status.stdout).values()
+            return {c["lang"]: c["state"] for c in listed}
 
-        assert cell()["state"] == "awaiting review"
+        assert cells() == {"es": "awaiting review", "fr": "awaiting review"}
         again = dub("catalog", manifest, "--out", tmp_path / "out", "--db", db, "--json", env=env)
-        assert json.loads(again.stdout)["rows"][0]["status"] == "not due (awaiting review)"
+        assert {r["status"] for r in json.loads(again.stdout)["rows"]} == {"not due (awaiting review)"}
         assert len(json.loads(dub("list", "--db", db, "--json").stdout)) == 1  # no new job
 
+        assert dub("reject", str(job), "--lang", "fr", "--why", "off brand", "--db", db, env=env).returncode == 0
         approved = dub("approve", str(job), "--db", db, env=env)
-        assert approved.returncode == 0, approved.stderr
+        assert approved.returncode == 1, approved.stderr  # fr is rejected: the job is partial
         assert (tmp_path / "out" / "ad" / "ad.es.mp4").exists()
-        assert cell()["state"] == "done"
+        assert cells() == {"es": "done", "fr": "rejected"}
         last = dub("catalog", manifest, "--out", tmp_path / "out", "--db", db, "--json", env=env)
-        assert json.loads(last.stdout)["rows"][0]["status"] == "up to date"
+        assert {r["language"]: r["status"] for r in json.loads(last.stdout)["rows"]} == {
+            "es": "up to date", "fr": "not due (rejected)"}  # a person's no stands until the script changes
 
 
 @pytest.mark.slow

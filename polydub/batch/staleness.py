@@ -22,13 +22,13 @@ from pathlib import Path
 from polydub import config
 from polydub.errors import DubError
 from polydub.options import PATH_OPTIONS  # their content counts (as a part of its own), not their path
-from polydub.report import AWAITING_REVIEW
+from polydub.report import AWAITING_REVIEW, REJECTED
 from polydub.sidecars import Folders, approved_translations, subtitles
 from polydub.storage import deliveries
 from polydub.storage.catalog import Catalog, iso
 
 RECIPE_VERSION = 2  # bump when the recipe's parts change meaning: every delivery turns stale (2: + memory)
-STATES = ("done", "stale", "failed", "running", "queued", "missing", AWAITING_REVIEW)
+STATES = ("done", "stale", "failed", "running", "queued", "missing", AWAITING_REVIEW, REJECTED)
 AUDIO_SUFFIXES = {".wav", ".m4a", ".mp3", ".aac", ".flac", ".ogg", ".opus", ".mka"}
 NOT_IN_RECIPE = ("consent",)  # recorded with the job; it does not change the file
 
@@ -289,6 +289,10 @@ def cell(item: str, lang: str, record: deliveries.Record | None, current: str | 
         return Cell(item, lang, record.status, f"held by {record.owner}", **shown)
     if record.status == AWAITING_REVIEW:
         return Cell(item, lang, AWAITING_REVIEW, f"job {record.job_id}: dub review {record.job_id}", **shown)
+    if record.status == REJECTED:  # stays rejected until what it is made from changes
+        if current is not None and record.fingerprint != current:
+            return Cell(item, lang, "stale", "", **shown)
+        return Cell(item, lang, REJECTED, record.error or "rejected", **shown)
     if record.status == "failed":
         return Cell(item, lang, "failed", record.error or "failed", **shown)
     if record.delivered_at is None:
@@ -412,6 +416,10 @@ def settle_reviewed(cat: Catalog, job_id: int, report) -> None:
         entry = report.language(lang)
         if entry.status == AWAITING_REVIEW:
             continue
+        if entry.status == REJECTED:
+            deliveries.finish(cat, manifest, item, lang, REJECTED, fingerprint=fingerprint(recipe) if recipe else None,
+                              recipe=recipe, job_id=job_id, error=entry.error)
+            continue
         digest = delivered_digest(entry.media)[1] if entry.done and entry.media else None
         if digest is None or recipe is None:
             deliveries.finish(cat, manifest, item, lang, "failed", job_id=job_id,
@@ -441,9 +449,9 @@ def record_deliveries(cat: Catalog, key: str, item: str, langs: list[str], recip
 
     for lang in langs:
         entry = report.language(lang)
-        if entry.status == AWAITING_REVIEW:  # nothing delivered, nothing failed: a person decides
-            deliveries.finish(cat, key, item, lang, AWAITING_REVIEW, fingerprint=fingerprints[(item, lang)],
-                              recipe=recipes[(item, lang)], job_id=report.job)
+        if entry.status in (AWAITING_REVIEW, REJECTED):  # a person decides, or decided no
+            deliveries.finish(cat, key, item, lang, entry.status, fingerprint=fingerprints[(item, lang)],
+                              recipe=recipes[(item, lang)], job_id=report.job, error=entry.error)
             continue
         digest = digest_of(entry.media) if entry.done and entry.media else None
         if digest is not None:

@@ -34,7 +34,7 @@ from polydub import config
 from polydub.cli.terms import glossary_app, tm_app
 from polydub.errors import DubError, InputError
 from polydub.options import FLAGS, DubOptions, names_a_path
-from polydub.report import AWAITING_REVIEW
+from polydub.report import AWAITING_REVIEW, REJECTED
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Dub talking-head videos into many languages, lip-synced, with a catalog.")
@@ -107,8 +107,8 @@ def _summary(report) -> tuple[Table, list[str]]:
             table.add_row(lang, "[yellow]awaiting review[/]", "", "", "", "", "", "")
             continue
         if not entry.done or entry.backends is None:
-            table.add_row(lang, "[red]failed[/]", "", "", "", "", "", "")
-            notes.append(f"{lang}: failed: {entry.error or '?'}")
+            table.add_row(lang, f"[red]{'rejected' if entry.status == REJECTED else 'failed'}[/]", "", "", "", "", "", "")
+            notes.append(f"{lang}: {'rejected' if entry.status == REJECTED else 'failed'}: {entry.error or '?'}")
             continue
         backends = entry.backends
         seconds = sum(s.seconds or 0 for s in entry.stages.values() if s.status == "done")
@@ -430,6 +430,9 @@ def show_cmd(job: int = typer.Argument(...), db: Optional[str] = typer.Option(No
                  title="stages")
     for o in info["outputs"]:
         out.print(f"{o['kind']:10} {o['lang'] or '':6} {o['path']}", soft_wrap=True)
+    for s in info["stages"]:  # the measured QA report's verdict per language (the report has the numbers)
+        if s["stage"] == "qa" and (s.get("detail") or {}).get("verdict"):
+            out.print(f"qa {s['lang']}: {s['detail']['verdict']}", soft_wrap=True)
     for r in info["reviews"]:  # who decided what, and what they changed
         decided = f" by {r['decided_by']} at {r['decided_at']}" if r["decided_by"] else ""
         out.print(f"review {r['kind']} {r['lang']}: {r['status']}{decided}"
@@ -615,6 +618,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return _interrupted()
+    except Exception as exc:  # the catalog failing in a way no check foresaw (a lost connection): one line
+        if not type(exc).__module__.startswith("sqlalchemy"):
+            raise
+        from polydub.errors import one_line
+
+        _error(f"the catalog: {one_line(getattr(exc, 'orig', None) or exc)}")
+        return 1
     return rc if isinstance(rc, int) else 0
 
 

@@ -26,7 +26,7 @@ from polydub import config, spreadsheet
 from polydub.errors import DubError, InputError
 from polydub.options import help_for
 
-ONLY = ("done", "stale", "failed", "running", "queued", "missing", "awaiting review")
+ONLY = ("done", "stale", "failed", "running", "queued", "missing", "awaiting review", "rejected")
 EXPORT_COLUMNS = ("item", "language", "file", "duration", "sha256", "job", "date")
 
 # One definition of the flags the three commands share.

@@ -39,7 +39,7 @@ from polydub.flows.logs import quiet_console_tracebacks
 from polydub.job import JobPlan, _out_dir
 from polydub.options import DubOptions
 from polydub.progress import stage_logger
-from polydub.report import AWAITING_REVIEW, JobReport, LanguageReport
+from polydub.report import AWAITING_REVIEW, REJECTED, JobReport, LanguageReport
 from polydub.storage import deliveries, shared_catalog
 from polydub.storage.catalog import process_owner
 
@@ -52,7 +52,7 @@ CREATE_BACKOFF_S = 2.0
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "CRASHED")
 ROW_LIMIT = 5000  # rows of the catalog table artifact
 NOT_STARTED = "not started"  # a row's status: due, but the run stopped before its item began
-UNFINISHED = ("failed", NOT_STARTED)  # row statuses that leave the run short of done
+UNFINISHED = ("failed", NOT_STARTED, "rejected")  # row statuses that leave the run short of done
 
 
 
@@ -413,6 +413,8 @@ def _report(work: Work, results: dict[str, JobReport], busy: list[str], seconds:
                    "job": cell.job, "error": ""}
             if item.id in busy:
                 row.update(status="skipped", error="another runner holds it")
+            elif report is not None and report.language(lang).status == REJECTED:
+                row.update(status=REJECTED, job=report.job, error=report.language(lang).error or "rejected")
             elif report is not None and report.language(lang).status == AWAITING_REVIEW:
                 row.update(status=AWAITING_REVIEW, job=report.job,
                            error=report.language(lang).error or f"job {report.job}: dub review {report.job}")

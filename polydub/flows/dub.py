@@ -28,6 +28,7 @@ from polydub.options import DubOptions
 from polydub.preflight import check_job
 from polydub.report import (
     AWAITING_REVIEW,
+    REJECTED,
     Background,
     JobReport,
     LanguageReport,
@@ -199,7 +200,7 @@ def dub_languages(plan: JobPlan, job: OpenJob, report: JobReport, waits_in_form:
         chains.update({lang: voice_language.submit(job.ctx, plan, source, transcript, background, lang)
                        for lang in known})
     for lang, why in rejected.items():
-        report.languages[lang] = LanguageReport(error=why)
+        report.languages[lang] = LanguageReport(status=REJECTED, error=why)
     mixed: dict[str, tuple[StageResult, StageResult, StageResult]] = {}
     for lang, future in chains.items():
         try:
@@ -244,7 +245,7 @@ def review_results(plan: JobPlan, job: OpenJob, report: JobReport, waits_in_form
     for lang in rejected:
         for path in job.cat.withdraw_outputs(job.id, lang):  # this job's own files of it: not shipped
             Path(path).unlink(missing_ok=True)
-        report.languages[lang] = LanguageReport(error=review.rejection(decided[lang]))
+        report.languages[lang] = LanguageReport(status=REJECTED, error=review.rejection(decided[lang]))
     return rejected
 
 

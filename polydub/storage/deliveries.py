@@ -27,6 +27,7 @@ from polydub.storage.tables import Delivery, FileDigest, ManifestDefaults, utcno
 
 HELD = ("queued", "running")
 AWAITING_REVIEW = "awaiting review"  # its job waits for a person (report.AWAITING_REVIEW)
+REJECTED = "rejected"  # a person rejected it (report.REJECTED)
 
 
 @dataclass
@@ -160,10 +161,11 @@ def finish(cat: Catalog, manifest: str, item: str, lang: str, status: str, *, fi
            duration: float | None = None, sha256: str | None = None, error: str | None = None) -> None:
     """Record a result and release the row. 'done' records what the delivered file was
     made from; 'failed' keeps the last delivered file's record (it is still on disk), and
-    so does 'awaiting review' (its job `job_id` waits for a person), with the recipe that
-    job will deliver (`staleness.settle_reviewed` makes it done or failed once the job ends)."""
-    if status not in ("done", "failed", AWAITING_REVIEW):
-        raise ValueError(f"a delivery finishes done, failed or awaiting review, not {status!r}")
+    so do 'awaiting review' (its job `job_id` waits for a person), with the recipe that
+    job will deliver (`staleness.settle_reviewed` settles it once the job ends), and
+    'rejected' (a person said no, `error` why), with the recipe that was rejected."""
+    if status not in ("done", "failed", AWAITING_REVIEW, REJECTED):
+        raise ValueError(f"a delivery finishes done, failed, awaiting review or rejected, not {status!r}")
     now = utcnow()
     with cat.writing() as session:
         row = session.scalars(select(Delivery).where(Delivery.manifest == manifest, Delivery.item == item,
@@ -175,8 +177,9 @@ def finish(cat: Catalog, manifest: str, item: str, lang: str, status: str, *, fi
         if status == "done":
             row.fingerprint, row.recipe, row.path, row.duration, row.sha256 = fingerprint, recipe, path, duration, sha256
             row.error, row.delivered_at = None, now
-        elif status == AWAITING_REVIEW:
-            row.fingerprint, row.recipe, row.error = fingerprint, recipe, None
+        elif status in (AWAITING_REVIEW, REJECTED):  # judged against the recipe it was offered from
+            row.fingerprint, row.recipe = fingerprint, recipe
+            row.error = redact(error)[:2000] if error else None
         else:
             row.error = redact(error or "failed")[:2000]
 

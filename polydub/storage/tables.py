@@ -30,7 +30,7 @@ JOB_STATUSES = ("running", "done", "partial", "failed", "interrupted", "cancelle
                 "awaiting review")
 STAGE_STATUSES = ("running", "done", "cached", "skipped", "failed", "interrupted")
 OUTPUT_KINDS = ("video", "audio", "srt", "vtt", "multitrack", "report", "timeline")
-DELIVERY_STATUSES = ("queued", "running", "done", "failed", "awaiting review")
+DELIVERY_STATUSES = ("queued", "running", "done", "failed", "awaiting review", "rejected")
 TM_ORIGINS = ("approved", "edited", "imported")
 REVIEW_KINDS = ("script", "final")
 REVIEW_STATUSES = ("awaiting", "approved", "rejected")

@@ -30,6 +30,7 @@ class Quality:
     report: dict
     flags: list[str]
     timeline: str  # file in the folder
+    verdict: str = ""  # "passed", or the flags in one line (what `dub show` prints)
 
 
 def timeline_name(plan: JobPlan, lang: str) -> str:
@@ -74,7 +75,8 @@ def check_quality(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAudi
         if no_asr:
             measured.intelligibility = qa.Intelligibility(why=no_asr)
         qa.timeline_png(folder / TIMELINE, source_lines, lines, f"{plan.name} {lang}", max_speed=plan.options.max_speed)
-        return Quality(measured.to_json(), measured.flags, TIMELINE)
+        return Quality(measured.to_json(), measured.flags, TIMELINE,
+                       "passed" if not measured.flags else "; ".join(measured.flags))
 
     key = cache.stage_key("qa", mix=Path(mixed.folder).name, assembled=Path(assembled.folder).name,
                           video=Path(video.folder).name if lipsynced else None, lang=lang,

@@ -6,7 +6,8 @@ for it, and the QA report's timeline picture among a job's outputs.
   made) or rejected (with why), by whom and when.
 - job statuses: + 'awaiting review'.
 - output kinds: + 'timeline' (NAME.<lang>.timeline.png).
-- delivery statuses: + 'awaiting review' (a catalog item's language whose job waits).
+- delivery statuses: + 'awaiting review' (a catalog item's language whose job waits),
+  'rejected' (a person rejected it: not redone until its recipe changes).
 
 Revision ID: 0005
 Revises: 0004
@@ -30,7 +31,7 @@ JOB_STATUSES = (*OLD_JOB_STATUSES, "awaiting review")
 OLD_OUTPUT_KINDS = ("video", "audio", "srt", "vtt", "multitrack", "report")
 OUTPUT_KINDS = (*OLD_OUTPUT_KINDS, "timeline")
 OLD_DELIVERY_STATUSES = ("queued", "running", "done", "failed")
-DELIVERY_STATUSES = (*OLD_DELIVERY_STATUSES, "awaiting review")
+DELIVERY_STATUSES = (*OLD_DELIVERY_STATUSES, "awaiting review", "rejected")
 REVIEW_KINDS = ("script", "final")
 REVIEW_STATUSES = ("awaiting", "approved", "rejected")
 JSON = sa.JSON().with_variant(JSONB(), "postgresql")
