@@ -186,19 +186,20 @@ def dub_languages(plan: JobPlan, job: OpenJob, report: JobReport, waits_in_form:
     to_review = [lang for lang in plan.langs if lang not in rejected
                  and review.needs_review(plan.options, lang, plan.translations)]
     offered = {lang: translate_lang.submit(job.ctx, plan, transcript, lang) for lang in to_review}
-    later = waits_in_form and bool(offered)  # suspending stops the process: nothing else may be running
     voiced = [lang for lang in plan.langs if lang not in rejected and lang not in offered]
-    chains = {} if later else {lang: voice_language.submit(job.ctx, plan, source, transcript, background, lang)
-                               for lang in voiced}
+
+    def start(langs: list[str]) -> dict:
+        return {lang: voice_language.submit(job.ctx, plan, source, transcript, background, lang) for lang in langs}
+
+    later = waits_in_form and bool(offered)  # suspending stops the process: nothing else may be running
+    chains = {} if later else start(voiced)
     known = [lang for lang, future in offered.items() if not offer_for_review(job, transcript, future, lang, report)]
     if later:
         approved, decided_against = decide_in_forms(plan, job, report)
         rejected.update(decided_against)
-        chains = {lang: voice_language.submit(job.ctx, plan, source, transcript, background, lang)
-                  for lang in [*voiced, *known, *approved]}
+        chains = start([*voiced, *known, *approved])
     else:
-        chains.update({lang: voice_language.submit(job.ctx, plan, source, transcript, background, lang)
-                       for lang in known})
+        chains.update(start(known))
     for lang, why in rejected.items():
         report.languages[lang] = LanguageReport(status=REJECTED, error=why)
     mixed: dict[str, tuple[StageResult, StageResult, StageResult]] = {}
