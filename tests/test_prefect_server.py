@@ -207,6 +207,14 @@ def test_catalog_points_at_each_run(runs, setup):
     assert f"{setup['api'][:-4]}/runs/flow-run/{runs['done'].id}" in shown.stdout
 
 
+def test_a_run_that_sets_one_option_keeps_the_deployments_others(runs, setup):
+    """The form's `options` replace the deployment's whole object in Prefect; the run merges
+    them back: `voice` set by the run, `lipsync: off` kept from prefect.yaml."""
+    params = json.loads(catalog_rows(setup)[str(runs["done"].id)]["params"])
+    assert (params["voice"], params["lipsync"]) == ("espeak", "off")
+    assert runs["done"].parameters["options"] == {"voice": "espeak"}  # what Prefect itself holds
+
+
 def test_the_nightly_deployment_can_be_switched_on(client):
     deployment = client.read_deployment_by_name("dub-catalog/nightly-catalog")
     assert [s.active for s in deployment.schedules] == [False]

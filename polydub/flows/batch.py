@@ -103,6 +103,7 @@ def dub_catalog(manifest: str, langs: list[str] | None = None, options: DubOptio
     started = time.perf_counter()
     run = outcome.current_run()
     try:
+        options = outcome.over_deployment(options, run)
         if via_deployment:
             via_deployment = deployment_name(via_deployment)
         work = plan_work(manifest, langs, options, only_stale, in_deployment=bool(run.deployment),

@@ -80,6 +80,7 @@ def dub_video(input: str, langs: list[str], options: DubOptions = DubOptions()):
     quiet_console_tracebacks()
     run = outcome.current_run()
     try:
+        options = outcome.over_deployment(options, run)
         plan = plan_job(input, langs, options, outputs_root=config.outputs_dir() if run.deployment else None)
         resumed = review.continuing.get()
         if resumed is not None:  # `dub approve`: the approved scripts are this job's approved translations

@@ -59,6 +59,25 @@ def current_run() -> RunInfo:
                    flow_run_url(run_id) if run_id else None, subflow=bool(flow_run.get_parent_flow_run_id()))
 
 
+def over_deployment(options: DubOptions, run: RunInfo) -> DubOptions:
+    """A deployment run's options over its deployment's own: a field the run does not set
+    keeps the deployment's value. Prefect replaces the whole `options` object when a run
+    sets any of it, which would silently drop, say, the deployment's `lipsync: off`. An
+    InputError when the merge is not valid options."""
+    if not run.deployment or run.subflow or not isinstance(options, DubOptions):
+        return options
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import deployment
+
+    with get_client(sync_client=True) as client:
+        given = (client.read_deployment(deployment.get_id()).parameters or {}).get("options") or {}
+    if not isinstance(given, dict) or not given:
+        return options
+    from polydub.options import make_options
+
+    return make_options({**given, **options.model_dump(include=options.model_fields_set)})
+
+
 @dataclass(frozen=True)
 class Stopped:
     """Why a job stopped before its end: its catalog status and the reason."""
