@@ -224,13 +224,16 @@ def finish(folder: Path, meta: dict) -> dict:
 
 
 @contextlib.contextmanager
-def _published(dest: Path, tmp: Path) -> Iterator[Path]:
-    """Yield `tmp` to write, then rename it to `dest`: whole or not at all. No space left:
-    `DiskFull` naming the folder, and nothing left behind."""
+def _published(dest: Path, tmp: Path, shared: bool = False) -> Iterator[Path]:
+    """Yield `tmp` to write, then rename it to `dest`: whole or not at all. `shared`: a
+    deliverable, readable (and its new folders) as the user's umask says; otherwise owner
+    only. No space left: `DiskFull` naming the folder, and nothing left behind."""
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(dest.parent, shared)
         tmp.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
+        if shared:
+            os.chmod(tmp, 0o666 & ~config.user_umask())
         os.replace(tmp, dest)
     except BaseException as exc:  # whatever stopped the writer, no temporary file stays
         tmp.unlink(missing_ok=True)
@@ -239,14 +242,25 @@ def _published(dest: Path, tmp: Path) -> Iterator[Path]:
         raise
 
 
-def place(src: str | Path, dest: Path, tmp_dir: Path | None = None) -> Path:
+def make_folder(folder: Path, shared: bool = False) -> None:
+    """Make `folder` and its missing parents; `shared`: those made get the user's umask
+    (an output folder others may read), not this process's owner-only one."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    if shared:
+        for made in missing:
+            made.chmod(0o777 & ~config.user_umask())
+
+
+def place(src: str | Path, dest: Path, tmp_dir: Path | None = None, shared: bool = False) -> Path:
     """Put a copy of `src` at `dest` atomically: never a half-written `dest`, never a file
     that shares storage with `src` (a copy-on-write clone where the filesystem offers one,
     else a byte copy). The temporary name is short, so any `dest` name that fits can be
-    written. No space left: `DiskFull` naming the folder, and nothing left behind."""
+    written. `shared`: a deliverable (see `_published`). No space left: `DiskFull` naming
+    the folder, and nothing left behind."""
     dest = Path(dest)
     tmp = Path(tmp_dir or dest.parent) / f".dub-{uuid.uuid4().hex[:8]}{PART_SUFFIX}"
-    with _published(dest, tmp), open(src, "rb") as source, open(tmp, "wb") as copy:
+    with _published(dest, tmp, shared), open(src, "rb") as source, open(tmp, "wb") as copy:
         try:
             fcntl.ioctl(copy.fileno(), FICLONE, source.fileno())
         except OSError:
@@ -255,12 +269,13 @@ def place(src: str | Path, dest: Path, tmp_dir: Path | None = None) -> Path:
 
 
 @contextlib.contextmanager
-def writing_text(dest: Path) -> Iterator[TextIO]:
+def writing_text(dest: Path, shared: bool = False) -> Iterator[TextIO]:
     """An open UTF-8 text file (newlines written as given) that becomes `dest` when the
     block ends, atomically as `place()` writes: for files written as they go. A temporary
-    name of its own, so concurrent writers never share one."""
+    name of its own, so concurrent writers never share one. `shared`: a deliverable or an
+    export (see `_published`)."""
     dest = Path(dest)
-    with _published(dest, dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}{PART_SUFFIX}")) as tmp, \
+    with _published(dest, dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}{PART_SUFFIX}"), shared) as tmp, \
             open(tmp, "w", encoding="utf-8", newline="") as handle:
         yield handle
 
@@ -272,14 +287,14 @@ def os_reason(exc: OSError) -> str:
     return (os.strerror(exc.errno) if exc.errno else str(exc)).lower()
 
 
-def check_writable(folder: Path, what: str, shown: Path | None = None) -> None:
-    """Make `folder` if need be and write (and remove) a probe file in it: permission bits
-    alone say nothing to root or of a read-only mount. `InputError` "WHAT SHOWN: cannot
-    write in FOLDER (why)" otherwise."""
+def check_writable(folder: Path, what: str, shown: Path | None = None, shared: bool = False) -> None:
+    """Make `folder` if need be (`shared`: an output folder, see `make_folder`) and write
+    (and remove) a probe file in it: permission bits alone say nothing to root or of a
+    read-only mount. `InputError` "WHAT SHOWN: cannot write in FOLDER (why)" otherwise."""
     where = "it" if shown is None else folder
     shown = folder if shown is None else shown
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        make_folder(folder, shared)
         fd, name = tempfile.mkstemp(dir=folder, prefix=".dub-check-", suffix=PART_SUFFIX)
         os.close(fd)
         os.unlink(name)
@@ -289,9 +304,9 @@ def check_writable(folder: Path, what: str, shown: Path | None = None) -> None:
         raise InputError(f"{what} {shown}: cannot write in {where} ({os_reason(exc)})") from None
 
 
-def write_text(dest: Path, text: str) -> Path:
+def write_text(dest: Path, text: str, shared: bool = False) -> Path:
     """Write a small text file atomically (see `writing_text`)."""
-    with writing_text(dest) as handle:
+    with writing_text(dest, shared) as handle:
         handle.write(text)
     return Path(dest)
 

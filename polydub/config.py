@@ -39,6 +39,25 @@ def outputs_dir() -> Path:
     return Path(os.environ.get("DUB_OUTPUTS_DIR", home() / "outputs")).expanduser()
 
 
+USER_UMASK_ENV = "DUB_USER_UMASK"  # the umask `dub` was started with (it then works under 077)
+
+
+def user_umask() -> int:
+    """The umask of the person who started `dub` (DUB_USER_UMASK, which `dub` sets before
+    it narrows its own to 077 and its worker processes inherit), else this process's."""
+    text = os.environ.get(USER_UMASK_ENV, "").strip()
+    try:
+        if text:
+            return int(text, 8) & 0o777
+        with open("/proc/self/status", encoding="ascii") as status:  # read without changing it
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
 def commercial() -> bool:
     """`DUB_COMMERCIAL=1`: jobs that do not say `--commercial` themselves use only models
     whose licence allows commercial use."""

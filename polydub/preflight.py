@@ -128,8 +128,8 @@ def _lengths_fit(folder: Path, what: str) -> None:
         raise InputError(f"{what} {str(folder)[:60]}...: the path is too long ({len(str(folder).encode())} bytes)")
 
 
-def _writable(folder: Path, shown: Path, what: str) -> None:
-    cache.check_writable(folder, what, shown)
+def _writable(folder: Path, shown: Path, what: str, shared: bool = True) -> None:
+    cache.check_writable(folder, what, shown, shared)
 
 
 def check_out_file(path: Path, what: str = "--out") -> None:
@@ -171,8 +171,8 @@ def check_job(plans: list[JobPlan], db_url: str | None = None, cache_root: Path 
     catalog = shared_catalog(db_url)  # opens (or makes) it: the one refusal of a catalog every command gives
     needs: dict[int, tuple[Path, int]] = {}  # device -> (first folder, bytes), for shared disks
 
-    def need(folder: Path, shown: Path, what: str, bytes_: int) -> None:
-        _writable(folder, shown, what)
+    def need(folder: Path, shown: Path, what: str, bytes_: int, shared: bool = True) -> None:
+        _writable(folder, shown, what, shared)
         dev = os.stat(folder).st_dev
         first, total = needs.get(dev, (folder, 0))
         needs[dev] = (first, total + bytes_)
@@ -188,10 +188,10 @@ def check_job(plans: list[JobPlan], db_url: str | None = None, cache_root: Path 
         job = estimate(plan)
         need(found, out, "--out", job.out)
         total_cache += job.cache
-    need(root, cache_root, "cache folder (DUB_CACHE_DIR)", total_cache)
+    need(root, cache_root, "cache folder (DUB_CACHE_DIR)", total_cache, shared=False)
     if db_url.startswith("sqlite:///"):
         db_file = Path(db_url.removeprefix("sqlite:///"))
-        need(db_file.parent, db_file.parent, "catalog", CATALOG_NEED)  # it opened above: the folder exists
+        need(db_file.parent, db_file.parent, "catalog", CATALOG_NEED, shared=False)  # it opened above: it exists
     for folder, bytes_ in needs.values():
         free = shutil.disk_usage(folder).free
         if free < bytes_:

@@ -54,7 +54,7 @@ def files_holding(root: Path, secrets: list[str]) -> list[str]:
     return hits
 
 
-def test_no_secret_anywhere_and_files_are_private(prefect_api, tmp_path, secret_catalog):
+def test_no_secret_anywhere_kept_files_private_deliverables_as_the_umask_says(prefect_api, tmp_path, secret_catalog):
     from prefect.settings import get_current_settings
 
     video = tmp_path / "spot.mp4"
@@ -67,9 +67,13 @@ def test_no_secret_anywhere_and_files_are_private(prefect_api, tmp_path, secret_
     home, cache, out = tmp_path / "home", tmp_path / "cache", tmp_path / "out"
     env = {**os.environ, "DUB_HOME": str(home), "DUB_CACHE_DIR": str(cache), "LIBRE_API_KEY": KEY,
            "LIBRE_URL": service.url, "DUB_TRANSLATE_RETRIES": "1", "PREFECT_LOGGING_LEVEL": "INFO"}
-    result = subprocess.run([sys.executable, "-m", "polydub.cli", str(video), "--langs", "es,fr",
-                             "--translator", "libre", "--voice", "espeak", "--out", str(out), "--db", secret_catalog,
-                             "--json"], capture_output=True, text=True, timeout=600, env=env)
+    umask = os.umask(0o027)  # the user's: dub's deliverables follow it, what it keeps does not
+    try:
+        result = subprocess.run([sys.executable, "-m", "polydub.cli", str(video), "--langs", "es,fr",
+                                 "--translator", "libre", "--voice", "espeak", "--out", str(out), "--db",
+                                 secret_catalog, "--json"], capture_output=True, text=True, timeout=600, env=env)
+    finally:
+        os.umask(umask)
     service.server.shutdown()
     assert result.returncode == 1, result.stderr
     report = json.loads(result.stdout)
@@ -90,10 +94,14 @@ def test_no_secret_anywhere_and_files_are_private(prefect_api, tmp_path, secret_
             assert not [s for s in secrets if s in dump], table
     engine.dispose()
 
-    # Owner-only: nothing dub wrote can be read by the group or others.
-    shared = [str(p) for root in (out, cache, home) for p in root.rglob("*")
+    # Owner-only: nothing dub keeps can be read by the group or others; what it delivers is
+    # as the user's umask (027) says: the group reads, others do not.
+    shared = [str(p) for root in (cache, home) for p in root.rglob("*")
               if stat.S_IMODE(p.lstat().st_mode) & 0o077]
     assert shared == []
+    modes = {p.name: stat.S_IMODE(p.lstat().st_mode) for p in [out, *out.rglob("*")]}
+    assert modes["out"] == 0o750 and modes["spot.fr.mp4"] == 0o640 and modes["spot.report.json"] == 0o640
+    assert set(modes.values()) == {0o750, 0o640}, modes
 
     # The overhanging cue is clipped: the deliverables are exactly as long as the source.
     length = float(ffprobe(video)["format"]["duration"])

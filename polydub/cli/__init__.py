@@ -567,8 +567,9 @@ app.command("review")(review.review_cmd)
 app.command("approve")(review.approve_cmd)
 app.command("reject")(review.reject_cmd)
 
-# What dub writes (catalog, cache, Prefect's state, deliverables) holds job data and
-# is readable by its owner only; the umask is inherited by the Prefect server and workers.
+# What dub keeps (catalog, cache, Prefect's state) holds job data and is readable by its
+# owner only; the umask is inherited by the Prefect server and workers. What it delivers
+# (the output folder, exports) follows the user's own umask (`cache.place(shared=True)`).
 FILE_MODE_MASK = 0o077
 EXIT_GRACE_S = 10.0  # after Ctrl-C, how long threads get to wind down before exit
 WORKER_POLL_S = 2  # seconds between a worker's checks for new runs
@@ -580,7 +581,7 @@ COMMANDS = {"run", "list", "show", "models", "server", "worker", "cache", "catal
 def main(argv: list[str] | None = None) -> int:
     from polydub import crash, redact
 
-    os.umask(FILE_MODE_MASK)
+    os.environ.setdefault(config.USER_UMASK_ENV, f"{os.umask(FILE_MODE_MASK):03o}")  # deliverables follow it
     redact.install()
     crash.install_interrupt_handler()
     args = list(sys.argv[1:] if argv is None else argv)

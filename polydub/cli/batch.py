@@ -269,7 +269,7 @@ def export_cmd(
         writer.writerow(columns)
         writer.writerows([row.get(c) for c in columns] for row in rows)
         text = buffer.getvalue()
-    cache.write_text(out_file.expanduser().resolve(), text)
+    cache.write_text(out_file.expanduser().resolve(), text, shared=True)
     total = sum(1 for item in loaded.items for _ in item.langs)
     print(f"{out_file}: {len(rows)} of {total} item x language deliveries", file=sys.stderr)
 

@@ -394,6 +394,6 @@ def close_job(plan: JobPlan, job: OpenJob, report: JobReport, stopped: outcome.S
 def write_report(plan: JobPlan, report: JobReport, job: OpenJob) -> None:
     """NAME.report.json beside the deliverables, and in the catalog's outputs."""
     path = Path(plan.out_dir) / f"{plan.name}.report.json"
-    cache.write_text(path, json.dumps(report.to_json(), ensure_ascii=False, indent=1, default=str))
+    cache.write_text(path, json.dumps(report.to_json(), ensure_ascii=False, indent=1, default=str), shared=True)
     report.report = str(path)
     job.cat.add_output(job.id, None, "report", str(path))

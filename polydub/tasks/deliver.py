@@ -72,7 +72,7 @@ def assemble_lang(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAudi
                           mix=_key(mixed), video=_key(video) if lipsynced else None, lang=lang, version=3)
     result = run_stage(ctx, "assemble", lang, key, build, Assembly, backend="ffmpeg")
     for f, dest in zip(result.output.files, deliverables(plan, result).values()):
-        cache.place(result.file(f), Path(dest))
+        cache.place(result.file(f), Path(dest), shared=True)
     return result
 
 
@@ -107,4 +107,4 @@ def assemble_multitrack(ctx: JobContext, plan: JobPlan, source: StageResult[Sour
     key = cache.stage_key("multitrack", source=_key(source), transcript=_key(transcript),
                           parts={lang: _key(r) for lang, r in delivered.items()}, version=3)
     result = run_stage(ctx, "assemble", None, key, build, Multitrack, backend="ffmpeg")
-    return str(cache.place(result.file(filename), Path(plan.out_dir) / f"{plan.name}{ext}"))
+    return str(cache.place(result.file(filename), Path(plan.out_dir) / f"{plan.name}{ext}", shared=True))

@@ -84,5 +84,5 @@ def check_quality(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAudi
                           max_speed=plan.options.max_speed, version=1)
     result = run_stage(ctx, "qa", lang, key, build, Quality, backend="measure",
                        model_version=asr.version if asr else None)
-    cache.place(result.file(TIMELINE), Path(plan.out_dir) / timeline_name(plan, lang))
+    cache.place(result.file(TIMELINE), Path(plan.out_dir) / timeline_name(plan, lang), shared=True)
     return result

@@ -63,7 +63,7 @@ def write_glossary(path: Path, glossary: dict[str, str]) -> int:
     not at all; how many terms."""
     suffix = path.suffix.lower()
     try:
-        with cache.writing_text(path) as handle:
+        with cache.writing_text(path, shared=True) as handle:
             if suffix == ".json":
                 handle.write(json.dumps(glossary, ensure_ascii=False, indent=1) + "\n")
             else:

@@ -45,7 +45,7 @@ def write_memory_file(path: Path, entries: Iterable[dict], srclang: str | None) 
     `srclang` is the TMX header's source language (None: several)."""
     suffix = memory_format(path)
     try:
-        with cache.writing_text(path) as handle:
+        with cache.writing_text(path, shared=True) as handle:
             return _write_tmx(handle, entries, srclang) if suffix == ".tmx" else _write_csv(handle, entries)
     except OSError as exc:
         raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None
