@@ -82,7 +82,7 @@ def _stop(proc: subprocess.Popen) -> None:
 def prefect_stack(root: Path, worker_env: dict[str, str] | None = None, workers: int = 1,
                   limit: int | None = None) -> Iterator[dict]:
     """Yield {'api', 'env', 'root', 'worker', 'workers'}; everything is stopped afterwards.
-    `limit`: flow runs at once per worker (`dub worker --limit`; default: no limit)."""
+    `limit`: flow runs at once per worker (`dub worker --limit`; default: no limit, 0)."""
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     base = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "DUB_DATABASE_URL")}
@@ -121,7 +121,7 @@ def prefect_stack(root: Path, worker_env: dict[str, str] | None = None, workers:
         for i in range(workers):
             started.append(subprocess.Popen(
                 [sys.executable, "-m", "polydub.cli", "worker", "--pool", "polydub-cpu",
-                 *(["--limit", str(limit)] if limit else [])], env=env, cwd=root,
+                 "--limit", str(limit or 0)], env=env, cwd=root,
                 stdout=open(root / f"worker{i or ''}.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True))
         procs += started
         yield {"api": api, "env": env, "root": root, "worker": started[0], "workers": started}

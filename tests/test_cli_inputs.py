@@ -219,3 +219,14 @@ def test_a_nul_byte_in_a_path_option_is_one_line(tmp_path):
     manifest.write_text(f"id,input,langs\na,{EXAMPLE},es\n")
     line = one_line(dub("status", str(manifest), "--set", "glossary=g\0.tsv", "--db", f"sqlite:///{tmp_path / 'c.db'}"))
     assert line == "--glossary: a NUL byte is not allowed"
+
+
+def test_a_worker_takes_one_run_per_core_or_per_gpu_by_default():
+    """`dub worker` without --limit: as many flow runs at once as the machine has cores
+    (polydub-cpu) or GPUs, at least one (polydub-gpu); more would only queue for them."""
+    import torch
+
+    from polydub.cli import worker_limit
+
+    assert worker_limit("polydub-cpu") == len(os.sched_getaffinity(0))
+    assert worker_limit("polydub-gpu") == max(1, torch.cuda.device_count())

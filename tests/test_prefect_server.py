@@ -449,4 +449,6 @@ def test_worker_stops_cleanly_on_sigterm(setup, runs):
     worker = setup["worker"]
     os.killpg(worker.pid, signal.SIGTERM)
     assert worker.wait(timeout=60) in (0, -signal.SIGTERM, 128 + signal.SIGTERM)
-    assert "Traceback" not in (setup["root"] / "worker.log").read_text()
+    log = (setup["root"] / "worker.log").read_text()
+    assert "Traceback" not in log
+    assert log.startswith("dub worker: pool polydub-cpu, no limit on runs at once\n")  # --limit 0

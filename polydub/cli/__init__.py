@@ -152,6 +152,19 @@ def option_flags(command: Callable) -> Callable:
     return command
 
 
+def worker_limit(pool: str) -> int:
+    """Flow runs a worker takes at once by default: one per core (a dub keeps a core busy;
+    more at once only queue for it), one per GPU on the GPU pool (one lip-sync per GPU)."""
+    if "gpu" in pool:
+        try:
+            import torch
+
+            return max(1, torch.cuda.device_count())
+        except Exception:  # noqa: BLE001 - no CUDA build here: one at a time
+            return 1
+    return max(1, len(os.sched_getaffinity(0)))
+
+
 def flag_type(annotation) -> type:
     """The command-line type of an option's annotation: bool, float, Path (a path option)
     or str (text and choices)."""
@@ -541,10 +554,15 @@ def cache_verify(fix: bool = typer.Option(False, "--fix",
 
 @app.command("worker")
 def worker_cmd(pool: str = typer.Option("polydub-cpu", "--pool", help="polydub-cpu or polydub-gpu (see prefect.yaml)."),
-               limit: Optional[int] = typer.Option(None, "--limit", help="Flow runs at once on this worker.")) -> None:
+               limit: Optional[int] = typer.Option(None, "--limit", min=0, help="Flow runs at once on this worker "
+                                                   "(default: the machine's cores; its GPUs for polydub-gpu; 0: no limit).")
+               ) -> None:
     """Run a Prefect worker that picks up polydub's deployments (creates the pool if missing)."""
     from polydub import server
 
+    limit = worker_limit(pool) if limit is None else limit
+    print(f"dub worker: pool {pool}, " + (f"at most {limit} runs at once" if limit else "no limit on runs at once"),
+          file=sys.stderr)
     server.ensure_api()
     server.keep_results_private()  # inherited by the flow runs the worker starts
     # Prefect's default polls for new runs every 10 s: half of a short dub's start-up.
