@@ -434,3 +434,40 @@ def test_every_entry_point_refuses_an_unusable_catalog_before_any_work(tmp_path)
             assert len(lines) == 1 and lines[0].startswith("dub: error: cannot open catalog "), (args, result.stderr)
             assert reason.lower() in lines[0].lower() and "s3cret" not in result.stderr + result.stdout
             assert not out.exists(), args  # nothing made
+
+
+def test_a_catalog_made_before_reviews_upgrades_with_its_rows(databases):
+    """A catalog at revision 0004 with a job, an output and a delivery in it opens at the
+    newest revision with every row kept, and takes the new states (reviews, 'awaiting
+    review', 'timeline' outputs, 'rejected' deliveries)."""
+    from alembic import command
+
+    from polydub.storage import deliveries, reviews
+    from polydub.storage.catalog import alembic_config, open_engine
+
+    url = databases.new_url()
+    engine = open_engine(url)
+    config = alembic_config()
+    with engine.connect() as connection, connection.begin():
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0004")
+        connection.execute(sa.text("INSERT INTO jobs (langs, params, out_dir, status, created_at) "
+                                   "VALUES ('[\"es\"]', '{}', '/o', 'done', CURRENT_TIMESTAMP)"))
+        job = connection.execute(sa.text("SELECT id FROM jobs")).scalar_one()
+        connection.execute(sa.text("INSERT INTO outputs (job_id, lang, kind, path, created_at) "
+                                   "VALUES (:j, 'es', 'video', '/o/a.es.mp4', CURRENT_TIMESTAMP)"), {"j": job})
+        connection.execute(sa.text("INSERT INTO deliveries (manifest, item, lang, status, updated_at) "
+                                   "VALUES ('m', 'a', 'es', 'done', CURRENT_TIMESTAMP)"))
+    engine.dispose()
+
+    cat = Catalog(url)
+    shown = cat.show_job(job)
+    assert shown["status"] == "done" and [o["path"] for o in shown["outputs"]] == ["/o/a.es.mp4"]
+    assert [(r.item, r.status) for r in deliveries.records(cat, "m")] == [("a", "done")]
+    cat.add_output(job, "es", "timeline", "/o/a.es.timeline.png")
+    reviews.offer(cat, job, "es", [], kind=reviews.FINAL, detail={"outputs": {}})
+    cat.finish_job(job, "awaiting review")
+    deliveries.finish(cat, "m", "a", "es", "rejected", error="no")
+    assert cat.show_job(job)["status"] == "awaiting review"
+    assert [r.kind for r in reviews.of_job(cat, job)] == ["final"]
+    cat.close()

@@ -142,10 +142,23 @@ def migrate(engine: Engine) -> None:
     from alembic import command
 
     config = alembic_config()
-    with engine.connect() as connection, connection.begin():
-        migration_lock(connection)
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+    with engine.connect() as connection:
+        # SQLite alters a table by rebuilding it: dropping the old `jobs` while outputs point
+        # at it must not trip their keys. Off for the migration (it cannot change inside a
+        # transaction), every key checked before it commits.
+        rebuilds = connection.dialect.name == "sqlite"
+        if rebuilds:
+            connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with connection.begin():
+                migration_lock(connection)
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
+                if rebuilds and connection.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
+                    raise RuntimeError("the migration left rows whose keys point nowhere")
+        finally:
+            if rebuilds:
+                connection.connection.driver_connection.execute("PRAGMA foreign_keys=ON")
 
 
 def schema_revision(engine: Engine) -> str | None:
