@@ -561,9 +561,9 @@ def worker_cmd(pool: str = typer.Option("polydub-cpu", "--pool", help="polydub-c
     from polydub import server
 
     limit = worker_limit(pool) if limit is None else limit
+    server.ensure_api()  # an API that does not answer is the one line a refused worker prints
     print(f"dub worker: pool {pool}, " + (f"at most {limit} runs at once" if limit else "no limit on runs at once"),
           file=sys.stderr)
-    server.ensure_api()
     server.keep_results_private()  # inherited by the flow runs the worker starts
     # Prefect's default polls for new runs every 10 s: half of a short dub's start-up.
     os.environ.setdefault("PREFECT_WORKER_QUERY_SECONDS", str(WORKER_POLL_S))
