@@ -407,39 +407,37 @@ def _intact_job(cat: Catalog, job_id: int, langs: list[str]) -> tuple[object | N
 
 def settle_reviewed(cat: Catalog, job_id: int, report) -> None:
     """The catalog items (of any manifest) whose review job `job_id` waited for, once the job
-    ends (a `report.JobReport`): done with the file it delivered, failed with why, or still
-    awaiting when the job waits again. A delivered one is recorded with its recipe as it is
-    now: the approved lines are in the brand's translation memory since the approval."""
-    from polydub.storage.catalog import delivered_digest
-
+    ends (a `report.JobReport`): done with the file it delivered, rejected or failed with
+    why, or still awaiting when the job waits again. A delivered one is recorded with its
+    recipe as it is now: the approved lines are in the brand's translation memory since the
+    approval."""
+    digest_of = _delivered_digests(cat, job_id)
     for manifest, item, lang, recipe in deliveries.awaiting_job(cat, job_id):
         entry = report.language(lang)
         if entry.status == AWAITING_REVIEW:
             continue
-        if entry.status == REJECTED:
-            deliveries.finish(cat, manifest, item, lang, REJECTED, fingerprint=fingerprint(recipe) if recipe else None,
-                              recipe=recipe, job_id=job_id, error=entry.error)
-            continue
-        digest = delivered_digest(entry.media)[1] if entry.done and entry.media else None
-        if digest is None or recipe is None:
-            deliveries.finish(cat, manifest, item, lang, "failed", job_id=job_id,
-                              error=entry.error or report.error or "failed")
-            continue
-        if recipe.get("translation") is None:  # translated, not an approved file: the memory it now matches
+        if recipe is not None and entry.done and recipe.get("translation") is None:  # translated: the memory it matches
             recipe = {**recipe, "memory": _brand_terms(cat, (recipe.get("options") or {}).get("brand"), lang)[1]}
-        deliveries.finish(cat, manifest, item, lang, "done", fingerprint=fingerprint(recipe), recipe=recipe,
-                          job_id=job_id, path=entry.media, duration=report.duration, sha256=digest)
+        _record_one(cat, manifest, item, lang, report, fingerprint(recipe) if recipe else None, recipe, digest_of)
 
 
 def record_deliveries(cat: Catalog, key: str, item: str, langs: list[str], recipes: Mapping, fingerprints: dict,
                       report) -> None:
     """Each of `langs` of a finished job (a `report.JobReport`) as a delivery of `item`
-    under `key`: the file, its sha256 and the recipe it was made from, or why it failed (a
-    file gone by the time it is recorded is not called delivered)."""
+    under `key`: the file, its sha256 and the recipe it was made from, awaiting a person's
+    review or rejected by them, or why it failed (a file gone by the time it is recorded is
+    not called delivered)."""
+    digest_of = _delivered_digests(cat, report.job)
+    for lang in langs:
+        _record_one(cat, key, item, lang, report, fingerprints[(item, lang)], recipes[(item, lang)], digest_of)
+
+
+def _delivered_digests(cat: Catalog, job_id: int | None):
+    """sha256 of a file the job delivered: as the job recorded it (size unchanged), else hashed."""
     from polydub.storage.catalog import delivered_digest
 
     # the job recorded each output's size and sha256 as it delivered it: not hashed again
-    recorded = {o["path"]: (o["size"], o["sha256"]) for o in cat.show_job(report.job)["outputs"]} if report.job else {}
+    recorded = {o["path"]: (o["size"], o["sha256"]) for o in cat.show_job(job_id)["outputs"]} if job_id else {}
 
     def digest_of(path: str) -> str | None:
         size, digest = recorded.get(path, (None, None))
@@ -447,20 +445,24 @@ def record_deliveries(cat: Catalog, key: str, item: str, langs: list[str], recip
             return digest
         return delivered_digest(path)[1]
 
-    for lang in langs:
-        entry = report.language(lang)
-        if entry.status in (AWAITING_REVIEW, REJECTED):  # a person decides, or decided no
-            deliveries.finish(cat, key, item, lang, entry.status, fingerprint=fingerprints[(item, lang)],
-                              recipe=recipes[(item, lang)], job_id=report.job, error=entry.error)
-            continue
-        digest = digest_of(entry.media) if entry.done and entry.media else None
-        if digest is not None:
-            deliveries.finish(cat, key, item, lang, "done", fingerprint=fingerprints[(item, lang)],
-                              recipe=recipes[(item, lang)], job_id=report.job, path=entry.media,
-                              duration=report.duration, sha256=digest)
-        elif entry.done:
-            deliveries.finish(cat, key, item, lang, "failed", job_id=report.job,
-                              error=f"{entry.media}: the delivered file could not be read after the job")
-        else:
-            deliveries.finish(cat, key, item, lang, "failed", job_id=report.job,
-                              error=entry.error or report.error or "failed")
+    return digest_of
+
+
+def _record_one(cat: Catalog, key: str, item: str, lang: str, report, fingerprint_: str | None, recipe: dict | None,
+                digest_of) -> None:
+    """One item x language of a finished job, as `record_deliveries` says."""
+    entry = report.language(lang)
+    if entry.status in (AWAITING_REVIEW, REJECTED):  # a person decides, or decided no
+        deliveries.finish(cat, key, item, lang, entry.status, fingerprint=fingerprint_, recipe=recipe,
+                          job_id=report.job, error=entry.error)
+        return
+    digest = digest_of(entry.media) if entry.done and entry.media else None
+    if digest is not None and recipe is not None:
+        deliveries.finish(cat, key, item, lang, "done", fingerprint=fingerprint_, recipe=recipe, job_id=report.job,
+                          path=entry.media, duration=report.duration, sha256=digest)
+    elif entry.done:
+        deliveries.finish(cat, key, item, lang, "failed", job_id=report.job,
+                          error=f"{entry.media}: the delivered file could not be read after the job")
+    else:
+        deliveries.finish(cat, key, item, lang, "failed", job_id=report.job,
+                          error=entry.error or report.error or "failed")

@@ -42,7 +42,8 @@ def review_cmd(
     cat = Catalog()
     waiting = reviews.awaiting(cat, job, _lang(lang))
     scripts = [r for r in waiting if r.kind == reviews.SCRIPT]
-    targets = _script_files(cat, job, scripts, out_path) if scripts else {}
+    params = cat.show_job(job)["params"]
+    targets = _script_files(params.get("name") or f"job-{job}", scripts, out_path) if scripts else {}
     if as_json:
         print(json.dumps({r.lang: {"kind": r.kind, **({"file": str(targets[r.lang]), "lines": r.lines}
                                                       if r.kind == reviews.SCRIPT else r.detail or {})}
@@ -50,7 +51,7 @@ def review_cmd(
         return
     from polydub.cli import _print_table
 
-    speed_cap = cat.show_job(job)["params"].get("max_speed")
+    speed_cap = params.get("max_speed")
     for r in scripts:
         _print_table(("#", "time", "speaker", "source", "translation", "speed"),
                      ((str(n), f"{ln['start']:.2f}-{ln['end']:.2f}", ln.get("speaker") or "", ln["source"], ln["text"],
@@ -73,15 +74,14 @@ def review_cmd(
           + f"  or  dub reject {job} --why TEXT", file=sys.stderr)
 
 
-def _script_files(cat, job: int, scripts: list, out_path: Path | None) -> dict:
+def _script_files(name: str, scripts: list, out_path: Path | None) -> dict:
     """Write each script awaiting review to `out_path` (FILE.srt for one, else a folder of
-    NAME.<lang>.srt); never over a file that is there. {lang: path}."""
+    NAME.<lang>.srt, NAME the job's); never over a file that is there. {lang: path}."""
     from polydub.review import to_review_srt
 
     if out_path is None:
         raise InputError(f"--out FILE.srt|DIR: where to write the script{'s' * (len(scripts) > 1)} awaiting review "
                          f"({', '.join(r.lang for r in scripts)})")
-    name = cat.show_job(job)["params"].get("name") or f"job-{job}"
     if out_path.suffix.lower() == ".srt":
         if len(scripts) > 1:
             raise InputError(f"--out {out_path} holds one language; {len(scripts)} scripts await review "

@@ -387,7 +387,8 @@ def close_job(plan: JobPlan, job: OpenJob, report: JobReport, stopped: outcome.S
         report.error = one_line(exc)
     reason = stopped.reason if stopped else (outcome.failures(report) or report.error)
     job.cat.finish_job(job.id, report.status, error=None if report.status == "done" else reason)
-    staleness.settle_reviewed(job.cat, job.id, report)  # catalog items whose review this job waited for
+    if plan.options.review != "none":  # catalog items whose review this job waited for
+        staleness.settle_reviewed(job.cat, job.id, report)
     outcome.publish(report, plan)
 
 
