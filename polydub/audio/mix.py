@@ -13,7 +13,7 @@ The mix is exactly as long as the source.
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import re
 import tempfile
 import threading
@@ -101,12 +101,24 @@ def _cut_envelope(speech: list[Segment]) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(xp), np.asarray(fp)
 
 
+def band_filters():
+    """scipy.signal's (butter, sosfilt), 0.8 s to import: paid by the band-cut only.
+
+    torch goes first where it is installed: scipy.stats reads torch's module as it imports, and
+    a torch half-imported by another thread (a language loading its model) fails it with
+    "partially initialized module 'torch'". Importing torch here waits for that thread instead.
+    """
+    if importlib.util.find_spec("torch") is not None:
+        import torch  # noqa: F401
+    from scipy.signal import butter, sosfilt
+    return butter, sosfilt
+
+
 def preload() -> None:
     """Import the band-cut's filters in a background thread. A job calls this as it opens, so
     that the import overlaps the probing of its source (ffmpeg's time) instead of holding up
     every language's mix at once."""
-    threading.Thread(target=importlib.import_module, args=("scipy.signal",), name="preload-filters",
-                     daemon=True).start()
+    threading.Thread(target=band_filters, name="preload-filters", daemon=True).start()
 
 
 def suppress_speech(source_wav: Path, speech: list[Segment], out_wav: Path) -> Path:
@@ -115,7 +127,7 @@ def suppress_speech(source_wav: Path, speech: list[Segment], out_wav: Path) -> P
     Inside a line the speech band is removed (band-stop) and the rest lowered by
     SPEECH_CUT_DB; outside, the samples are untouched. Streams in blocks.
     """
-    from scipy.signal import butter, sosfilt  # 0.8 s to import: paid by the band-cut only
+    butter, sosfilt = band_filters()
 
     try:
         src = sf.SoundFile(source_wav)
