@@ -20,7 +20,7 @@ from alembic.script import ScriptDirectory
 
 from polydub.errors import InputError
 from polydub.storage import Catalog
-from polydub.storage.catalog import MIGRATIONS_DIR
+from polydub.storage.catalog import MIGRATIONS_DIR, this_machine
 from tests.databases import databases  # noqa: F401 - the fixture
 
 TABLES = {"sources", "jobs", "outputs", "stage_runs", "alembic_version"}
@@ -301,7 +301,7 @@ def test_mark_interrupted_closes_rows_of_dead_processes(catalog, catalog_url):
     dead = catalog.show_job(dead_job)
     assert dead["status"] == "interrupted" and dead["finished_at"] is not None
     assert dead["error"].startswith("interrupted: its process (") and dead["error"].endswith(") is gone")
-    assert dead["owner"].split(":")[0] == socket.gethostname()
+    assert dead["owner"].split(":")[0] == this_machine() and this_machine().startswith(socket.gethostname() + "#")
     [stage] = dead["stages"]
     assert (stage["id"], stage["status"], stage["error"]) == (dead_run, "interrupted", dead["error"])
     assert stage["finished_at"] is not None
@@ -323,6 +323,37 @@ def test_mark_interrupted_closes_rows_of_dead_processes(catalog, catalog_url):
     catalog.finish_stage(remote_run, "done")
     catalog.finish_job(live_job, "done")
     assert [s["status"] for s in catalog.show_job(live_job)["stages"]] == ["done", "done"]
+
+
+def test_a_live_job_in_another_container_with_the_same_hostname_is_not_reaped(catalog, catalog_url):
+    """Two containers often share a hostname and their pids overlap: a job whose process
+    runs in another pid namespace is judged by its heartbeat, never by a pid looked up here."""
+    if shutil.which("unshare") is None or subprocess.run(
+            ["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True, timeout=30).returncode:
+        pytest.skip("cannot make a pid namespace here (unshare needs CAP_SYS_ADMIN)")
+    source_id = catalog.upsert_source("/videos/container.mp4", new_hash(), 8.0, 24.0, True)
+    elsewhere = """
+        import os, sys
+        from polydub.storage import Catalog
+        catalog = Catalog(sys.argv[1])
+        job = catalog.create_job(int(sys.argv[2]), ["es"], {}, "/out/container")
+        print(job, os.getpid(), flush=True)
+        sys.stdin.read()  # at work until the test closes its input
+    """
+    process = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c",
+                                textwrap.dedent(elsewhere), catalog_url, str(source_id)],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        job, pid = map(int, process.stdout.readline().split())
+        owner = catalog.show_job(job)["owner"]
+        assert pid < 10 and owner.split(":")[:2] == [owner.split(":")[0], str(pid)]  # pid 1-2 in its namespace
+        assert owner.split(":")[0] != this_machine() and owner.startswith(socket.gethostname() + "#")
+        assert catalog.mark_interrupted() == []  # no pid of ours is asked about it
+        assert catalog.show_job(job)["status"] == "running"
+    finally:
+        process.communicate("", timeout=SUBPROCESS_TIMEOUT_S)
+    [reaped] = catalog.mark_interrupted(heartbeat_timeout=0.0)  # its heartbeat says the rest
+    assert reaped["id"] == job and "no heartbeat from" in reaped["error"]
 
 
 def test_a_silent_job_of_another_host_is_interrupted_after_the_heartbeat_timeout(catalog, catalog_url):

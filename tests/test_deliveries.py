@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from polydub.storage import Catalog, deliveries
+from polydub.storage.catalog import this_machine
 from polydub.storage.tables import utcnow
 from tests.databases import databases  # noqa: F401 - the fixture
 
@@ -47,7 +48,7 @@ def test_a_dead_runner_s_claim_is_taken_over(cat):
                           timeout=SUBPROCESS_TIMEOUT_S).stdout.strip()
     import socket
 
-    gone = f"{socket.gethostname()}:{dead}:1"  # a pid of this host that no longer runs
+    gone = f"{this_machine()}:{dead}:1"  # a pid of this machine that no longer runs
     assert deliveries.claim(cat, "m", "spot-b", ["es"], owner=gone)
     assert deliveries.claim(cat, "m", "spot-b", ["es"], owner=_live_owner())
 

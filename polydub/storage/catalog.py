@@ -13,6 +13,8 @@ together migrate once.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import socket
@@ -188,15 +190,38 @@ def process_start(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
+@functools.lru_cache(maxsize=1)
+def this_machine() -> str:
+    """Where this process runs, as owners name it: "hostname#key", the key a digest of the
+    kernel's boot id and this process's pid namespace. Containers often share a hostname
+    (and their pids overlap); only a process in the same boot and namespace can tell
+    whether an owner's pid still runs."""
+    parts = []
+    for read in (lambda: Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
+                 lambda: os.readlink("/proc/self/ns/pid")):
+        try:
+            parts.append(read())
+        except OSError:
+            parts.append("")
+    key = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:10]
+    return f"{socket.gethostname()}#{key}"
+
+
 def process_owner() -> str:
-    """Who is running a row: "host:pid:start"; the start time tells reused pids apart."""
+    """Who is running a row: "machine:pid:start" (`this_machine`); the start time tells
+    reused pids apart."""
     pid = os.getpid()
-    return f"{socket.gethostname()}:{pid}:{process_start(pid) or ''}"
+    return f"{this_machine()}:{pid}:{process_start(pid) or ''}"
+
+
+def owned_here(owner: str | None) -> bool:
+    """Whether `owner` names a process of this machine (same boot, same pid namespace)."""
+    return bool(owner) and owner.count(":") >= 2 and owner.rsplit(":", 2)[0] == this_machine()
 
 
 def owner_alive(owner: str | None) -> bool:
-    """Whether the process that wrote `owner` still runs. Other hosts' processes are
-    assumed alive: there is no way to tell from here."""
+    """Whether the process that wrote `owner` still runs. Other machines' processes (other
+    hosts, containers, boots) are assumed alive: there is no way to tell from here."""
     if not owner:
         return False
     try:
@@ -204,7 +229,7 @@ def owner_alive(owner: str | None) -> bool:
         pid = int(pid_text)
     except ValueError:
         return False
-    if host != socket.gethostname():
+    if host != this_machine():
         return True
     if Path("/proc/self/stat").exists():
         current = process_start(pid)
@@ -613,7 +638,7 @@ class Catalog:
                     changed.append({"id": job.id, "flow_run_id": job.flow_run_id, "error": reason})
             for run in session.scalars(select(StageRun).where(StageRun.status == "running")).all():
                 reason = next((j["error"] for j in changed if j["id"] == run.job_id), None)
-                if reason is None and run.owner and run.owner.rsplit(":", 2)[0] == socket.gethostname():
+                if reason is None and owned_here(run.owner):
                     reason = self._gone(run.owner, None, now, None)
                 if reason:
                     run.status, run.error, run.finished_at = INTERRUPTED, reason, now
@@ -624,7 +649,7 @@ class Catalog:
     def _gone(owner: str | None, last_seen: datetime | None, now: datetime, timeout: float | None) -> str | None:
         """Why the process behind `owner` no longer runs its rows, or None if it may."""
         host, pid = (owner.rsplit(":", 2)[:2] if owner and owner.count(":") >= 2 else ("?", "?"))
-        if owner and host == socket.gethostname():
+        if owned_here(owner):
             return None if owner_alive(owner) else f"interrupted: its process ({host} pid {pid}) is gone"
         if not owner:
             return "interrupted: no process owns it"

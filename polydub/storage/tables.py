@@ -36,7 +36,7 @@ REVIEW_KINDS = ("script", "final")
 REVIEW_STATUSES = ("awaiting", "approved", "rejected")
 
 PATH_LENGTH = 4096
-OWNER_LENGTH = 300  # "host:pid:start", enough for any hostname
+OWNER_LENGTH = 300  # "host#key:pid:start", enough for any hostname
 KEY_LENGTH = 512  # a manifest's key (its resolved path) and an item id
 
 
