@@ -176,7 +176,7 @@ def lipsync_deep_cache() -> str:
 
 
 def gpu_limit() -> bool:
-    """DUB_GPU_LIMIT=0 turns off the `polydub-gpu` Prefect concurrency limit."""
+    """DUB_GPU_LIMIT=0 turns off the machine's `polydub-gpu-...` Prefect concurrency limit."""
     return os.environ.get("DUB_GPU_LIMIT", "1") != "0"
 
 

@@ -106,14 +106,19 @@ def test_one_more_language_reuses_the_face_track(first, clip, models, tmp_path):
     assert len(frames_of(tmp_path / "out" / "promo.de.mp4")) == SECONDS * 25
 
 
-def test_the_gpu_slot_is_a_prefect_global_concurrency_limit(first):
-    """The lip-sync run made the limit on the test server: one slot (no GPU here)."""
+def test_the_gpu_slot_is_a_prefect_global_concurrency_limit_of_this_machine(first):
+    """The lip-sync run made this machine's limit on the test server: one slot (no GPU
+    here); another GPU machine gets a limit of its own, sized by its GPUs."""
+    import socket
+
     from prefect.client.orchestration import get_client
 
-    from polydub.tasks.lipsync import GPU_LIMIT
+    from polydub.storage.catalog import this_machine
+    from polydub.tasks.lipsync import gpu_limit_name
 
     with get_client(sync_client=True) as client:
-        limit = client.read_global_concurrency_limit_by_name(GPU_LIMIT)
+        [limit] = [gcl for gcl in client.read_global_concurrency_limits() if gcl.name.startswith("polydub-gpu")]
+    assert limit.name == gpu_limit_name() == f"polydub-gpu-{socket.gethostname()}-{this_machine().split('#')[1]}"
     assert limit.limit == 1 and limit.active_slots == 0  # released after use
 
 

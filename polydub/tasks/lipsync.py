@@ -7,6 +7,7 @@ own key, so adding a language syncs only that language.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -23,12 +24,14 @@ from polydub.lipsync.weights import weights_fingerprint
 from polydub.progress import emit
 from polydub.report import StageResult
 from polydub.storage import shared_catalog
+from polydub.storage.catalog import this_machine
 from polydub.tasks.common import JobContext, cache_record, output_from, skip_stage
 from polydub.tasks.language import MIXED, Mixdown
 from polydub.tasks.source import SourceAudio
 
 LIPSYNC_STEPS = 20  # denoising steps per frame chunk
-GPU_LIMIT = "polydub-gpu"  # Prefect global concurrency limit: one lip-sync per GPU
+GPU_LIMIT = "polydub-gpu"  # Prefect global concurrency limits "polydub-gpu-MACHINE": one lip-sync per GPU
+GPU_LIMIT_NAME_CHARS = 100
 VIDEO = "video.mp4"
 
 
@@ -42,8 +45,16 @@ class LipSynced:
     track: str | None = None  # how the face track was had: computed or cached
 
 
+def gpu_limit_name() -> str:
+    """This machine's Prefect global concurrency limit: "polydub-gpu-HOST-KEY". One per
+    machine, sized by its own GPUs: a fleet-wide limit sized by the first GPU machine would
+    let two one-GPU machines lip-sync one at a time."""
+    host, _, key = this_machine().partition("#")
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", f"{GPU_LIMIT}-{host}-{key}")[:GPU_LIMIT_NAME_CHARS]
+
+
 def _gpu_slot():
-    """Hold one slot of the Prefect global concurrency limit `polydub-gpu`.
+    """Hold one slot of this machine's Prefect global concurrency limit (`gpu_limit_name`).
 
     Created on first use with one slot per visible GPU (`prefect gcl update` changes it);
     DUB_GPU_LIMIT=0 runs without it.
@@ -58,12 +69,13 @@ def _gpu_slot():
         return nullcontext()
     import torch
 
+    name = gpu_limit_name()
     with get_client(sync_client=True) as client:
         try:
-            client.read_global_concurrency_limit_by_name(GPU_LIMIT)
+            client.read_global_concurrency_limit_by_name(name)
         except ObjectNotFound:
-            client.upsert_global_concurrency_limit_by_name(GPU_LIMIT, max(1, torch.cuda.device_count()))
-    return concurrency(GPU_LIMIT, occupy=1, strict=True)
+            client.upsert_global_concurrency_limit_by_name(name, max(1, torch.cuda.device_count()))
+    return concurrency(name, occupy=1, strict=True)
 
 
 @task(name="lipsync", task_run_name="lipsync[all languages]", cache_policy=NONE, persist_result=False)
