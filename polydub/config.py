@@ -118,6 +118,44 @@ def heartbeat_timeout() -> float:
     return float(os.environ.get("DUB_HEARTBEAT_TIMEOUT", HEARTBEAT_TIMEOUT_S))
 
 
+RUN_HEARTBEAT_S = 60  # a flow run tells Prefect it is alive this often (Prefect's least: 30)
+RUN_SILENT_S = 300  # the server marks Crashed a run silent this long (its process is gone)
+WORKER_DRAIN_S = 60.0  # a stopping worker lets its runs finish this long, then cancels them
+
+
+def _seconds(name: str, default: float, least: float) -> float:
+    text = os.environ.get(name, "").strip()
+    try:
+        value = float(text) if text else default
+    except ValueError:
+        value = float("nan")
+    if not least <= value < float("inf"):  # NaN fails both
+        from polydub.errors import InputError
+
+        raise InputError(f"{name} must be a number of seconds, at least {least:g}, not {text!r}")
+    return value
+
+
+def run_heartbeat_s() -> int:
+    """Seconds between a flow run's heartbeats to Prefect: DUB_RUN_HEARTBEAT (default 60, at least 30)."""
+    return int(_seconds("DUB_RUN_HEARTBEAT", RUN_HEARTBEAT_S, 30))
+
+
+def run_silent_s() -> int:
+    """Seconds without a heartbeat after which the Prefect server marks a run Crashed:
+    DUB_RUN_SILENT (default 300; at least a heartbeat and 15 s more, so that a heartbeat a
+    little late never crashes a live run)."""
+    least = run_heartbeat_s() + 15
+    return int(_seconds("DUB_RUN_SILENT", max(RUN_SILENT_S, least), least))
+
+
+def worker_drain_s() -> float:
+    """Seconds a stopping `dub worker` (SIGTERM, Ctrl-C) lets its runs finish before it
+    cancels them: DUB_WORKER_DRAIN (default 60; keep it under the service manager's stop
+    timeout: systemd's TimeoutStopSec, docker stop -t)."""
+    return _seconds("DUB_WORKER_DRAIN", WORKER_DRAIN_S, 0)
+
+
 def diarizer() -> str:
     """Who-speaks-when for transcripts without speaker labels (`DUB_DIARIZER`): `auto` (a
     pyannote pipeline when pyannote.audio and `MODELS/pyannote-diarization/` are both here),

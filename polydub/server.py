@@ -157,9 +157,15 @@ def flow_run_url(flow_run_id: str) -> str | None:
     return f"{ui.rstrip('/')}/runs/flow-run/{flow_run_id}"
 
 
-def keep_results_private() -> None:
-    """Flow results (job reports) go under DUB_HOME in an owner-only folder, not in
-    Prefect's world-readable default. Before Prefect is imported."""
+def run_settings() -> None:
+    """How this process's flow runs (and a worker's) talk to Prefect. Before Prefect is imported.
+
+    - Heartbeats every DUB_RUN_HEARTBEAT seconds: the server's automation (`dub worker`)
+      marks Crashed a run silent for DUB_RUN_SILENT.
+    - Flow results (job reports) under DUB_HOME in an owner-only folder, not in Prefect's
+      world-readable default.
+    """
+    os.environ["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = str(config.run_heartbeat_s())
     if os.environ.get("PREFECT_LOCAL_STORAGE_PATH"):
         return
     folder = config.home() / "results"

@@ -7,6 +7,7 @@ outputs landed, and the catalog's link to each run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -31,7 +32,9 @@ FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 def setup(tmp_path_factory):
     translator = {"LIBRE_API_KEY": "unused", "LIBRE_URL": f"http://127.0.0.1:{free_port()}/",  # unreachable
                   "DUB_TRANSLATE_RETRIES": "0"}
-    with prefect_stack(tmp_path_factory.mktemp("prefect-ui"), translator) as stack:
+    # Prefect's shortest heartbeat; a silent run Crashed soon after; a stopping worker drains briefly
+    fleet = {"DUB_RUN_HEARTBEAT": "30", "DUB_RUN_SILENT": "45", "DUB_WORKER_DRAIN": "12"}
+    with prefect_stack(tmp_path_factory.mktemp("prefect-ui"), {**translator, **fleet}) as stack:
         yield stack
 
 
@@ -93,8 +96,46 @@ def reports_before():
     return repo_reports()
 
 
+def hold_until(flag: Path, what: str, timeout: float = RUN_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while not flag.exists():
+        assert time.monotonic() < deadline, f"{what} never reached the held stage"
+        time.sleep(0.2)
+
+
 @pytest.fixture(scope="module")
-def runs(setup, client, reports_before):
+def lost_run(setup, client):
+    """A run whose worker is killed with its flow-run process (a lost machine) once its job
+    is under way; the rest of the module runs while the server notices. Its job is in a
+    catalog of its own, which no other `dub` process opens: only the server can end it."""
+    root = setup["root"]
+    video = long_ad(root / "inputs" / "lost", seconds=6)
+    held = root / "inputs" / "lost" / "held"
+    worker = subprocess.Popen([sys.executable, "-m", "polydub.cli", "worker", "--pool", "polydub-gpu"],
+                              env=setup["env"], cwd=root, stdout=open(root / "lost-worker.log", "wb"),
+                              stderr=subprocess.STDOUT, start_new_session=True)
+    deployment = client.read_deployment_by_name("dub-video/dub-video-gpu")
+    run = client.create_flow_run_from_deployment(
+        deployment.id, parameters={"input": str(video), "langs": ["es"], "options": {"voice": "espeak", "lipsync": "off"}},
+        job_variables={"env": {"DUB_TEST_HOLD": f"mix:{held}", "DUB_DATABASE_URL": f"sqlite:///{root / 'lost.db'}"}})
+    try:
+        hold_until(held, "the run on the GPU pool")
+        with sqlite3.connect(root / "lost.db") as db:
+            [(owner,)] = db.execute("SELECT owner FROM jobs").fetchall()
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=30)
+        pid = int(owner.split(":")[1])
+        with contextlib.suppress(ProcessLookupError):  # a lost machine takes every process with it
+            os.kill(pid, signal.SIGKILL)
+        assert client.read_flow_run(run.id).state.type.value == "RUNNING"
+        yield {"run": run, "killed_at": time.monotonic(), "pid": pid}
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def runs(setup, client, reports_before, lost_run):
     root = setup["root"]
     first = ad_copy(root / "inputs" / "a")
     second = ad_copy(root / "inputs" / "b")  # another ad with the same file name
@@ -445,10 +486,62 @@ def test_a_script_review_suspends_the_run_and_its_form_or_dub_resumes_it(setup, 
                      ("it", "final", "approved", "Giulia")]
 
 
-def test_worker_stops_cleanly_on_sigterm(setup, runs):
-    worker = setup["worker"]
-    os.killpg(worker.pid, signal.SIGTERM)
-    assert worker.wait(timeout=60) in (0, -signal.SIGTERM, 128 + signal.SIGTERM)
-    log = (setup["root"] / "worker.log").read_text()
-    assert "Traceback" not in log
-    assert log.startswith("dub worker: pool polydub-cpu, no limit on runs at once\n")  # --limit 0
+def test_a_run_whose_worker_and_process_were_killed_ends_crashed_on_the_server_alone(setup, client, lost_run):
+    """No `dub` command, no worker: the server's automation (made by `dub worker`) marks the
+    silent run Crashed within DUB_RUN_SILENT of its last heartbeat (30 s apart)."""
+    run_id = lost_run["run"].id
+    deadline = lost_run["killed_at"] + 45 + 30 + 30  # silence + a heartbeat's spacing + the trigger's sweep
+    while (state := client.read_flow_run(run_id).state).type.value == "RUNNING":
+        assert time.monotonic() < deadline, "the killed run is still Running"
+        time.sleep(1)
+    assert state.type.value == "CRASHED", state
+    assert state.message.startswith("no heartbeat for 45 s: the run's process is gone"), state.message
+    with sqlite3.connect(setup["root"] / "lost.db") as db:  # nobody has opened its catalog since
+        assert db.execute("SELECT status FROM jobs").fetchall() == [("running",)]
+    [automation] = [a for a in client.read_automations() if a.name.startswith("polydub:")]
+    assert automation.trigger.within.total_seconds() == 45  # one, though two workers started
+
+    # The catalog follows as soon as a dub process reads it; the server's state is kept.
+    shown = subprocess.run([sys.executable, "-m", "polydub.cli", "list", "--json", "--db",
+                            f"sqlite:///{setup['root'] / 'lost.db'}"], env=setup["env"], capture_output=True,
+                           text=True, timeout=120)
+    [job] = json.loads(shown.stdout)
+    assert job["status"] == "interrupted" and f"pid {lost_run['pid']}) is gone" in job["error"], job
+
+
+def test_a_stopping_worker_lets_its_runs_finish_then_cancels_what_is_left(setup, client, runs):
+    """SIGTERM to the worker alone (a service manager's stop): no new run is taken; a run
+    that finishes within DUB_WORKER_DRAIN (12 s here) completes; one that does not is
+    cancelled and its job recorded cancelled; nothing is left Running; the worker exits 0."""
+    worker, root = setup["worker"], setup["root"]
+    deployment = client.read_deployment_by_name("dub-video/dub-video")
+    held = {}
+    for name, seconds in (("finishing", 4), ("endless", 8)):  # not the same video: not the same cache entries
+        video = long_ad(root / "inputs" / name, seconds=seconds)
+        held[name] = (root / "inputs" / name / "held", client.create_flow_run_from_deployment(
+            deployment.id, parameters={"input": str(video), "langs": ["es"], "options": {"voice": "espeak"}},
+            job_variables={"env": {"DUB_TEST_HOLD": f"mix:{root / 'inputs' / name / 'held'}"}}))
+    for name, (flag, _) in held.items():
+        hold_until(flag, name)
+    os.kill(worker.pid, signal.SIGTERM)
+    log = root / "worker.log"
+    deadline = time.monotonic() + 30
+    while "stopping: no new runs; 2 in flight" not in log.read_text():
+        assert time.monotonic() < deadline, log.read_text()[-2000:]
+        time.sleep(0.2)
+    late = create_run(client, {"input": str(ad_copy(root / "inputs" / "late")), "langs": ["es"]})
+    held["finishing"][0].unlink()  # this one finishes while the worker drains
+    assert worker.wait(timeout=120) == 0
+    finished = wait_final(client, [held["finishing"][1].id, held["endless"][1].id], timeout=60)
+    assert finished[held["finishing"][1].id].state.type.value == "COMPLETED"
+    endless = finished[held["endless"][1].id]
+    assert endless.state.type.value == "CANCELLED", endless.state
+    assert client.read_flow_run(late.id).state.type.value == "SCHEDULED"  # left for another worker
+    deadline = time.monotonic() + 30
+    while catalog_rows(setup)[str(endless.id)]["status"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert catalog_rows(setup)[str(endless.id)]["status"] == "cancelled"
+    text = log.read_text()
+    assert "Traceback" not in text
+    assert text.startswith("dub worker: pool polydub-cpu, no limit on runs at once\n")  # --limit 0
+    assert "dub worker: cancelled 1 run(s) still in flight: long_ad → es\n" in text and text.rstrip().endswith("dub worker: stopped")

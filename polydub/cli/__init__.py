@@ -273,7 +273,7 @@ def _run_flows(plans, options, judged, as_json: bool) -> list:
     from polydub import server
 
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # our table says what happened
-    server.keep_results_private()
+    server.run_settings()
     mode = server.ensure_api()
     from rich.live import Live
 
@@ -557,20 +557,21 @@ def worker_cmd(pool: str = typer.Option("polydub-cpu", "--pool", help="polydub-c
                limit: Optional[int] = typer.Option(None, "--limit", min=0, help="Flow runs at once on this worker "
                                                    "(default: the machine's cores; its GPUs for polydub-gpu; 0: no limit).")
                ) -> None:
-    """Run a Prefect worker that picks up polydub's deployments (creates the pool if missing)."""
-    from polydub import server
+    """Run a Prefect worker that picks up polydub's deployments (creates the pool if missing).
+    SIGTERM or Ctrl-C lets its runs finish (DUB_WORKER_DRAIN seconds), then cancels them."""
+    from polydub import config, server
 
     limit = worker_limit(pool) if limit is None else limit
+    config.worker_drain_s(), config.run_silent_s()  # a bad setting is one line, before the API
     server.ensure_api()  # an API that does not answer is the one line a refused worker prints
     print(f"dub worker: pool {pool}, " + (f"at most {limit} runs at once" if limit else "no limit on runs at once"),
-          file=sys.stderr)
-    server.keep_results_private()  # inherited by the flow runs the worker starts
+          file=sys.stderr, flush=True)
+    server.run_settings()  # inherited by the flow runs the worker starts
     # Prefect's default polls for new runs every 10 s: half of a short dub's start-up.
     os.environ.setdefault("PREFECT_WORKER_QUERY_SECONDS", str(WORKER_POLL_S))
-    args = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process"]
-    if limit:
-        args += ["--limit", str(limit)]
-    os.execv(sys.executable, args)  # the worker replaces this process: signals reach it directly
+    from polydub import worker
+
+    raise typer.Exit(worker.serve(pool, limit))
 
 
 from polydub.cli import batch  # noqa: E402 - a manifest's commands, in a module of their own

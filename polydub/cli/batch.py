@@ -115,7 +115,7 @@ def catalog_cmd(
     from polydub import server
 
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    server.keep_results_private()
+    server.run_settings()
     server.ensure_api()
     import logging
 
