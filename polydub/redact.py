@@ -24,6 +24,10 @@ MIN_SECRET_CHARS = 6  # shorter values would mask ordinary words
 SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|APPKEY|APPID|CLIENT_ID|CREDENTIALS?)$", re.I)
 # A URL query parameter whose name (any case) contains one of these is a secret.
 SECRET_WORDS = ("signature", "credential", "token", "key", "sig", "secret", "password", "passwd")
+# A URL query parameter with one of these names carries the script a translation service is
+# asked to translate (LibreTranslate's and Google's `q`, DeepL's `text`): an ad's unreleased
+# copy, kept out of errors and logs like a secret.
+CONTENT_PARAMS = ("q", "text", "source_text", "contents")
 # Outside a URL query only these names count (`cache_key=` in a message is not a secret).
 SECRET_PARAMS = ("auth_key", "api_key", "apikey", "key", "token", "access_token", "secret", "secret_key",
                  "password", "passwd", "appkey", "client_secret", "signature", "sig")
@@ -62,11 +66,13 @@ def is_secret_param(name: str) -> bool:
 
 
 def _query_param(m: re.Match) -> str:
-    return f"{m['lead']}{m['name']}={MASK}" if is_secret_param(m["name"]) else m[0]
+    hidden = is_secret_param(m["name"]) or urllib.parse.unquote(m["name"]).lower() in CONTENT_PARAMS
+    return f"{m['lead']}{m['name']}={MASK}" if hidden else m[0]
 
 
 def redact(text: str) -> str:
-    """`text` with the user part of URLs, secret query values and known secret values masked."""
+    """`text` with the user part of URLs, secret query values, script text sent in a query
+and known secret values masked."""
     if not text:
         return text
     text = _USERINFO.sub(lambda m: f"{m['scheme']}{MASK}@", text)

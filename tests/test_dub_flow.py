@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -262,6 +263,7 @@ def test_a_failing_language_does_not_stop_the_others(prefect_api, tmp_path, fail
     monkeypatch.setenv("LIBRE_API_KEY", "key")
     monkeypatch.setenv("LIBRE_URL", failing_translation_service)
     monkeypatch.setenv("DUB_TRANSLATE_RETRIES", "1")
+    monkeypatch.delenv("PREFECT_LOGGING_LEVEL")  # as a user runs it (the tests' own default is quieter)
     out, db = tmp_path / "out", f"sqlite:///{tmp_path / 'c.db'}"
     result = dub(str(video), "--langs", "es,fr", "--translator", "libre", "--voice", "espeak", "--out", str(out),
                  "--db", db, "--json")
@@ -279,6 +281,28 @@ def test_a_failing_language_does_not_stop_the_others(prefect_api, tmp_path, fail
     assert [(r["stage"], r["lang"]) for r in failed] == [("translate", "es")]
     assert "libre" in failed[0]["error"]
     assert not any(r["lang"] == "es" and r["status"] == "done" for r in runs)
+
+    # The run's log in the Prefect UI: each stage's line (a command-line run too), the failure
+    # in one line: no provider traceback, no script text from the request's URL.
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    import sqlite3
+    with sqlite3.connect(tmp_path / "c.db") as conn:
+        [(flow_run_id,)] = conn.execute("SELECT flow_run_id FROM jobs WHERE id = ?", (report["job"],)).fetchall()
+    with get_client(sync_client=True) as client:
+        deadline, logs = time.monotonic() + 30, []
+        while time.monotonic() < deadline and not any(m.startswith("Finished in state Partial(") for m in logs):
+            time.sleep(0.5)  # the server stores logs as its messaging delivers them
+            logs = [entry.message for entry in client.read_logs(
+                LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])), limit=200)]
+    assert any(m.startswith("translate[fr]: done") for m in logs) and any(m.startswith("mix[fr]: ") for m in logs), logs
+    assert any(m.startswith("translate[es]: failed") and "libre" in m for m in logs), logs
+    assert not any("Traceback" in m for m in logs), [m for m in logs if "Traceback" in m][0]
+    script = next(s.text for s in read_subtitles(EXAMPLE.with_suffix(".en.srt")))
+    assert not any(script.split()[0] + "%2C" in m or script[:20] in m for m in logs)
+    tracebacks = (Path(os.environ["DUB_HOME"]) / "logs" / "tracebacks.log").read_text()
+    assert "Traceback" in tracebacks and "StageError: translation to es with libre" in tracebacks
 
 
 def test_other_frame_rates_channel_layouts_and_rotation_are_accepted(prefect_api, tmp_path):

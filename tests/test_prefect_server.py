@@ -178,7 +178,9 @@ def test_refused_and_partial_runs_log_no_traceback(runs, client):
             time.sleep(1)
         ended = [m for m in logs if m.startswith("run ended: ")]
         assert ended and runs[name].state.message.split(" (job")[0] in ended[0], logs
-        assert not any("Traceback" in m and ("JobFailed" in m or "JobRefused" in m) for m in logs)
+        assert not any("Traceback" in m for m in logs), [m for m in logs if "Traceback" in m][0][:2000]
+        assert not any("welcome+to" in m or "welcome to our" in m for m in logs)  # the script sent to the translator
+    assert "welcome" not in runs["partial"].state.message
 
 
 def test_run_and_task_names_say_what_is_dubbed(runs, client):

@@ -272,7 +272,9 @@ def _run_flows(plans, options, judged, as_json: bool) -> list:
     t0 = time.perf_counter()
     from polydub import server
 
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # our table says what happened
+    # INFO: each stage's line reaches the run's log in the UI; the console shows only our own
+    # table (one_line_errors below)
+    ui_level = os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
     server.run_settings()
     mode = server.ensure_api()
     from rich.live import Live
@@ -280,10 +282,11 @@ def _run_flows(plans, options, judged, as_json: bool) -> list:
     from polydub import crash, progress
     from polydub.errors import JobRefused
     from polydub.flows.dub import dub_video
-    from polydub.flows.logs import quiet_console_tracebacks
+    from polydub.flows.logs import one_line_errors, run_logs_at
     from polydub.flows.outcome import finished_despite, report_of
 
-    quiet_console_tracebacks(logging.CRITICAL)  # the summary below says what failed, in one line each
+    one_line_errors(logging.CRITICAL)  # the summary below says what failed, in one line each
+    run_logs_at(ui_level)
     console.print(f"[dim]prefect: {mode} server; ready to run in {time.perf_counter() - t0:.1f} s "
                   f"(server check and imports)[/]")
     reports = []

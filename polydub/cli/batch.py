@@ -114,17 +114,20 @@ def catalog_cmd(
 
     from polydub import server
 
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # INFO: each stage's line reaches the run's log in the UI; the console shows only our own
+    # table (one_line_errors below)
+    ui_level = os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
     server.run_settings()
     server.ensure_api()
     import logging
 
     from polydub.errors import JobFailed, JobRefused
     from polydub.flows.batch import UNFINISHED, dub_catalog
-    from polydub.flows.logs import quiet_console_tracebacks
+    from polydub.flows.logs import one_line_errors, run_logs_at
     from polydub.flows.outcome import finished_despite
 
-    quiet_console_tracebacks(logging.CRITICAL)
+    one_line_errors(logging.CRITICAL)
+    run_logs_at(ui_level)
     started, since = time.perf_counter(), time.time()
     try:
         state = dub_catalog(str(manifest), targets, options, only_stale, via_deployment, concurrency, return_state=True)

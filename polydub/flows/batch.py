@@ -35,7 +35,7 @@ from polydub.batch.manifest import Manifest, ManifestError, load_manifest, plan_
 from polydub.errors import InputError, JobFailed, JobRefused, one_line
 from polydub.flows import outcome
 from polydub.flows.dub import dub_video
-from polydub.flows.logs import quiet_console_tracebacks
+from polydub.flows.logs import one_line_errors
 from polydub.job import JobPlan, _out_dir
 from polydub.options import DubOptions
 from polydub.progress import stage_logger
@@ -99,7 +99,7 @@ def dub_catalog(manifest: str, langs: list[str] | None = None, options: DubOptio
         concurrency: Items dubbed at once in this process.
     """
     redact.install()  # this run's logs, ours and Prefect's, carry no secrets
-    quiet_console_tracebacks()
+    one_line_errors()
     started = time.perf_counter()
     run = outcome.current_run()
     try:

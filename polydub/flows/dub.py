@@ -21,7 +21,7 @@ from polydub.errors import DubError, InputError, one_line
 from polydub.audio import mix
 from polydub.batch import staleness
 from polydub.flows import outcome
-from polydub.flows.logs import quiet_console_tracebacks
+from polydub.flows.logs import one_line_errors
 from polydub.progress import stage_logger
 from polydub.job import JobPlan, check_backends, plan_job
 from polydub.options import DubOptions
@@ -77,7 +77,7 @@ def dub_video(input: str, langs: list[str], options: DubOptions = DubOptions()):
         options: How to dub; every field has a default.
     """
     redact.install()  # this run's logs, ours and Prefect's, carry no secrets
-    quiet_console_tracebacks()
+    one_line_errors()
     run = outcome.current_run()
     try:
         options = outcome.over_deployment(options, run)

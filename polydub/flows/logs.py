@@ -1,12 +1,16 @@
-"""Logs as a dub's user reads them: one line per stage and language, no tracebacks on the
-console for a stage that failed (the details stay in Prefect's log and the catalog)."""
+"""Logs as a dub's user reads them: one line per stage and language; a stage that failed is
+one line on the console and in the Prefect UI (its traceback, a provider's internals, goes
+to DUB_HOME/logs/tracebacks.log; what failed is in the catalog and the report)."""
 
 from __future__ import annotations
 
 import copy
 import logging
 
+from polydub import config
 from polydub.errors import DubError, JobFailed, JobRefused
+
+TRACEBACKS_LOG = "logs/tracebacks.log"  # under DUB_HOME
 
 
 class OneLineFormatter(logging.Formatter):
@@ -47,24 +51,35 @@ class EndOfRun(logging.Filter):
         return True
 
 
-def quiet_console_tracebacks(level: int | None = None) -> None:
-    """Wrap the formatter of Prefect's console handlers (idempotent); with `level`, show
-    only records at or above it there (the command line prints its own summary), and keep
-    Prefect's failed sends to its server off the console. What Prefect's API receives is
-    unchanged."""
-    from prefect.logging.handlers import PrefectConsoleHandler
+class Ours(logging.Filter):
+    """Only records that carry a polydub error (for the tracebacks log)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return bool(record.exc_info and record.exc_info[1] is not None and _ours(record.exc_info[1]))
+
+
+def one_line_errors(level: int | None = None) -> None:
+    """A polydub error is one line in Prefect's console and API logs (idempotent): its
+    traceback goes to DUB_HOME/logs/tracebacks.log. With `level`, the console shows only
+    records at or above it (the command line prints its own summary), and Prefect's failed
+    sends to its server stay off the console."""
+    from prefect.logging.handlers import APILogHandler, PrefectConsoleHandler
 
     runs = logging.getLogger("prefect.flow_runs")
     if not any(isinstance(f, EndOfRun) for f in runs.filters):
         runs.addFilter(EndOfRun())
-    for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs"):
-        for handler in logging.getLogger(name).handlers:
-            if not isinstance(handler, PrefectConsoleHandler):
+    for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs", "prefect.extra"):
+        logger = logging.getLogger(name)
+        for handler in logger.handlers:
+            if not isinstance(handler, (PrefectConsoleHandler, APILogHandler)):
                 continue
             if not isinstance(handler.formatter, OneLineFormatter):
                 handler.setFormatter(OneLineFormatter(handler.formatter))
-            if level is not None:
+            if level is not None and isinstance(handler, PrefectConsoleHandler):
                 handler.setLevel(level)
+        if name in ("prefect.flow_runs", "prefect.task_runs") and not any(
+                isinstance(h, logging.FileHandler) for h in logger.handlers):
+            logger.addHandler(_tracebacks_log())
     if level is not None:
         # Prefect's own services (events, logs) report each failed send to a server that is
         # gone: an event dump per item, and raw text on stderr. The command line says once
@@ -72,3 +87,23 @@ def quiet_console_tracebacks(level: int | None = None) -> None:
         for handler in logging.getLogger("prefect._internal").handlers:  # its logger reads a setting, not its level
             handler.setLevel(level)
         logging.raiseExceptions = False
+
+
+def run_logs_at(level: str) -> None:
+    """Send flow and task run records at `level` (a PREFECT_LOGGING_LEVEL name) to the
+    Prefect UI, whatever level Prefect was imported with: the console has its own level."""
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logging.getLogger(name).setLevel(level.upper())
+
+
+def _tracebacks_log() -> logging.Handler:
+    """The whole record, traceback included, of each polydub error a run logs."""
+    path = config.home() / TRACEBACKS_LOG
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler: logging.Handler = logging.FileHandler(path, delay=True, encoding="utf-8")
+    except OSError:  # a read-only DUB_HOME: the one-line errors are what is left
+        handler = logging.NullHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.addFilter(Ours())
+    return handler
