@@ -219,7 +219,9 @@ def check_backends(plan: JobPlan) -> None:
     if any(lang not in plan.translations for lang in plan.langs):
         from polydub.translate import make_translator
 
-        make_translator(plan.options.translator)
+        translator = make_translator(plan.options.translator)
+        if hasattr(translator, "check_reachable"):  # an online service: a worker may have no network
+            translator.check_reachable()
     if not plan.options.transcript or not speakers_of(read_subtitles(plan.options.transcript)):
         from polydub.diarize import find_diarizer
 

@@ -12,6 +12,7 @@ No secret and no catalog URL is an option: the catalog is the runner's configura
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -168,3 +169,20 @@ def describe(exc: ValidationError) -> str:
         low, high = LOUDNESS_RANGE
         return f"{flag} must be between {low:g} and {high:g} LUFS, not {bare}"
     return f"{flag}: {error['msg']}"
+
+
+# A flow's own parameters, named as they are in a deployment's form (not under `options`).
+FORM_PARAMETERS = ("input", "langs", "manifest", "only_stale", "via_deployment", "concurrency")
+_FLAG = re.compile(r"(?<![\w-])--([a-z][a-z0-9-]*)")
+
+
+def in_form_words(message: str) -> str:
+    """A message as a deployment's form names things: `--source-lang` becomes
+    `options.source_lang`, `--langs` becomes `langs`; other text is left as it is."""
+    def field(m: re.Match) -> str:
+        name = m[1].replace("-", "_")
+        if name in FORM_PARAMETERS:
+            return name
+        return f"options.{name}" if name in DubOptions.model_fields else m[0]
+
+    return _FLAG.sub(field, message)

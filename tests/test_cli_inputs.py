@@ -129,22 +129,27 @@ print(json.dumps({"codes": codes, "imported": sorted(m for m in ("prefect", "tor
 
 @pytest.mark.slow
 def test_refusals_come_before_prefect_is_imported(bad_files, tmp_path):
-    """Bad usage, a bad input file and a hostile sidecar, refused by the real command: exit 2,
+    """Bad usage, a bad input file, a hostile sidecar and a translation service out of reach
+    (a worker without network: no minute of retries), refused by the real command: exit 2,
     one line each, and neither Prefect nor a model library was ever imported."""
     video = tmp_path / "clip.mp4"
     video.write_bytes(EXAMPLE.read_bytes())
     (tmp_path / "clip.es.srt").write_text("1\n00:00:01,000 --> 00:00:02,000\n" + "x" * 200 + "\n")
     cases = [[str(EXAMPLE), "--langs", "es,xx", "--out", str(tmp_path / "o1")],
              [str(bad_files["truncated"]), "--langs", "es", "--out", str(tmp_path / "o2")],
-             [str(video), "--langs", "es", "--out", str(tmp_path / "o3")]]
+             [str(video), "--langs", "es", "--out", str(tmp_path / "o3")],
+             [str(EXAMPLE), "--langs", "es,it", "--translator", "libre", "--out", str(tmp_path / "o4")]]  # no it.srt
+    offline = {**os.environ, "LIBRE_API_KEY": "k", "LIBRE_URL": "http://translate.invalid:5000/"}  # never resolves
     result = subprocess.run([sys.executable, "-c", REFUSALS_IN_ONE_PROCESS, json.dumps(cases)], capture_output=True,
-                            text=True, timeout=120)
+                            text=True, timeout=120, env=offline)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {"codes": [2, 2, 2], "imported": []}
+    assert json.loads(result.stdout) == {"codes": [2, 2, 2, 2], "imported": []}
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 3 and all(line.startswith("dub: error: ") for line in lines), result.stderr
+    assert len(lines) == 4 and all(line.startswith("dub: error: ") for line in lines), result.stderr
     assert "unknown language code 'xx'" in lines[0] and "truncated or corrupt" in lines[1] and "clip.es.srt" in lines[2]
-    assert not any((tmp_path / f"o{n}").exists() for n in (1, 2, 3))
+    assert lines[3].startswith("dub: error: the libre translator's service (translate.invalid) cannot be reached "
+                               "from this machine"), lines[3]
+    assert not any((tmp_path / f"o{n}").exists() for n in (1, 2, 3, 4))
 
 
 @pytest.mark.slow

@@ -148,6 +148,7 @@ def runs(setup, client, reports_before, lost_run):
         "missing": create_run(client, {"input": str(root / "inputs" / "nope.mp4"), "langs": ["es"]}),
         "voice": create_run(client, {"input": str(first), "langs": ["es"], "options": {"voice": "espeak:no-such-voice"}}),
         "minimal": create_run(client, {"input": str(second), "langs": ["es"]}),  # only the two required fields
+        "lipsync": create_run(client, {"input": str(first), "langs": ["es"], "options": {"lipsync": "on"}}),  # no GPU
     }
     finished = wait_final(client, [r.id for r in created.values()])
     return {name: finished[r.id] for name, r in created.items()}
@@ -159,7 +160,11 @@ def test_states_tell_the_truth(runs):
     partial = runs["partial"].state
     assert partial.type.value == "FAILED" and partial.name == "Partial"
     assert "delivered es" in partial.message and "it: " in partial.message and "libre" in partial.message
-    for name, text in (("missing", "nope.mp4"), ("voice", "espeak-ng has no voice 'no-such-voice'")):
+    # a refusal in the words of the form the run came from: its fields, not the command line's flags
+    assert runs["lipsync"].state.message.startswith("options.lipsync on: lip-sync cannot run: "), runs["lipsync"].state
+    assert "--" not in runs["lipsync"].state.message
+    for name, text in (("missing", "nope.mp4"), ("voice", "espeak-ng has no voice 'no-such-voice'"),
+                       ("lipsync", "options.lipsync on")):
         state = runs[name].state
         assert state.type.value == "FAILED" and state.name == "Failed", name
         assert text in state.message and "\n" not in state.message
@@ -207,6 +212,18 @@ def test_artifacts_and_result_show_the_job(runs, client):
     assert "| es | done | espeak |" in kinds["markdown"].data
     report = run.state.result(raise_on_failure=False) if hasattr(run.state, "result") else None
     assert report is None or report["status"] == "done"
+
+    # A Partial run: the bar stops at what was delivered and says so; the table's reason is
+    # short enough to leave the other columns on screen, the markdown has all of it.
+    partial = runs["partial"]
+    kinds = {a.type: a for a in client.read_artifacts(
+        artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[partial.id])))}
+    assert kinds["progress"].data == 50.0  # es mixed and delivered, it failed: 2 of 4 steps
+    assert kinds["progress"].description == "1 of 2 languages delivered; failed it"
+    table = json.loads(kinds["table"].data) if isinstance(kinds["table"].data, str) else kinds["table"].data
+    failed = next(row for row in table if row["language"] == "it")["status"]
+    assert failed.startswith("failed: translation to it with libre") and len(failed) <= len("failed: ") + 80, failed
+    assert "try again later or use another provider" in kinds["markdown"].data
 
 
 def test_logs_have_one_line_per_stage_and_language(runs, client):

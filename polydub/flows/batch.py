@@ -109,7 +109,7 @@ def dub_catalog(manifest: str, langs: list[str] | None = None, options: DubOptio
         work = plan_work(manifest, langs, options, only_stale, in_deployment=bool(run.deployment),
                          via_deployment=via_deployment)
     except InputError as exc:
-        return refused(exc)
+        return refused(exc, run)
     cat = shared_catalog(config.database_url())
     deliveries.remember_defaults(cat, work.manifest.key, langs, options.model_dump(mode="json", exclude_unset=True,
                                                                                    exclude={"out"}))
@@ -130,6 +130,7 @@ def dub_catalog(manifest: str, langs: list[str] | None = None, options: DubOptio
         beat.stop()
         for item in set(claimed) - set(ledger.results):  # stopped first: rows go back as they were
             deliveries.release(cat, work.manifest.key, item, work.plans[item].langs, owner)
+    ledger.finish(len(claimed))
     report = _report(work, ledger.results, busy, time.perf_counter() - started, stopped)
     report["flow_run"] = run.flow_run_id
     _publish(outcome.made(report))
@@ -258,7 +259,12 @@ class Ledger:
                          f"delivered {', '.join(done)}" if done else "nothing delivered",
                          f"; awaiting review {', '.join(waiting)}" if waiting else "",
                          f"; failed {'; '.join(failed)}" if failed else "", report.job)
-        self.progress.advance(item, "done" if not failed else "failed")
+        self.progress.advance(item, "done" if not failed else "failed", 0 if failed else 1)
+
+    def finish(self, claimed: int) -> None:
+        failed = sorted(item for item, report in self.results.items() if report.status not in ("done", AWAITING_REVIEW))
+        self.progress.finish(f"{len(self.results) - len(failed)} of {claimed} items dubbed"
+                             + (f"; failed {', '.join(failed[:20])}{' …' if len(failed) > 20 else ''}" if failed else ""))
 
 
 def _log_plan(work: Work, busy: list[str]) -> None:
@@ -457,16 +463,16 @@ def _final_state(report: dict) -> State:
     return Failed(name="Partial" if delivered else "Failed", message=message, data=JobFailed(message, report))
 
 
-def refused(exc: InputError) -> State:
+def refused(exc: InputError, run: outcome.RunInfo) -> State:
     """The manifest or an item was refused before any work: every problem in the log, the
-    run Failed with the first."""
-    problems = exc.problems if isinstance(exc, ManifestError) else [str(exc)]
+    run Failed with the first (in the form's words for a deployment's run)."""
+    problems = [outcome.worded(p, run) for p in (exc.problems if isinstance(exc, ManifestError) else [str(exc)])]
     logger = stage_logger()
     for problem in problems:
         logger.error("dub: error: %s", problem)
-    result = JobRefused(str(exc))
+    result = JobRefused(outcome.worded(str(exc), run))
     result.problems = problems  # the command line prints each (in this process)
-    return Failed(message=str(exc)[:outcome.MESSAGE_MAX], data=result)
+    return Failed(message=result.args[0][:outcome.MESSAGE_MAX], data=result)
 
 
 def _publish(report: dict) -> None:

@@ -209,11 +209,12 @@ def dub_languages(plan: JobPlan, job: OpenJob, report: JobReport, waits_in_form:
             mixed[lang] = future.result()
         except Exception as exc:
             report.languages[lang].error = one_line(exc)
-        progress.advance(lang, "mixed" if lang in mixed else "failed", 1 if lang in mixed else 2)
+        progress.advance(lang, "mixed" if lang in mixed else "failed", 1 if lang in mixed else 0)
     videos = lipsync_stage(job.ctx, plan, source, mixed, report)
     assembled = deliver_languages(plan, job, source, mixed, videos, report, progress,
                                   shared={"transcribe": transcript.licence, "separate": background.licence})
     measure_languages(plan, job, source, transcript, mixed, videos, assembled, report)
+    progress.finish(delivered_summary(plan.langs, report))
     for lang in review_results(plan, job, report, waits_in_form):  # rejected by a person: not shipped
         assembled.pop(lang, None)
     if assembled and not report.awaiting_review:  # the multi-track file waits for every approved language
@@ -322,6 +323,17 @@ def lipsync_stage(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAudi
                 del mixed[lang]
             return {}
         return {lang: StageResult("lipsync", lang, "", status="failed", reason=one_line(exc)) for lang in mixed}
+
+
+def delivered_summary(langs: list[str], report: JobReport) -> str:
+    """"2 of 3 languages delivered; awaiting review de; failed it": the progress bar's last word."""
+    entries = {lang: report.language(lang) for lang in langs}
+    done = [lang for lang, e in entries.items() if e.done]
+    waiting = [lang for lang, e in entries.items() if e.status == AWAITING_REVIEW]
+    failed = [lang for lang in langs if lang not in done and lang not in waiting]
+    return (f"{len(done)} of {len(langs)} languages delivered"
+            + (f"; awaiting review {', '.join(waiting)}" if waiting else "")
+            + (f"; failed {', '.join(failed)}" if failed else ""))
 
 
 def deliver_languages(plan: JobPlan, job: OpenJob, source: StageResult[SourceAudio],

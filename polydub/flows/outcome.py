@@ -184,11 +184,20 @@ def report_of(result) -> JobReport | None:
     return None
 
 
+def worded(message: str, run: RunInfo) -> str:
+    """A message in the words of where the run was started: a deployment's form says
+    `options.source_lang` where the command line says `--source-lang`."""
+    from polydub.options import in_form_words
+
+    return in_form_words(message) if run.deployment else message
+
+
 def rejected(input: str, langs: list[str] | str, options: DubOptions, message: str, run: RunInfo) -> State:
     """A job refused before any work: recorded in the catalog, and the run fails with the
-    same one line the command line prints."""
+    line the command line prints, in the form's words for a deployment's run."""
     from prefect.logging import get_run_logger
 
+    message = worded(message, run)
     get_run_logger().error("dub: error: %s", message)
     try:
         cat = shared_catalog(config.database_url())
@@ -227,16 +236,34 @@ class ProgressArtifact:
                    f"{plan.name}: languages mixed and delivered")
 
     def advance(self, label: str, what: str, steps: int = 1) -> None:
+        """`steps` more of the work done (0 for a failure: the bar shows what was delivered)."""
         self.done += steps
+        self._show(f"{label} {what}")
+
+    def finish(self, summary: str) -> None:
+        """The last word under the bar: a partial run stops short of 100 % and says why."""
+        self._show(summary)
+
+    def _show(self, description: str) -> None:
         if self.artifact is None or not api_answers():
             return
         from prefect.artifacts import update_progress_artifact
 
         try:
             update_progress_artifact(self.artifact, min(100.0, 100.0 * self.done / self.steps),
-                                     description=f"{label} {what}")
+                                     description=description)
         except Exception:  # noqa: BLE001 - progress display must never fail a job
             pass
+
+
+SHORT_REASON_CHARS = 80  # a table cell that leaves the other columns on screen
+
+
+def short_reason(error: str | None) -> str:
+    """An error's gist for a table cell: up to its first parenthesis or semicolon, at most
+    SHORT_REASON_CHARS (the markdown artifact and the report keep the whole text)."""
+    gist = re.split(r" \(|; ", error or "", maxsplit=1)[0].strip()
+    return gist if len(gist) <= SHORT_REASON_CHARS else gist[:SHORT_REASON_CHARS - 1].rstrip() + "…"
 
 
 def summary_rows(report: JobReport) -> list[dict]:
@@ -246,7 +273,7 @@ def summary_rows(report: JobReport) -> list[dict]:
         backends = entry.backends
         rows.append({
             "language": lang,
-            "status": entry.status if entry.done else f"failed: {entry.error or ''}"[:300],
+            "status": entry.status if entry.done or entry.status == AWAITING_REVIEW else f"failed: {short_reason(entry.error)}",
             "duration_s": round(report.duration or 0.0, 2),
             "voice": backends.voice if backends else "",
             "lines_sped_up": entry.sped_up if backends else "",

@@ -8,7 +8,9 @@ count and retries smaller batches when a service merged or split lines).
 from __future__ import annotations
 
 import os
+import socket
 import threading
+import urllib.parse
 from dataclasses import dataclass, field
 from importlib import metadata
 
@@ -16,6 +18,8 @@ from polydub import config, languages
 from polydub.errors import InputError, StageError
 
 SEPARATOR = "\n"
+NAME_LOOKUP_S = 5.0  # a service's name that does not resolve by then is out of reach
+_REACHED: set[str] = set()  # hosts whose names resolved in this process
 
 # Our code -> other spellings services use (Google still says `iw` for Hebrew).
 _ALIASES = {"he": ["iw"], "zh": ["zh-cn", "zh-hans"], "zh-tw": ["zh-hant"], "nb": ["no"],
@@ -32,24 +36,25 @@ class Provider:
     required_env: dict[str, str] = field(default_factory=dict)
     optional_env: dict[str, str] = field(default_factory=dict)
     languages: str | None = None  # name of its language table in deep_translator.constants
+    base_url: str | None = None  # key of its address in deep_translator.constants.BASE_URLS
 
 
 PROVIDERS: dict[str, Provider] = {
-    "google": Provider("GoogleTranslator", 5000, languages="GOOGLE_LANGUAGES_TO_CODES"),
+    "google": Provider("GoogleTranslator", 5000, languages="GOOGLE_LANGUAGES_TO_CODES", base_url="GOOGLE_TRANSLATE"),
     "deepl": Provider("DeeplTranslator", 5000, {"api_key": "DEEPL_API_KEY"},
-                      languages="DEEPL_LANGUAGE_TO_CODE"),
+                      languages="DEEPL_LANGUAGE_TO_CODE", base_url="DEEPL"),
     "microsoft": Provider("MicrosoftTranslator", 5000, {"api_key": "MICROSOFT_API_KEY"},
-                          {"region": "MICROSOFT_REGION"}),
+                          {"region": "MICROSOFT_REGION"}, base_url="MICROSOFT_TRANSLATE"),
     "mymemory": Provider("MyMemoryTranslator", 500, optional_env={"email": "MYMEMORY_EMAIL"},
-                         languages="MY_MEMORY_LANGUAGES_TO_CODES"),
+                         languages="MY_MEMORY_LANGUAGES_TO_CODES", base_url="MYMEMORY"),
     "libre": Provider("LibreTranslator", 5000, {"api_key": "LIBRE_API_KEY"},
-                      {"custom_url": "LIBRE_URL"}, languages="LIBRE_LANGUAGES_TO_CODES"),
+                      {"custom_url": "LIBRE_URL"}, languages="LIBRE_LANGUAGES_TO_CODES", base_url="LIBRE"),
     "papago": Provider("PapagoTranslator", 5000,
                        {"client_id": "PAPAGO_CLIENT_ID", "secret_key": "PAPAGO_SECRET_KEY"},
-                       languages="PAPAGO_LANGUAGE_TO_CODE"),
-    "yandex": Provider("YandexTranslator", 5000, {"api_key": "YANDEX_API_KEY"}),
+                       languages="PAPAGO_LANGUAGE_TO_CODE", base_url="PAPAGO_API"),
+    "yandex": Provider("YandexTranslator", 5000, {"api_key": "YANDEX_API_KEY"}, base_url="YANDEX"),
     "baidu": Provider("BaiduTranslator", 5000, {"appid": "BAIDU_APPID", "appkey": "BAIDU_APPKEY"},
-                      languages="BAIDU_LANGUAGE_TO_CODE"),
+                      languages="BAIDU_LANGUAGE_TO_CODE", base_url="BAIDU"),
 }
 
 
@@ -110,6 +115,33 @@ class ProviderTranslator:
             cls = getattr(deep_translator, self._provider.class_name)
             self._clients[key] = cls(source=src, target=tgt, **self._credentials)
         return self._clients[key]
+
+    def host(self) -> str | None:
+        """The name of the machine the service answers on (LIBRE_URL's for libre)."""
+        from deep_translator.constants import BASE_URLS
+
+        url = self._credentials.get("custom_url")
+        if url is None and self._provider.base_url:
+            free = self._credentials.get("use_free_api") and f"{self._provider.base_url}_FREE" in BASE_URLS
+            url = BASE_URLS[f"{self._provider.base_url}_FREE" if free else self._provider.base_url]
+        return urllib.parse.urlsplit(url).hostname if url else None
+
+    def check_reachable(self) -> None:
+        """`InputError` before any work when the service's name does not resolve from here
+        (a worker without DNS or network): deep-translator would otherwise retry it for a
+        minute per language before the job fails."""
+        host = self.host()
+        if host is None or host in _REACHED:
+            return
+        try:
+            _with_deadline(lambda: socket.getaddrinfo(host, 443), NAME_LOOKUP_S)
+        except (OSError, TimeoutError):
+            raise InputError(
+                f"the {self.name} translator's service ({host}) cannot be reached from this machine (its "
+                f"name does not resolve); give approved translations (NAME.<lang>.srt beside the input, "
+                f"--translations), or a translator this machine reaches (--translator local:MODEL, or "
+                f"libre with LIBRE_URL)") from None
+        _REACHED.add(host)
 
     def translate_batch(self, texts: list[str], source: str, target: str) -> list[str]:
         """One request for all `texts`; the lines that came back (their count may differ
