@@ -321,7 +321,7 @@ def test_a_bad_catalog_run_from_the_form_fails_before_any_work(setup, client, ru
         client.create_flow_run_from_deployment(deployment.id, parameters={"concurrency": 99})
 
 
-def test_a_catalog_handed_to_workers_through_the_deployment(setup, runs, tmp_path):
+def test_a_catalog_handed_to_workers_through_the_deployment(setup, client, runs, tmp_path):
     folder = setup["root"] / "inputs" / "catalog"
     video = ad_copy(folder / "videos")
     (folder / "spots.csv").write_text("id,input,langs,voice\n"
@@ -340,6 +340,16 @@ def test_a_catalog_handed_to_workers_through_the_deployment(setup, runs, tmp_pat
         assert output.parent.parent == setup["root"] / "outputs" / "spots" / item  # .../job-N/
     jobs = {row["id"]: row for row in catalog_rows(setup).values()}
     assert {jobs[r["job"]]["deployment"] for r in rows.values()} == {"dub-video/dub-video"}
+    # The catalog run's page links each item's run (a worker's run of the deployment).
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    catalog_run = json.loads(result.stdout)["flow_run"]
+    [page] = [a.data for a in client.read_artifacts(artifact_filter=ArtifactFilter(
+        flow_run_id=ArtifactFilterFlowRunId(any_=[catalog_run]))) if a.type == "markdown"]
+    ui = setup["api"].removesuffix("/api")
+    for item in ("spot-1", "spot-2"):
+        [item_run] = {jobs[r["job"]]["flow_run_id"] for (i, _), r in rows.items() if i == item}
+        assert f"- [{item}]({ui}/runs/flow-run/{item_run})" in page, page
     (video.parent / "talking_head.de.srt").write_text("1\n00:00:00,500 --> 00:00:02,800\nHallo!\n")
     wrong = subprocess.run([sys.executable, "-m", "polydub.cli", "catalog", str(folder / "spots.csv"),
                             "--via-deployment", "no-such-deployment"], capture_output=True, text=True,

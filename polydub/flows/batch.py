@@ -439,8 +439,9 @@ def _report(work: Work, results: dict[str, JobReport], busy: list[str], seconds:
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
+    runs = {item: report.flow_run for item, report in results.items() if report.flow_run}
     return {"manifest": work.manifest.path, "out_dir": work.out_root, "items": len(work.manifest.items),
-            "rows": rows, "counts": counts, "seconds": round(seconds, 3)}
+            "rows": rows, "counts": counts, "runs": runs, "seconds": round(seconds, 3)}
 
 
 def plural_items(n: int) -> str:
@@ -501,4 +502,7 @@ def _page(report: dict, name: str) -> str:
         lines += [f"| {r['item']} | {r['language']} | {r['job']} | `dub review {r['job']} --lang {r['language']} "
                   f"--out DIR`, then `dub approve {r['job']}` or `dub reject {r['job']} --why TEXT` |"
                   for r in waiting[:200]]
+    if report.get("runs"):  # each item's own run (a worker's, via the deployment), one click away
+        lines += ["", "## Item runs", ""]
+        lines += [f"- [{item}]({url})" for item, url in list(report["runs"].items())[:ROW_LIMIT]]
     return "\n".join(lines)
