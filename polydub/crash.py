@@ -136,24 +136,77 @@ def record_interrupt(catalog, job_id: int) -> None:
 
 
 def reap(catalog) -> list[str]:
-    """Mark the jobs whose process is gone as interrupted (and their flow runs Crashed).
-    Returns notes on what could not be done (a Prefect server out of reach)."""
+    """Mark the jobs whose process is gone as interrupted (and their flow runs Crashed), and
+    tell Prefect how recent jobs ended where it missed it (`settle_flow_runs`). Returns notes
+    on what could not be done (a Prefect server out of reach)."""
     jobs = catalog.mark_interrupted(config.heartbeat_timeout())
-    return crash_flow_runs([(j["flow_run_id"], j["error"]) for j in jobs if j.get("flow_run_id")])
+    notes = crash_flow_runs([(j["flow_run_id"], j["error"]) for j in jobs if j.get("flow_run_id")])
+    return notes + settle_flow_runs(catalog)
+
+
+def _api_here() -> bool:
+    """Whether this process has a Prefect API to talk to (PREFECT_API_URL, else the server
+    `dub` keeps, if it is up; never start one for this)."""
+    if os.environ.get("PREFECT_API_URL") or config.prefect_api_url()[0]:
+        return True
+    from polydub import server
+
+    info = server.status()
+    if info is None:
+        return False
+    os.environ["PREFECT_API_URL"] = info["url"]
+    return True
+
+
+# How each way a job ends reads in Prefect, for a run whose end Prefect missed.
+FINAL_STATES = {"done": ("Completed", "COMPLETED"), "partial": ("Partial", "FAILED"), "failed": ("Failed", "FAILED"),
+                "rejected": ("Failed", "FAILED"), "cancelled": ("Cancelled", "CANCELLED"),
+                "interrupted": ("Crashed", "CRASHED"), "crashed": ("Crashed", "CRASHED")}
+SETTLE_WINDOW = timedelta(days=7)  # jobs that ended this recently are checked
+SETTLE_AFTER = timedelta(seconds=10)  # ... and not just now: their own run may be saying it
+SETTLE_LIMIT = 200
+
+
+def settle_flow_runs(catalog) -> list[str]:
+    """A run whose job ended while the Prefect server was away stays Running there: set the
+    final state the catalog recorded (newest SETTLE_LIMIT jobs of the last week). Notes on
+    what could not be done; nothing when there is no server to tell."""
+    now = utcnow()
+    jobs = {j["flow_run_id"]: j for j in catalog.ended_with_runs(now - SETTLE_WINDOW, now - SETTLE_AFTER, SETTLE_LIMIT)}
+    if not jobs or not _api_here():
+        return []
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import State, StateType
+
+    notes = []
+    try:
+        with get_client(sync_client=True, httpx_settings={"timeout": PREFECT_TIMEOUT_S}) as client:
+            open_runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=list(jobs)),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING]))),
+                limit=len(jobs))
+            for run in open_runs:
+                job = jobs[str(run.id)]
+                name, kind = FINAL_STATES.get(job["status"], ("Crashed", "CRASHED"))
+                said = job["error"] or "delivered"
+                state = State(type=StateType(kind), name=name,
+                              message=f"job {job['id']}: {said} (recorded when the Prefect server answered again)")
+                try:
+                    client.set_flow_run_state(run.id, state, force=True)
+                except Exception as exc:  # noqa: BLE001 - one run's answer does not stop the others
+                    notes.append(f"flow run {run.id} not given its final state: {_first_line(exc)}")
+    except Exception as exc:  # noqa: BLE001 - server unreachable: next time
+        notes.append(f"flow runs not given their final states: {_first_line(exc)}")
+    return notes
 
 
 def crash_flow_runs(runs: list[tuple[str, str]]) -> list[str]:
     """Set each (flow run id, reason) to Crashed in Prefect; notes on the failures."""
     if not runs:
         return []
-    api = os.environ.get("PREFECT_API_URL")
-    if not api:  # the server `dub` keeps, if it is up; never start one for this
-        from polydub import server
-
-        info = server.status()
-        if info is None:
-            return [f"flow run {run_id} not marked Crashed: no Prefect server is running" for run_id, _ in runs]
-        os.environ["PREFECT_API_URL"] = info["url"]
+    if not _api_here():
+        return [f"flow run {run_id} not marked Crashed: no Prefect server is running" for run_id, _ in runs]
     from prefect.client.orchestration import get_client
     from prefect.states import Crashed
 

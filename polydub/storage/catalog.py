@@ -678,6 +678,17 @@ class Catalog:
 
     # ---------------------------------------------------------------- reading
 
+    def ended_with_runs(self, since: datetime, before: datetime, limit: int) -> list[dict]:
+        """Jobs with a flow run that ended between `since` and `before`, newest first:
+        [{'id', 'flow_run_id', 'status', 'error'}] (for telling Prefect what it missed)."""
+        with self._read.begin() as session:
+            rows = session.execute(
+                select(Job.id, Job.flow_run_id, Job.status, Job.error)
+                .where(Job.flow_run_id.is_not(None), Job.finished_at >= since, Job.finished_at < before,
+                       Job.status.not_in(("running", "awaiting review")))
+                .order_by(Job.finished_at.desc()).limit(limit)).all()
+        return [{"id": r.id, "flow_run_id": r.flow_run_id, "status": r.status, "error": r.error} for r in rows]
+
     def job_for_flow_run(self, flow_run_id: str) -> int | None:
         """The job a Prefect flow run made, if any."""
         with self._read.begin() as session:
