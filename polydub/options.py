@@ -54,10 +54,29 @@ PATH = _PathMark()
 FilePath = Annotated[str, Field(max_length=TEXT_MAX, pattern=NO_NUL), PATH]
 
 
+# Left as a choice in the form: unset means "the machine's setting" (DUB_COMMERCIAL), which
+# an unticked box would not say.
+TRI_STATE = ("commercial",)
+
+
+def _plain_optional_fields(schema: dict) -> None:
+    """A field that may be left unset shows in Prefect's form as the field itself, not as a
+    choice between its type and null: the empty field is the unset one (the form leaves it
+    out and the default applies)."""
+    for name, prop in schema.get("properties", {}).items():
+        options = prop.get("anyOf")
+        if name in TRI_STATE or not options or {"type": "null"} not in options:
+            continue
+        rest = [o for o in options if o != {"type": "null"}]
+        if len(rest) == 1:
+            del prop["anyOf"]
+            prop.update({**rest[0], **{k: v for k, v in prop.items() if k != "type"}})
+
+
 class DubOptions(BaseModel):
     """How to dub: every option of a job except its input and languages."""
 
-    model_config = ConfigDict(extra="forbid", title="Options")
+    model_config = ConfigDict(extra="forbid", title="Options", json_schema_extra=_plain_optional_fields)
 
     out: FilePath | None = Field(
         None, description="Output folder. From the command line: any folder (default ./dubbed/NAME/). "

@@ -418,11 +418,14 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
-def test_a_url_input_is_downloaded_once_into_the_cache(server, cache, clips, tmp_path):
+def test_a_url_input_is_downloaded_once_into_the_cache(server, cache, clips, tmp_path, monkeypatch):
     url = f"{server.url}/ads/spot_a.mp4?sig=abc123"
     defaults = {"langs": "es", "transcript": str(clips / "spot_a.en.srt"), "translations": str(clips)}
+    monkeypatch.setenv("LIBRE_API_KEY", "k")
+    monkeypatch.setenv("LIBRE_URL", server.url)  # "download" has no approved translation: a translator this machine reaches
     path = write(tmp_path / "ads.json", json.dumps({"defaults": defaults, "items": [
-        {"id": "a", "input": url}, {"id": "b", "input": url}, {"id": "c", "input": f"{server.url}/download"}]}))
+        {"id": "a", "input": url}, {"id": "b", "input": url},
+        {"id": "c", "input": f"{server.url}/download", "translator": "libre"}]}))
     a, b, c = load_manifest(path).items
     content = (clips / "spot_a.mp4").read_bytes()
     assert a.url == b.url == url and c.url == f"{server.url}/download"

@@ -59,7 +59,8 @@ def test_the_form_shows_choices_bounds_and_defaults():
     assert fields["lipsync"]["enum"] == ["auto", "on", "off"] and fields["lipsync"]["default"] == "auto"
     assert fields["voice"]["anyOf"][0]["enum"] == ["auto", "espeak"]
     assert fields["max_speed"]["minimum"] == 1.0 and fields["max_speed"]["maximum"] == 2.0
-    number = fields["loudness"]["anyOf"][0]  # or null: match the source
+    number = fields["loudness"]  # a plain number field; left empty: match the source
+    assert number["type"] == "number" and "anyOf" not in number
     assert number["minimum"] == -40 and number["maximum"] == -5 and fields["loudness"]["default"] is None
     assert fields["commercial"]["default"] is None  # unset: the worker's DUB_COMMERCIAL
     assert "NAME.<lang>.srt" in fields["translations"]["description"]

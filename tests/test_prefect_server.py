@@ -275,6 +275,18 @@ def test_a_run_that_sets_one_option_keeps_the_deployments_others(runs, setup):
     assert runs["done"].parameters["options"] == {"voice": "espeak"}  # what Prefect itself holds
 
 
+def test_the_form_shows_fields_that_may_be_left_empty_as_plain_fields(client):
+    """The run form's optional options are plain fields (left empty: the default), not a
+    choice between their type and null; `commercial` stays a three-way choice (unset: the
+    machine's setting)."""
+    deployment = client.read_deployment_by_name("dub-video/dub-video")
+    schema = deployment.parameter_openapi_schema
+    [options] = [d for d in schema["definitions"].values() if d.get("title") == "Options"]
+    nullable = sorted(name for name, prop in options["properties"].items() if {"type": "null"} in prop.get("anyOf", []))
+    assert nullable == ["commercial"]
+    assert options["properties"]["source_lang"]["type"] == "string" and options["properties"]["loudness"]["type"] == "number"
+
+
 def test_the_nightly_deployment_can_be_switched_on(client):
     deployment = client.read_deployment_by_name("dub-catalog/nightly-catalog")
     assert [s.active for s in deployment.schedules] == [False]
