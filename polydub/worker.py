@@ -7,6 +7,8 @@
 - SIGTERM or Ctrl-C drains: no new run is taken; runs in flight get DUB_WORKER_DRAIN seconds
   to finish, then are cancelled (their jobs recorded cancelled). A second signal cancels at
   once. Runs that do not end after that are marked Crashed before the worker leaves.
+- A run of a deployment whose folder (its pull step's) is not on this machine fails at once,
+  saying so in the run's own log and state, instead of crashing with a traceback.
 - Every REAP_EVERY_S it closes the catalog's jobs whose process is gone (`crash.reap`), so
   the catalog follows without anyone running `dub list`.
 """
@@ -15,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import socket
 import sys
 from datetime import timedelta
 
@@ -106,6 +110,13 @@ async def _serve(pool: str, limit: int, drain_s: float, silent_s: int) -> int:
         return [] if stop.is_set() else await poll()
 
     async def tracked(flow_run, task_status=None):  # from the run's start to its process's end
+        why = await _cannot_run(worker, flow_run)
+        if why:  # said in the run's own log and state, not only on this worker's console
+            await _refuse(worker, flow_run, why)
+            refused = RuntimeError(why)
+            if task_status is not None:
+                task_status.started(refused)
+            return refused
         in_flight[flow_run.id] = flow_run.name
         try:
             return await execute(flow_run, task_status=task_status)
@@ -140,6 +151,40 @@ async def _serve(pool: str, limit: int, drain_s: float, silent_s: int) -> int:
     await asyncio.gather(running, reaping, return_exceptions=True)
     say("stopped")
     return 0
+
+
+async def _cannot_run(worker, flow_run) -> str | None:
+    """Why this machine cannot run `flow_run`'s deployment, or None: the folder its pull step
+    moves to (where `prefect deploy` ran) must be here. Without it the run would crash
+    under a traceback that names neither the folder nor the machine."""
+    if flow_run.deployment_id is None:
+        return None
+    try:
+        deployment = await worker.client.read_deployment(flow_run.deployment_id)
+    except Exception:  # noqa: BLE001 - Prefect's own submission says what is wrong with it
+        return None
+    for step in deployment.pull_steps or []:
+        for name, args in step.items():
+            folder = (args or {}).get("directory") if name.endswith("set_working_directory") else None
+            if not folder or "{{" in folder:
+                continue
+            if not (os.path.isdir(folder) and os.access(folder, os.R_OK | os.X_OK)):
+                return (f"this worker ({socket.gethostname()}) cannot run deployment {deployment.name!r}: its "
+                        f"folder {folder} (where `prefect deploy` ran) is not here or not readable; start "
+                        f"workers where the project is at that path, or deploy from a path every worker has")
+    return None
+
+
+async def _refuse(worker, flow_run, why: str) -> None:
+    """The run fails, saying why in its own log and state message."""
+    from prefect.states import Failed
+
+    say(f"refused {flow_run.name}: {why}")
+    try:
+        worker.get_flow_run_logger(flow_run).error(why)
+        await worker.client.set_flow_run_state(flow_run.id, Failed(message=why), force=True)
+    except Exception as exc:  # noqa: BLE001 - the console line above still says it
+        say(f"flow run {flow_run.name} not marked Failed: {one_line(exc)}")
 
 
 async def _until_none(in_flight: dict, seconds: float, hurry: asyncio.Event | None) -> None:

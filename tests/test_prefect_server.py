@@ -550,6 +550,29 @@ def test_a_run_whose_worker_and_process_were_killed_ends_crashed_on_the_server_a
     assert job["status"] == "interrupted" and f"pid {lost_run['pid']}) is gone" in job["error"], job
 
 
+def test_a_worker_that_cannot_run_a_deployment_says_why_in_the_run(setup, client, runs):
+    """A deployment made from a folder this machine lacks: the run fails at once, the
+    folder and the machine named in its state and its own log (not a crash under a
+    traceback that names neither)."""
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    good = client.read_deployment_by_name("dub-video/dub-video")
+    elsewhere = setup["root"] / "deployed-on-another-machine"
+    deployment_id = client.create_deployment(
+        flow_id=good.flow_id, name="elsewhere", entrypoint=good.entrypoint, work_pool_name="polydub-cpu",
+        pull_steps=[{"prefect.deployments.steps.set_working_directory": {"directory": str(elsewhere)}}],
+        parameter_openapi_schema=good.parameter_openapi_schema)
+    run = client.create_flow_run_from_deployment(deployment_id, parameters={"input": "ad.mp4", "langs": ["es"]})
+    final = wait_final(client, [run.id], timeout=120)[run.id]
+    assert final.state.type.value == "FAILED", final.state
+    assert f"cannot run deployment 'elsewhere': its folder {elsewhere} (where `prefect deploy` ran)" in final.state.message
+    deadline, logs = time.monotonic() + 30, []
+    while time.monotonic() < deadline and not any(elsewhere.name in m for m in logs):
+        time.sleep(0.5)
+        logs = [entry.message for entry in client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))]
+    assert any(m == final.state.message for m in logs), logs
+
+
 def test_a_stopping_worker_lets_its_runs_finish_then_cancels_what_is_left(setup, client, runs):
     """SIGTERM to the worker alone (a service manager's stop): no new run is taken; a run
     that finishes within DUB_WORKER_DRAIN (12 s here) completes; one that does not is
