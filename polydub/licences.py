@@ -54,6 +54,7 @@ UNKNOWN = Licence("not in polydub's licence table", None, "check the model's own
 # Registered models (`dub models list`), by name prefix.
 MODELS: dict[str, Licence] = {
     "whisper-": MIT,
+    "faster-whisper-": MIT,  # Systran's CTranslate2 conversions of OpenAI's MIT weights
     "latentsync-": OPENRAIL_PP,
     "sd-vae-ft-mse": OPENRAIL,
     "htdemucs": DEMUCS_WEIGHTS,

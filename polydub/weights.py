@@ -42,6 +42,8 @@ class ModelSpec:
     name: str
     description: str
     files: tuple[ModelFile, ...]
+    stage: str = ""  # the pipeline stage it serves: transcribe, separate, translate, voice, lipsync
+    clones: bool | None = None  # a voice: whether it clones the speaker
 
 
 def _hf(repo: str, *files: str) -> tuple[ModelFile, ...]:
@@ -75,33 +77,35 @@ def _faster_whisper(size: str) -> ModelSpec:
     files = (("config.json", "model.bin", "preprocessor_config.json", "tokenizer.json", "vocabulary.json")
              if size in _CT2_V3 else ("config.json", "model.bin", "tokenizer.json", "vocabulary.txt"))
     return ModelSpec(f"faster-whisper-{size}", f"Whisper {size} speech recognition for faster-whisper "
-                     f"(CTranslate2; MIT licence)", _hf(_CT2_REPOS[size], *files))
+                     f"(CTranslate2; MIT licence)", _hf(_CT2_REPOS[size], *files), stage="transcribe")
 
 
 def _whisper(size: str) -> ModelSpec:
     url = _WHISPER_URLS[size]
     file = ModelFile(url, url.rsplit("/", 1)[1], sha256=url.split("/")[-2])
-    return ModelSpec(f"whisper-{size}", f"openai-whisper {size} speech recognition (MIT licence)", (file,))
+    return ModelSpec(f"whisper-{size}", f"openai-whisper {size} speech recognition (MIT licence)", (file,),
+                     stage="transcribe")
 
 
 REGISTRY: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in [
         ModelSpec("latentsync-1.5", "LatentSync 1.5 lip-sync UNet and its audio encoder",
-                  _hf("ByteDance/LatentSync-1.5", "latentsync_unet.pt", "whisper/tiny.pt")),
+                  _hf("ByteDance/LatentSync-1.5", "latentsync_unet.pt", "whisper/tiny.pt"), stage="lipsync"),
         ModelSpec("latentsync-1.6", "LatentSync 1.6 lip-sync UNet (512 px) and its audio encoder",
-                  _hf("ByteDance/LatentSync-1.6", "latentsync_unet.pt", "whisper/tiny.pt")),
+                  _hf("ByteDance/LatentSync-1.6", "latentsync_unet.pt", "whisper/tiny.pt"), stage="lipsync"),
         ModelSpec("sd-vae-ft-mse", "Stable Diffusion VAE used by LatentSync",
-                  _hf("stabilityai/sd-vae-ft-mse", "config.json", "diffusion_pytorch_model.safetensors")),
+                  _hf("stabilityai/sd-vae-ft-mse", "config.json", "diffusion_pytorch_model.safetensors"),
+                  stage="lipsync"),
         *(_whisper(size) for size in _WHISPER_URLS),
         # Demucs names each checkpoint SIGNATURE-SHA256PREFIX.th (demucs/remote/files.txt).
         ModelSpec("htdemucs", "Hybrid Transformer Demucs v4: separates the voice from music and effects",
                   (ModelFile(_HTDEMUCS_URL, _HTDEMUCS_URL.rsplit("/", 1)[1],
-                             sha256=_HTDEMUCS_URL.rsplit("-", 1)[1].removesuffix(".th")),)),
+                             sha256=_HTDEMUCS_URL.rsplit("-", 1)[1].removesuffix(".th")),), stage="separate"),
         *(_faster_whisper(size) for size in _CT2_REPOS),
         ModelSpec("xtts-v2", "Coqui XTTS v2 multilingual voice-cloning TTS (CPML licence)",
                   _hf("coqui/XTTS-v2", "config.json", "model.pth", "vocab.json",
-                      "speakers_xtts.pth", "dvae.pth", "mel_stats.pth")),
+                      "speakers_xtts.pth", "dvae.pth", "mel_stats.pth"), stage="voice", clones=True),
     ]
 }
 
@@ -125,8 +129,9 @@ def is_present(name: str, models_dir: Path | None = None) -> bool:
 
 
 def list_models(models_dir: Path | None = None) -> list[dict]:
-    """One row per registered model: name, description, licence, commercial (whether the
-    licence allows commercial use), present, size (bytes on disk), path."""
+    """One row per registered model: name, stage (and clones, for a voice), description,
+    licence, commercial (whether the licence allows commercial use), present, size (bytes
+    on disk), path."""
     from polydub import licences
 
     rows = []
@@ -136,6 +141,8 @@ def list_models(models_dir: Path | None = None) -> list[dict]:
         licence = licences.of_model(name)
         rows.append({
             "name": name,
+            "stage": spec.stage,
+            **({"clones": bool(spec.clones)} if spec.stage == "voice" else {}),
             "description": spec.description,
             "licence": licence.name,
             "commercial": licence.commercial,

@@ -25,6 +25,13 @@ def test_models_list_shows_each_licence_and_whether_it_allows_commercial_use(tmp
     assert rows["htdemucs"]["commercial"] is False and "research" in rows["htdemucs"]["licence"]
     assert rows["whisper-tiny"]["licence"] == "MIT" and rows["whisper-tiny"]["commercial"] is True
     assert rows["sd-vae-ft-mse"]["commercial"] is True and "use restrictions" in rows["sd-vae-ft-mse"]["licence_note"]
+    assert rows["faster-whisper-small"]["licence"] == "MIT" and rows["faster-whisper-small"]["commercial"] is True
+    # a definite answer for every model, and what each is for (scripts and forms offer what fits)
+    assert [name for name, r in rows.items() if r["commercial"] not in (True, False)] == []
+    assert {r["stage"] for r in rows.values()} <= {"transcribe", "separate", "translate", "voice", "lipsync"}
+    assert rows["whisper-base"]["stage"] == "transcribe" and rows["latentsync-1.5"]["stage"] == "lipsync"
+    assert rows["htdemucs"]["stage"] == "separate" and rows["xtts-v2"]["stage"] == "voice"
+    assert rows["xtts-v2"]["clones"] is True and "clones" not in rows["whisper-base"]
     table = dub("models", "list", env={"COLUMNS": "250"}).stdout
     assert "commercial" in table and "Coqui Public Model" in table
 

@@ -106,7 +106,8 @@ def hold_until(flag: Path, what: str, timeout: float = RUN_TIMEOUT_S) -> None:
 @pytest.fixture(scope="module")
 def lost_run(setup, client):
     """A run whose worker is killed with its flow-run process (a lost machine) once its job
-    is under way; the rest of the module runs while the server notices. Its job is in a
+    is under way (`kill()`, called by `runs` once its own runs are made, so that the two
+    start together); the rest of the module runs while the server notices. Its job is in a
     catalog of its own, which no other `dub` process opens: only the server can end it."""
     root = setup["root"]
     video = long_ad(root / "inputs" / "lost", seconds=6)
@@ -118,17 +119,25 @@ def lost_run(setup, client):
     run = client.create_flow_run_from_deployment(
         deployment.id, parameters={"input": str(video), "langs": ["es"], "options": {"voice": "espeak", "lipsync": "off"}},
         job_variables={"env": {"DUB_TEST_HOLD": f"mix:{held}", "DUB_DATABASE_URL": f"sqlite:///{root / 'lost.db'}"}})
-    try:
+    lost = {"run": run}
+
+    def kill() -> None:
+        if "killed_at" in lost:
+            return
         hold_until(held, "the run on the GPU pool")
         with sqlite3.connect(root / "lost.db") as db:
             [(owner,)] = db.execute("SELECT owner FROM jobs").fetchall()
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait(timeout=30)
-        pid = int(owner.split(":")[1])
+        lost["pid"] = pid = int(owner.split(":")[1])
         with contextlib.suppress(ProcessLookupError):  # a lost machine takes every process with it
             os.kill(pid, signal.SIGKILL)
         assert client.read_flow_run(run.id).state.type.value == "RUNNING"
-        yield {"run": run, "killed_at": time.monotonic(), "pid": pid}
+        lost["killed_at"] = time.monotonic()
+
+    lost["kill"] = kill
+    try:
+        yield lost
     finally:
         if worker.poll() is None:
             os.killpg(worker.pid, signal.SIGKILL)
@@ -150,6 +159,7 @@ def runs(setup, client, reports_before, lost_run):
         "minimal": create_run(client, {"input": str(second), "langs": ["es"]}),  # only the two required fields
         "lipsync": create_run(client, {"input": str(first), "langs": ["es"], "options": {"lipsync": "on"}}),  # no GPU
     }
+    lost_run["kill"]()  # while these run
     finished = wait_final(client, [r.id for r in created.values()])
     return {name: finished[r.id] for name, r in created.items()}
 
@@ -530,6 +540,7 @@ def test_a_script_review_suspends_the_run_and_its_form_or_dub_resumes_it(setup, 
 def test_a_run_whose_worker_and_process_were_killed_ends_crashed_on_the_server_alone(setup, client, lost_run):
     """No `dub` command, no worker: the server's automation (made by `dub worker`) marks the
     silent run Crashed within DUB_RUN_SILENT of its last heartbeat (30 s apart)."""
+    lost_run["kill"]()
     run_id = lost_run["run"].id
     deadline = lost_run["killed_at"] + 45 + 30 + 30  # silence + a heartbeat's spacing + the trigger's sweep
     while (state := client.read_flow_run(run_id).state).type.value == "RUNNING":
