@@ -424,34 +424,6 @@ def long_ad(folder: Path, seconds: int = 240) -> Path:
     return video
 
 
-def test_a_cancelled_run_is_recorded_as_cancelled(setup, client, runs):
-    from prefect.states import Cancelling
-
-    video = long_ad(setup["root"] / "inputs" / "long", seconds=10)
-    held = setup["root"] / "inputs" / "long" / "held"
-    deployment = client.read_deployment_by_name("dub-video/dub-video")
-    run = client.create_flow_run_from_deployment(  # this run only: its process holds in mixing (DUB_TEST_HOLD)
-        deployment.id, parameters={"input": str(video), "langs": ["es"], "options": {"voice": "espeak"}},
-        job_variables={"env": {"DUB_TEST_HOLD": f"mix:{held}"}})
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    while not held.exists():  # cancel once the job is under way
-        assert time.monotonic() < deadline, "the job never reached mixing"
-        time.sleep(0.2)
-    assert catalog_rows(setup)[str(run.id)]["status"] == "running"
-    client.set_flow_run_state(run.id, Cancelling(message="wrong campaign"), force=True)
-    final = wait_final(client, [run.id], timeout=120)[run.id]
-    assert final.state.type.value == "CANCELLED"
-    deadline = time.monotonic() + 30
-    while catalog_rows(setup)[str(run.id)]["status"] == "running" and time.monotonic() < deadline:
-        time.sleep(0.5)
-    row = catalog_rows(setup)[str(run.id)]
-    assert row["status"] == "cancelled", row
-    assert "cancelled" in row["error"]
-    with sqlite3.connect(setup["root"] / "catalog.db") as db:  # the stage it stopped is not a failure
-        stages = dict(db.execute("SELECT stage, status FROM stage_runs WHERE job_id = ?", (row["id"],)).fetchall())
-    assert stages["mix"] == "interrupted" and "failed" not in stages.values(), stages
-
-
 def wait_suspended(client, run_id, key: str):
     """The run's state once it waits for the review `key`, its form saved (Prefect sets the
     state first, then saves the form)."""
@@ -587,7 +559,8 @@ def test_a_worker_that_cannot_run_a_deployment_says_why_in_the_run(setup, client
 def test_a_stopping_worker_lets_its_runs_finish_then_cancels_what_is_left(setup, client, runs):
     """SIGTERM to the worker alone (a service manager's stop): no new run is taken; a run
     that finishes within DUB_WORKER_DRAIN (12 s here) completes; one that does not is
-    cancelled and its job recorded cancelled; nothing is left Running; the worker exits 0."""
+    cancelled (as the UI's Cancel does it) and its job recorded cancelled; nothing is left
+    Running; the worker exits 0."""
     worker, root = setup["worker"], setup["root"]
     deployment = client.read_deployment_by_name("dub-video/dub-video")
     held = {}
@@ -612,10 +585,16 @@ def test_a_stopping_worker_lets_its_runs_finish_then_cancels_what_is_left(setup,
     endless = finished[held["endless"][1].id]
     assert endless.state.type.value == "CANCELLED", endless.state
     assert client.read_flow_run(late.id).state.type.value == "SCHEDULED"  # left for another worker
+    # Cancelled as from the UI (Cancelling, then the worker stops its process): the catalog
+    # says cancelled, and the stage it stopped is interrupted, not failed.
     deadline = time.monotonic() + 30
     while catalog_rows(setup)[str(endless.id)]["status"] == "running" and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert catalog_rows(setup)[str(endless.id)]["status"] == "cancelled"
+    row = catalog_rows(setup)[str(endless.id)]
+    assert row["status"] == "cancelled" and "cancelled" in row["error"], row
+    with sqlite3.connect(setup["root"] / "catalog.db") as db:
+        stages = dict(db.execute("SELECT stage, status FROM stage_runs WHERE job_id = ?", (row["id"],)).fetchall())
+    assert stages["mix"] == "interrupted" and "failed" not in stages.values(), stages
     text = log.read_text()
     assert "Traceback" not in text
     assert text.startswith("dub worker: pool polydub-cpu, no limit on runs at once\n")  # --limit 0
