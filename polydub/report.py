@@ -117,8 +117,8 @@ class LanguageReport:
         """A delivered language from its stages; `shared`: licences of the per-video stages'
         models by stage."""
         lines = json.loads(Path(mix.file("lines.json")).read_text())
-        for line, clip in zip(lines, speech.output.clips):  # who says each line, in which voice
-            line.update(speaker=clip.speaker, voice=clip.voice)
+        for line, clip in zip(lines, speech.output.clips):  # who says each line, in which voice, how fast
+            line.update(speaker=clip.speaker, voice=clip.voice, source_speed=clip.rate)
         made_by = {**shared, **{r.stage: r.licence for r in (translation, speech, video)
                                 if r is not None and r.status in ("done", "cached")}}
         return cls(

@@ -422,3 +422,33 @@ def test_review_loop_edit_a_delivered_subtitle_and_dub_again(first_run, workdir,
     synth = [r for r in stages(report["job"], db) if (r["stage"], r["lang"]) == ("synthesize", "es")][0]
     assert synth["detail"]["synthesized"] == 1 and synth["detail"]["reused"] == 2  # only the edited line
     assert "Le ahorra tiempo cada día." in (out / "talking_head.es.vtt").read_text(encoding="utf-8")
+
+
+def test_a_line_too_long_for_its_slot_is_spoken_faster_before_it_is_stretched(prefect_api, tmp_path):
+    """espeak-ng can set its pace: a line that would overflow its slot is synthesized faster
+    at the source (up to the speed cap) before any time-stretch; the report gives each
+    line's factor from each step."""
+    from polydub.tts.espeak import EspeakVoice
+    from polydub.tts.trim import trim_silence
+    import soundfile as sf
+
+    video = tmp_path / "ad.mp4"
+    shutil.copy(EXAMPLE, video)
+    shutil.copy(EXAMPLE.with_suffix(".en.srt"), tmp_path / "ad.en.srt")
+    long = "Questo nuovo prodotto vi fa risparmiare tempo prezioso ogni giorno."
+    (tmp_path / "ad.it.srt").write_text(f"1\n00:00:00,500 --> 00:00:02,800\n{long}\n\n"
+                                        "2\n00:00:03,200 --> 00:00:05,600\nCiao.\n\n"
+                                        "3\n00:00:06,000 --> 00:00:09,200\nProvatelo oggi.\n")
+    natural = tmp_path / "natural.wav"  # the line at espeak-ng's own pace, as the stage trims it
+    EspeakVoice("it").synthesize(long, "it", natural)
+    trim_silence(natural)
+    own_pace = sf.info(natural).duration
+    result = dub(str(video), "--langs", "it", "--voice", "espeak", "--out", str(tmp_path / "out"),
+                 "--db", f"sqlite:///{tmp_path / 'c.db'}", "--json")
+    assert result.returncode == 0, result.stderr
+    first, *others = json.loads(result.stdout)["languages"]["it"]["lines"]
+    assert own_pace > first["slot"] * 1.05, (own_pace, first)  # the line as written would need stretching
+    assert first["source_speed"] > 1.0 and "wpm" in first["voice"], first
+    assert first["clip"] < own_pace - 0.1  # spoken faster at the source
+    assert first["speed"] < min(own_pace / first["slot"], 1.3)  # and stretched less (if at all) than it would be
+    assert [line["source_speed"] for line in others] == [1.0, 1.0]  # lines that fit keep their pace

@@ -56,6 +56,7 @@ class Clip:
     duration: float  # s
     speaker: str | None
     voice: str
+    rate: float = 1.0  # how much faster than its own pace the voice was asked to speak it
 
 
 @dataclass
@@ -263,7 +264,10 @@ def cast_voices(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAudio]
 def synthesize_lang(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAudio],
                     transcript: StageResult[Transcription], translation: StageResult[Translation],
                     lang: str) -> StageResult[Speech]:
-    """One WAV per translated line, in its speaker's voice."""
+    """One WAV per translated line, in its speaker's voice. A voice that can speak faster
+    (espeak-ng) says a line that would overflow its slot faster at the source, up to the
+    speed cap, so that the mix stretches fewer lines (each clip's `rate` says how much)."""
+    from polydub.audio import fit
     from polydub.tts.trim import trim_silence
 
     cast = cast_voices(ctx, plan, source, transcript, translation, lang)
@@ -275,28 +279,56 @@ def synthesize_lang(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAu
         reason = " | ".join(f"{speaker or UNNAMED}: {c.reason}" for speaker, c in cast.items())
         model = "; ".join(f"{speaker or UNNAMED}: {c.voice.model}" for speaker, c in cast.items())[:256]
 
+    segments = load_segments(translation)
+    total = source.output.samples / SAMPLE_RATE
+    faster_voices = any(hasattr(c.voice, "faster") for c in cast.values())
+    counts = {"spoken": 0, "damaged": 0}
+
+    def voice_line(voice, casting: Casting, text: str, out: Path) -> float:
+        """`text` in `voice` into `out` (from the line cache when it holds it); its duration."""
+        line = cache.stage_key("line", text=text, **{**casting.key, "voice": voice.model})
+        found, removed = cache.reuse_line(line, out, root)  # an edited script re-voices only its edits
+        counts["damaged"] += removed
+        if not found:
+            voice.synthesize(text, lang, out)
+            trim_silence(out)
+            cache.keep_line(line, out, root)
+            counts["spoken"] += 1
+        return sf_duration(out)
+
     def build(folder: Path) -> Speech:
-        clips, spoken, damaged = [], 0, 0
-        for i, segment in enumerate(load_segments(translation)):
+        clips = []
+        for i, segment in enumerate(segments):
             casting = cast[segment.speaker]
             out = folder / f"line{i:04d}.wav"
-            line = cache.stage_key("line", text=segment.text, **casting.key)
-            found, removed = cache.reuse_line(line, out, root)  # an edited script re-voices only its edits
-            damaged += removed
-            if not found:
-                casting.voice.synthesize(segment.text, lang, out)
-                trim_silence(out)
-                cache.keep_line(line, out, root)
-                spoken += 1
-            clips.append(Clip(out.name, sf_duration(out), segment.speaker, casting.voice.model))
-        return Speech(clips, reason, speakers, spoken, len(clips) - spoken, damaged, f"{backends}: {reason}")
+            clips.append(Clip(out.name, voice_line(casting.voice, casting, segment.text, out), segment.speaker,
+                              casting.voice.model))
+        if faster_voices:  # fit at the source: a line that would be stretched is first spoken faster
+            fits = fit.plan_fits(segments, [c.duration for c in clips], total, max_speed=plan.options.max_speed)
+            for i, (segment, line_fit) in enumerate(zip(segments, fits)):
+                casting = cast[segment.speaker]
+                if line_fit.speed <= 1.0 + fit.EPS or not hasattr(casting.voice, "faster"):
+                    continue
+                faster = casting.voice.faster(line_fit.speed)
+                out = folder / f"line{i:04d}.faster.wav"
+                duration = voice_line(faster, casting, segment.text, out)
+                if duration < clips[i].duration:
+                    out.replace(folder / clips[i].file)
+                    clips[i] = replace(clips[i], duration=duration, voice=faster.model, rate=round(line_fit.speed, 3))
+                else:
+                    out.unlink()
+        spoken = counts["spoken"]
+        return Speech(clips, reason, speakers, spoken, max(0, len(clips) - spoken), counts["damaged"],
+                      f"{backends}: {reason}")
 
     speakers = {speaker or UNNAMED: {"voice": c.voice.model, "backend": c.voice.backend, "reason": c.reason}
                 for speaker, c in cast.items()}
     # One unlabeled voice keys the stage as it always did; a cast keys it by every voice.
     voices = (next(iter(cast.values())).key if list(cast) == [None]
               else {"cast": {speaker or UNNAMED: c.key for speaker, c in cast.items()}})
-    key = cache.stage_key("synthesize", segments=_segments_hash(translation), **voices)
+    # Fitting at the source depends on the lines' slots (the source's length) and the cap.
+    fitting = {"fit": {"max_speed": plan.options.max_speed, "total": round(total, 3)}} if faster_voices else {}
+    key = cache.stage_key("synthesize", segments=_segments_hash(translation), **voices, **fitting)
     result = run_stage(ctx, "synthesize", lang, key, build, Speech, backend=backends, model_version=model,
                        licence=licences.of_cast([licences.of_voice(c.voice.backend, getattr(c.voice, "xtts", False))
                                                  for c in cast.values()]))
