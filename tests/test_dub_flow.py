@@ -451,4 +451,5 @@ def test_a_line_too_long_for_its_slot_is_spoken_faster_before_it_is_stretched(pr
     assert first["source_speed"] > 1.0 and "wpm" in first["voice"], first
     assert first["clip"] < own_pace - 0.1  # spoken faster at the source
     assert first["speed"] < min(own_pace / first["slot"], 1.3)  # and stretched less (if at all) than it would be
+    assert first["source_speed"] * first["speed"] <= 1.3 + 1e-3  # --max-speed caps both steps together
     assert [line["source_speed"] for line in others] == [1.0, 1.0]  # lines that fit keep their pace

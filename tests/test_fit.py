@@ -64,6 +64,11 @@ def test_speed_is_capped_and_what_does_not_fit_is_reported():
     fits = plan_fits([Segment(0.0, 1.0, "a"), Segment(1.0 + GAP, 2.0, "b")], [2.0, 0.5], 5.0,
                      max_speed=1.1)
     assert fits[0].speed == pytest.approx(1.1)
+    # a line already spoken 1.2x faster at the source is stretched at most 1.3 / 1.2 more
+    fits = plan_fits([Segment(0.0, 1.0, "a"), Segment(1.0 + GAP, 2.0, "b")], [2.0, 0.5], 5.0,
+                     spoken_faster=[1.2, 1.0])
+    assert fits[0].speed == pytest.approx(1.3 / 1.2) and fits[1].speed == 1.0
+    assert fits[0].overflow == pytest.approx(2.0 / (1.3 / 1.2) - 1.0, abs=1e-3)
 
 
 def test_lines_given_out_of_order_keep_their_index_and_get_time_ordered_slots():

@@ -39,12 +39,14 @@ class Fit:
 
 
 def plan_fits(segments: list[Segment], clip_durations: list[float], total: float,
-              max_speed: float = MAX_SPEED, gap: float = GAP) -> list[Fit]:
+              max_speed: float = MAX_SPEED, gap: float = GAP, spoken_faster: list[float] | None = None) -> list[Fit]:
     """One `Fit` per segment, in the segments' order.
 
     A line first uses the silence after it (up to the next line's start - `gap`), and is
-    sped up only as much as still needed, at most `max_speed`; the rest is `overflow`.
-    `total` is the track's duration in seconds.
+    sped up only as much as still needed, at most `max_speed` in all: a clip already
+    spoken `spoken_faster[i]` times faster at the source is stretched at most
+    `max_speed / spoken_faster[i]`; the rest is `overflow`. `total` is the track's
+    duration in seconds.
     """
     if len(segments) != len(clip_durations):
         raise StageError(f"fitting needs one synthesized clip per line: "
@@ -58,10 +60,11 @@ def plan_fits(segments: list[Segment], clip_durations: list[float], total: float
         end = segments[order[k + 1]].start - gap if k + 1 < len(order) else total
         slot = max(0.0, min(end, total) - start)
         clip = max(0.0, float(clip_durations[i]))
+        cap = max(1.0, max_speed / spoken_faster[i]) if spoken_faster else max_speed
         if clip <= slot + EPS:
             speed = 1.0
         else:
-            speed = min(clip / slot, max_speed) if slot > 0 else max_speed
+            speed = min(clip / slot, cap) if slot > 0 else cap
         overflow = clip / speed - slot
         fits[i] = Fit(i, start, slot, clip, speed, overflow if overflow > EPS else 0.0)
     return fits  # type: ignore[return-value]
