@@ -347,8 +347,14 @@ def measure_placement(lines: list[dict], source: list[Segment], dub_track: Path 
 
 # --- speed, duration, intelligibility ---------------------------------------------------
 
+def speed_up(line: dict) -> float:
+    """How much faster than its voice's own pace a line is heard: spoken faster at the source
+    (`source_speed`), then stretched (`speed`)."""
+    return float(line["speed"]) * float(line.get("source_speed", 1.0))
+
+
 def measure_speed(lines: list[dict]) -> Speed:
-    speeds = [float(line["speed"]) for line in lines]
+    speeds = [speed_up(line) for line in lines]
     overflows = [float(line.get("overflow", 0.0)) for line in lines]
     return Speed(
         min=round(min(speeds), SPEED_DECIMALS) if speeds else None,
@@ -504,7 +510,7 @@ def timeline_png(path: Path, source_segments: list[Segment | dict], lines: list[
     from matplotlib.patches import Patch
 
     source = [_as_segment(s) for s in source_segments]
-    cap = max([max_speed, 1.0 + 1e-3] + [float(line["speed"]) for line in lines])
+    cap = max([max_speed, 1.0 + 1e-3] + [speed_up(line) for line in lines])
     norm, cmap = Normalize(1.0, cap), colormaps[COLORMAP]
 
     # A Figure outside pyplot: no global state, nothing left open between calls.
@@ -513,9 +519,9 @@ def timeline_png(path: Path, source_segments: list[Segment | dict], lines: list[
     ax.broken_barh([(s.start, max(s.duration, 0.0)) for s in source], (1.1, 0.8), facecolors=SOURCE_COLOR)
     for line in lines:
         start, speed = float(line["start"]), max(float(line["speed"]), 1.0)
-        placed = float(line["clip"]) / speed
+        placed = float(line["clip"]) / speed  # the clip is already as fast as it was spoken
         fitting = min(placed, float(line["slot"])) if line.get("overflow", 0) > 0 else placed
-        ax.broken_barh([(start, fitting)], (0.1, 0.8), facecolors=cmap(norm(speed)))
+        ax.broken_barh([(start, fitting)], (0.1, 0.8), facecolors=cmap(norm(max(speed_up(line), 1.0))))
         if placed > fitting:
             ax.broken_barh([(start + fitting, placed - fitting)], (0.1, 0.8), facecolors=OVERFLOW_COLOR,
                            hatch="//", edgecolor="black", linewidth=0.5)

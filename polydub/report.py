@@ -117,8 +117,9 @@ class LanguageReport:
         """A delivered language from its stages; `shared`: licences of the per-video stages'
         models by stage."""
         lines = json.loads(Path(mix.file("lines.json")).read_text())
-        for line, clip in zip(lines, speech.output.clips):  # who says each line, in which voice, how fast
-            line.update(speaker=clip.speaker, voice=clip.voice, source_speed=clip.rate)
+        for line, clip in zip(lines, speech.output.clips):  # who says each line, in which voice
+            line.update(speaker=clip.speaker, voice=clip.voice)
+            line.setdefault("source_speed", clip.rate)  # a mix made before lines said it
         made_by = {**shared, **{r.stage: r.licence for r in (translation, speech, video)
                                 if r is not None and r.status in ("done", "cached")}}
         return cls(
@@ -136,7 +137,7 @@ class LanguageReport:
             true_peak_db=mix.output.true_peak_db,
             loudness_target_lufs=mix.output.target_lufs,
             true_peak_target_db=mix.output.target_true_peak_db,
-            sped_up=sum(line["speed"] > 1.0 for line in lines),
+            sped_up=sum(line["speed"] * line["source_speed"] > 1.0 for line in lines),
             overflowing=sum(line["overflow"] > 0 for line in lines),
             lines=lines,
             stages={r.stage: StageTime(r.status, r.seconds) for r in (translation, speech, mix, video)

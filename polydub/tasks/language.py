@@ -367,13 +367,15 @@ def mix_lang(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAudio],
                 folder / MIXED, target=target, source_level=level,
                 background_wav=Path(background.file(BACKGROUND)) if separated else None)
         report = []
-        for segment, f, line in zip(segments, fits, lines):
+        for segment, f, line, clip in zip(segments, fits, lines, clips):
             report.append({"start": round(f.start, 3), "end": round(segment.end, 3), "text": segment.text,
-                           "clip": round(f.clip, 3), "slot": round(f.slot, 3), "speed": round(f.speed, 3),
-                           "overflow": round(f.overflow, 3), "truncated": line.get("truncated", 0.0)})
+                           "clip": round(f.clip, 3), "slot": round(f.slot, 3), "source_speed": clip.rate,
+                           "speed": round(f.speed, 3), "overflow": round(f.overflow, 3),
+                           "truncated": line.get("truncated", 0.0)})
         (folder / "lines.json").write_text(json.dumps(report, ensure_ascii=False, indent=1))
         measured = mix.measure(folder / MIXED)  # for the QA report
-        return Mixdown(len(report), sum(r["speed"] > 1.0 for r in report), sum(r["overflow"] > 0 for r in report),
+        faster = sum(r["speed"] * r["source_speed"] > 1.0 for r in report)  # at the source, stretched, or both
+        return Mixdown(len(report), faster, sum(r["overflow"] > 0 for r in report),
                        method, why, target.lufs, target.true_peak_db, round(measured.lufs, 2),
                        round(measured.true_peak_db, 2) if measured.true_peak_db > mix.SILENCE else None)
 
