@@ -136,12 +136,10 @@ def record_interrupt(catalog, job_id: int) -> None:
 
 
 def reap(catalog) -> list[str]:
-    """Mark the jobs whose process is gone as interrupted (and their flow runs Crashed), and
-    tell Prefect how recent jobs ended where it missed it (`settle_flow_runs`). Returns notes
-    on what could not be done (a Prefect server out of reach)."""
+    """Mark the jobs whose process is gone as interrupted (and their flow runs Crashed).
+    Returns notes on what could not be done (a Prefect server out of reach)."""
     jobs = catalog.mark_interrupted(config.heartbeat_timeout())
-    notes = crash_flow_runs([(j["flow_run_id"], j["error"]) for j in jobs if j.get("flow_run_id")])
-    return notes + settle_flow_runs(catalog)
+    return crash_flow_runs([(j["flow_run_id"], j["error"]) for j in jobs if j.get("flow_run_id")])
 
 
 def _api_here() -> bool:
@@ -169,8 +167,9 @@ SETTLE_LIMIT = 200
 
 def settle_flow_runs(catalog) -> list[str]:
     """A run whose job ended while the Prefect server was away stays Running there: set the
-    final state the catalog recorded (newest SETTLE_LIMIT jobs of the last week). Notes on
-    what could not be done; nothing when there is no server to tell."""
+    final state the catalog recorded (newest SETTLE_LIMIT jobs of the last week). Called by
+    the reads of the catalog (`dub list`, `dub show`, a worker each minute), not by each job
+    as it starts. Notes on what could not be done; nothing when there is no server to tell."""
     now = utcnow()
     jobs = {j["flow_run_id"]: j for j in catalog.ended_with_runs(now - SETTLE_WINDOW, now - SETTLE_AFTER, SETTLE_LIMIT)}
     if not jobs or not _api_here():

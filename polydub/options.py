@@ -70,7 +70,7 @@ def _plain_optional_fields(schema: dict) -> None:
         rest = [o for o in options if o != {"type": "null"}]
         if len(rest) == 1:
             del prop["anyOf"]
-            prop.update({**rest[0], **{k: v for k, v in prop.items() if k != "type"}})
+            prop.update({k: v for k, v in rest[0].items() if k not in prop})
 
 
 class DubOptions(BaseModel):
@@ -192,16 +192,12 @@ def describe(exc: ValidationError) -> str:
 
 # A flow's own parameters, named as they are in a deployment's form (not under `options`).
 FORM_PARAMETERS = ("input", "langs", "manifest", "only_stale", "via_deployment", "concurrency")
-_FLAG = re.compile(r"(?<![\w-])--([a-z][a-z0-9-]*)")
+_FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 
 
 def in_form_words(message: str) -> str:
     """A message as a deployment's form names things: `--source-lang` becomes
     `options.source_lang`, `--langs` becomes `langs`; other text is left as it is."""
-    def field(m: re.Match) -> str:
-        name = m[1].replace("-", "_")
-        if name in FORM_PARAMETERS:
-            return name
-        return f"options.{name}" if name in DubOptions.model_fields else m[0]
-
-    return _FLAG.sub(field, message)
+    fields = {flag: f"options.{name}" for name, flag in FLAGS.items()}
+    fields.update({"--" + name.replace("_", "-"): name for name in FORM_PARAMETERS})
+    return _FLAG.sub(lambda m: fields.get(m[0], m[0]), message)

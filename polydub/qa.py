@@ -28,6 +28,7 @@ import numpy as np
 import soundfile as sf
 
 from polydub.audio.fit import MAX_SPEED
+from polydub.report import speed_up
 from polydub.segments import Segment
 from polydub.tts.trim import FRAME_SECONDS as TRIM_FRAME_S
 from polydub.tts.trim import KEEP_SECONDS as TRIM_KEEP_S
@@ -346,12 +347,6 @@ def measure_placement(lines: list[dict], source: list[Segment], dub_track: Path 
 
 
 # --- speed, duration, intelligibility ---------------------------------------------------
-
-def speed_up(line: dict) -> float:
-    """How much faster than its voice's own pace a line is heard: spoken faster at the source
-    (`source_speed`), then stretched (`speed`)."""
-    return float(line["speed"]) * float(line.get("source_speed", 1.0))
-
 
 def measure_speed(lines: list[dict]) -> Speed:
     speeds = [speed_up(line) for line in lines]

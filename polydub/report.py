@@ -17,6 +17,12 @@ from typing import Generic, TypeVar
 Out = TypeVar("Out")
 
 
+def speed_up(line: dict) -> float:
+    """How much faster than its voice's own pace a line (a record of the mix's lines.json) is
+    heard: spoken faster at the source (`source_speed`), then stretched (`speed`)."""
+    return float(line["speed"]) * float(line.get("source_speed", 1.0))
+
+
 @dataclass
 class StageResult(Generic[Out]):
     """A stage as this job saw it: its folder in the cache, what it made (`output`, typed
@@ -137,7 +143,7 @@ class LanguageReport:
             true_peak_db=mix.output.true_peak_db,
             loudness_target_lufs=mix.output.target_lufs,
             true_peak_target_db=mix.output.target_true_peak_db,
-            sped_up=sum(line["speed"] * line["source_speed"] > 1.0 for line in lines),
+            sped_up=sum(speed_up(line) > 1.0 for line in lines),
             overflowing=sum(line["overflow"] > 0 for line in lines),
             lines=lines,
             stages={r.stage: StageTime(r.status, r.seconds) for r in (translation, speech, mix, video)

@@ -86,6 +86,7 @@ def serve(pool: str, limit: int) -> int:
 
 async def _serve(pool: str, limit: int, drain_s: float, silent_s: int) -> int:
     from prefect.client.orchestration import get_client
+    from prefect.states import Cancelling, Crashed
     from prefect.workers.process import ProcessWorker
 
     stop, hurry = asyncio.Event(), asyncio.Event()
@@ -140,11 +141,11 @@ async def _serve(pool: str, limit: int, drain_s: float, silent_s: int) -> int:
     say(f"stopping: no new runs; {len(in_flight)} in flight get up to {drain_s:g} s to finish (DUB_WORKER_DRAIN)")
     await _until_none(in_flight, drain_s, hurry)
     if in_flight:
-        names = await _end_runs(in_flight, "Cancelling", "the worker was stopped before the run finished")
+        names = await _end_runs(in_flight, Cancelling, "the worker was stopped before the run finished")
         say(f"cancelled {len(names)} run(s) still in flight: {', '.join(names)}")
         await _until_none(in_flight, CANCEL_WAIT_S, None)
     if in_flight:
-        names = await _end_runs(in_flight, "Crashed", "the worker stopped and the run's process did not end")
+        names = await _end_runs(in_flight, Crashed, "the worker stopped and the run's process did not end")
         say(f"marked Crashed: {', '.join(names)}")
     reaping.cancel()
     running.cancel()
@@ -193,12 +194,11 @@ async def _until_none(in_flight: dict, seconds: float, hurry: asyncio.Event | No
         await asyncio.sleep(0.5)
 
 
-async def _end_runs(in_flight: dict, state: str, message: str) -> list[str]:
-    """Set each run in flight to `state`; their names as the UI shows them now."""
+async def _end_runs(in_flight: dict, make, message: str) -> list[str]:
+    """Set each run in flight to the state `make` builds (Cancelling, Crashed); their names as
+    the UI shows them now."""
     from prefect.client.orchestration import get_client
-    from prefect.states import Cancelling, Crashed
 
-    make = Cancelling if state == "Cancelling" else Crashed
     names = []
     async with get_client() as client:
         for run_id, name in list(in_flight.items()):
@@ -206,7 +206,7 @@ async def _end_runs(in_flight: dict, state: str, message: str) -> list[str]:
                 names.append((await client.read_flow_run(run_id)).name)
                 await client.set_flow_run_state(run_id, make(message=message), force=True)
             except Exception as exc:  # noqa: BLE001 - one run's answer does not stop the others
-                say(f"flow run {name} not marked {state}: {one_line(exc)}")
+                say(f"flow run {name} not marked {make.__name__}: {one_line(exc)}")
     return names
 
 
@@ -225,4 +225,5 @@ async def _reap_every(seconds: float) -> None:
 def _reap() -> list[str]:
     from polydub.storage import shared_catalog
 
-    return crash.reap(shared_catalog(config.database_url()))
+    catalog = shared_catalog(config.database_url())
+    return crash.reap(catalog) + crash.settle_flow_runs(catalog)

@@ -364,10 +364,11 @@ def _catalog(db: str | None):
 
 
 def _reaped(catalog):
-    """The catalog, its jobs whose process is gone marked interrupted first."""
-    from polydub.crash import reap
+    """The catalog, its jobs whose process is gone marked interrupted first, and Prefect told
+    how runs ended that it missed."""
+    from polydub.crash import reap, settle_flow_runs
 
-    for note in reap(catalog):
+    for note in reap(catalog) + settle_flow_runs(catalog):
         print(f"dub: warning: {note}", file=sys.stderr)
     return catalog
 

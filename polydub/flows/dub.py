@@ -214,7 +214,7 @@ def dub_languages(plan: JobPlan, job: OpenJob, report: JobReport, waits_in_form:
     assembled = deliver_languages(plan, job, source, mixed, videos, report, progress,
                                   shared={"transcribe": transcript.licence, "separate": background.licence})
     measure_languages(plan, job, source, transcript, mixed, videos, assembled, report)
-    progress.finish(delivered_summary(plan.langs, report))
+    progress.finish(delivered_summary(report))
     for lang in review_results(plan, job, report, waits_in_form):  # rejected by a person: not shipped
         assembled.pop(lang, None)
     if assembled and not report.awaiting_review:  # the multi-track file waits for every approved language
@@ -325,13 +325,11 @@ def lipsync_stage(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAudi
         return {lang: StageResult("lipsync", lang, "", status="failed", reason=one_line(exc)) for lang in mixed}
 
 
-def delivered_summary(langs: list[str], report: JobReport) -> str:
+def delivered_summary(report: JobReport) -> str:
     """"2 of 3 languages delivered; awaiting review de; failed it": the progress bar's last word."""
-    entries = {lang: report.language(lang) for lang in langs}
-    done = [lang for lang, e in entries.items() if e.done]
-    waiting = [lang for lang, e in entries.items() if e.status == AWAITING_REVIEW]
-    failed = [lang for lang in langs if lang not in done and lang not in waiting]
-    return (f"{len(done)} of {len(langs)} languages delivered"
+    done, waiting = report.delivered, report.awaiting_review
+    failed = [lang for lang in report.languages if lang not in done and lang not in waiting]
+    return (f"{len(done)} of {len(report.languages)} languages delivered"
             + (f"; awaiting review {', '.join(waiting)}" if waiting else "")
             + (f"; failed {', '.join(failed)}" if failed else ""))
 

@@ -13,7 +13,7 @@ from polydub import cache, config, languages, licences
 from polydub.errors import InputError
 from polydub.job import JobPlan
 from polydub.media import SAMPLE_RATE
-from polydub.report import StageResult
+from polydub.report import StageResult, speed_up
 from polydub.review import FROM_MEMORY
 from polydub.segments import label_from, read_subtitles, speakers_of
 from polydub.storage import shared_catalog
@@ -374,8 +374,7 @@ def mix_lang(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAudio],
                            "truncated": line.get("truncated", 0.0)})
         (folder / "lines.json").write_text(json.dumps(report, ensure_ascii=False, indent=1))
         measured = mix.measure(folder / MIXED)  # for the QA report
-        faster = sum(r["speed"] * r["source_speed"] > 1.0 for r in report)  # at the source, stretched, or both
-        return Mixdown(len(report), faster, sum(r["overflow"] > 0 for r in report),
+        return Mixdown(len(report), sum(speed_up(r) > 1.0 for r in report), sum(r["overflow"] > 0 for r in report),
                        method, why, target.lufs, target.true_peak_db, round(measured.lufs, 2),
                        round(measured.true_peak_db, 2) if measured.true_peak_db > mix.SILENCE else None)
 
