@@ -375,7 +375,7 @@ def dub_once(inputs: Path, work: Path, track_file: Path, langs: list[str], steps
         fits = fit.plan_fits(scripts[lang], durations[lang], samples / media.SAMPLE_RATE, max_speed=DEFAULT_MAX_SPEED)
         fit.render_dub_track(clips[lang], fits, samples, work / lang / "dub.wav")
         mixed[lang] = mix.mix(source_wav, work / lang / "dub.wav", transcript, work / lang / "mixed.wav",
-                              loudness=DEFAULT_LOUDNESS)
+                              loudness=DEFAULT_LOUDNESS).path
     lap("mix")
 
     synced = {lang: work / lang / "lipsync.mp4" for lang in langs}

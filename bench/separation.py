@@ -93,7 +93,7 @@ def run_method(name: str, work: Path, sources: dict[str, Path], dub: Path, speec
             background = separate.separate(model, wav, work / f"bg-{which}.wav")
         # the dub at the same gain in both: matched to the source with its voice
         y = mix.mix(wav, dub, speech, work / f"{name}-{which}.wav", target=TARGET, background_wav=background,
-                    source_level=level)
+                    source_level=level).path
         seconds += time.perf_counter() - started
         out[which] = sf.read(y, dtype="float64")[0][:, 0]  # left channel
     return out, seconds

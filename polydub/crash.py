@@ -7,6 +7,8 @@ running stages) 'interrupted' in the catalog and their Prefect flow runs Crashed
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import signal
@@ -169,22 +171,28 @@ def settle_flow_runs(catalog) -> list[str]:
     """A run whose job ended while the Prefect server was away stays Running there: set the
     final state the catalog recorded (newest SETTLE_LIMIT jobs of the last week). Called by
     the reads of the catalog (`dub list`, `dub show`, a worker each minute), not by each job
-    as it starts. Notes on what could not be done; nothing when there is no server to tell."""
+    as it starts. Runs Prefect already showed ended are remembered on this machine
+    (`_settled`), so that a read with nothing new to settle neither imports Prefect's client
+    nor asks its server. Notes on what could not be done; nothing when there is no server."""
     now = utcnow()
-    jobs = {j["flow_run_id"]: j for j in catalog.ended_with_runs(now - SETTLE_WINDOW, now - SETTLE_AFTER, SETTLE_LIMIT)}
+    ended = catalog.ended_with_runs(now - SETTLE_WINDOW, now - SETTLE_AFTER, SETTLE_LIMIT)
+    memory = _settled(catalog)
+    known = memory.read()
+    jobs = {j["flow_run_id"]: j for j in ended if j["flow_run_id"] not in known}
     if not jobs or not _api_here():
         return []
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterState, FlowRunFilterStateType
     from prefect.client.schemas.objects import State, StateType
 
-    notes = []
+    notes, settled = [], set()
     try:
         with get_client(sync_client=True, httpx_settings={"timeout": PREFECT_TIMEOUT_S}) as client:
             open_runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
                 id=FlowRunFilterId(any_=list(jobs)),
                 state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING]))),
                 limit=len(jobs))
+            settled = set(jobs) - {str(run.id) for run in open_runs}  # ended there already
             for run in open_runs:
                 job = jobs[str(run.id)]
                 name, kind = FINAL_STATES.get(job["status"], ("Crashed", "CRASHED"))
@@ -193,11 +201,41 @@ def settle_flow_runs(catalog) -> list[str]:
                               message=f"job {job['id']}: {said} (recorded when the Prefect server answered again)")
                 try:
                     client.set_flow_run_state(run.id, state, force=True)
+                    settled.add(str(run.id))
                 except Exception as exc:  # noqa: BLE001 - one run's answer does not stop the others
                     notes.append(f"flow run {run.id} not given its final state: {_first_line(exc)}")
     except Exception as exc:  # noqa: BLE001 - server unreachable: next time
         notes.append(f"flow runs not given their final states: {_first_line(exc)}")
+    memory.write((known | settled) & {j["flow_run_id"] for j in ended})  # forget what left the window
     return notes
+
+
+class _SettledRuns:
+    """The flow runs of one catalog that Prefect shows ended, as this machine last saw
+    them: a JSON list under DUB_HOME/state. Lost or unreadable, it only costs one more ask."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def read(self) -> set[str]:
+        try:
+            return set(json.loads(self.path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError):
+            return set()
+
+    def write(self, ids: set[str]) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            part = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+            part.write_text(json.dumps(sorted(ids)), encoding="utf-8")
+            os.replace(part, self.path)  # whole or absent, whoever writes last
+        except OSError:
+            pass
+
+
+def _settled(catalog) -> _SettledRuns:
+    digest = hashlib.sha256(repr(catalog).encode()).hexdigest()[:16]  # its URL, password hidden
+    return _SettledRuns(config.home() / "state" / f"settled-runs-{digest}.json")
 
 
 def crash_flow_runs(runs: list[tuple[str, str]]) -> list[str]:

@@ -84,9 +84,11 @@ def ffmpeg(*args: str, timeout: float = FFMPEG_TIMEOUT, what: str = "ffmpeg") ->
                timeout=timeout, what=what)
 
 
-def ffmpeg_log(*args: str, timeout: float = FFMPEG_TIMEOUT, what: str = "ffmpeg") -> str:
-    """Run ffmpeg for what it prints (measurements go to stderr); return stderr."""
-    cmd = ["ffmpeg", "-hide_banner", "-nostdin", "-nostats", "-loglevel", "info", *_files(args, output=False)]
+def ffmpeg_log(*args: str, timeout: float = FFMPEG_TIMEOUT, what: str = "ffmpeg", output: bool = False) -> str:
+    """Run ffmpeg for what it prints (measurements go to stderr); return stderr. `output`:
+    the last argument is a file it writes (measured on the way, not read again)."""
+    cmd = ["ffmpeg", "-hide_banner", "-nostdin", "-nostats", "-loglevel", "info", *(["-y"] if output else []),
+           *_files(args, output=output)]
     return _run(cmd, timeout, what).stderr
 
 

@@ -198,6 +198,22 @@ def test_model_names_prefer_faster_whisper_in_the_models_folder(tiny_en, tmp_pat
     assert model.version.startswith("faster-whisper:tiny.en:")
 
 
+def test_model_names_are_openai_whispers_own_and_finding_none_imports_no_torch(tmp_path):
+    """A QA stage asks for the job's model on every dub; it must not pay torch's import to learn
+    that the model is not here."""
+    import whisper
+
+    from polydub.asr.locate import whisper_checkpoints
+
+    assert whisper_checkpoints() == whisper._MODELS
+    probe = ("import sys\nfrom polydub.asr.locate import locate_model\n"
+             "try:\n    locate_model('base', sys.argv[1])\nexcept Exception as exc:\n    print(type(exc).__name__)\n"
+             "print('torch' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "HOME": str(tmp_path)})
+    assert run.stdout.split() == ["InputError", "False"], run.stderr[-800:]
+
+
 @pytest.mark.parametrize("spec, expected", [
     ("EMPTY_DIR", "not a CTranslate2 Whisper model folder (no model.bin)"),
     ("nosuch-model", "unknown speech recognition model 'nosuch-model'"),

@@ -22,7 +22,7 @@ from polydub.crash import CTRL_C_REASON
 from tests import inprocess
 from tests.conftest import EXAMPLE
 from tests.held import start_held
-from tests.prefect_stack import seed_database
+from tests.prefect_stack import free_port, seed_database
 
 
 def dub(*args: str) -> subprocess.CompletedProcess:
@@ -114,6 +114,50 @@ def test_a_dead_jobs_flow_run_is_set_to_crashed_by_dub_list(prefect_api, tmp_pat
     assert state.type.value == "CRASHED" and state.message == row["error"]
     shown = dub("show", str(job_id), "--db", db)
     assert shown.returncode == 0 and f"job {job_id}: interrupted" in shown.stdout
+
+
+def test_a_run_prefect_missed_is_settled_once_then_remembered(prefect_api, tmp_path, monkeypatch):
+    """`dub list` tells Prefect how a run ended that it missed; a run it has seen ended is
+    not asked about again, so a catalog read with nothing new costs no Prefect client."""
+    from datetime import timedelta
+
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.states import Running
+
+    from polydub import crash
+    from polydub.storage import Catalog
+
+    @flow(name="dub-video-settle-test")
+    def placeholder():
+        pass
+
+    monkeypatch.setenv("DUB_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(crash, "SETTLE_AFTER", timedelta(0))
+    cat = Catalog(f"sqlite:///{tmp_path / 'c.db'}")
+    source = cat.upsert_source("/videos/ad.mp4", "0" * 64, 10.0, 25.0, True)
+
+    def job_with_a_run() -> tuple[int, str]:
+        with get_client(sync_client=True) as client:
+            run = client.create_flow_run(placeholder, state=Running())
+        return cat.create_job(source, ["es"], {}, str(tmp_path / "out"), None, flow_run_id=str(run.id)), str(run.id)
+
+    (first, first_run), (second, _) = job_with_a_run(), job_with_a_run()
+    cat.finish_job(first, "done")
+    assert crash.settle_flow_runs(cat) == []
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(first_run).state
+    assert state.type.value == "COMPLETED" and "recorded when the Prefect server answered again" in state.message
+
+    gone = f"http://127.0.0.1:{free_port()}/api"  # no server there now
+    monkeypatch.setenv("PREFECT_API_URL", gone)
+    with temporary_settings({PREFECT_API_URL: gone}):
+        assert crash.settle_flow_runs(cat) == []  # nothing new: Prefect is not asked
+        cat.finish_job(second, "failed", error="es: failed")
+        [note] = crash.settle_flow_runs(cat)  # something new: asked, and the answer missed is said
+    assert note.startswith("flow runs not given their final states")
+    cat.close()
 
 
 @pytest.mark.slow

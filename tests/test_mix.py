@@ -54,12 +54,16 @@ def test_stereo_mix_keeps_length_background_and_timing_and_drops_the_original_vo
     frames = 8 * SR + 77  # not a whole number of anything
     source = make_source(tmp_path / "source.wav", frames, SR, channels=2)
     make_dub(tmp_path / "dub.wav", frames)
-    out = mix(tmp_path / "source.wav", tmp_path / "dub.wav", SPEECH, tmp_path / "mix.wav", loudness=-23.0)
+    made = mix(tmp_path / "source.wav", tmp_path / "dub.wav", SPEECH, tmp_path / "mix.wav", loudness=-23.0)
+    out = made.path
 
     assert sf.info(out).frames == frames
     assert ffprobe_samples(out) == frames
     assert sf.info(out).channels == 2 and sf.info(out).samplerate == SR
     assert measure_loudness(out) == pytest.approx(-23.0, abs=1.0)
+    heard = measure(out)  # what the mix says of itself is what a meter reads
+    assert made.level.lufs == pytest.approx(heard.lufs, abs=0.1)
+    assert made.level.true_peak_db == pytest.approx(heard.true_peak_db, abs=0.2)
 
     y = sf.read(out, dtype="float64")[0][:, 0]
     # Outside speech the background is the source itself, times the one normalization gain.
@@ -82,7 +86,7 @@ def test_mono_source_gives_mono_mix_as_long_as_the_source_at_the_target_loudness
     make_source(tmp_path / "source.wav", frames, rate, channels=1)
     make_dub(tmp_path / "dub.wav", round(frames * SR / rate))
     out = mix(tmp_path / "source.wav", tmp_path / "dub.wav", SPEECH, tmp_path / "mix.wav",
-              loudness=-16.0)
+              loudness=-16.0).path
     assert sf.info(out).channels == 1 and sf.info(out).samplerate == SR
     assert sf.info(out).frames == round(frames * SR / rate)
     assert measure_loudness(out) == pytest.approx(-16.0, abs=1.0)
@@ -133,12 +137,28 @@ def test_by_default_the_mix_matches_the_source_loudness_and_true_peak(tmp_path):
     assert source.lufs == pytest.approx(-17.8, abs=0.5)
     make_dub(tmp_path / "dub.wav", frames)
 
-    out = mix(tmp_path / "source.wav", tmp_path / "dub.wav", SPEECH, tmp_path / "mix.wav")
+    out = mix(tmp_path / "source.wav", tmp_path / "dub.wav", SPEECH, tmp_path / "mix.wav").path
     dubbed = measure(out)
     assert dubbed.lufs == pytest.approx(source.lufs, abs=1.0)
     assert dubbed.true_peak_db <= min(source.true_peak_db, -1.0) + 0.5  # 16-bit and resampling margin
-    out = mix(tmp_path / "source.wav", tmp_path / "dub.wav", SPEECH, tmp_path / "mix23.wav", loudness=-23.0)
+    out = mix(tmp_path / "source.wav", tmp_path / "dub.wav", SPEECH, tmp_path / "mix23.wav", loudness=-23.0).path
     assert measure_loudness(out) == pytest.approx(-23.0, abs=1.0)
+
+
+def test_a_target_the_peaks_cannot_reach_linearly_is_limited_and_says_what_it_measured(tmp_path):
+    """-9 LUFS under a -2 dBTP ceiling needs more gain than the peaks allow: loudnorm limits
+    dynamically, and the level the mix reports is the one measured on its output."""
+    frames = 6 * SR
+    make_source(tmp_path / "source.wav", frames, SR, channels=2)
+    make_dub(tmp_path / "dub.wav", frames)
+    made = mix(tmp_path / "source.wav", tmp_path / "dub.wav", SPEECH, tmp_path / "mix.wav",
+               target=Loudness(-9.0, -2.0))
+    heard = measure(made.path)
+    assert sf.info(made.path).frames == frames
+    assert heard.true_peak_db <= -2.0 + 0.5
+    assert heard.lufs > -16.0  # raised towards the target, limited on the way
+    assert made.level.lufs == pytest.approx(heard.lufs, abs=0.3)
+    assert made.level.true_peak_db == pytest.approx(heard.true_peak_db, abs=0.5)
 
 
 def test_delivery_target():
@@ -164,8 +184,8 @@ def test_a_separated_background_is_used_as_it_is_under_the_dub(tmp_path):
     make_dub(tmp_path / "dub.wav", frames)
 
     separated = sf.read(mix(tmp_path / "source.wav", tmp_path / "dub.wav", SPEECH, tmp_path / "sep.wav",
-                            background_wav=tmp_path / "bg.wav"))[0][:, 0]
-    band_cut = sf.read(mix(tmp_path / "source.wav", tmp_path / "dub.wav", SPEECH, tmp_path / "cut.wav"))[0][:, 0]
+                            background_wav=tmp_path / "bg.wav").path)[0][:, 0]
+    band_cut = sf.read(mix(tmp_path / "source.wav", tmp_path / "dub.wav", SPEECH, tmp_path / "cut.wav").path)[0][:, 0]
     for y in (separated, band_cut):
         assert amplitude(y, VOICE, 2.2, 3.9) < 0.01 * amplitude(y, BED, 0.3, 1.5)
     # relative to the same mix's untouched bed, so the normalization gain cancels

@@ -8,6 +8,8 @@ openai-whisper's checkpoint; nothing is downloaded here (`dub models pull` does 
 
 from __future__ import annotations
 
+import ast
+import functools
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,18 +94,30 @@ def _find_ct2(name: str, root: Path) -> Path | None:
         return None
 
 
-def _whisper_names() -> list[str]:
-    import whisper  # deferred: importing torch costs seconds
+@functools.cache
+def whisper_checkpoints() -> dict[str, str]:
+    """openai-whisper's model names and their download URLs ({} when it is not installed),
+    read from its source: importing it imports torch, seconds that finding a file (or a QA
+    stage learning there is none) should not cost."""
+    spec = importlib.util.find_spec("whisper")
+    if spec is None or not spec.origin:
+        return {}
+    for node in ast.parse(Path(spec.origin).read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "_MODELS" for t in node.targets):
+            return dict(ast.literal_eval(node.value))
+    import whisper  # its source changed shape: ask the module itself
 
-    return list(whisper._MODELS)
+    return dict(whisper._MODELS)
+
+
+def _whisper_names() -> list[str]:
+    return list(whisper_checkpoints())
 
 
 def _find_checkpoint(name: str, root: Path) -> Path | None:
     """`MODELS/whisper-NAME/NAME.pt`, `MODELS/whisper/NAME.pt`, then ~/.cache/whisper."""
     if name not in _whisper_names():
         return None
-    import whisper
-
     candidates = [root / f"whisper-{name}" / f"{name}.pt", root / "whisper" / f"{name}.pt",
-                  Path.home() / ".cache" / "whisper" / Path(whisper._MODELS[name]).name]
+                  Path.home() / ".cache" / "whisper" / Path(whisper_checkpoints()[name]).name]
     return next((c for c in candidates if c.is_file()), None)

@@ -13,8 +13,9 @@ The mix is exactly as long as the source.
 
 from __future__ import annotations
 
-import importlib.util
+import math
 import re
+import sys
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -43,18 +44,28 @@ DUB_GAIN_LIMIT = 24.0  # dB; the dub is matched to the source's loudness within 
 BLOCK = 1 << 18  # samples processed at a time
 
 
-def loudness_stats(wav: Path, true_peak: bool = False) -> dict[str, float]:
-    """EBU R128 measurements of `wav`: I and thresh (LUFS), LRA (LU), and TP (dBTP) if asked."""
-    scan = "ebur128=framelog=verbose" + (":peak=true" if true_peak else "")
-    log = ffmpeg_log("-i", str(wav), "-map", "0:a:0", "-af", scan, "-f", "null", "-",
-                      what=f"measuring loudness of {Path(wav).name}")
+def loudness_scan(true_peak: bool = False) -> str:
+    """The ebur128 filter that measures what passes through it (audio unchanged); its
+    summary is parsed by `stats_from_log`."""
+    return "ebur128=framelog=verbose" + (":peak=true" if true_peak else "")
+
+
+def stats_from_log(log: str, name: str) -> dict[str, float]:
+    """I and thresh (LUFS), LRA (LU) and, when measured, TP (dBTP) from ebur128's summary."""
     summary = log[log.rfind("Summary:"):]
     number = r"\s+(-?[\d.]+|-inf)"
     found = {key: re.search(pattern + number, summary) for key, pattern in
              (("I", "I:"), ("thresh", "I:.*\n\\s*Threshold:"), ("LRA", "LRA:"), ("TP", "Peak:"))}
     if not found["I"]:
-        raise StageError(f"measuring loudness of {Path(wav).name} printed no result")
+        raise StageError(f"measuring loudness of {name} printed no result")
     return {key: float(m.group(1)) for key, m in found.items() if m}
+
+
+def loudness_stats(wav: Path, true_peak: bool = False) -> dict[str, float]:
+    """EBU R128 measurements of `wav`: I and thresh (LUFS), LRA (LU), and TP (dBTP) if asked."""
+    log = ffmpeg_log("-i", str(wav), "-map", "0:a:0", "-af", loudness_scan(true_peak), "-f", "null", "-",
+                     what=f"measuring loudness of {Path(wav).name}")
+    return stats_from_log(log, Path(wav).name)
 
 
 def measure_loudness(wav: Path) -> float:
@@ -68,6 +79,14 @@ class Loudness:
 
     lufs: float
     true_peak_db: float
+
+
+@dataclass(frozen=True)
+class MixedTrack:
+    """A mix's file and its loudness as delivered."""
+
+    path: Path
+    level: Loudness
 
 
 def measure(wav: Path) -> Loudness:
@@ -104,21 +123,35 @@ def _cut_envelope(speech: list[Segment]) -> tuple[np.ndarray, np.ndarray]:
 def band_filters():
     """scipy.signal's (butter, sosfilt), 0.8 s to import: paid by the band-cut only.
 
-    torch goes first where it is installed: scipy.stats reads torch's module as it imports, and
-    a torch half-imported by another thread (a language loading its model) fails it with
-    "partially initialized module 'torch'". Importing torch here waits for that thread instead.
+    scipy.stats reads torch's module as it imports, and a torch half-imported by another
+    thread (a language loading its model) fails it with "partially initialized module
+    'torch'". When torch is in `sys.modules` (done or in flight) it is imported here first,
+    which waits for that thread; when it is not, nothing of ours imports it meanwhile (a job
+    waits for the preload before any stage that may load torch, `wait_preload`). torch itself
+    is never imported here: it costs seconds that a job dubbing with espeak-ng never needs.
     """
-    if importlib.util.find_spec("torch") is not None:
+    if "torch" in sys.modules:
         import torch  # noqa: F401
     from scipy.signal import butter, sosfilt
     return butter, sosfilt
+
+
+_preloading: list[threading.Thread] = []
 
 
 def preload() -> None:
     """Import the band-cut's filters in a background thread. A job calls this as it opens, so
     that the import overlaps the probing of its source (ffmpeg's time) instead of holding up
     every language's mix at once."""
-    threading.Thread(target=band_filters, name="preload-filters", daemon=True).start()
+    thread = threading.Thread(target=band_filters, name="preload-filters", daemon=True)
+    _preloading.append(thread)
+    thread.start()
+
+
+def wait_preload() -> None:
+    """Wait for `preload`'s import to end (before starting stages that may import torch)."""
+    while _preloading:
+        _preloading.pop().join()
 
 
 def suppress_speech(source_wav: Path, speech: list[Segment], out_wav: Path) -> Path:
@@ -151,14 +184,16 @@ def suppress_speech(source_wav: Path, speech: list[Segment], out_wav: Path) -> P
     return Path(out_wav)
 
 
-def _exact_length(wav: Path, frames: int, out_wav: Path) -> Path:
-    """Copy `wav` to `out_wav` padded with silence or trimmed to exactly `frames` samples."""
+def _exact_length(wav: Path, frames: int, out_wav: Path, gain_db: float = 0.0) -> Path:
+    """Copy `wav` to `out_wav` padded with silence or trimmed to exactly `frames` samples,
+    `gain_db` applied."""
+    scale = np.float32(10 ** (gain_db / 20))
     with sf.SoundFile(wav) as src, sf.SoundFile(out_wav, "w", src.samplerate, src.channels,
                                                 subtype="PCM_16", format="WAV") as dst:
         written = 0
         for block in src.blocks(BLOCK, dtype="float32", always_2d=True):
             block = block[: frames - written]
-            dst.write(np.clip(block, -1.0, 1.0))  # 16-bit: clip rather than wrap
+            dst.write(np.clip(block * scale if gain_db else block, -1.0, 1.0))  # 16-bit: clip, not wrap
             written += len(block)
             if written >= frames:
                 break
@@ -172,7 +207,7 @@ def _exact_length(wav: Path, frames: int, out_wav: Path) -> Path:
 def mix(source_wav: Path, dub_wav: Path, speech: list[Segment], out_wav: Path,
         loudness: float | None = None, sample_rate: int = SAMPLE_RATE,
         background_wav: Path | None = None, target: Loudness | None = None,
-        source_level: Loudness | None = None) -> Path:
+        source_level: Loudness | None = None) -> MixedTrack:
     """Mix `dub_wav` over the background of `source_wav` into a 16-bit WAV at `sample_rate`.
 
     `speech` are the source's own lines (seconds). `background_wav` is the source without
@@ -180,7 +215,10 @@ def mix(source_wav: Path, dub_wav: Path, speech: list[Segment], out_wav: Path,
     output is stereo if the source has two or more channels, else mono, normalized to
     `target` (default: `delivery_target` of the source and `loudness`), and exactly as many
     samples as the source has at `sample_rate`. `source_level`: the source's measurements
-    when already known (measured here otherwise).
+    when already known (measured here otherwise). Returns the file and its loudness.
+
+    Normalized in two passes (ebur128 as the mix is written, then one gain; loudnorm's own
+    first pass misreads short clips); loudnorm limits dynamically only if the peaks demand it.
     """
     source_wav, dub_wav, out_wav = Path(source_wav), Path(dub_wav), Path(out_wav)
     try:
@@ -214,21 +252,29 @@ def mix(source_wav: Path, dub_wav: Path, speech: list[Segment], out_wav: Path,
             f"[bg][key]sidechaincompress={DUCK}[ducked];"
             f"[ducked][dub]amix=inputs=2:duration=first:normalize=0[out]"
         )
-        ffmpeg("-i", str(background), "-i", str(dub_wav), "-filter_complex", graph,
-               "-map", "[out]", "-c:a", "pcm_f32le", str(premix), what="mixing the dub")
-
-        # Two passes: measure (ebur128: loudnorm's own first pass misreads short clips),
-        # then one linear gain; loudnorm limits dynamically only if the peaks demand it.
-        stats = loudness_stats(premix, true_peak=True)
+        # The mix measured as it is written (ebur128 passes the audio through): one pass, not two.
+        log = ffmpeg_log("-i", str(background), "-i", str(dub_wav), "-filter_complex",
+                         f"{graph};[out]{loudness_scan(true_peak=True)}[measured]", "-map", "[measured]",
+                         "-c:a", "pcm_f32le", str(premix), output=True, what="mixing the dub")
+        stats = stats_from_log(log, premix.name)
+        gain = target.lufs - stats["I"]
+        if stats["I"] <= SILENCE:  # silence: nothing to normalize
+            return MixedTrack(_exact_length(premix, frames, out_wav), Loudness(SILENCE, stats.get("TP", -math.inf)))
+        if stats["TP"] + gain <= target.true_peak_db:
+            # One linear gain reaches the target within the peak limit: what loudnorm's linear
+            # mode does, without its 192 kHz round trip; loudness and peaks move by the gain.
+            level = Loudness(stats["I"] + gain, stats["TP"] + gain)
+            return MixedTrack(_exact_length(premix, frames, out_wav, gain_db=gain), level)
+        # The peaks demand a limiter: loudnorm's dynamic mode (at 192 kHz), measured again.
+        lra = min(50.0, max(LOUDNESS_RANGE, stats["LRA"]))  # keep the mix's own range
+        loudnorm = (f"loudnorm=I={target.lufs}:TP={target.true_peak_db}:LRA={lra}:measured_I={stats['I']}"
+                    f":measured_TP={stats['TP']}:measured_LRA={stats['LRA']}"
+                    f":measured_thresh={stats['thresh']}:linear=true")
+        fmt = f"aformat=sample_fmts=flt:channel_layouts={layout}"
         normalized = Path(tmp) / "normalized.wav"
-        loudnorm = ""  # silence: nothing to normalize
-        if stats["I"] > SILENCE:
-            lra = min(50.0, max(LOUDNESS_RANGE, stats["LRA"]))  # keep the mix's own range
-            loudnorm = (f"loudnorm=I={target.lufs}:TP={target.true_peak_db}:LRA={lra}:measured_I={stats['I']}"
-                        f":measured_TP={stats['TP']}:measured_LRA={stats['LRA']}"
-                        f":measured_thresh={stats['thresh']}:linear=true,")
-        # loudnorm works at 192 kHz: resample back and pin the layout.
-        ffmpeg("-i", str(premix), "-af",
-               f"{loudnorm}aresample={sample_rate},aformat=sample_fmts=flt:channel_layouts={layout}",
-               "-c:a", "pcm_f32le", str(normalized), what="normalizing loudness")
-        return _exact_length(normalized, frames, out_wav)
+        log = ffmpeg_log("-i", str(premix), "-af",
+                         f"{loudnorm},aresample={sample_rate},{fmt},{loudness_scan(true_peak=True)}",
+                         "-c:a", "pcm_f32le", str(normalized), output=True, what="normalizing loudness")
+        measured = stats_from_log(log, normalized.name)
+        level = Loudness(max(SILENCE, measured["I"]), measured.get("TP", -math.inf))
+        return MixedTrack(_exact_length(normalized, frames, out_wav), level)

@@ -293,6 +293,7 @@ def source_stages(ctx: JobContext, plan: JobPlan, report: JobReport) -> tuple[
     source = prepare_source(ctx, plan, report.source_hash)
     report.source_loudness_lufs = source.output.loudness_lufs
     report.source_true_peak_db = source.output.true_peak_db
+    mix.wait_preload()  # scipy's import must not overlap torch's (separation, speech recognition)
     separating = separate_source.submit(ctx, plan, source)
     transcript = transcribe_source(ctx, plan, source, report.source_hash)
     try:

@@ -363,9 +363,9 @@ def mix_lang(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAudio],
                              spoken_faster=[c.rate for c in clips])  # the cap holds for both steps together
         lines = fit.render_dub_track([Path(speech.folder) / c.file for c in clips], fits,
                                      source.output.samples, folder / DUB_TRACK)
-        mix.mix(Path(source.file(SOURCE_AUDIO)), folder / DUB_TRACK, load_segments(transcript),
-                folder / MIXED, target=target, source_level=level,
-                background_wav=Path(background.file(BACKGROUND)) if separated else None)
+        measured = mix.mix(Path(source.file(SOURCE_AUDIO)), folder / DUB_TRACK, load_segments(transcript),
+                           folder / MIXED, target=target, source_level=level,
+                           background_wav=Path(background.file(BACKGROUND)) if separated else None).level
         report = []
         for segment, f, line, clip in zip(segments, fits, lines, clips):
             report.append({"start": round(f.start, 3), "end": round(segment.end, 3), "text": segment.text,
@@ -373,7 +373,6 @@ def mix_lang(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAudio],
                            "speed": round(f.speed, 3), "overflow": round(f.overflow, 3),
                            "truncated": line.get("truncated", 0.0)})
         (folder / "lines.json").write_text(json.dumps(report, ensure_ascii=False, indent=1))
-        measured = mix.measure(folder / MIXED)  # for the QA report
         return Mixdown(len(report), sum(speed_up(r) > 1.0 for r in report), sum(r["overflow"] > 0 for r in report),
                        method, why, target.lufs, target.true_peak_db, round(measured.lufs, 2),
                        round(measured.true_peak_db, 2) if measured.true_peak_db > mix.SILENCE else None)
