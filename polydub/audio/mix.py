@@ -25,7 +25,7 @@ import numpy as np
 import soundfile as sf
 
 from polydub.errors import StageError
-from polydub.media import SAMPLE_RATE, ffmpeg, ffmpeg_log
+from polydub.media import SAMPLE_RATE, ffmpeg_log
 from polydub.segments import Segment
 
 LOUDNESS = -23.0  # LUFS, EBU R128 broadcast target: for a silent source, which has no level to match
