@@ -114,6 +114,7 @@ def test_a_dead_jobs_flow_run_is_set_to_crashed_by_dub_list(prefect_api, tmp_pat
     assert shown.returncode == 0 and f"job {job_id}: interrupted" in shown.stdout
 
 
+@pytest.mark.slow  # the session's Prefect server
 def test_a_run_prefect_missed_is_settled_once_then_remembered(prefect_api, tmp_path, monkeypatch):
     """`dub list` tells Prefect how a run ended that it missed; a run it has seen ended is
     not asked about again, so a catalog read with nothing new costs no Prefect client."""

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import math
 import re
-import sys
 import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +23,7 @@ import numpy as np
 import soundfile as sf
 
 from polydub.errors import StageError
-from polydub.media import SAMPLE_RATE, ffmpeg_log
+from polydub.media import SAMPLE_RATE, ffmpeg, ffmpeg_log
 from polydub.segments import Segment
 
 LOUDNESS = -23.0  # LUFS, EBU R128 broadcast target: for a silent source, which has no level to match
@@ -120,68 +118,50 @@ def _cut_envelope(speech: list[Segment]) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(xp), np.asarray(fp)
 
 
-def band_filters():
-    """scipy.signal's (butter, sosfilt), 0.8 s to import: paid by the band-cut only.
-
-    scipy.stats reads torch's module as it imports, and a torch half-imported by another
-    thread (a language loading its model) fails it with "partially initialized module
-    'torch'". When torch is in `sys.modules` (done or in flight) it is imported here first,
-    which waits for that thread; when it is not, nothing of ours imports it meanwhile (a job
-    waits for the preload before any stage that may load torch, `wait_preload`). torch itself
-    is never imported here: it costs seconds that a job dubbing with espeak-ng never needs.
-    """
-    if "torch" in sys.modules:
-        import torch  # noqa: F401
-    from scipy.signal import butter, sosfilt
-    return butter, sosfilt
-
-
-_preloading: list[threading.Thread] = []
-
-
-def preload() -> None:
-    """Import the band-cut's filters in a background thread. A job calls this as it opens, so
-    that the import overlaps the probing of its source (ffmpeg's time) instead of holding up
-    every language's mix at once."""
-    thread = threading.Thread(target=band_filters, name="preload-filters", daemon=True)
-    _preloading.append(thread)
-    thread.start()
-
-
-def wait_preload() -> None:
-    """Wait for `preload`'s import to end (before starting stages that may import torch)."""
-    while _preloading:
-        _preloading.pop().join()
-
-
 def suppress_speech(source_wav: Path, speech: list[Segment], out_wav: Path) -> Path:
     """Write the source with its speech cut inside `speech`: float WAV, same rate and channels.
 
-    Inside a line the speech band is removed (band-stop) and the rest lowered by
+    Inside a line the speech band is removed (`_band_stopped`) and the rest lowered by
     SPEECH_CUT_DB; outside, the samples are untouched. Streams in blocks.
     """
-    butter, sosfilt = band_filters()
-
     try:
-        src = sf.SoundFile(source_wav)
+        info = sf.info(str(source_wav))
     except (sf.LibsndfileError, RuntimeError) as exc:
         raise StageError(f"{source_wav}: cannot read the source audio ({exc})") from None
-    with src, sf.SoundFile(out_wav, "w", src.samplerate, src.channels, subtype="FLOAT",
-                           format="WAV") as dst:
-        rate = src.samplerate
-        band = (SPEECH_BAND[0], min(SPEECH_BAND[1], 0.45 * rate))
-        sos = butter(4, band, btype="bandstop", fs=rate, output="sos")
-        state = np.zeros((sos.shape[0], 2, src.channels))
-        xp, fp = _cut_envelope(speech)
-        level = 10 ** (SPEECH_CUT_DB / 20)
-        pos = 0
-        for block in src.blocks(BLOCK, dtype="float32", always_2d=True):
-            kept, state = sosfilt(sos, block, axis=0, zi=state)  # filter runs across blocks
-            t = np.arange(pos, pos + len(block)) / rate
-            cut = np.interp(t, xp, fp, left=0.0, right=0.0)[:, None] if len(xp) else 0.0
-            dst.write((block * (1 - cut) + cut * level * kept).astype(np.float32))
-            pos += len(block)
+    stopped = Path(out_wav).with_name(f".{Path(out_wav).stem}.band-stopped.wav")
+    try:
+        _band_stopped(Path(source_wav), stopped, info.samplerate)
+        with sf.SoundFile(source_wav) as src, sf.SoundFile(stopped) as kept_src, \
+                sf.SoundFile(out_wav, "w", src.samplerate, src.channels, subtype="FLOAT", format="WAV") as dst:
+            rate = src.samplerate
+            xp, fp = _cut_envelope(speech)
+            level = 10 ** (SPEECH_CUT_DB / 20)
+            pos = 0
+            for block in src.blocks(BLOCK, dtype="float32", always_2d=True):
+                kept = kept_src.read(len(block), dtype="float32", always_2d=True)
+                if len(kept) < len(block):  # the filter's output is as long as its input; be safe
+                    kept = np.pad(kept, ((0, len(block) - len(kept)), (0, 0)))
+                t = np.arange(pos, pos + len(block)) / rate
+                cut = np.interp(t, xp, fp, left=0.0, right=0.0)[:, None] if len(xp) else 0.0
+                dst.write((block * (1 - cut) + cut * level * kept).astype(np.float32))
+                pos += len(block)
+    finally:
+        stopped.unlink(missing_ok=True)
     return Path(out_wav)
+
+
+def _band_stopped(source_wav: Path, out_wav: Path, rate: int) -> Path:
+    """The source without its speech band, float WAV of the same length: its lows below
+    SPEECH_BAND (two 2-pole Butterworth low-passes, 24 dB/octave) plus its highs above it
+    (as many high-passes), filtered by ffmpeg. scipy.signal would do the same at the cost
+    of its import (over a second of CPU per process)."""
+    low, high = SPEECH_BAND[0], min(SPEECH_BAND[1], 0.45 * rate)
+    graph = (f"asplit=2[a][b];[a]lowpass=f={low:g}:p=2,lowpass=f={low:g}:p=2[lo];"
+             f"[b]highpass=f={high:g}:p=2,highpass=f={high:g}:p=2[hi];"
+             f"[lo][hi]amix=inputs=2:duration=first:normalize=0[out]")
+    ffmpeg("-i", str(source_wav), "-filter_complex", graph, "-map", "[out]", "-c:a", "pcm_f32le", str(out_wav),
+           what="band-stopping the source's speech")
+    return out_wav
 
 
 def _exact_length(wav: Path, frames: int, out_wav: Path, gain_db: float = 0.0) -> Path:

@@ -18,7 +18,6 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from polydub import cache, config, crash, media, redact, review
 from polydub.errors import DubError, InputError, one_line
-from polydub.audio import mix
 from polydub.batch import staleness
 from polydub.flows import outcome
 from polydub.flows.logs import one_line_errors
@@ -55,7 +54,6 @@ from polydub.tasks.source import (
     load_segments,
     prepare_source,
     separate_source,
-    separation_model,
     transcribe_source,
 )
 
@@ -106,8 +104,6 @@ def run_job(plan: JobPlan, run: outcome.RunInfo | None = None) -> JobReport:
     """Run a validated job to the end; return its report (whatever happened to each language)."""
     run = run or outcome.RunInfo()
     started = time.perf_counter()
-    if separation_model(plan)[0] is None:  # the mix band-cuts the voice: its filters load meanwhile
-        mix.preload()
     job, report = open_job(plan, run)
     stopped: outcome.Stopped | None = None
     heartbeat = crash.start_heartbeat(job.cat, job.id)
@@ -293,7 +289,6 @@ def source_stages(ctx: JobContext, plan: JobPlan, report: JobReport) -> tuple[
     source = prepare_source(ctx, plan, report.source_hash)
     report.source_loudness_lufs = source.output.loudness_lufs
     report.source_true_peak_db = source.output.true_peak_db
-    mix.wait_preload()  # scipy's import must not overlap torch's (separation, speech recognition)
     separating = separate_source.submit(ctx, plan, source)
     transcript = transcribe_source(ctx, plan, source, report.source_hash)
     try:
