@@ -233,6 +233,12 @@ class _SettledRuns:
             pass
 
 
+def note_settled(catalog, flow_run_id) -> None:
+    """A run whose final state Prefect accepted (the command line saw it): never asked about."""
+    memory = _settled(catalog)
+    memory.write(memory.read() | {str(flow_run_id)})
+
+
 def _settled(catalog) -> _SettledRuns:
     digest = hashlib.sha256(repr(catalog).encode()).hexdigest()[:16]  # its URL, password hidden
     return _SettledRuns(config.home() / "state" / f"settled-runs-{digest}.json")

@@ -89,6 +89,20 @@ def test_every_language_is_delivered_as_long_as_the_source(first_run):
         assert report["languages"][lang]["status"] == "done"
 
 
+def test_a_run_that_ended_in_prefect_is_not_asked_about_again(first_run):
+    """The command line saw Prefect accept the run's final state: `dub list` will not ask."""
+    from polydub import crash
+    from polydub.storage import Catalog
+
+    _, _, _, db = first_run
+    cat = Catalog(db)
+    try:
+        [job] = cat.list_jobs()
+        assert job["flow_run_id"] in crash._settled(cat).read()
+    finally:
+        cat.close()
+
+
 def test_video_stream_is_copied_not_reencoded(first_run):
     _, _, out, _ = first_run
     original = video_md5(EXAMPLE)

@@ -315,9 +315,11 @@ def _run_flows(plans, options, judged, as_json: bool) -> list:
             remove()
         reports.append(report)
         if report.job is not None:  # what the next unchanged run compares itself with
-            judge = judged[plan.input]
-            staleness.record_deliveries(shared_catalog(config.database_url()), judge.key, judge.item, plan.langs,
-                                        judge.recipes, judge.fingerprints, report)
+            judge, cat = judged[plan.input], shared_catalog(config.database_url())
+            staleness.record_deliveries(cat, judge.key, judge.item, plan.langs, judge.recipes, judge.fingerprints,
+                                        report)
+            if not report.not_recorded and state.is_final() and state.state_details.flow_run_id:
+                crash.note_settled(cat, state.state_details.flow_run_id)  # `dub list` need not ask
         if not as_json:
             _print_summary(report)
         elif report.awaiting_review:  # the JSON says what waits; how to go on is for the person
