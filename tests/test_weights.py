@@ -258,3 +258,30 @@ def test_verify_loads_present_models_strictly(tmp_path):
     assert not rows["latentsync-1.5"]["ok"]
     assert "does not match the LatentSync UNet config" in rows["latentsync-1.5"]["message"]
     assert "sd-vae-ft-mse" not in rows  # not present: not verified
+
+
+@pytest.mark.slow  # two processes that import torch
+def test_tiny_models_from_the_command_line_land_where_pull_puts_the_real_ones(tmp_path):
+    """`python tests/tiny_models.py NAME DIR`: anyone can check the wiring offline; what it
+    writes loads through the same code as a pulled model."""
+    import subprocess
+    import sys
+
+    from polydub.weights import verify_all
+    from tests.conftest import REPO
+
+    def tiny(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(REPO / "tests" / "tiny_models.py"), *args], capture_output=True,
+                              text=True, timeout=300, cwd=tmp_path)
+
+    for name in ("whisper-tiny", "htdemucs"):
+        made = tiny(name, str(tmp_path / "models"))
+        assert made.returncode == 0, made.stderr
+        assert made.stdout.startswith(f"{name}: tiny random weights in {tmp_path / 'models' / name}")
+    rows = {r["name"]: r for r in verify_all(tmp_path / "models")}
+    assert rows["whisper-tiny"]["ok"] and rows["htdemucs"]["ok"], rows
+    again = tiny("whisper-tiny", str(tmp_path / "models"))
+    assert again.returncode == 2 and "exists; choose an empty folder" in again.stderr
+    unknown = tiny("gpt-5", str(tmp_path / "x"))
+    assert unknown.returncode == 2 and unknown.stderr.startswith("usage: python tests/tiny_models.py NAME DIR")
+    assert not (tmp_path / "x").exists()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -164,3 +165,53 @@ def build_demucs(folder: Path, sources=DEMUCS_STEMS, name: str = "tiny-htdemucs.
     torch.save({"klass": HTDemucs, "args": args, "kwargs": kwargs, "state": model.state_dict(),
                 "training_args": {}}, path)
     return path
+
+
+# --- from the command line ----------------------------------------------------------------
+# `python tests/tiny_models.py NAME DIR`: the tiny model NAME written into DIR where polydub
+# finds the real one: a registered model (`dub models list`) in DIR/NAME, as `dub models pull`
+# lays it out (so DUB_MODELS_DIR=DIR finds it); the others in the folder their option takes.
+
+def _htdemucs(root: Path) -> Path:
+    from polydub import weights
+
+    (file,) = weights.REGISTRY["htdemucs"].files
+    return build_demucs(root / "htdemucs", name=file.path)
+
+
+def _marian(root: Path, name: str) -> Path:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir=root) as work:  # its tokenizer's training files stay behind
+        return Path(shutil.move(build_tiny_marian(Path(work)), root / name))
+
+
+BUILDERS = {  # name: (build into DIR, how to use it)
+    "whisper-tiny": (lambda root: build_whisper(root / "whisper-tiny" / "tiny.pt"),
+                     "DUB_MODELS_DIR=DIR dub ... --asr-model tiny"),
+    "latentsync-1.5": (build_lipsync_models,
+                       "DUB_MODELS_DIR=DIR dub ... --lipsync on (with sd-vae-ft-mse beside it)"),
+    "htdemucs": (_htdemucs, "DUB_MODELS_DIR=DIR dub ... (the background is separated)"),
+    "coqui-vits": (lambda root: build_vits(root / "coqui-vits"), "dub ... --voice coqui:DIR/coqui-vits"),
+    "opus-mt-en-es": (lambda root: _marian(root, "opus-mt-en-es"), "dub ... --translator local:DIR/opus-mt-en-es"),
+}
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[0] not in BUILDERS:
+        print(f"usage: python tests/tiny_models.py NAME DIR  (NAME: {', '.join(BUILDERS)})", file=sys.stderr)
+        return 2
+    name, root = argv[0], Path(argv[1])
+    build, use = BUILDERS[name]
+    if (root / name).exists():
+        print(f"tiny_models: {root / name} exists; choose an empty folder", file=sys.stderr)
+        return 2
+    root.mkdir(parents=True, exist_ok=True)
+    build(root)
+    print(f"{name}: tiny random weights in {root / name}; use: {use}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # polydub, from this checkout
+    raise SystemExit(main(sys.argv[1:]))
