@@ -199,19 +199,33 @@ def test_model_names_prefer_faster_whisper_in_the_models_folder(tiny_en, tmp_pat
 
 
 def test_model_names_are_openai_whispers_own_and_finding_none_imports_no_torch(tmp_path):
-    """A QA stage asks for the job's model on every dub; it must not pay torch's import to learn
-    that the model is not here."""
+    """A QA stage asks for the job's model on every dub; it must not pay torch's or
+    faster-whisper's import to learn that the model is not here, or where it is."""
     import whisper
 
     from polydub.asr.locate import whisper_checkpoints
 
     assert whisper_checkpoints() == whisper._MODELS
     probe = ("import sys\nfrom polydub.asr.locate import locate_model\n"
-             "try:\n    locate_model('base', sys.argv[1])\nexcept Exception as exc:\n    print(type(exc).__name__)\n"
-             "print('torch' in sys.modules)")
-    run = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "HOME": str(tmp_path)})
-    assert run.stdout.split() == ["InputError", "False"], run.stderr[-800:]
+             "try:\n    print(locate_model(sys.argv[2], sys.argv[1]).path)\n"
+             "except Exception as exc:\n    print(type(exc).__name__)\n"
+             "print([m for m in ('torch', 'whisper', 'faster_whisper') if m in sys.modules])")
+
+    def locate(name: str) -> list[str]:
+        run = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "models"), name], capture_output=True,
+                             text=True, timeout=120, env={**os.environ, "HOME": str(tmp_path),
+                                                          "HF_HUB_CACHE": str(tmp_path / "hub")})
+        assert run.returncode == 0, run.stderr[-800:]
+        return run.stdout.splitlines()
+
+    assert locate("base") == ["InputError", "[]"]
+    # faster-whisper's own download, found in the Hugging Face cache as it leaves it
+    snapshot = tmp_path / "hub" / "models--Systran--faster-whisper-tiny.en" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "model.bin").write_bytes(b"weights")
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("0" * 40)
+    assert locate("tiny.en") == [str(snapshot), "[]"]
 
 
 @pytest.mark.parametrize("spec, expected", [

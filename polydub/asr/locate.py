@@ -81,17 +81,43 @@ def locate_model(spec: str, models_dir: Path | None = None) -> AsrModel:
 
 def _find_ct2(name: str, root: Path) -> Path | None:
     """`MODELS/faster-whisper-NAME/` (where `dub models pull` puts it), then the Hugging
-    Face cache faster-whisper itself downloads to."""
+    Face cache faster-whisper itself downloads to (looked up without importing
+    faster-whisper, whose import costs half a second that a job without the model keeps)."""
     folder = root / f"faster-whisper-{name}"
     if (folder / CT2_WEIGHTS).is_file():
         return folder
+    repos = _source_literal("faster_whisper", "utils.py", "_MODELS")
     try:
-        from faster_whisper.utils import download_model
+        if repos is None:  # its source changed shape: ask faster-whisper itself
+            from faster_whisper.utils import download_model
 
-        cached = Path(download_model(name, local_files_only=True))
-        return cached if (cached / CT2_WEIGHTS).is_file() else None
+            cached = Path(download_model(name, local_files_only=True))
+            return cached if (cached / CT2_WEIGHTS).is_file() else None
+        if name not in repos:
+            return None
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(repos[name], CT2_WEIGHTS)  # the snapshot of its main revision
+        return Path(cached).parent if isinstance(cached, str) and Path(cached).is_file() else None
     except Exception:  # noqa: BLE001 - not in the cache (or no hub client): not here
         return None
+
+
+@functools.cache
+def _source_literal(package: str, file: str, name: str) -> dict | None:
+    """The dict literal assigned to `name` at the top of `package`'s `file`, read from its
+    source without importing the package; None when it is not installed or not found."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.origin:
+        return None
+    try:
+        tree = ast.parse((Path(spec.origin).parent / file).read_text(encoding="utf-8"))
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+                return dict(ast.literal_eval(node.value))
+    except (OSError, SyntaxError, ValueError, TypeError):
+        return None
+    return None
 
 
 @functools.cache
@@ -99,12 +125,11 @@ def whisper_checkpoints() -> dict[str, str]:
     """openai-whisper's model names and their download URLs ({} when it is not installed),
     read from its source: importing it imports torch, seconds that finding a file (or a QA
     stage learning there is none) should not cost."""
-    spec = importlib.util.find_spec("whisper")
-    if spec is None or not spec.origin:
+    if importlib.util.find_spec("whisper") is None:
         return {}
-    for node in ast.parse(Path(spec.origin).read_text(encoding="utf-8")).body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "_MODELS" for t in node.targets):
-            return dict(ast.literal_eval(node.value))
+    found = _source_literal("whisper", "__init__.py", "_MODELS")
+    if found is not None:
+        return found
     import whisper  # its source changed shape: ask the module itself
 
     return dict(whisper._MODELS)
