@@ -205,7 +205,21 @@ def test_model_names_are_openai_whispers_own_and_finding_none_imports_no_torch(t
 
     from polydub.asr.locate import whisper_checkpoints
 
+    import faster_whisper.utils
+
+    from polydub.asr.locate import _source_literal
+
     assert whisper_checkpoints() == whisper._MODELS
+    assert _source_literal("faster_whisper", "utils.py", "_MODELS") == faster_whisper.utils._MODELS
+    # Each language's QA stage asks at once (CI once caught Python 3.11's parser failing so
+    # in one of them: "AST constructor recursion depth mismatch")
+    from concurrent.futures import ThreadPoolExecutor
+
+    whisper_checkpoints.cache_clear()
+    _source_literal.cache_clear()
+    with ThreadPoolExecutor(8) as pool:
+        tables = list(pool.map(lambda _: whisper_checkpoints(), range(32)))
+    assert all(t == whisper._MODELS for t in tables)
     probe = ("import sys\nfrom polydub.asr.locate import locate_model\n"
              "try:\n    print(locate_model(sys.argv[2], sys.argv[1]).path)\n"
              "except Exception as exc:\n    print(type(exc).__name__)\n"

@@ -8,9 +8,9 @@ openai-whisper's checkpoint; nothing is downloaded here (`dub models pull` does 
 
 from __future__ import annotations
 
-import ast
 import functools
 import importlib.util
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,19 +105,20 @@ def _find_ct2(name: str, root: Path) -> Path | None:
 
 @functools.cache
 def _source_literal(package: str, file: str, name: str) -> dict | None:
-    """The dict literal assigned to `name` at the top of `package`'s `file`, read from its
-    source without importing the package; None when it is not installed or not found."""
+    """The `name = {"key": "value", ...}` table at the top of `package`'s `file`, read from
+    its source without importing the package; None when it is not installed or not found.
+    Read with a pattern, not Python's parser: Python 3.11's AST builder is not safe in two
+    threads at once, and each language's QA stage asks at the same moment."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.origin:
         return None
     try:
-        tree = ast.parse((Path(spec.origin).parent / file).read_text(encoding="utf-8"))
-        for node in tree.body:
-            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
-                return dict(ast.literal_eval(node.value))
-    except (OSError, SyntaxError, ValueError, TypeError):
+        source = (Path(spec.origin).parent / file).read_text(encoding="utf-8")
+    except OSError:
         return None
-    return None
+    table = re.search(rf"^{re.escape(name)}\s*=\s*{{(.*?)^}}", source, re.MULTILINE | re.DOTALL)
+    pairs = re.findall(r'^\s*"([^"]+)"\s*:\s*"([^"]+)",?\s*$', table.group(1), re.MULTILINE) if table else []
+    return dict(pairs) or None
 
 
 @functools.cache
