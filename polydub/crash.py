@@ -172,12 +172,11 @@ def settle_flow_runs(catalog) -> list[str]:
     final state the catalog recorded (newest SETTLE_LIMIT jobs of the last week). Called by
     the reads of the catalog (`dub list`, `dub show`, a worker each minute), not by each job
     as it starts. Runs Prefect already showed ended are remembered on this machine
-    (`_settled`), so that a read with nothing new to settle neither imports Prefect's client
+    (`_settled_runs`), so that a read with nothing new to settle neither imports Prefect's client
     nor asks its server. Notes on what could not be done; nothing when there is no server."""
     now = utcnow()
     ended = catalog.ended_with_runs(now - SETTLE_WINDOW, now - SETTLE_AFTER, SETTLE_LIMIT)
-    memory = _settled(catalog)
-    known = memory.read()
+    known = _settled_runs(catalog)
     jobs = {j["flow_run_id"]: j for j in ended if j["flow_run_id"] not in known}
     if not jobs or not _api_here():
         return []
@@ -206,42 +205,35 @@ def settle_flow_runs(catalog) -> list[str]:
                     notes.append(f"flow run {run.id} not given its final state: {_first_line(exc)}")
     except Exception as exc:  # noqa: BLE001 - server unreachable: next time
         notes.append(f"flow runs not given their final states: {_first_line(exc)}")
-    memory.write((known | settled) & {j["flow_run_id"] for j in ended})  # forget what left the window
+    _remember_settled(catalog, (known | settled) & {j["flow_run_id"] for j in ended})  # forget what left the window
     return notes
-
-
-class _SettledRuns:
-    """The flow runs of one catalog that Prefect shows ended, as this machine last saw
-    them: a JSON list under DUB_HOME/state. Lost or unreadable, it only costs one more ask."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def read(self) -> set[str]:
-        try:
-            return set(json.loads(self.path.read_text(encoding="utf-8")))
-        except (OSError, ValueError, TypeError):
-            return set()
-
-    def write(self, ids: set[str]) -> None:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            part = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-            part.write_text(json.dumps(sorted(ids)), encoding="utf-8")
-            os.replace(part, self.path)  # whole or absent, whoever writes last
-        except OSError:
-            pass
 
 
 def note_settled(catalog, flow_run_id) -> None:
     """A run whose final state Prefect accepted (the command line saw it): never asked about."""
-    memory = _settled(catalog)
-    memory.write(memory.read() | {str(flow_run_id)})
+    _remember_settled(catalog, _settled_runs(catalog) | {str(flow_run_id)})
 
 
-def _settled(catalog) -> _SettledRuns:
+def _settled_path(catalog) -> Path:
+    """The flow runs of one catalog that Prefect showed ended, as this machine last saw them."""
     digest = hashlib.sha256(repr(catalog).encode()).hexdigest()[:16]  # its URL, password hidden
-    return _SettledRuns(config.home() / "state" / f"settled-runs-{digest}.json")
+    return config.home() / "state" / f"settled-runs-{digest}.json"
+
+
+def _settled_runs(catalog) -> set[str]:
+    try:
+        return set(json.loads(_settled_path(catalog).read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):  # lost or unreadable: it only costs one more ask
+        return set()
+
+
+def _remember_settled(catalog, ids: set[str]) -> None:
+    from polydub import cache
+
+    try:
+        cache.write_text(_settled_path(catalog), json.dumps(sorted(ids)))  # owner-only, whole or absent
+    except (OSError, DubError):  # a read-only DUB_HOME: asked again next time
+        pass
 
 
 def crash_flow_runs(runs: list[tuple[str, str]]) -> list[str]:

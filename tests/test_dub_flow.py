@@ -98,7 +98,7 @@ def test_a_run_that_ended_in_prefect_is_not_asked_about_again(first_run):
     cat = Catalog(db)
     try:
         [job] = cat.list_jobs()
-        assert job["flow_run_id"] in crash._settled(cat).read()
+        assert job["flow_run_id"] in crash._settled_runs(cat)
     finally:
         cat.close()
 

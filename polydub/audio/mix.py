@@ -237,14 +237,14 @@ def mix(source_wav: Path, dub_wav: Path, speech: list[Segment], out_wav: Path,
                          f"{graph};[out]{loudness_scan(true_peak=True)}[measured]", "-map", "[measured]",
                          "-c:a", "pcm_f32le", str(premix), output=True, what="mixing the dub")
         stats = stats_from_log(log, premix.name)
-        gain = target.lufs - stats["I"]
+        to_target = target.lufs - stats["I"]  # dB
         if stats["I"] <= SILENCE:  # silence: nothing to normalize
             return MixedTrack(_exact_length(premix, frames, out_wav), Loudness(SILENCE, stats.get("TP", -math.inf)))
-        if stats["TP"] + gain <= target.true_peak_db:
+        if stats["TP"] + to_target <= target.true_peak_db:
             # One linear gain reaches the target within the peak limit: what loudnorm's linear
             # mode does, without its 192 kHz round trip; loudness and peaks move by the gain.
-            level = Loudness(stats["I"] + gain, stats["TP"] + gain)
-            return MixedTrack(_exact_length(premix, frames, out_wav, gain_db=gain), level)
+            level = Loudness(stats["I"] + to_target, stats["TP"] + to_target)
+            return MixedTrack(_exact_length(premix, frames, out_wav, gain_db=to_target), level)
         # The peaks demand a limiter: loudnorm's dynamic mode (at 192 kHz), measured again.
         lra = min(50.0, max(LOUDNESS_RANGE, stats["LRA"]))  # keep the mix's own range
         loudnorm = (f"loudnorm=I={target.lufs}:TP={target.true_peak_db}:LRA={lra}:measured_I={stats['I']}"
