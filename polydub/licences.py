@@ -13,6 +13,8 @@ and the `--commercial` guard. What the table says, and where it comes from:
 - LatentSync: code Apache-2.0; the published weights' model card says CreativeML Open
   RAIL++-M: commercial use allowed under its use restrictions.
 - sd-vae-ft-mse: CreativeML Open RAIL-M: commercial use allowed under its use restrictions.
+- Kokoro-82M: code and weights Apache-2.0 (hexgrad/Kokoro-82M model card); its phonemes
+  come from espeak-ng (GPL, the program) through misaki (Apache-2.0).
 - Marian opus-mt: CC-BY-4.0 (attribution). NLLB-200: CC-BY-NC-4.0, non-commercial.
 - Translation services (google, deepl, ...): the provider's terms of service.
 
@@ -41,6 +43,7 @@ class Licence:
 
 
 MIT = Licence("MIT", True)
+APACHE = Licence("Apache-2.0", True)
 CPML = Licence("Coqui Public Model License 1.0.0", False, "non-commercial use only")
 GPL3_PROGRAM = Licence("GPL-3.0-or-later (program)", True, "the speech it produces is not covered by the GPL")
 DEMUCS_WEIGHTS = Licence("Demucs pretrained weights: research use only", False,
@@ -59,12 +62,13 @@ MODELS: dict[str, Licence] = {
     "sd-vae-ft-mse": OPENRAIL,
     "htdemucs": DEMUCS_WEIGHTS,
     "xtts-v2": CPML,
+    "kokoro": APACHE,
 }
 DEMUCS_PUBLISHED = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{8}\.th$")  # Meta's SIGNATURE-SHA256PREFIX.th
 
 # What to use instead of a non-commercial model, named in the refusal.
 ALTERNATIVES = {
-    "voice": "use --voice espeak or a commercially licensed coqui:MODEL",
+    "voice": "use --voice kokoro, --voice espeak or a commercially licensed coqui:MODEL",
     "translator": "use a local:Helsinki-NLP/opus-mt-* model (CC-BY-4.0) or a translation service",
 }
 
@@ -77,6 +81,8 @@ def of_model(name: str) -> Licence:
 def of_voice(backend: str, xtts: bool = False) -> Licence:
     if backend == "espeak":
         return GPL3_PROGRAM
+    if backend == "kokoro":
+        return APACHE
     return CPML if xtts else UNKNOWN
 
 
@@ -114,8 +120,8 @@ def of_stage(stage: str, backend: str | None, model_version: str | None) -> Lice
         return MIT
     if stage == "translate" and backend and backend != "approved translation":
         return of_translator(backend)
-    if backend == "espeak":
-        return GPL3_PROGRAM
+    if backend in ("espeak", "kokoro"):
+        return of_voice(backend)
     if backend == "demucs":
         match = re.match(r"demucs:([^:]+)", model_version or "")
         return of_separator(match.group(1)) if match else UNKNOWN

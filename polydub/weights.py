@@ -21,6 +21,7 @@ from typing import Callable
 
 from polydub import __version__, config
 from polydub.errors import InputError, StageError
+from polydub.tts.kokoro import ALL_VOICES as KOKORO_VOICES
 
 TIMEOUT_S = 30.0           # per connect and per read; a stalled transfer fails, then resumes
 DOWNLOAD_ATTEMPTS = 3      # a dropped connection resumes from the .part file this many times
@@ -103,6 +104,10 @@ REGISTRY: dict[str, ModelSpec] = {
                   (ModelFile(_HTDEMUCS_URL, _HTDEMUCS_URL.rsplit("/", 1)[1],
                              sha256=_HTDEMUCS_URL.rsplit("-", 1)[1].removesuffix(".th")),), stage="separate"),
         *(_faster_whisper(size) for size in _CT2_REPOS),
+        ModelSpec("kokoro", "Kokoro-82M natural voices for en, es, fr, hi, it and pt-br, no cloning "
+                  "(Apache-2.0 licence)",
+                  _hf("hexgrad/Kokoro-82M", "config.json", "kokoro-v1_0.pth",
+                      *(f"voices/{name}.pt" for name in KOKORO_VOICES)), stage="voice", clones=False),
         ModelSpec("xtts-v2", "Coqui XTTS v2 multilingual voice-cloning TTS (CPML licence)",
                   _hf("coqui/XTTS-v2", "config.json", "model.pth", "vocab.json",
                       "speakers_xtts.pth", "dvae.pth", "mel_stats.pth"), stage="voice", clones=True),
@@ -192,6 +197,10 @@ def verify(name: str, models_dir: Path | None = None) -> str:
 
         model = separate.load(root / _spec(name).files[0].path)
         return f"Demucs {type(model).__name__}, stems {', '.join(model.sources)}, {model.samplerate} Hz"
+    if name == "kokoro":
+        from polydub.tts import kokoro
+
+        return kokoro.describe(root)
     if name == "xtts-v2":
         from polydub.tts.coqui import CoquiVoice
 

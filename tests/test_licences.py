@@ -44,7 +44,7 @@ def test_commercial_refuses_xtts_before_any_work(tmp_path):
     line = result.stderr.strip()
     assert "\n" not in line and "Traceback" not in line
     assert "--commercial: voice XTTS-v2 (Coqui Public Model License 1.0.0, non-commercial use only)" in line
-    assert "use --voice espeak or a commercially licensed coqui:MODEL" in line
+    assert "use --voice kokoro, --voice espeak or a commercially licensed coqui:MODEL" in line
     assert not out.exists()  # nothing started
     listing = json.loads(dub("list", "--db", db, "--json").stdout)
     assert listing[0]["status"] == "rejected"

@@ -167,6 +167,61 @@ def build_demucs(folder: Path, sources=DEMUCS_STEMS, name: str = "tiny-htdemucs.
     return path
 
 
+# Kokoro's phoneme vocabulary (hexgrad/Kokoro-82M config.json): the tiny model reads the same
+# symbols as the real one, so the same phonemes reach it.
+KOKORO_VOCAB = {s: i for i, s in [
+    (1, ";"), (2, ":"), (3, ","), (4, "."), (5, "!"), (6, "?"), (9, "\u2014"), (10, "\u2026"), (11, '"'),
+    (12, "("), (13, ")"), (14, "\u201c"), (15, "\u201d"), (16, " "), (17, "\u0303"), (18, "ʣ"), (19, "ʥ"),
+    (20, "ʦ"), (21, "ʨ"), (22, "ᵝ"), (23, "\uab67"), (24, "A"), (25, "I"), (31, "O"), (33, "Q"), (35, "S"),
+    (36, "T"), (39, "W"), (41, "Y"), (42, "ᵊ"), *((43 + i, c) for i, c in enumerate("abcdef")), (50, "h"),
+    *((51 + i, c) for i, c in enumerate("ijklmnopqrstuvwxyz")), (69, "ɑ"), (70, "ɐ"), (71, "ɒ"), (72, "æ"),
+    (75, "β"), (76, "ɔ"), (77, "ɕ"), (78, "ç"), (80, "ɖ"), (81, "ð"), (82, "ʤ"), (83, "ə"), (85, "ɚ"),
+    (86, "ɛ"), (87, "ɜ"), (90, "ɟ"), (92, "ɡ"), (99, "ɥ"), (101, "ɨ"), (102, "ɪ"), (103, "ʝ"), (110, "ɯ"),
+    (111, "ɰ"), (112, "ŋ"), (113, "ɳ"), (114, "ɲ"), (115, "ɴ"), (116, "ø"), (118, "ɸ"), (119, "θ"),
+    (120, "œ"), (123, "ɹ"), (125, "ɾ"), (126, "ɻ"), (128, "ʁ"), (129, "ɽ"), (130, "ʂ"), (131, "ʃ"),
+    (132, "ʈ"), (133, "ʧ"), (135, "ʊ"), (136, "ʋ"), (138, "ʌ"), (139, "ɣ"), (140, "ɤ"), (142, "χ"),
+    (143, "ʎ"), (147, "ʒ"), (148, "ʔ"), (156, "ˈ"), (157, "ˌ"), (158, "ː"), (162, "ʰ"), (164, "ʲ"),
+    (169, "↓"), (171, "→"), (172, "↗"), (173, "↘"), (177, "ᵻ")]}
+
+
+def build_kokoro(folder: Path) -> Path:
+    """A Kokoro model laid out as hexgrad/Kokoro-82M (config.json, kokoro-v1_0.pth, voices/*.pt)
+    with random weights, its parts as small as KModel allows: the decoder's 512 channels and
+    the 128+128 style vector are fixed in kokoro's code, so it has about 58 M parameters, kept
+    in float16 (117 MB). `max_dur` 4 gives each phoneme about 50 ms, the pace of real speech."""
+    import torch
+    from kokoro.istftnet import Decoder
+    from kokoro.modules import CustomAlbert, ProsodyPredictor, TextEncoder
+    from transformers import AlbertConfig
+
+    from polydub.tts import kokoro
+
+    config = {"vocab": KOKORO_VOCAB, "n_token": 178, "hidden_dim": 512, "n_layer": 1, "max_dur": 4,
+              "style_dim": 128, "n_mels": 80, "dim_in": 64, "max_conv_dim": 512, "dropout": 0.0,
+              "text_encoder_kernel_size": 5, "multispeaker": True,
+              "plbert": {"hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64,
+                         "max_position_embeddings": 512, "num_hidden_layers": 1, "embedding_size": 16},
+              "istftnet": {"upsample_kernel_sizes": [20, 12], "upsample_rates": [10, 6], "gen_istft_hop_size": 5,
+                           "gen_istft_n_fft": 20, "resblock_dilation_sizes": [[1, 3, 5]],
+                           "resblock_kernel_sizes": [3], "upsample_initial_channel": 512}}
+    torch.manual_seed(0)
+    parts = {
+        "bert": CustomAlbert(AlbertConfig(vocab_size=config["n_token"], **config["plbert"])),
+        "bert_encoder": torch.nn.Linear(config["plbert"]["hidden_size"], config["hidden_dim"]),
+        "predictor": ProsodyPredictor(style_dim=128, d_hid=512, nlayers=1, max_dur=config["max_dur"], dropout=0.0),
+        "text_encoder": TextEncoder(channels=512, kernel_size=5, depth=1, n_symbols=config["n_token"]),
+        "decoder": Decoder(dim_in=512, style_dim=128, dim_out=80, **config["istftnet"]),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / kokoro.CONFIG).write_text(json.dumps(config, ensure_ascii=False))
+    torch.save({name: {k: v.half() if v.is_floating_point() else v for k, v in part.state_dict().items()}
+                for name, part in parts.items()}, folder / kokoro.WEIGHTS)
+    (folder / kokoro.VOICES).mkdir(exist_ok=True)
+    for name in kokoro.ALL_VOICES:
+        torch.save(torch.randn(510, 1, 256) * 0.1, folder / kokoro.VOICES / f"{name}.pt")
+    return folder
+
+
 # --- from the command line ----------------------------------------------------------------
 # `python tests/tiny_models.py NAME DIR`: the tiny model NAME written into DIR where polydub
 # finds the real one: a registered model (`dub models list`) in DIR/NAME, as `dub models pull`
@@ -192,6 +247,7 @@ BUILDERS = {  # name: (build into DIR, how to use it)
     "latentsync-1.5": (build_lipsync_models,
                        "DUB_MODELS_DIR=DIR dub ... --lipsync on (with sd-vae-ft-mse beside it)"),
     "htdemucs": (_htdemucs, "DUB_MODELS_DIR=DIR dub ... (the background is separated)"),
+    "kokoro": (lambda root: build_kokoro(root / "kokoro"), "DUB_MODELS_DIR=DIR dub ... --voice kokoro"),
     "coqui-vits": (lambda root: build_vits(root / "coqui-vits"), "dub ... --voice coqui:DIR/coqui-vits"),
     "opus-mt-en-es": (lambda root: _marian(root, "opus-mt-en-es"), "dub ... --translator local:DIR/opus-mt-en-es"),
 }

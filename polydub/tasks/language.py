@@ -233,8 +233,9 @@ def cast_voices(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAudio]
                 transcript: StageResult[Transcription], translation: StageResult[Translation],
                 lang: str) -> dict[str | None, Casting]:
     """Speaker (None: unlabeled lines) -> voice, in the order speakers first speak."""
-    from polydub.tts import EspeakVoice, select_voice
+    from polydub.tts import EspeakVoice, KokoroVoice, select_voice
     from polydub.tts.cast import espeak_variant, load_voice_map
+    from polydub.tts.kokoro import voice_for as kokoro_voice_for
 
     source_lines, lines = load_segments(transcript), load_segments(translation)
     named = list(dict.fromkeys(speakers_of(source_lines) + speakers_of(lines)))
@@ -255,6 +256,11 @@ def cast_voices(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAudio]
             if varied != voice.voice:
                 voice = EspeakVoice(varied, voice.rate)
                 reason += f"; speaker {named.index(speaker) + 1} of {len(named)}: variant {varied}"
+        elif isinstance(voice, KokoroVoice) and speaker is not None and len(named) > 1 and ":" not in spec:
+            own = kokoro_voice_for(lang, named.index(speaker))  # a voice each, female and male in turn
+            if own != voice.voice:
+                voice = KokoroVoice(voice.model_dir, lang, own)
+            reason += f"; speaker {named.index(speaker) + 1} of {len(named)}: voice {own}"
         cast[speaker] = Casting(voice, reason, dict(lang=lang, voice=voice.model, trim=1,
                                                     reference=cache.file_hash(reference) if reference else None))
     return cast
@@ -265,7 +271,7 @@ def synthesize_lang(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAu
                     transcript: StageResult[Transcription], translation: StageResult[Translation],
                     lang: str) -> StageResult[Speech]:
     """One WAV per translated line, in its speaker's voice. A voice that can speak faster
-    (espeak-ng) says a line that would overflow its slot faster at the source, up to the
+    (espeak-ng, Kokoro) says a line that would overflow its slot faster at the source, up to the
     speed cap, so that the mix stretches fewer lines (each clip's `rate` says how much)."""
     from polydub.audio import fit
     from polydub.tts.trim import trim_silence

@@ -1,8 +1,9 @@
 """Speech synthesis: one `Voice` per target language, chosen from a `--voice` spec.
 
-    auto                    XTTS-v2 cloning the source speaker when its weights are in the
-                            models directory, espeak-ng otherwise
+    auto                    the best voice present for the language: XTTS-v2 cloning the source
+                            speaker (not under --commercial), else Kokoro, else espeak-ng
     espeak | espeak:VOICE   espeak-ng, the language's voice or a named one (`en-us`, `es+f3`)
+    kokoro | kokoro:VOICE   Kokoro-82M, the language's first voice or a named one (`em_alex`)
     coqui:MODEL_NAME_OR_DIR a local Coqui model: a directory with config.json + model.pth,
                             or a Coqui model name already downloaded (never downloaded here)
 """
@@ -24,17 +25,20 @@ from polydub.tts.coqui import (
     known_model_names,
 )
 from polydub.tts.espeak import EspeakVoice, has_voice, voice_for
+from polydub.tts.kokoro import KOKORO_DIR, KokoroVoice, check_voice_name
+from polydub.tts.kokoro import language as kokoro_language
+from polydub.tts.kokoro import weights_in as kokoro_missing
 from polydub.tts.reference import cut_reference
 
-BACKENDS = ("auto", "espeak", "coqui")
-SPEC_HELP = "use auto, espeak, espeak:VOICE or coqui:MODEL_NAME_OR_DIR"
+BACKENDS = ("auto", "espeak", "kokoro", "coqui")
+SPEC_HELP = "use auto, espeak, espeak:VOICE, kokoro, kokoro:VOICE or coqui:MODEL_NAME_OR_DIR"
 
-__all__ = ["Voice", "EspeakVoice", "CoquiVoice", "select_voice", "parse_voice_spec",
+__all__ = ["Voice", "EspeakVoice", "KokoroVoice", "CoquiVoice", "select_voice", "parse_voice_spec",
            "cut_reference"]
 
 
 class Voice(Protocol):
-    backend: str  # 'espeak' or 'coqui'
+    backend: str  # 'espeak', 'kokoro' or 'coqui'
     model: str  # identity and version, for cache keys and the report
     sample_rate: int  # Hz of the WAVs `synthesize` writes
 
@@ -57,6 +61,8 @@ def parse_voice_spec(spec: str) -> None:
         raise InputError(f"voice 'auto' takes no argument ({SPEC_HELP})")
     if backend == "espeak" and arg and not has_voice(arg):
         raise InputError(f"espeak-ng has no voice '{arg}' (see `espeak-ng --voices`)")
+    if backend == "kokoro" and arg:
+        check_voice_name(arg)
     if backend == "coqui":
         if not arg:
             raise InputError(f"voice 'coqui:' needs a model name or directory ({SPEC_HELP})")
@@ -85,6 +91,10 @@ def select_voice(spec: str, lang: str, models_dir: Path | None = None,
         voice = EspeakVoice(arg or voice_for(lang))
         return voice, f"requested espeak-ng voice {voice.voice}"
 
+    if backend == "kokoro":
+        voice = KokoroVoice(models_dir / KOKORO_DIR, lang, arg or None)
+        return voice, f"requested Kokoro voice {voice.voice}"
+
     if backend == "coqui":
         model_dir = find_model(arg, models_dir)
         voice = CoquiVoice(model_dir, reference if reference and reference.is_file() else None)
@@ -94,7 +104,7 @@ def select_voice(spec: str, lang: str, models_dir: Path | None = None,
         cloning = "; cloning the source speaker" if voice.xtts and voice.reference_wav else ""
         return voice, f"requested Coqui model {model_dir}{cloning}"
 
-    # auto: XTTS-v2 only where it can do its job fully offline, else espeak-ng.
+    # auto: XTTS-v2 only where it can do its job fully offline, else Kokoro, else espeak-ng.
     xtts_dir = models_dir / XTTS_DIR
     if checkpoint_in(xtts_dir) is None:
         why = f"no Coqui weights in {xtts_dir}"
@@ -108,5 +118,13 @@ def select_voice(spec: str, lang: str, models_dir: Path | None = None,
             return voice, f"auto: XTTS-v2 found in {xtts_dir}; cloning the source speaker"
         why = (f"XTTS-v2 in {xtts_dir} does not speak '{lang}'" if voice.xtts
                else f"{xtts_dir} holds a Coqui model that is not XTTS")
+    kokoro_dir = models_dir / KOKORO_DIR
+    if kokoro_language(lang) is None:
+        why += f"; Kokoro does not speak '{lang}'"
+    elif missing := kokoro_missing(kokoro_dir):
+        why += f"; {missing}"
+    else:
+        voice = KokoroVoice(kokoro_dir, lang)
+        return voice, f"auto: {why}; Kokoro voice {voice.voice}"
     espeak = EspeakVoice(voice_for(lang))
     return espeak, f"auto: {why}; espeak-ng voice {espeak.voice}"
