@@ -188,7 +188,8 @@ def build_kokoro(folder: Path) -> Path:
     """A Kokoro model laid out as hexgrad/Kokoro-82M (config.json, kokoro-v1_0.pth, voices/*.pt)
     with random weights, its parts as small as KModel allows: the decoder's 512 channels and
     the 128+128 style vector are fixed in kokoro's code, so it has about 58 M parameters, kept
-    in float16 (117 MB). `max_dur` 4 gives each phoneme about 50 ms, the pace of real speech."""
+    in float16 (117 MB). `max_dur` 6 gives each phoneme about 3 frames of 25 ms, the pace of real
+    speech."""
     import torch
     from kokoro.istftnet import Decoder
     from kokoro.modules import CustomAlbert, ProsodyPredictor, TextEncoder
@@ -196,7 +197,7 @@ def build_kokoro(folder: Path) -> Path:
 
     from polydub.tts import kokoro
 
-    config = {"vocab": KOKORO_VOCAB, "n_token": 178, "hidden_dim": 512, "n_layer": 1, "max_dur": 4,
+    config = {"vocab": KOKORO_VOCAB, "n_token": 178, "hidden_dim": 512, "n_layer": 1, "max_dur": 6,
               "style_dim": 128, "n_mels": 80, "dim_in": 64, "max_conv_dim": 512, "dropout": 0.0,
               "text_encoder_kernel_size": 5, "multispeaker": True,
               "plbert": {"hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64,
