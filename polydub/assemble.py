@@ -37,16 +37,21 @@ def _tag(lang: str | None, mkv: bool) -> str:
     return languages.iso639_2(lang, bibliographic=mkv) if lang else "und"
 
 
-def _notice_args(lang: str | None) -> list[str]:
-    args = ["-metadata", f"comment={AI_NOTICE}", "-metadata", "description=AI-dubbed",
+def _notice_args(lang: str | None, watermarks: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """The file's notice: AI-dubbed, and any watermark a voice put in its speech (declared,
+    never removed)."""
+    comment = AI_NOTICE + "".join(f"; audio watermark: {mark}" for mark in watermarks)
+    args = ["-metadata", f"comment={comment}", "-metadata", "description=AI-dubbed",
             "-metadata", "encoded_by=polydub"]
+    if watermarks:
+        args += ["-metadata", f"audio_watermark={'; '.join(watermarks)}"]
     if lang:
         args += ["-metadata", f"language={_tag(lang, False)}"]
     return args
 
 
 def dubbed_file(video: str | None, audio: str, subtitles: str | None, lang: str, out: Path,
-                video_codec: str | None = None, reencode: bool = False) -> Path:
+                video_codec: str | None = None, reencode: bool = False, watermarks: list[str] = ()) -> Path:
     """One language's deliverable: MP4 (video + dub + subtitles) or M4A for audio-only input."""
     args: list[str] = []
     if video:
@@ -68,13 +73,13 @@ def dubbed_file(video: str | None, audio: str, subtitles: str | None, lang: str,
         codecs += ["-c:s", "mov_text", "-metadata:s:s:0", f"language={_tag(lang, False)}"]
     tags = ["-metadata:s:a:0", f"language={_tag(lang, False)}",
             "-metadata:s:a:0", f"title={languages.name(lang)} (AI dub)"]
-    ffmpeg(*args, *maps, *codecs, *tags, *_notice_args(lang), "-movflags", "+faststart+use_metadata_tags",
+    ffmpeg(*args, *maps, *codecs, *tags, *_notice_args(lang, watermarks), "-movflags", "+faststart+use_metadata_tags",
            str(out), what=f"assembling {out.name}")
     return out
 
 
 def multitrack_file(video: str | None, audio: list[AudioTrack], subtitles: list[SubtitleTrack],
-                    out: Path) -> Path:
+                    out: Path, watermarks: list[str] = ()) -> Path:
     """One Matroska file holding every audio and subtitle track, each language-tagged.
 
     Every stream is copied: the original as it is, each dub as the AAC track of its
@@ -105,6 +110,6 @@ def multitrack_file(video: str | None, audio: list[AudioTrack], subtitles: list[
         n += 1
     codecs = (["-c:v", "copy"] if video else []) + ["-c:a", "copy", "-c:s", "srt"]
     # bitexact: no random segment id or muxing date, so a rebuilt file equals the first one
-    ffmpeg(*inputs, *maps, *codecs, *meta, *_notice_args(None), "-fflags", "+bitexact", str(out),
+    ffmpeg(*inputs, *maps, *codecs, *meta, *_notice_args(None, watermarks), "-fflags", "+bitexact", str(out),
            what=f"assembling {out.name}")
     return out

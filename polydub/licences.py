@@ -13,6 +13,8 @@ and the `--commercial` guard. What the table says, and where it comes from:
 - LatentSync: code Apache-2.0; the published weights' model card says CreativeML Open
   RAIL++-M: commercial use allowed under its use restrictions.
 - sd-vae-ft-mse: CreativeML Open RAIL-M: commercial use allowed under its use restrictions.
+- Chatterbox Multilingual (Resemble AI): code and weights MIT (the chatterbox repository's
+  LICENSE and model card); every clip carries Resemble's Perth watermark, declared, never removed.
 - Kokoro-82M: code and weights Apache-2.0 (hexgrad/Kokoro-82M model card); its phonemes
   come from espeak-ng (GPL, the program) through misaki (Apache-2.0).
 - Marian opus-mt: CC-BY-4.0 (attribution). NLLB-200: CC-BY-NC-4.0, non-commercial.
@@ -63,12 +65,13 @@ MODELS: dict[str, Licence] = {
     "htdemucs": DEMUCS_WEIGHTS,
     "xtts-v2": CPML,
     "kokoro": APACHE,
+    "chatterbox-multilingual": MIT,
 }
 DEMUCS_PUBLISHED = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{8}\.th$")  # Meta's SIGNATURE-SHA256PREFIX.th
 
 # What to use instead of a non-commercial model, named in the refusal.
 ALTERNATIVES = {
-    "voice": "use --voice kokoro, --voice espeak or a commercially licensed coqui:MODEL",
+    "voice": "use --voice chatterbox, --voice kokoro, --voice espeak or a commercially licensed coqui:MODEL",
     "translator": "use a local:Helsinki-NLP/opus-mt-* model (CC-BY-4.0) or a translation service",
 }
 
@@ -83,6 +86,8 @@ def of_voice(backend: str, xtts: bool = False) -> Licence:
         return GPL3_PROGRAM
     if backend == "kokoro":
         return APACHE
+    if backend == "chatterbox":
+        return MIT
     return CPML if xtts else UNKNOWN
 
 
@@ -120,7 +125,7 @@ def of_stage(stage: str, backend: str | None, model_version: str | None) -> Lice
         return MIT
     if stage == "translate" and backend and backend != "approved translation":
         return of_translator(backend)
-    if backend in ("espeak", "kokoro"):
+    if backend in ("espeak", "kokoro", "chatterbox"):
         return of_voice(backend)
     if backend == "demucs":
         match = re.match(r"demucs:([^:]+)", model_version or "")

@@ -35,7 +35,7 @@ BRAND_MAX = 256
 # (a ValueError deep in a stage otherwise). In the form's schema too, so Prefect refuses it.
 NO_NUL = r"^[^\x00]*$"
 
-VoiceChoice = Literal["auto", "espeak", "kokoro"]
+VoiceChoice = Literal["auto", "chatterbox", "espeak", "kokoro"]
 VoiceSpec = Annotated[str, Field(pattern=r"^(espeak:[\w.+-]+|kokoro:[a-z][fm]_[a-z0-9]+|coqui:[^\x00]+)$",
                                  max_length=TEXT_MAX, title="espeak:VOICE, kokoro:VOICE or coqui:MODEL_OR_PATH")]
 TranslatorChoice = Literal[TRANSLATORS]  # type: ignore[valid-type]
@@ -92,9 +92,10 @@ class DubOptions(BaseModel):
         None, description="Folder of approved translations `NAME.<lang>.srt` (wins over sidecars "
         "beside the input).")
     voice: Union[VoiceChoice, VoiceSpec] = Field(
-        "auto", description="auto (clone the speaker with Coqui XTTS when its weights are present and "
-        "the job is not --commercial, else Kokoro where it speaks the language and its weights are present, "
-        "else espeak-ng) | espeak | espeak:VOICE | kokoro | kokoro:VOICE (e.g. em_alex) | coqui:MODEL_OR_PATH.")
+        "auto", description="auto (clone the speaker with Chatterbox when its weights are present, else "
+        "with Coqui XTTS when its weights are present and the job is not --commercial, else Kokoro where it "
+        "speaks the language and its weights are present, else espeak-ng) | chatterbox | espeak | espeak:VOICE "
+        "| kokoro | kokoro:VOICE (e.g. em_alex) | coqui:MODEL_OR_PATH.")
     voices: FilePath | None = Field(
         None, description="Voices per speaker: a JSON or YAML file mapping speaker names (from the "
         "script's `<v Name>` or `Name:` labels) to voices, for every language or per language, e.g. "
@@ -177,8 +178,8 @@ def describe(exc: ValidationError) -> str:
     if isinstance(value, str) and "\0" in value and name not in ("voice", "translator"):
         return f"{flag}: a NUL byte is not allowed"  # the value itself may be long
     if name == "voice":
-        return (f"unknown voice {shown} (auto, espeak, espeak:VOICE, kokoro, kokoro:VOICE such as kokoro:ef_dora, "
-                "or coqui:MODEL_OR_PATH)")
+        return (f"unknown voice {shown} (auto, chatterbox, espeak, espeak:VOICE, kokoro, kokoro:VOICE such as "
+                "kokoro:ef_dora, or coqui:MODEL_OR_PATH)")
     if name == "translator":
         return f"unknown translator {shown} (choose from {', '.join(TRANSLATORS)}, or local:MODEL)"
     if name in ("lipsync", "review"):

@@ -96,6 +96,7 @@ class LanguageReport:
     backends: Backends | None = None  # None: not delivered
     speakers: dict[str, dict] = field(default_factory=dict)  # speaker -> voice, backend, reason
     licences: dict[str, str] = field(default_factory=dict)  # stage -> licence of the model that ran
+    watermarks: list[str] = field(default_factory=list)  # what the voices marked their speech with
     segments: int = 0
     loudness_lufs: float | None = None  # measured on the mix
     true_peak_db: float | None = None
@@ -138,6 +139,7 @@ class LanguageReport:
                 background=mix.output.background, background_reason=mix.output.background_reason),
             speakers=speech.output.speakers,
             licences={stage: licence for stage, licence in made_by.items() if licence},
+            watermarks=list(speech.output.watermarks),
             segments=len(lines),
             loudness_lufs=mix.output.loudness,
             true_peak_db=mix.output.true_peak_db,
@@ -159,7 +161,8 @@ class LanguageReport:
             **({"error": self.error} if self.error else {}),
             "outputs": dict(self.outputs),
             "backends": {f.name: getattr(self.backends, f.name) for f in fields(Backends)},
-            "speakers": self.speakers, "licences": dict(self.licences), "segments": self.segments,
+            "speakers": self.speakers, "licences": dict(self.licences),
+            **({"watermarks": list(self.watermarks)} if self.watermarks else {}), "segments": self.segments,
             "loudness_lufs": self.loudness_lufs, "true_peak_db": self.true_peak_db,
             "loudness_target_lufs": self.loudness_target_lufs, "true_peak_target_db": self.true_peak_target_db,
             "sped_up": self.sped_up, "overflowing": self.overflowing, "lines": self.lines,

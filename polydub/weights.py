@@ -21,6 +21,7 @@ from typing import Callable
 
 from polydub import __version__, config
 from polydub.errors import InputError, StageError
+from polydub.tts.chatterbox_model import FILES as CHATTERBOX_FILES
 from polydub.tts.kokoro import ALL_VOICES as KOKORO_VOICES
 
 TIMEOUT_S = 30.0           # per connect and per read; a stalled transfer fails, then resumes
@@ -104,6 +105,9 @@ REGISTRY: dict[str, ModelSpec] = {
                   (ModelFile(_HTDEMUCS_URL, _HTDEMUCS_URL.rsplit("/", 1)[1],
                              sha256=_HTDEMUCS_URL.rsplit("-", 1)[1].removesuffix(".th")),), stage="separate"),
         *(_faster_whisper(size) for size in _CT2_REPOS),
+        ModelSpec("chatterbox-multilingual", "Chatterbox Multilingual voice cloning in 23 languages "
+                  "(MIT licence; its speech carries Resemble's Perth watermark)",
+                  _hf("ResembleAI/chatterbox", *CHATTERBOX_FILES), stage="voice", clones=True),
         ModelSpec("kokoro", "Kokoro-82M natural voices for en, es, fr, hi, it and pt-br, no cloning "
                   "(Apache-2.0 licence)",
                   _hf("hexgrad/Kokoro-82M", "config.json", "kokoro-v1_0.pth",
@@ -201,6 +205,10 @@ def verify(name: str, models_dir: Path | None = None) -> str:
         from polydub.tts import kokoro
 
         return kokoro.describe(root)
+    if name == "chatterbox-multilingual":
+        from polydub.tts import chatterbox
+
+        return chatterbox.describe(root)
     if name == "xtts-v2":
         from polydub.tts.coqui import CoquiVoice
 

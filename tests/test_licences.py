@@ -44,7 +44,7 @@ def test_commercial_refuses_xtts_before_any_work(tmp_path):
     line = result.stderr.strip()
     assert "\n" not in line and "Traceback" not in line
     assert "--commercial: voice XTTS-v2 (Coqui Public Model License 1.0.0, non-commercial use only)" in line
-    assert "use --voice kokoro, --voice espeak or a commercially licensed coqui:MODEL" in line
+    assert "use --voice chatterbox, --voice kokoro, --voice espeak or a commercially licensed coqui:MODEL" in line
     assert not out.exists()  # nothing started
     listing = json.loads(dub("list", "--db", db, "--json").stdout)
     assert listing[0]["status"] == "rejected"
@@ -79,5 +79,6 @@ def test_auto_voice_passes_over_xtts_for_commercial_use(tmp_path):
     reference.write_bytes(b"")
     voice, reason = select_voice("auto", "es", tmp_path, reference, commercial=True)
     assert voice.backend == "espeak"
-    assert reason.startswith("auto: XTTS-v2 is licensed for non-commercial use only (--commercial)")
+    assert reason.startswith("auto: no Chatterbox weights in ")
+    assert "; XTTS-v2 is licensed for non-commercial use only (--commercial); " in reason
     assert Path(reference).exists()

@@ -57,7 +57,7 @@ def test_the_form_shows_choices_bounds_and_defaults():
     assert "db" not in schema["properties"] and "out" not in schema["properties"]
     fields = schema["definitions"]["DubOptions"]["properties"]
     assert fields["lipsync"]["enum"] == ["auto", "on", "off"] and fields["lipsync"]["default"] == "auto"
-    assert fields["voice"]["anyOf"][0]["enum"] == ["auto", "espeak", "kokoro"]
+    assert fields["voice"]["anyOf"][0]["enum"] == ["auto", "chatterbox", "espeak", "kokoro"]
     assert fields["max_speed"]["minimum"] == 1.0 and fields["max_speed"]["maximum"] == 2.0
     number = fields["loudness"]  # a plain number field; left empty: match the source
     assert number["type"] == "number" and "anyOf" not in number

@@ -92,7 +92,8 @@ def test_auto_without_weights_picks_espeak_and_says_why(tmp_path):
     models.mkdir()
     voice, reason = select_voice("auto", "es", models_dir=models)
     assert voice.backend == "espeak"
-    assert reason.startswith("auto: no Coqui weights in ") and str(models / "xtts-v2") in reason
+    assert reason.startswith("auto: no Chatterbox weights in ") and str(models / "xtts-v2") in reason
+    assert reason.endswith("(dub models pull kokoro); espeak-ng voice es")  # each voice passed over, in order
 
 
 def test_auto_with_non_xtts_weights_and_no_reference_falls_back(tmp_path, vits_dir):

@@ -223,6 +223,76 @@ def build_kokoro(folder: Path) -> Path:
     return folder
 
 
+CHATTERBOX_SIZE = {  # every attention head 64 wide, as in the published model; one head each here
+    "t3": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=1, num_key_value_heads=1, head_dim=64,
+               intermediate_size=128, text_tokens=2454, speech_tokens=8194, max_text_tokens=2048,
+               max_speech_tokens=4096, speaker_embed_size=256, head_bias=True),
+    "ve": dict(ve_hidden_size=32, speaker_embed_size=256, num_mels=40),
+    "tokenizer": dict(n_audio_state=64, n_audio_head=1, n_audio_layer=1),
+    "encoder": dict(output_size=64, attention_heads=1, linear_units=128, num_blocks=1),
+    "decoder": dict(channels=[64], attention_head_dim=64, num_heads=1, n_blocks=1, num_mid_blocks=1),
+    "campplus": dict(init_channels=16, growth_rate=8, bn_size=2, embedding_size=192),
+    "hift": dict(base_channels=32, f0_channels=16),
+}
+
+
+def _chatterbox_tokenizer(path: Path) -> None:
+    """A character-level text tokenizer with the ids T3's code fixes ([STOP] 0, [START] 255)
+    and a tag per language, as the published grapheme tokenizer has."""
+    from chatterbox.models.tokenizers.tokenizer import EOT, SOT, SPACE, UNK
+    from chatterbox.mtl_tts import SUPPORTED_LANGUAGES
+    from tokenizers import AddedToken, Tokenizer
+    from tokenizers.models import BPE
+
+    chars = [chr(i) for i in range(0x21, 0x7F)] + list("¡¿ñçßæøåœ") + [chr(i) for i in range(0x300, 0x370)]
+    vocab = {EOT: 0, UNK: 1, SPACE: 2}
+    for ch in chars[:252]:
+        vocab[ch] = len(vocab)
+    vocab[SOT] = 255
+    specials = [EOT, UNK, SPACE, SOT] + [f"[{code}]" for code in SUPPORTED_LANGUAGES]
+    for token in chars[252:] + specials[4:]:
+        vocab[token] = len(vocab)  # 256 on: ids 0-255 are taken
+    tokenizer = Tokenizer(BPE(vocab=vocab, merges=[], unk_token=UNK))
+    tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
+    tokenizer.save(str(path))
+
+
+def build_chatterbox(folder: Path) -> Path:
+    """Chatterbox Multilingual laid out as ResembleAI/chatterbox (ve.pt, t3_mtl23ls_v2.safetensors,
+    s3gen.pt, the grapheme tokenizer, conds.pt), built by polydub's loader at a tiny size (about
+    4 M parameters; the published one has about 800 M). Its speech head's bias keeps T3 to the
+    speech tokens S3Gen can voice and makes it stop after a few dozen, as a trained one does."""
+    import numpy as np
+    import soundfile as sf
+    import torch
+    from safetensors.torch import save_file
+
+    from polydub.tts import chatterbox_model as cm
+
+    torch.manual_seed(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    t3 = cm.build_t3(CHATTERBOX_SIZE["t3"])
+    with torch.no_grad():
+        bias = torch.full_like(t3.speech_head.bias, -1e4)
+        bias[:t3.hp.start_speech_token] = 0.0  # the 6561 speech codes
+        bias[t3.hp.stop_speech_token] = 6.0
+        t3.speech_head.bias.copy_(bias)
+    save_file({k: v.contiguous() for k, v in t3.state_dict().items()}, str(folder / cm.T3_WEIGHTS))
+    torch.save(cm.build_voice_encoder(CHATTERBOX_SIZE["ve"]).state_dict(), folder / cm.VE)
+    torch.save(cm.build_s3gen(CHATTERBOX_SIZE).state_dict(), folder / cm.S3GEN)
+    _chatterbox_tokenizer(folder / cm.TOKENIZER)
+    # the built-in voice: conditioning on a voiced tone
+    t = np.arange(4 * 24000) / 24000
+    phase = 2 * np.pi * np.cumsum(140 + 20 * np.sin(2 * np.pi * 3 * t)) / 24000
+    tone = sum(np.sin(k * phase) / k for k in range(1, 8))
+    sf.write(folder / "reference.wav", (0.3 * tone / np.abs(tone).max()).astype(np.float32), 24000)
+    tts = cm.load(folder)
+    tts.prepare_conditionals(str(folder / "reference.wav"))
+    tts.conds.save(folder / cm.CONDS)
+    (folder / "reference.wav").unlink()
+    return folder
+
+
 # --- from the command line ----------------------------------------------------------------
 # `python tests/tiny_models.py NAME DIR`: the tiny model NAME written into DIR where polydub
 # finds the real one: a registered model (`dub models list`) in DIR/NAME, as `dub models pull`
@@ -248,6 +318,8 @@ BUILDERS = {  # name: (build into DIR, how to use it)
     "latentsync-1.5": (build_lipsync_models,
                        "DUB_MODELS_DIR=DIR dub ... --lipsync on (with sd-vae-ft-mse beside it)"),
     "htdemucs": (_htdemucs, "DUB_MODELS_DIR=DIR dub ... (the background is separated)"),
+    "chatterbox-multilingual": (lambda root: build_chatterbox(root / "chatterbox-multilingual"),
+                                "DUB_MODELS_DIR=DIR dub ... --voice chatterbox"),
     "kokoro": (lambda root: build_kokoro(root / "kokoro"), "DUB_MODELS_DIR=DIR dub ... --voice kokoro"),
     "coqui-vits": (lambda root: build_vits(root / "coqui-vits"), "dub ... --voice coqui:DIR/coqui-vits"),
     "opus-mt-en-es": (lambda root: _marian(root, "opus-mt-en-es"), "dub ... --translator local:DIR/opus-mt-en-es"),

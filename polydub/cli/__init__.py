@@ -503,7 +503,7 @@ def models_verify() -> None:
     for row in rows:
         mark = "ok" if row["ok"] else "FAILED"
         failed |= not row["ok"]
-        out.print(f"{row['name']:16} {mark:7} {row['message']}")
+        out.print(f"{row['name']:16} {mark:7} {row['message']}", soft_wrap=True, markup=False)  # one line a model
     if failed:
         raise typer.Exit(1)
 

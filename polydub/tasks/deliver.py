@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from prefect import task
@@ -24,6 +24,7 @@ class Assembly:
 
     files: list[str]
     lipsynced: bool
+    watermarks: list[str] = field(default_factory=list)  # declared in the file's metadata
 
 
 @dataclass
@@ -65,8 +66,9 @@ def assemble_lang(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAudi
             picture = video.file(video.output.file) if lipsynced else plan.input
         subtitles = str(folder / SRT) if segments else None  # no lines (music only): no track
         assemble.dubbed_file(picture, mixed.file(MIXED), subtitles, lang, folder / dubbed,
-                             video_codec="h264" if lipsynced else source.output.video_codec)
-        return Assembly([dubbed, SRT, VTT], bool(lipsynced))
+                             video_codec="h264" if lipsynced else source.output.video_codec,
+                             watermarks=mixed.output.watermarks)
+        return Assembly([dubbed, SRT, VTT], bool(lipsynced), list(mixed.output.watermarks))
 
     key = cache.stage_key("assemble", source=_key(source), translation=_key(translation),
                           mix=_key(mixed), video=_key(video) if lipsynced else None, lang=lang, version=3)
@@ -101,7 +103,8 @@ def assemble_multitrack(ctx: JobContext, plan: JobPlan, source: StageResult[Sour
             audio.append(assemble.AudioTrack(dubbed, lang, f"{languages.name(lang)} (AI dub)"))
             if Path(srt).read_text(encoding="utf-8").strip():  # an empty SRT is no track
                 subs.append(assemble.SubtitleTrack(srt, lang, languages.name(lang)))
-        assemble.multitrack_file(plan.input if plan.has_video else None, audio, subs, folder / filename)
+        marks = sorted({mark for result in delivered.values() for mark in result.output.watermarks})
+        assemble.multitrack_file(plan.input if plan.has_video else None, audio, subs, folder / filename, marks)
         return Multitrack(filename, len(audio))
 
     key = cache.stage_key("multitrack", source=_key(source), transcript=_key(transcript),

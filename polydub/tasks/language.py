@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from prefect import task
@@ -70,6 +70,7 @@ class Speech:
     reused: int = 0
     damaged_clips: int = 0
     note: str = ""
+    watermarks: list[str] = field(default_factory=list)  # what the voices mark their speech with (Perth)
 
     def __post_init__(self):
         self.clips = [c if isinstance(c, Clip) else Clip(**c) for c in self.clips]  # from the cache's JSON
@@ -88,6 +89,7 @@ class Mixdown:
     target_true_peak_db: float
     loudness: float  # LUFS, measured on the mix
     true_peak_db: float | None  # None: silent
+    watermarks: list[str] = field(default_factory=list)  # the speech's, carried into the mix
 
 
 def _segments_hash(result: StageResult[Transcription] | StageResult[Translation]) -> str:
@@ -212,9 +214,14 @@ def _may_clone(voice: str, commercial: bool = False) -> bool:
     """Whether the voice could clone the speaker (and so needs a reference clip)."""
     from polydub.tts.coqui import XTTS_DIR, checkpoint_in
 
-    if voice.startswith("coqui"):
+    from polydub.tts.chatterbox import CHATTERBOX_DIR, weights_in
+
+    if voice.startswith("coqui") or voice == "chatterbox":
         return True
-    return voice == "auto" and not commercial and checkpoint_in(config.models_dir() / XTTS_DIR) is not None
+    if voice != "auto":
+        return False
+    return (weights_in(config.models_dir() / CHATTERBOX_DIR) is None
+            or (not commercial and checkpoint_in(config.models_dir() / XTTS_DIR) is not None))
 
 
 UNNAMED = "(unnamed)"  # the report's name for lines no script or diarizer labeled
@@ -339,7 +346,8 @@ def synthesize_lang(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAu
                        licence=licences.of_cast([licences.of_voice(c.voice.backend, getattr(c.voice, "xtts", False))
                                                  for c in cast.values()]))
     # Why this job chose its voices, even when another job's identical clips are reused.
-    result.output = replace(result.output, reason=reason, speakers=speakers)
+    marks = sorted({c.voice.watermark for c in cast.values() if getattr(c.voice, "watermark", None)})
+    result.output = replace(result.output, reason=reason, speakers=speakers, watermarks=marks)
     return result
 
 
@@ -381,7 +389,8 @@ def mix_lang(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAudio],
         (folder / "lines.json").write_text(json.dumps(report, ensure_ascii=False, indent=1))
         return Mixdown(len(report), sum(speed_up(r) > 1.0 for r in report), sum(r["overflow"] > 0 for r in report),
                        method, why, target.lufs, target.true_peak_db, round(measured.lufs, 2),
-                       round(measured.true_peak_db, 2) if measured.true_peak_db > mix.SILENCE else None)
+                       round(measured.true_peak_db, 2) if measured.true_peak_db > mix.SILENCE else None,
+                       list(speech.output.watermarks))
 
     key = cache.stage_key("mix", source=Path(source.folder).name, transcript=_segments_hash(transcript),
                           translation=_segments_hash(translation), speech=Path(speech.folder).name,

@@ -1,7 +1,9 @@
 """Speech synthesis: one `Voice` per target language, chosen from a `--voice` spec.
 
-    auto                    the best voice present for the language: XTTS-v2 cloning the source
-                            speaker (not under --commercial), else Kokoro, else espeak-ng
+    auto                    the best voice present for the language: Chatterbox cloning the source
+                            speaker, else XTTS-v2 cloning them (not under --commercial), else Kokoro,
+                            else espeak-ng
+    chatterbox              Chatterbox Multilingual cloning each speaker (MIT, Perth-watermarked)
     espeak | espeak:VOICE   espeak-ng, the language's voice or a named one (`en-us`, `es+f3`)
     kokoro | kokoro:VOICE   Kokoro-82M, the language's first voice or a named one (`em_alex`)
     coqui:MODEL_NAME_OR_DIR a local Coqui model: a directory with config.json + model.pth,
@@ -24,21 +26,25 @@ from polydub.tts.coqui import (
     find_model,
     known_model_names,
 )
+from polydub.tts.chatterbox import CHATTERBOX_DIR, ChatterboxVoice
+from polydub.tts.chatterbox import LANGUAGES as CHATTERBOX_LANGUAGES
+from polydub.tts.chatterbox import language as chatterbox_language
+from polydub.tts.chatterbox import weights_in as chatterbox_missing
 from polydub.tts.espeak import EspeakVoice, has_voice, voice_for
 from polydub.tts.kokoro import KOKORO_DIR, KokoroVoice, check_voice_name
 from polydub.tts.kokoro import language as kokoro_language
 from polydub.tts.kokoro import weights_in as kokoro_missing
 from polydub.tts.reference import cut_reference
 
-BACKENDS = ("auto", "espeak", "kokoro", "coqui")
-SPEC_HELP = "use auto, espeak, espeak:VOICE, kokoro, kokoro:VOICE or coqui:MODEL_NAME_OR_DIR"
+BACKENDS = ("auto", "chatterbox", "espeak", "kokoro", "coqui")
+SPEC_HELP = "use auto, chatterbox, espeak, espeak:VOICE, kokoro, kokoro:VOICE or coqui:MODEL_NAME_OR_DIR"
 
-__all__ = ["Voice", "EspeakVoice", "KokoroVoice", "CoquiVoice", "select_voice", "parse_voice_spec",
+__all__ = ["Voice", "ChatterboxVoice", "EspeakVoice", "KokoroVoice", "CoquiVoice", "select_voice", "parse_voice_spec",
            "cut_reference"]
 
 
 class Voice(Protocol):
-    backend: str  # 'espeak', 'kokoro' or 'coqui'
+    backend: str  # 'chatterbox', 'espeak', 'kokoro' or 'coqui'
     model: str  # identity and version, for cache keys and the report
     sample_rate: int  # Hz of the WAVs `synthesize` writes
 
@@ -57,8 +63,8 @@ def parse_voice_spec(spec: str) -> None:
     backend, arg = _split(spec)
     if backend not in BACKENDS:
         raise InputError(f"unknown voice '{spec}' ({SPEC_HELP})")
-    if backend == "auto" and arg:
-        raise InputError(f"voice 'auto' takes no argument ({SPEC_HELP})")
+    if backend in ("auto", "chatterbox") and arg:
+        raise InputError(f"voice '{backend}' takes no argument ({SPEC_HELP})")
     if backend == "espeak" and arg and not has_voice(arg):
         raise InputError(f"espeak-ng has no voice '{arg}' (see `espeak-ng --voices`)")
     if backend == "kokoro" and arg:
@@ -91,6 +97,13 @@ def select_voice(spec: str, lang: str, models_dir: Path | None = None,
         voice = EspeakVoice(arg or voice_for(lang))
         return voice, f"requested espeak-ng voice {voice.voice}"
 
+    if backend == "chatterbox":
+        voice = ChatterboxVoice(models_dir / CHATTERBOX_DIR, reference if reference and reference.is_file() else None)
+        if not voice.speaks(lang):
+            raise InputError(f"Chatterbox does not speak '{lang}' here (it speaks {', '.join(CHATTERBOX_LANGUAGES)})")
+        how = "; cloning the source speaker" if voice.reference_wav else ""
+        return voice, f"requested Chatterbox{how}"
+
     if backend == "kokoro":
         voice = KokoroVoice(models_dir / KOKORO_DIR, lang, arg or None)
         return voice, f"requested Kokoro voice {voice.voice}"
@@ -104,27 +117,39 @@ def select_voice(spec: str, lang: str, models_dir: Path | None = None,
         cloning = "; cloning the source speaker" if voice.xtts and voice.reference_wav else ""
         return voice, f"requested Coqui model {model_dir}{cloning}"
 
-    # auto: XTTS-v2 only where it can do its job fully offline, else Kokoro, else espeak-ng.
+    # auto: the first voice that can do its job here, fully offline; each one passed over says why.
+    whys: list[str] = []
+    clip = reference if reference is not None and reference.is_file() else None
+    chatterbox_dir = models_dir / CHATTERBOX_DIR
+    if missing := chatterbox_missing(chatterbox_dir):
+        whys.append(missing)
+    elif chatterbox_language(lang) is None:
+        whys.append(f"Chatterbox does not speak '{lang}'")
+    else:
+        how = "cloning the source speaker" if clip else "its built-in voice (no reference clip of the speaker)"
+        return ChatterboxVoice(chatterbox_dir, clip), f"auto: Chatterbox found in {chatterbox_dir}; {how}"
+
     xtts_dir = models_dir / XTTS_DIR
     if checkpoint_in(xtts_dir) is None:
-        why = f"no Coqui weights in {xtts_dir}"
+        whys.append(f"no Coqui weights in {xtts_dir}")
     elif commercial:
-        why = "XTTS-v2 is licensed for non-commercial use only (--commercial)"
-    elif reference is None or not reference.is_file():
-        why = f"XTTS-v2 found in {xtts_dir} but no reference clip of the source speaker"
+        whys.append("XTTS-v2 is licensed for non-commercial use only (--commercial)")
+    elif clip is None:
+        whys.append(f"XTTS-v2 found in {xtts_dir} but no reference clip of the source speaker")
     else:
-        voice = CoquiVoice(xtts_dir, reference)
+        voice = CoquiVoice(xtts_dir, clip)
         if voice.xtts and voice.speaks(lang):
-            return voice, f"auto: XTTS-v2 found in {xtts_dir}; cloning the source speaker"
-        why = (f"XTTS-v2 in {xtts_dir} does not speak '{lang}'" if voice.xtts
-               else f"{xtts_dir} holds a Coqui model that is not XTTS")
+            return voice, f"auto: {'; '.join(whys + [f'XTTS-v2 found in {xtts_dir}'])}; cloning the source speaker"
+        whys.append(f"XTTS-v2 in {xtts_dir} does not speak '{lang}'" if voice.xtts
+                    else f"{xtts_dir} holds a Coqui model that is not XTTS")
+
     kokoro_dir = models_dir / KOKORO_DIR
     if kokoro_language(lang) is None:
-        why += f"; Kokoro does not speak '{lang}'"
+        whys.append(f"Kokoro does not speak '{lang}'")
     elif missing := kokoro_missing(kokoro_dir):
-        why += f"; {missing}"
+        whys.append(missing)
     else:
         voice = KokoroVoice(kokoro_dir, lang)
-        return voice, f"auto: {why}; Kokoro voice {voice.voice}"
+        return voice, f"auto: {'; '.join(whys)}; Kokoro voice {voice.voice}"
     espeak = EspeakVoice(voice_for(lang))
-    return espeak, f"auto: {why}; espeak-ng voice {espeak.voice}"
+    return espeak, f"auto: {'; '.join(whys)}; espeak-ng voice {espeak.voice}"
