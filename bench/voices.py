@@ -16,12 +16,16 @@ memory is the backend's:
 | stretched after | lines still stretched once the voice said the long ones faster (`faster`) |
 | overflow after | lines that still do not fit under the 1.3 cap |
 
-Rows: `espeak` (always); `kokoro` with `--kokoro DIR` (a models folder holding `kokoro/`, e.g.
-after `dub models pull kokoro`), else a tiny random-weight Kokoro built here: its speed is the
-code path's with the real decoder's size (58 M of the real 82 M parameters), its timing
-columns the tiny model's (about 50 ms a phoneme). Kokoro does not speak German.
+Rows: `espeak` (always); `kokoro` and `chatterbox` from `--models DIR` (a models folder, e.g.
+after `dub models pull kokoro chatterbox-multilingual`), else tiny random-weight ones built
+here. The tiny Kokoro has the real decoder's size (58 M of the real 82 M parameters), so its
+speed is close to the real one's; its timing columns are the tiny model's (about 75 ms a
+phoneme). The tiny Chatterbox (4 M of about 800 M parameters) shows the code path's cost
+(conditioning, sampling loop, flow matching, vocoder, watermark), not the real model's speed;
+it clones an espeak-ng English reference. Kokoro does not speak German; Chatterbox cannot set
+its pace, so its lines are only time-stretched.
 
-    python bench/voices.py [--kokoro MODELS_DIR]
+    python bench/voices.py [--models MODELS_DIR]
 """
 
 from __future__ import annotations
@@ -96,7 +100,8 @@ def one(backend: str, lang: str, models: str | None) -> dict:
         work = Path(tmp)
         segments = slots(work)
         total = segments[-1].end + 1.0
-        voice, _ = select_voice(backend, lang, Path(models) if models else None)
+        reference = work / f"en{len(LINES['en']) - 1}.wav"  # the speaker to clone: the English voice
+        voice, _ = select_voice(backend, lang, Path(models) if models else None, reference)
 
         def say(v, i: int, tag: str) -> float:
             out = v.synthesize(LINES[lang][i], lang, work / f"{tag}{i}.wav")
@@ -112,7 +117,7 @@ def one(backend: str, lang: str, models: str | None) -> dict:
         before = fit.plan_fits(segments, durations, total)
         rates = [1.0] * len(durations)
         for f in before:
-            if f.speed > 1.0 + fit.EPS:
+            if f.speed > 1.0 + fit.EPS and hasattr(voice, "faster"):
                 faster = say(voice.faster(f.speed), f.index, "faster")
                 if faster < durations[f.index]:
                     durations[f.index], rates[f.index] = faster, f.speed
@@ -127,37 +132,38 @@ def one(backend: str, lang: str, models: str | None) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kokoro", help="models folder holding kokoro/ (default: a tiny random one)")
+    parser.add_argument("--models", help="models folder holding kokoro/ and chatterbox-multilingual/ "
+                        "(default: tiny random ones)")
     parser.add_argument("--one", nargs=2, metavar=("BACKEND", "LANG"), help=argparse.SUPPRESS)
-    parser.add_argument("--models", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(one(*args.one, args.models)))
         return
     with tempfile.TemporaryDirectory() as tmp:
-        kokoro = args.kokoro
-        if not kokoro:  # built in a process of its own: this one stays small and idle
-            subprocess.run([sys.executable, str(ROOT / "tests" / "tiny_models.py"), "kokoro", tmp],
-                           check=True, capture_output=True, timeout=600)
-            kokoro = tmp
+        models = args.models
+        if not models:  # built in processes of their own: this one stays small and idle
+            for name in ("kokoro", "chatterbox-multilingual"):
+                subprocess.run([sys.executable, str(ROOT / "tests" / "tiny_models.py"), name, tmp],
+                               check=True, capture_output=True, timeout=600)
+            models = tmp
         rows = []
-        for backend in ("espeak", "kokoro"):
+        for backend in ("espeak", "kokoro", "chatterbox"):
             for lang in ("es", "de"):
                 if backend == "kokoro" and lang == "de":
                     rows.append((backend, lang, None))
                     continue
-                proc = subprocess.run([sys.executable, __file__, "--one", backend, lang, "--models", kokoro],
+                proc = subprocess.run([sys.executable, __file__, "--one", backend, lang, "--models", models],
                                       capture_output=True, text=True, timeout=1800)
                 if proc.returncode != 0:
                     raise SystemExit(f"{backend} {lang}: {proc.stderr.strip().splitlines()[-1]}")
                 rows.append((backend, lang, json.loads(proc.stdout.strip().splitlines()[-1])))
     base = {lang: r["rtf"] for b, lang, r in rows if b == "espeak" and r}
-    label = "kokoro" if args.kokoro else "kokoro (tiny)"
+    tiny = "" if args.models else " (tiny)"
     print("| voice | lang | load s | speech s / s | x espeak | peak MB | stretched before | stretched after "
           "| overflow after |")
     print("|---|---|---|---|---|---|---|---|---|")
     for backend, lang, r in rows:
-        name = label if backend == "kokoro" else backend
+        name = backend if backend == "espeak" else backend + tiny
         if r is None:
             print(f"| {name} | {lang} | not spoken | | | | | | |")
             continue

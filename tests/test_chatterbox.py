@@ -190,3 +190,20 @@ def test_a_commercial_dub_with_only_chatterbox_present_clones_each_speaker(model
     subprocess.run(["ffmpeg", "-v", "error", "-i", str(delivered), "-ss", "0.5", "-t", "2.3", "-ac", "1",
                     "-ar", "24000", str(speech)], check=True, timeout=60)
     assert perth.PerthImplicitWatermarker().get_watermark(sf.read(speech)[0], sample_rate=24_000) > 0.5
+
+
+def test_pulling_chatterbox_makes_auto_deliveries_stale(models, tmp_path, monkeypatch):
+    """A catalog's recipe names the voice auto would pick: Chatterbox once it is pulled
+    (Chatterbox before XTTS-v2, also where XTTS-v2 is present and the job is not commercial)."""
+    from polydub.batch import staleness
+
+    both = shutil.copytree(models, tmp_path / "models")
+    (both / "xtts-v2").mkdir()
+    (both / "xtts-v2" / "config.json").write_text(json.dumps({"model": "xtts"}))
+    (both / "xtts-v2" / "model.pth").write_bytes(b"never loaded")
+    for where, lang, expected in ((both, "es", "chatterbox-tts "), (both, "ja", "xtts-v2 "),
+                                  (tmp_path, "es", "espeak-ng ")):
+        monkeypatch.setenv("DUB_MODELS_DIR", str(where))
+        staleness._voice_identity.cache_clear()
+        assert staleness._voice_identity("auto", lang, False).startswith(expected), (where, lang)
+    staleness._voice_identity.cache_clear()

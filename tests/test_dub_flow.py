@@ -139,7 +139,9 @@ def test_report_places_every_line_at_its_source_start(first_run, workdir):
     for lang in LANGS:
         entry = report["languages"][lang]
         assert entry["backends"]["voice"] == "espeak"
-        assert entry["backends"]["voice_reason"].startswith("auto: no Chatterbox weights")
+        why = entry["backends"]["voice_reason"]  # each better voice that is missing, named
+        assert why.startswith("auto: no Chatterbox weights")
+        assert ("; Kokoro does not speak 'de'; " if lang == "de" else "; no Kokoro weights in ") in why
         assert entry["backends"]["translate"] == "approved translation"
         assert entry["backends"]["lipsync"] == "skipped" and entry["backends"]["lipsync_reason"]
         assert abs(entry["loudness_lufs"] - report["source_loudness_lufs"]) <= 1.0  # matches the source, measured

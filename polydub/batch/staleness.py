@@ -72,10 +72,13 @@ def script_files(item, folders: Folders) -> tuple[list[str], dict[str, str]]:
 
 @lru_cache(maxsize=256)
 def _voice_identity(spec: str, lang: str, commercial: bool) -> str:
-    from polydub.tts import select_voice
+    from polydub.tts import chatterbox, select_voice
     from polydub.tts.coqui import XTTS_DIR, checkpoint_in
 
-    if spec == "auto" and not commercial:
+    # auto picks Chatterbox before XTTS-v2 where it speaks the language (select_voice says which)
+    chatterbox_speaks = (chatterbox.weights_in(config.models_dir() / chatterbox.CHATTERBOX_DIR) is None
+                         and chatterbox.language(lang) is not None)
+    if spec == "auto" and not commercial and not chatterbox_speaks:
         checkpoint = checkpoint_in(config.models_dir() / XTTS_DIR)
         if checkpoint is not None:  # cloning needs the job's reference clip; the model is this one
             return f"xtts-v2 {_file_identity(checkpoint)}"
