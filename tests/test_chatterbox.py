@@ -16,17 +16,15 @@ from polydub.tts import ChatterboxVoice, KokoroVoice, select_voice
 from tests import inprocess
 from tests.conftest import EXAMPLE
 from tests.probe import ffprobe
-from tests.tiny_models import build_chatterbox, build_kokoro
+from tests.tiny_models import shared
 
 pytestmark = pytest.mark.slow  # torch and chatterbox imported, models built and run
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory) -> Path:
+def models() -> Path:
     """A models folder holding only the tiny Chatterbox (read-only for the tests)."""
-    root = tmp_path_factory.mktemp("chatterbox-models")
-    build_chatterbox(root / "chatterbox-multilingual")
-    return root
+    return shared("chatterbox-multilingual")
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +101,7 @@ def test_auto_prefers_chatterbox_then_kokoro_then_espeak(models, speakers, tmp_p
     him, _ = speakers
     both = tmp_path / "both"
     shutil.copytree(models, both)
-    build_kokoro(both / "kokoro")
+    (both / "kokoro").symlink_to(shared("kokoro") / "kokoro")
     voice, reason = select_voice("auto", "es", both, him, commercial=True)
     assert isinstance(voice, ChatterboxVoice) and voice.reference_wav == him
     assert reason == f"auto: Chatterbox found in {both / 'chatterbox-multilingual'}; cloning the source speaker"

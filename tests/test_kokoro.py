@@ -15,15 +15,13 @@ from polydub.weights import verify_all
 from tests import inprocess
 from tests.conftest import EXAMPLE
 from tests.probe import ffprobe
-from tests.tiny_models import build_kokoro
+from tests.tiny_models import shared
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory) -> Path:
+def models() -> Path:
     """A models folder holding only the tiny Kokoro (read-only for the tests)."""
-    root = tmp_path_factory.mktemp("kokoro-models")
-    build_kokoro(root / "kokoro")
-    return root
+    return shared("kokoro")
 
 
 def test_auto_prefers_kokoro_to_espeak_and_says_what_was_missing(models, tmp_path):

@@ -4,6 +4,7 @@ so the real loading code runs on them (nothing is downloaded)."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import sys
@@ -291,6 +292,27 @@ def build_chatterbox(folder: Path) -> Path:
     tts.conds.save(folder / cm.CONDS)
     (folder / "reference.wav").unlink()
     return folder
+
+
+def shared(name: str) -> Path:
+    """A models folder holding the tiny model `name` (a key of BUILDERS), built once per
+    machine for this file's builders and the installed packages, and shared by every test
+    process (read-only: a test that damages a model works on a copy)."""
+    import fcntl
+    import hashlib
+    import tempfile
+    from importlib import metadata
+
+    versions = [metadata.version(p) for p in ("torch", "kokoro", "chatterbox-tts", "transformers")]
+    digest = hashlib.sha256((Path(__file__).read_text() + repr(versions)).encode()).hexdigest()[:12]
+    root = Path(tempfile.gettempdir()) / f"polydub-tests-{name}-{digest}"
+    with open(f"{root}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the first test process builds, the others wait
+        if not root.exists():
+            work = Path(tempfile.mkdtemp(prefix=f"polydub-tests-{name}-", dir=root.parent))
+            BUILDERS[name][0](work)
+            os.replace(work, root)  # whole or absent
+    return root
 
 
 # --- from the command line ----------------------------------------------------------------
