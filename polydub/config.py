@@ -64,15 +64,15 @@ def commercial() -> bool:
     return os.environ.get("DUB_COMMERCIAL", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def prefect_api_url() -> tuple[str | None, str]:
-    """The Prefect API this process is told to use, and where that was said: the
-    `PREFECT_API_URL` environment variable, else the active Prefect profile (as
-    `prefect config set PREFECT_API_URL=...` writes it). (None, "") when neither says.
+def prefect_setting(name: str) -> tuple[str | None, str]:
+    """A Prefect setting this process is given, and where: the environment variable `name`,
+    else the active Prefect profile (as `prefect config set NAME=...` writes it). (None, "")
+    when neither says.
 
     Read without importing Prefect, which freezes its settings at import."""
-    url = os.environ.get("PREFECT_API_URL")
-    if url:
-        return url, "the PREFECT_API_URL environment variable"
+    value = os.environ.get(name)
+    if value:
+        return value, f"the {name} environment variable"
     import tomllib
 
     prefect_home = Path(os.environ.get("PREFECT_HOME", Path.home() / ".prefect")).expanduser()
@@ -81,9 +81,14 @@ def prefect_api_url() -> tuple[str | None, str]:
         profiles = tomllib.loads(profiles_path.read_text())
     except (OSError, ValueError):
         return None, ""
-    name = os.environ.get("PREFECT_PROFILE") or profiles.get("active") or "ephemeral"
-    url = profiles.get("profiles", {}).get(name, {}).get("PREFECT_API_URL")
-    return (str(url), f"Prefect profile {name!r} ({profiles_path})") if url else (None, "")
+    profile = os.environ.get("PREFECT_PROFILE") or profiles.get("active") or "ephemeral"
+    value = profiles.get("profiles", {}).get(profile, {}).get(name)
+    return (str(value), f"Prefect profile {profile!r} ({profiles_path})") if value else (None, "")
+
+
+def prefect_api_url() -> tuple[str | None, str]:
+    """The Prefect API this process is told to use, and where that was said."""
+    return prefect_setting("PREFECT_API_URL")
 
 
 MAX_DOWNLOAD_MB = 2048.0  # a feature film in high quality; an ad is a few tens of MB

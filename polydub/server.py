@@ -53,6 +53,33 @@ def healthy(url: str) -> bool:
         return False
 
 
+def check_access(url: str) -> None:
+    """A server protected by Prefect's API authentication (`PREFECT_SERVER_API_AUTH_STRING`)
+    answers its health check to anyone and refuses everything else to a client without its
+    auth string: ask it something real, and say so in one line before any work."""
+    import base64
+    import urllib.error
+
+    auth, where = config.prefect_setting("PREFECT_API_AUTH_STRING")
+    headers = {"Content-Type": "application/json"}
+    if auth:
+        headers["Authorization"] = "Basic " + base64.b64encode(auth.encode("utf-8")).decode("ascii")
+    request = urllib.request.Request(f"{url}/flows/filter", data=b'{"limit": 1}', headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=HEALTH_TIMEOUT * 5):
+            return
+    except urllib.error.HTTPError as exc:
+        if exc.code not in (401, 403):
+            return  # answered: access is not what failed
+    except (OSError, ValueError):
+        return  # it answered its health check a moment ago; Prefect's own client says what fails next
+    if auth:
+        raise DubError(f"the Prefect API at {url} refuses the auth string in {where.removeprefix('the ')} "
+                       "(it must equal the server's PREFECT_SERVER_API_AUTH_STRING)")
+    raise DubError(f"the Prefect API at {url} requires API authentication: set PREFECT_API_AUTH_STRING "
+                   "(environment or Prefect profile) to the server's PREFECT_SERVER_API_AUTH_STRING")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -134,6 +161,7 @@ def ensure_api() -> str:
         if not healthy(url.rstrip("/")):
             raise DubError(f"the Prefect API at {url} (set by {where}) does not answer; "
                            f"start that server, or change the setting")
+        check_access(url.rstrip("/"))
         return "external"
     if config.prefect_server_mode() == "ephemeral":
         return "ephemeral"

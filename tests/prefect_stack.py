@@ -80,15 +80,18 @@ def _stop(proc: subprocess.Popen) -> None:
 
 @contextlib.contextmanager
 def prefect_stack(root: Path, worker_env: dict[str, str] | None = None, workers: int = 1,
-                  limit: int | None = None) -> Iterator[dict]:
-    """Yield {'api', 'env', 'root', 'worker', 'workers'}; everything is stopped afterwards.
-    `limit`: flow runs at once per worker (`dub worker --limit`; default: no limit, 0)."""
+                  limit: int | None = None, auth: str | None = None) -> Iterator[dict]:
+    """Yield {'api', 'auth', 'env', 'root', 'worker', 'workers'}; everything is stopped afterwards.
+    `limit`: flow runs at once per worker (`dub worker --limit`; default: no limit, 0).
+    `auth`: the server requires Prefect's API authentication with this string
+    (PREFECT_SERVER_API_AUTH_STRING), which the clients' profile gives (PREFECT_API_AUTH_STRING)."""
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     base = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "DUB_DATABASE_URL")}
     seed_database(root / "server-home")
     server_env = {**base, "PREFECT_HOME": str(root / "server-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                  "PREFECT_UI_API_URL": api}  # the UI in a browser talks to this server
+                  "PREFECT_UI_API_URL": api,  # the UI in a browser talks to this server
+                  **({"PREFECT_SERVER_API_AUTH_STRING": auth} if auth else {})}
     server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
                                "--port", str(port)], env=server_env, stdout=subprocess.DEVNULL,
                               stderr=open(root / "server.log", "wb"), start_new_session=True)
@@ -102,7 +105,8 @@ def prefect_stack(root: Path, worker_env: dict[str, str] | None = None, workers:
         # Prefect's own way of pointing at a server: a profile, no PREFECT_API_URL in the environment.
         home = root / "client-home"
         home.mkdir(exist_ok=True)
-        (home / "profiles.toml").write_text(f'active = "team"\n[profiles.team]\nPREFECT_API_URL = "{api}"\n')
+        auth_line = f'PREFECT_API_AUTH_STRING = "{auth}"\n' if auth else ""
+        (home / "profiles.toml").write_text(f'active = "team"\n[profiles.team]\nPREFECT_API_URL = "{api}"\n{auth_line}')
         env = {**base, "PREFECT_HOME": str(home), "DUB_HOME": str(root / "dub-home"),
                "DUB_OUTPUTS_DIR": str(root / "outputs"), "DUB_CACHE_DIR": str(root / "cache"),
                "DUB_DATABASE_URL": f"sqlite:///{root / 'catalog.db'}",
@@ -124,7 +128,7 @@ def prefect_stack(root: Path, worker_env: dict[str, str] | None = None, workers:
                  "--limit", str(limit or 0)], env=env, cwd=root,
                 stdout=open(root / f"worker{i or ''}.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True))
         procs += started
-        yield {"api": api, "env": env, "root": root, "worker": started[0], "workers": started}
+        yield {"api": api, "auth": auth, "env": env, "root": root, "worker": started[0], "workers": started}
     finally:
         for proc in reversed(procs):
             _stop(proc)

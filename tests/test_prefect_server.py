@@ -25,6 +25,7 @@ from tests.prefect_stack import free_port, prefect_stack
 
 pytestmark = pytest.mark.slow
 RUN_TIMEOUT_S = 420
+AUTH = "fleet:correct-horse-battery"  # the server's PREFECT_SERVER_API_AUTH_STRING
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
@@ -34,7 +35,9 @@ def setup(tmp_path_factory):
                   "DUB_TRANSLATE_RETRIES": "0"}
     # Prefect's shortest heartbeat; a silent run Crashed soon after; a stopping worker drains briefly
     fleet = {"DUB_RUN_HEARTBEAT": "30", "DUB_RUN_SILENT": "45", "DUB_WORKER_DRAIN": "12"}
-    with prefect_stack(tmp_path_factory.mktemp("prefect-ui"), {**translator, **fleet}) as stack:
+    # A shared server is protected by Prefect's API authentication: every client here (the
+    # worker, its flow runs, `prefect deploy`, `dub`) has the auth string from its profile.
+    with prefect_stack(tmp_path_factory.mktemp("prefect-ui"), {**translator, **fleet}, auth=AUTH) as stack:
         yield stack
 
 
@@ -42,7 +45,7 @@ def setup(tmp_path_factory):
 def client(setup):
     from prefect.client.orchestration import SyncPrefectClient
 
-    with SyncPrefectClient(setup["api"]) as c:
+    with SyncPrefectClient(setup["api"], auth_string=setup["auth"]) as c:
         yield c
 
 
@@ -597,3 +600,31 @@ def test_a_stopping_worker_lets_its_runs_finish_then_cancels_what_is_left(setup,
     assert "Traceback" not in text
     assert text.startswith("dub worker: pool polydub-cpu, no limit on runs at once\n")  # --limit 0
     assert "dub worker: cancelled 1 run(s) still in flight: long_ad → es\n" in text and text.rstrip().endswith("dub worker: stopped")
+
+
+def test_a_client_without_the_servers_auth_string_is_refused_in_one_line(setup, tmp_path):
+    """The server answers its health check to anyone and refuses everything else to a client
+    without its auth string: `dub`, `dub worker` and the catalog runner ask it something real
+    first and say so in one line before any work, never showing the string."""
+    from tests import inprocess
+
+    video = ad_copy(tmp_path / "videos")
+    (tmp_path / "spots.csv").write_text(f"id,input,langs,voice\nspot-1,{video},es,espeak\n")
+    commands = {"dub": (str(video), "--langs", "es", "--out", str(tmp_path / "out")),
+                "dub worker": ("worker", "--pool", "polydub-cpu"),
+                "dub catalog": ("catalog", str(tmp_path / "spots.csv"), "--via-deployment", "dub-video")}
+    for given, expected in ((None, "requires API authentication: set PREFECT_API_AUTH_STRING"),
+                            ("fleet:wrong-guess", "refuses the auth string in Prefect profile 'team'")):
+        home = tmp_path / f"home-{given is not None}"
+        home.mkdir()
+        profile = f'active = "team"\n[profiles.team]\nPREFECT_API_URL = "{setup["api"]}"\n'
+        (home / "profiles.toml").write_text(profile + (f'PREFECT_API_AUTH_STRING = "{given}"\n' if given else ""))
+        env = {"PREFECT_HOME": str(home), "PREFECT_API_URL": None, "PREFECT_API_AUTH_STRING": None,
+               "DUB_HOME": str(tmp_path / "dub-home"), "DUB_DATABASE_URL": f"sqlite:///{tmp_path / 'c.db'}"}
+        for name, args in commands.items():
+            result = inprocess.dub(*args, env=env, cwd=tmp_path)
+            line = result.stderr.strip()
+            assert result.returncode == 1 and "\n" not in line, (name, result.stderr)
+            assert expected in line and setup["api"] in line, (name, line)
+            assert AUTH not in line and "wrong-guess" not in line, line
+    assert not (tmp_path / "out").exists()
