@@ -42,6 +42,38 @@ def scratch_dir(prefix: str) -> str:
     return tempfile.mkdtemp(prefix=prefix, dir=_ROOT)
 
 
+def dub_two_speaker_ad(folder: Path, models: Path, first_line_es: str) -> tuple[Path, dict, dict]:
+    """`dub ad.mp4 --langs es --commercial` (voice auto) in `folder`, with only the weights in
+    `models`, of an ad where Ana and Ben speak (see `two_speaker_ad`): the video, the Spanish
+    part of the report and the catalog's row for its synthesize stage."""
+    import json
+
+    from tests import inprocess
+
+    video, db = two_speaker_ad(folder, first_line_es), f"sqlite:///{folder / 'c.db'}"
+    result = inprocess.dub(video, "--langs", "es", "--commercial", "--out", folder / "out", "--db", db, "--json",
+                           env={"DUB_MODELS_DIR": str(models)})
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    shown = json.loads(inprocess.dub("show", str(report["job"]), "--db", db, "--json").stdout)
+    return video, report["languages"]["es"], next(s for s in shown["stages"] if s["stage"] == "synthesize")
+
+
+def two_speaker_ad(folder: Path, first_line_es: str) -> Path:
+    """The example as `folder/ad.mp4` with a script of two speakers, Ana and Ben, and its
+    approved Spanish translation whose first line is `first_line_es`."""
+    import shutil
+
+    video = folder / "ad.mp4"
+    shutil.copy(EXAMPLE, video)
+    cues = ("00:00:00.500 --> 00:00:02.800", "00:00:03.200 --> 00:00:05.600", "00:00:06.000 --> 00:00:09.200")
+    for lang, lines in (("en", ("Welcome to our product launch.", "Hello.", "Try it today.")),
+                        ("es", (first_line_es, "Hola.", "Pruébelo hoy."))):
+        body = "".join(f"{cue}\n<v {who}>{text}\n\n" for cue, who, text in zip(cues, ("Ana", "Ben", "Ana"), lines))
+        (folder / f"ad.{lang}.vtt").write_text("WEBVTT\n\n" + body)
+    return video
+
+
 def _postgres_answers() -> bool:
     """Something listens on the local PostgreSQL port (whether or not Python can talk to it)."""
     try:

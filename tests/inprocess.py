@@ -49,3 +49,13 @@ def dub(*args: str | Path, env: dict[str, str | None] | None = None, cwd: str | 
         signal.signal(signal.SIGINT, saved_sigint)
         os.umask(saved_umask)
     return subprocess.CompletedProcess(["dub", *map(str, args)], rc, stdout.getvalue(), stderr.getvalue())
+
+
+def refused(*args: str | Path, out: Path, env: dict[str, str | None] | None = None) -> str:
+    """The one line `dub ARGS --out OUT` is refused with, before any work: exit 2, no
+    traceback, nothing made in `out`."""
+    result = dub(*args, "--out", out, env=env)
+    line = result.stderr.strip()
+    assert result.returncode == 2 and "\n" not in line and "Traceback" not in line, result.stderr
+    assert not Path(out).exists(), f"{out} was made"
+    return line

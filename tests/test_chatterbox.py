@@ -14,7 +14,7 @@ import soundfile as sf
 
 from polydub.tts import ChatterboxVoice, KokoroVoice, select_voice
 from tests import inprocess
-from tests.conftest import EXAMPLE
+from tests.conftest import EXAMPLE, dub_two_speaker_ad
 from tests.probe import ffprobe
 from tests.tiny_models import shared
 
@@ -116,21 +116,31 @@ def test_auto_prefers_chatterbox_then_kokoro_then_espeak(models, speakers, tmp_p
                              "(dub models pull chatterbox-multilingual); no Coqui weights in ")
 
 
+@pytest.fixture(scope="module")
+def voices(tmp_path_factory) -> Path:
+    """A models folder holding the tiny Chatterbox and the tiny Kokoro."""
+    root = tmp_path_factory.mktemp("voices")
+    for name in ("chatterbox-multilingual", "kokoro"):
+        (root / name).symlink_to(shared(name) / name)
+    return root
+
+
 @pytest.mark.parametrize("args, error", [
     (("--voice", "chatterbox", "--langs", "es"), "no Chatterbox weights in {empty}/chatterbox-multilingual"),
     (("--voice", "chatterbox", "--langs", "ja"), "Chatterbox does not speak 'ja' here (it speaks ar, da, de,"),
     (("--voice", "chatterbox:big", "--langs", "es"), "unknown voice 'chatterbox:big' (auto, chatterbox, espeak,"),
+    (("--voice", "kokoro", "--langs", "es"), "no Kokoro weights in {empty}/kokoro (dub models pull kokoro)"),
+    (("--voice", "kokoro:em_alex", "--langs", "fr"), "Kokoro voice em_alex is not a 'fr' voice"),
+    (("--voice", "kokoro:Alex", "--langs", "es"), "kokoro:VOICE such as kokoro:ef_dora"),
+    (("--voice", "kokoro", "--langs", "de"), "Kokoro does not speak 'de'"),
+    (("--voice", "kokoro", "--langs", "pt"), "Kokoro does not speak 'pt'"),
 ])
-def test_a_chatterbox_voice_that_cannot_speak_is_refused_before_any_work(models, tmp_path, args, error):
+def test_a_voice_that_cannot_speak_is_refused_before_any_work(voices, tmp_path, args, error):
     empty = tmp_path / "empty"
     empty.mkdir()
-    out = tmp_path / "out"
-    result = inprocess.dub(str(EXAMPLE), *args, "--out", str(out), "--db", f"sqlite:///{tmp_path / 'c.db'}",
-                           env={"DUB_MODELS_DIR": str(empty if "weights" in error else models)})
-    assert result.returncode == 2, result.stderr
-    line = result.stderr.strip()
-    assert "\n" not in line and error.format(empty=empty) in line, line
-    assert not out.exists()
+    line = inprocess.refused(EXAMPLE, *args, "--db", f"sqlite:///{tmp_path / 'c.db'}", out=tmp_path / "out",
+                             env={"DUB_MODELS_DIR": str(empty if "weights" in error else voices)})
+    assert error.format(empty=empty) in line, line
 
 
 def test_models_verify_loads_chatterbox_strictly(models, tmp_path):
@@ -157,27 +167,12 @@ def test_a_commercial_dub_with_only_chatterbox_present_clones_each_speaker(model
     and the file's metadata and still in its audio, and the video as long as the source."""
     import perth
 
-    video = tmp_path / "ad.mp4"
-    shutil.copy(EXAMPLE, video)
-    (tmp_path / "ad.en.vtt").write_text(
-        "WEBVTT\n\n00:00:00.500 --> 00:00:02.800\n<v Ana>Welcome to our product launch.\n\n"
-        "00:00:03.200 --> 00:00:05.600\n<v Ben>Hello there.\n\n00:00:06.000 --> 00:00:09.200\n<v Ana>Try it today.\n")
-    (tmp_path / "ad.es.vtt").write_text(
-        "WEBVTT\n\n00:00:00.500 --> 00:00:02.800\n<v Ana>Bienvenidos al lanzamiento.\n\n"
-        "00:00:03.200 --> 00:00:05.600\n<v Ben>Hola.\n\n00:00:06.000 --> 00:00:09.200\n<v Ana>Pruébelo hoy.\n")
-    db = f"sqlite:///{tmp_path / 'c.db'}"
-    result = inprocess.dub(str(video), "--langs", "es", "--commercial", "--out", str(tmp_path / "out"),
-                           "--db", db, "--json", env={"DUB_MODELS_DIR": str(models)})
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
-    es = report["languages"]["es"]
+    video, es, synth = dub_two_speaker_ad(tmp_path, models, "Bienvenidos al lanzamiento.")
     assert set(es["speakers"]) == {"Ana", "Ben"}
     for speaker in es["speakers"].values():
         assert speaker["backend"] == "chatterbox" and speaker["reason"].endswith("cloning the source speaker")
     assert es["licences"]["synthesize"] == "MIT"
     assert es["watermarks"] == ["Perth (Resemble AI): an inaudible watermark in every Chatterbox clip"]
-    shown = inprocess.dub("show", str(report["job"]), "--db", db, "--json")
-    synth = next(s for s in json.loads(shown.stdout)["stages"] if s["stage"] == "synthesize")
     assert synth["licence"] == "MIT" and synth["backend"] == "chatterbox"
     delivered = tmp_path / "out" / "ad.es.mp4"
     tags = ffprobe(delivered)["format"]["tags"]

@@ -12,9 +12,6 @@ polydub's own dependencies.
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
 import threading
 import warnings
 import zlib
@@ -23,13 +20,12 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
 from polydub import languages
 from polydub.errors import InputError, StageError
 from polydub.loading import load_once
 from polydub.tts import chatterbox_model
-from polydub.tts.espeak import write_silence
+from polydub.tts.wav import fingerprint, write_line
 
 CHATTERBOX_DIR = "chatterbox-multilingual"  # under the models directory
 SAMPLE_RATE = 24_000
@@ -104,9 +100,6 @@ def describe(model_dir: Path) -> str:
     return f"Chatterbox Multilingual {params / 1e6:.1f} M params, all weights match"
 
 
-def _fingerprint(path: Path) -> str:
-    st = path.stat()
-    return hashlib.sha1(f"{st.st_size}-{st.st_mtime_ns}".encode()).hexdigest()[:8]
 
 
 class ChatterboxVoice:
@@ -125,7 +118,7 @@ class ChatterboxVoice:
         self.reference_wav = Path(reference_wav) if reference_wav else None
         if self.reference_wav and not self.reference_wav.is_file():
             raise InputError(f"{self.reference_wav}: no such reference clip")
-        weights = "#".join(_fingerprint(self.model_dir / name) for name in
+        weights = "#".join(fingerprint(self.model_dir / name) for name in
                            (chatterbox_model.T3_WEIGHTS, chatterbox_model.S3GEN, chatterbox_model.VE))
         self.model = f"chatterbox-tts {chatterbox_version()} {self.model_dir} #{weights}"
 
@@ -137,23 +130,7 @@ class ChatterboxVoice:
         code = language(lang)
         if code is None:
             raise StageError(f"Chatterbox does not speak '{lang}'")
-        out_wav = Path(out_wav)
-        out_wav.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".wav", dir=out_wav.parent)
-        os.close(fd)
-        try:
-            if not text.strip():
-                write_silence(Path(tmp), self.sample_rate)
-            else:
-                wav = self._speak(text.strip(), code)
-                if wav.size == 0:
-                    raise StageError(f"Chatterbox produced no audio for {text[:40]!r}")
-                pcm = (np.clip(wav, -1.0, 1.0) * 32767).astype(np.int16)
-                sf.write(tmp, pcm, self.sample_rate, subtype="PCM_16")
-            os.replace(tmp, out_wav)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-        return out_wav
+        return write_line(out_wav, self.sample_rate, text, lambda line: self._speak(line, code), "Chatterbox")
 
     def _speak(self, text: str, code: str) -> np.ndarray:
         """Samples in [-1, 1] at 24 kHz, shape (n,)."""

@@ -7,21 +7,17 @@ Loaded models are kept per directory and shared by every thread of the process.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from importlib import metadata, resources
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
 from polydub.errors import InputError, StageError
 from polydub.loading import load_once
-from polydub.tts.espeak import write_silence
+from polydub.tts.wav import fingerprint, write_line
 
 XTTS_NAME = "tts_models/multilingual/multi-dataset/xtts_v2"
 XTTS_DIR = "xtts-v2"  # under the models directory; `dub models pull xtts-v2` writes it
@@ -196,10 +192,6 @@ def load(model_dir: Path) -> _Loaded:
     return load_once(("coqui", str(Path(model_dir).resolve()), use_cuda), build)
 
 
-def _fingerprint(path: Path) -> str:
-    """Changes when the weights are replaced, so cached speech is not reused for new weights."""
-    st = path.stat()
-    return hashlib.sha1(f"{st.st_size}-{st.st_mtime_ns}".encode()).hexdigest()[:8]
 
 
 class CoquiVoice:
@@ -223,7 +215,7 @@ class CoquiVoice:
             raise InputError(f"XTTS model {model_dir} needs a reference clip of the speaker to clone")
         audio = config.get("audio") or {}
         self.sample_rate = int(audio.get("output_sample_rate") or audio.get("sample_rate") or 22_050)
-        self.model = f"coqui-tts {coqui_version()} {model_dir} #{_fingerprint(checkpoint)}"
+        self.model = f"coqui-tts {coqui_version()} {model_dir} #{fingerprint(checkpoint)}"
 
     def speaks(self, lang: str) -> bool:
         if self.xtts:
@@ -235,23 +227,8 @@ class CoquiVoice:
         if not self.speaks(lang):
             raise StageError(f"Coqui model {self.model_dir} does not speak '{lang}' "
                              f"(it speaks {', '.join(self.languages)})")
-        out_wav = Path(out_wav)
-        out_wav.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".wav", dir=out_wav.parent)
-        os.close(fd)
-        try:
-            if not text.strip():
-                write_silence(Path(tmp), self.sample_rate)
-            else:
-                wav = self._speak(text.strip(), lang)
-                if wav.size == 0:
-                    raise StageError(f"Coqui model {self.model_dir} produced no audio for {text[:40]!r}")
-                pcm = (np.clip(wav, -1.0, 1.0) * 32767).astype(np.int16)
-                sf.write(tmp, pcm, self.sample_rate, subtype="PCM_16")
-            os.replace(tmp, out_wav)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-        return out_wav
+        return write_line(out_wav, self.sample_rate, text, lambda line: self._speak(line, lang),
+                          f"Coqui model {self.model_dir}")
 
     def _speak(self, text: str, lang: str) -> np.ndarray:
         """Samples in [-1, 1] at `self.sample_rate`, shape (n,)."""

@@ -9,17 +9,14 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import numpy as np
-import soundfile as sf
-
 from polydub import languages
 from polydub.errors import InputError, StageError
+from polydub.tts.wav import write_silence
 
 ESPEAK = "espeak-ng"
 ESPEAK_TIMEOUT = 120  # seconds; one dubbed line takes well under a second
 SAMPLE_RATE = 22_050  # espeak-ng's fixed output rate
 DEFAULT_RATE = 175  # words per minute: espeak-ng's own pace
-SILENCE_SECONDS = 0.1  # what an empty line becomes
 _OTHER_LANGUAGE = re.compile(r"\(([^\s()]+) \d+\)")  # `(en-gb 3)` in `espeak-ng --voices`
 
 
@@ -84,10 +81,6 @@ def voice_for(lang: str) -> str:
     return voice
 
 
-def write_silence(out_wav: Path, sample_rate: int, seconds: float = SILENCE_SECONDS) -> Path:
-    sf.write(out_wav, np.zeros(round(seconds * sample_rate), dtype=np.int16), sample_rate,
-             subtype="PCM_16")
-    return out_wav
 
 
 class EspeakVoice:

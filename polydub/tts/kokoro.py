@@ -13,11 +13,8 @@ language and gender: `ef_dora` is a Spanish female voice, `em_alex` a Spanish ma
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import os
 import re
-import tempfile
 import threading
 import warnings
 from dataclasses import dataclass, field
@@ -25,12 +22,11 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
 from polydub import languages
 from polydub.errors import InputError, StageError
 from polydub.loading import load_once
-from polydub.tts.espeak import write_silence
+from polydub.tts.wav import fingerprint, write_line
 
 KOKORO_DIR = "kokoro"  # under the models directory
 CONFIG = "config.json"
@@ -199,10 +195,6 @@ def _chunks(phonemes: str, limit: int = MAX_PHONEMES) -> list[str]:
     return [c for c in chunks + [current] if c.strip()]
 
 
-def _fingerprint(path: Path) -> str:
-    """Changes when the weights are replaced, so cached speech is not reused for new weights."""
-    st = path.stat()
-    return hashlib.sha1(f"{st.st_size}-{st.st_mtime_ns}".encode()).hexdigest()[:8]
 
 
 class KokoroVoice:
@@ -231,8 +223,8 @@ class KokoroVoice:
             raise InputError(f"no Kokoro voice {self.voice} in {self.model_dir / VOICES} (dub models pull kokoro)")
         self.speed = float(speed)
         pace = f" at {self.speed:g}x" if abs(self.speed - 1.0) > 1e-6 else ""
-        self.model = (f"kokoro {kokoro_version()} {self.model_dir} #{_fingerprint(self.model_dir / WEIGHTS)} "
-                      f"voice {self.voice}#{_fingerprint(self.pack)}{pace}")
+        self.model = (f"kokoro {kokoro_version()} {self.model_dir} #{fingerprint(self.model_dir / WEIGHTS)} "
+                      f"voice {self.voice}#{fingerprint(self.pack)}{pace}")
 
     def faster(self, factor: float) -> KokoroVoice:
         """The same voice `factor` times as fast."""
@@ -240,23 +232,7 @@ class KokoroVoice:
 
     def synthesize(self, text: str, lang: str, out_wav: Path) -> Path:
         """Write `text` as a mono 16-bit WAV at 24 kHz. The voice was chosen for `lang` already."""
-        out_wav = Path(out_wav)
-        out_wav.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".wav", dir=out_wav.parent)
-        os.close(fd)
-        try:
-            if not text.strip():
-                write_silence(Path(tmp), self.sample_rate)
-            else:
-                wav = self._speak(text.strip())
-                if wav.size == 0:
-                    raise StageError(f"Kokoro produced no audio for {text[:40]!r}")
-                pcm = (np.clip(wav, -1.0, 1.0) * 32767).astype(np.int16)
-                sf.write(tmp, pcm, self.sample_rate, subtype="PCM_16")
-            os.replace(tmp, out_wav)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-        return out_wav
+        return write_line(out_wav, self.sample_rate, text, self._speak, "Kokoro")
 
     def _speak(self, text: str) -> np.ndarray:
         """Samples in [-1, 1] at 24 kHz, shape (n,)."""
