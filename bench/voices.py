@@ -117,7 +117,7 @@ def one(backend: str, lang: str, models: str | None) -> dict:
         before = fit.plan_fits(segments, durations, total)
         rates = [1.0] * len(durations)
         for f in before:
-            if f.speed > 1.0 + fit.EPS and hasattr(voice, "faster"):
+            if f.speed > 1.0 + fit.EPS and voice.sets_pace:
                 faster = say(voice.faster(f.speed), f.index, "faster")
                 if faster < durations[f.index]:
                     durations[f.index], rates[f.index] = faster, f.speed

@@ -268,6 +268,24 @@ def xtts_dir(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
+def test_xtts_says_a_line_faster_itself_when_asked(tmp_path, xtts_dir, speech_source):
+    """Fit at the source: XTTS takes a speed (its latents resampled before the vocoder), so
+    the same take is shorter by that factor, not time-stretched afterwards."""
+    import torch
+
+    src, segments = speech_source
+    voice = CoquiVoice(xtts_dir, cut_reference(src, segments, tmp_path / "ref.wav"))
+    faster = voice.faster(1.5)
+    assert voice.sets_pace and faster.model.endswith(" at 1.5x") and faster.model != voice.model
+    lengths = []
+    for v, name in ((voice, "own.wav"), (faster, "faster.wav")):
+        torch.manual_seed(0)  # the same sampled take: only the pace differs
+        lengths.append(duration(v.synthesize("Bom dia a todos, obrigado.", "pt", tmp_path / name)))
+    own, quick = lengths
+    assert quick == pytest.approx(own / 1.5, rel=0.1), lengths
+
+
+@pytest.mark.slow
 def test_auto_clones_with_xtts_from_a_reference_clip(tmp_path, xtts_dir, speech_source):
     models = tmp_path / "models"
     models.mkdir()

@@ -278,7 +278,7 @@ def synthesize_lang(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAu
                     transcript: StageResult[Transcription], translation: StageResult[Translation],
                     lang: str) -> StageResult[Speech]:
     """One WAV per translated line, in its speaker's voice. A voice that can speak faster
-    (espeak-ng, Kokoro) says a line that would overflow its slot faster at the source, up to the
+    (espeak-ng, Kokoro, XTTS) says a line that would overflow its slot faster at the source, up to the
     speed cap, so that the mix stretches fewer lines (each clip's `rate` says how much)."""
     from polydub.audio import fit
     from polydub.tts.trim import trim_silence
@@ -294,7 +294,7 @@ def synthesize_lang(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAu
 
     segments = load_segments(translation)
     total = source.output.samples / SAMPLE_RATE
-    faster_voices = any(hasattr(c.voice, "faster") for c in cast.values())
+    faster_voices = any(c.voice.sets_pace for c in cast.values())
     counts = {"spoken": 0, "damaged": 0}
 
     def voice_line(voice, casting: Casting, text: str, out: Path) -> float:
@@ -320,7 +320,7 @@ def synthesize_lang(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAu
             fits = fit.plan_fits(segments, [c.duration for c in clips], total, max_speed=plan.options.max_speed)
             for i, (segment, line_fit) in enumerate(zip(segments, fits)):
                 casting = cast[segment.speaker]
-                if line_fit.speed <= 1.0 + fit.EPS or not hasattr(casting.voice, "faster"):
+                if line_fit.speed <= 1.0 + fit.EPS or not casting.voice.sets_pace:
                     continue
                 faster = casting.voice.faster(line_fit.speed)
                 out = folder / f"line{i:04d}.faster.wav"

@@ -47,6 +47,7 @@ class Voice(Protocol):
     backend: str  # 'chatterbox', 'espeak', 'kokoro' or 'coqui'
     model: str  # identity and version, for cache keys and the report
     sample_rate: int  # Hz of the WAVs `synthesize` writes
+    sets_pace: bool  # it can say a line faster itself: then it has `faster(factor) -> Voice`
 
     def synthesize(self, text: str, lang: str, out_wav: Path) -> Path:
         """Write `text` spoken in `lang` as a mono PCM WAV at `out_wav`."""

@@ -108,6 +108,7 @@ class ChatterboxVoice:
 
     backend = "chatterbox"
     sample_rate = SAMPLE_RATE
+    sets_pace = False  # no speaking-rate control: its lines are only time-stretched
     watermark = WATERMARK
 
     def __init__(self, model_dir: Path, reference_wav: Path | None = None):

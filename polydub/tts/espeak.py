@@ -88,6 +88,7 @@ class EspeakVoice:
 
     backend = "espeak"
     sample_rate = SAMPLE_RATE
+    sets_pace = True  # words per minute
 
     def __init__(self, voice: str, rate: int | None = None):
         if not has_voice(voice):

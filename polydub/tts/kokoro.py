@@ -203,6 +203,7 @@ class KokoroVoice:
 
     backend = "kokoro"
     sample_rate = SAMPLE_RATE
+    sets_pace = True  # its duration scale
 
     def __init__(self, model_dir: Path, lang: str, voice: str | None = None, speed: float = 1.0):
         self.model_dir = Path(model_dir)
