@@ -240,6 +240,14 @@ def check_licences(plan: JobPlan) -> None:
     refused: list[tuple[str, str, licences.Licence]] = []
     if _is_xtts_voice(plan.options.voice):
         refused.append(("voice", "XTTS-v2", licences.CPML))
+    if plan.options.voices:  # a speaker's own voice is as much the job's choice as --voice
+        from polydub.tts.cast import load_voice_map
+
+        voice_map = load_voice_map(plan.options.voices)
+        for speaker, by_lang in voice_map.voices.items():
+            if any(_is_xtts_voice(spec) for spec in by_lang.values()):
+                refused.append(("voice", f"XTTS-v2 (speaker {speaker!r} in --voices {Path(voice_map.path).name})",
+                                licences.CPML))
     if any(lang not in plan.translations for lang in plan.langs) and plan.options.translator.startswith("local:"):
         licence = licences.of_translator(plan.options.translator)
         if licence and licence.commercial is False:

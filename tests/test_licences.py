@@ -10,7 +10,7 @@ from pathlib import Path
 from polydub.job import plan_job
 from polydub.tts import select_voice
 from tests import inprocess
-from tests.conftest import EXAMPLE
+from tests.conftest import EXAMPLE, two_speaker_ad
 
 
 def dub(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -51,6 +51,15 @@ def test_commercial_refuses_xtts_before_any_work(tmp_path):
 
     # The machine's setting applies when the job does not say.
     assert "--commercial: voice XTTS-v2" in dub(*args, env={"DUB_COMMERCIAL": "1"}).stderr
+
+
+def test_commercial_refuses_xtts_cast_for_one_speaker(tmp_path):
+    """A speaker's voice in --voices is the job's choice as much as --voice: refused alike."""
+    (tmp_path / "voices.yaml").write_text('Ana: {es: "coqui:xtts-v2", "*": espeak}\nBen: kokoro\n')
+    video = two_speaker_ad(tmp_path, "Bienvenidos.")  # Ana and Ben speak
+    line = inprocess.refused(video, "--langs", "es", "--voices", tmp_path / "voices.yaml", "--commercial",
+                             "--db", f"sqlite:///{tmp_path / 'c.db'}", out=tmp_path / "out")
+    assert "--commercial: voice XTTS-v2 (speaker 'Ana' in --voices voices.yaml) (Coqui Public Model" in line, line
 
 
 def test_the_jobs_own_choice_wins_over_the_machine_setting(tmp_path, monkeypatch):
