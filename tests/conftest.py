@@ -44,8 +44,8 @@ def scratch_dir(prefix: str) -> str:
 
 def dub_two_speaker_ad(folder: Path, models: Path, first_line_es: str) -> tuple[Path, dict, dict]:
     """`dub ad.mp4 --langs es --commercial` (voice auto) in `folder`, with only the weights in
-    `models`, of an ad where Ana and Ben speak (see `two_speaker_ad`): the video, the Spanish
-    part of the report and the catalog's row for its synthesize stage."""
+    `models`, of an ad where Ana and Ben speak (see `two_speaker_ad`): the video, the job
+    report and the catalog's row for its Spanish synthesize stage."""
     import json
 
     from tests import inprocess
@@ -56,7 +56,7 @@ def dub_two_speaker_ad(folder: Path, models: Path, first_line_es: str) -> tuple[
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     shown = json.loads(inprocess.dub("show", str(report["job"]), "--db", db, "--json").stdout)
-    return video, report["languages"]["es"], next(s for s in shown["stages"] if s["stage"] == "synthesize")
+    return video, report, next(s for s in shown["stages"] if s["stage"] == "synthesize")
 
 
 def two_speaker_ad(folder: Path, first_line_es: str) -> Path:

@@ -167,12 +167,18 @@ def test_a_commercial_dub_with_only_chatterbox_present_clones_each_speaker(model
     and the file's metadata and still in its audio, and the video as long as the source."""
     import perth
 
-    video, es, synth = dub_two_speaker_ad(tmp_path, models, "Bienvenidos al lanzamiento.")
+    from polydub.flows import outcome
+    from polydub.report import JobReport
+
+    video, report, synth = dub_two_speaker_ad(tmp_path, models, "Bienvenidos al lanzamiento.")
+    es = report["languages"]["es"]
     assert set(es["speakers"]) == {"Ana", "Ben"}
     for speaker in es["speakers"].values():
         assert speaker["backend"] == "chatterbox" and speaker["reason"].endswith("cloning the source speaker")
     assert es["licences"]["synthesize"] == "MIT"
     assert es["watermarks"] == ["Perth (Resemble AI): an inaudible watermark in every Chatterbox clip"]
+    page = outcome.markdown(JobReport.from_json(report))  # the report's page in the Prefect UI
+    assert "- es licences: synthesize MIT" in page and "- es audio watermark: Perth (Resemble AI)" in page
     assert synth["licence"] == "MIT" and synth["backend"] == "chatterbox"
     delivered = tmp_path / "out" / "ad.es.mp4"
     tags = ffprobe(delivered)["format"]["tags"]

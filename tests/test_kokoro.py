@@ -78,7 +78,8 @@ def test_a_commercial_dub_with_kokoro_present_uses_it_a_voice_per_speaker(models
     of their own, the catalog records Apache-2.0, the long line is spoken faster by the model
     before any stretch, and the video keeps the source's length."""
     long = "Este nuevo producto les ahorra muchísimo tiempo precioso a todos cada día de la semana."
-    video, es, synth = dub_two_speaker_ad(tmp_path, models, long)
+    video, report, synth = dub_two_speaker_ad(tmp_path, models, long)
+    es = report["languages"]["es"]
     assert es["speakers"]["Ana"]["voice"].split(" voice ")[1].startswith("ef_dora")
     assert es["speakers"]["Ben"]["voice"].split(" voice ")[1].startswith("em_alex")
     assert all(s["backend"] == "kokoro" for s in es["speakers"].values())

@@ -221,6 +221,7 @@ def test_artifacts_and_result_show_the_job(runs, client):
     assert all(row["status"] == "done" and row["voice"] == "espeak" for row in table)
     assert kinds["progress"].data == 100.0
     assert "| es | done | espeak |" in kinds["markdown"].data
+    assert "- es licences: synthesize GPL-3.0-or-later (program)" in kinds["markdown"].data
     report = run.state.result(raise_on_failure=False) if hasattr(run.state, "result") else None
     assert report is None or report["status"] == "done"
 

@@ -316,6 +316,11 @@ def markdown(report: JobReport) -> str:
                              ("lipsync", entry.backends and entry.backends.lipsync_reason)):
             if reason:
                 lines.append(f"\n- {lang} {what}: {reason}")
+        if entry.licences:  # what a model made, under which licence: what legal checks before it ships
+            made_by = ", ".join(f"{stage} {licence}" for stage, licence in entry.licences.items())
+            lines.append(f"\n- {lang} licences: {made_by}")
+        for mark in entry.watermarks:
+            lines.append(f"\n- {lang} audio watermark: {mark}")
     for lang, entry in report.languages.items():  # the measured QA report, and where its picture is
         if entry.qa and "lang" in entry.qa:
             lines += ["", LanguageQA.from_json(entry.qa).to_markdown().rstrip()]
