@@ -28,6 +28,10 @@ os.environ["DUB_MODELS_DIR"] = str(_ROOT / "models")
 os.environ["PREFECT_HOME"] = str(_ROOT / "prefect")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
+# Several test processes share the cores (./dev runs one more than there are): OpenMP's
+# threads must sleep when they wait, not spin, or one process's torch starves another's
+# (a 1-second synthesis took 37 s). Set before anything loads torch; subprocesses inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ["DUB_GPU_LIMIT"] = "0"
 os.environ.pop("PREFECT_API_URL", None)
 os.environ.pop("DUB_DATABASE_URL", None)
