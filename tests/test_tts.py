@@ -241,30 +241,10 @@ def test_cut_reference_takes_speech_not_silence(tmp_path, speech_source):
 
 @pytest.fixture(scope="module")
 def xtts_dir(tmp_path_factory) -> Path:
-    """An XTTS with a one-layer random GPT, a character vocabulary and XTTS's own decoder,
-    saved as XTTS-v2 is shipped: model.pth + config.json + vocab.json."""
-    import torch
-    from tokenizers import Tokenizer, models
-    from TTS.tts.configs.xtts_config import XttsConfig
-    from TTS.tts.layers.xtts.tokenizer import VoiceBpeTokenizer
-    from TTS.tts.models.xtts import Xtts, XttsArgs
+    """A tiny random-weight XTTS, saved as XTTS-v2 is shipped (tests/tiny_models.py)."""
+    from tests.tiny_models import build_xtts
 
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("xtts")
-    specials = ["[STOP]", "[UNK]", "[SPACE]", "[START]"] + [f"[{c}]" for c in XttsConfig().languages]
-    vocab = {t: i for i, t in enumerate(specials + list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'-"))}
-    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="[UNK]"))
-    tokenizer.add_special_tokens(specials)
-    tokenizer.save(str(out / "vocab.json"))
-    config = XttsConfig(model_args=XttsArgs(
-        gpt_layers=1, gpt_n_model_channels=32, gpt_n_heads=2, gpt_max_audio_tokens=20,
-        decoder_input_dim=32, tokenizer_file=str(out / "vocab.json")))
-    model = Xtts(config)
-    model.tokenizer = VoiceBpeTokenizer(vocab_file=str(out / "vocab.json"))
-    model.init_models()
-    torch.save({"model": model.state_dict()}, out / "model.pth")
-    config.save_json(str(out / "config.json"))
-    return out
+    return build_xtts(tmp_path_factory.mktemp("models") / "xtts-v2")
 
 
 @pytest.mark.slow

@@ -57,6 +57,34 @@ def build_vits(out: Path) -> Path:
     return out
 
 
+def build_xtts(out: Path) -> Path:
+    """An XTTS with a one-layer random GPT, a character vocabulary and XTTS's own decoder,
+    saved as XTTS-v2 is shipped: model.pth + config.json + vocab.json (no studio voices: it
+    clones from a reference clip)."""
+    import torch
+    from tokenizers import Tokenizer, models
+    from TTS.tts.configs.xtts_config import XttsConfig
+    from TTS.tts.layers.xtts.tokenizer import VoiceBpeTokenizer
+    from TTS.tts.models.xtts import Xtts, XttsArgs
+
+    torch.manual_seed(0)
+    out.mkdir(parents=True, exist_ok=True)
+    specials = ["[STOP]", "[UNK]", "[SPACE]", "[START]"] + [f"[{c}]" for c in XttsConfig().languages]
+    vocab = {t: i for i, t in enumerate(specials + list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'-"))}
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="[UNK]"))
+    tokenizer.add_special_tokens(specials)
+    tokenizer.save(str(out / "vocab.json"))
+    config = XttsConfig(model_args=XttsArgs(
+        gpt_layers=1, gpt_n_model_channels=32, gpt_n_heads=2, gpt_max_audio_tokens=20,
+        decoder_input_dim=32, tokenizer_file=str(out / "vocab.json")))
+    model = Xtts(config)
+    model.tokenizer = VoiceBpeTokenizer(vocab_file=str(out / "vocab.json"))
+    model.init_models()
+    torch.save({"model": model.state_dict()}, out / "model.pth")
+    config.save_json(str(out / "config.json"))
+    return out
+
+
 WORDS = ("welcome to our product launch today we show the new features of the cloud platform "
          "every team can use it to plan work share files and talk with customers in real time "
          "the quick brown fox jumps over the lazy dog while music plays in the background").split()
@@ -343,6 +371,8 @@ BUILDERS = {  # name: (build into DIR, how to use it)
     "chatterbox-multilingual": (lambda root: build_chatterbox(root / "chatterbox-multilingual"),
                                 "DUB_MODELS_DIR=DIR dub ... --voice chatterbox"),
     "kokoro": (lambda root: build_kokoro(root / "kokoro"), "DUB_MODELS_DIR=DIR dub ... --voice kokoro"),
+    "xtts-v2": (lambda root: build_xtts(root / "xtts-v2"),
+                "DUB_MODELS_DIR=DIR dub ... (auto clones with XTTS-v2, not under --commercial)"),
     "coqui-vits": (lambda root: build_vits(root / "coqui-vits"), "dub ... --voice coqui:DIR/coqui-vits"),
     "opus-mt-en-es": (lambda root: _marian(root, "opus-mt-en-es"), "dub ... --translator local:DIR/opus-mt-en-es"),
 }
