@@ -72,16 +72,12 @@ def script_files(item, folders: Folders) -> tuple[list[str], dict[str, str]]:
 
 @lru_cache(maxsize=256)
 def _voice_identity(spec: str, lang: str, commercial: bool) -> str:
-    from polydub.tts import chatterbox, select_voice
+    from polydub.tts import auto_cloner, select_voice
     from polydub.tts.coqui import XTTS_DIR, checkpoint_in
 
-    # auto picks Chatterbox before XTTS-v2 where it speaks the language (select_voice says which)
-    chatterbox_speaks = (chatterbox.weights_in(config.models_dir() / chatterbox.CHATTERBOX_DIR) is None
-                         and chatterbox.language(lang) is not None)
-    if spec == "auto" and not commercial and not chatterbox_speaks:
-        checkpoint = checkpoint_in(config.models_dir() / XTTS_DIR)
-        if checkpoint is not None:  # cloning needs the job's reference clip; the model is this one
-            return f"xtts-v2 {_file_identity(checkpoint)}"
+    cloner = auto_cloner(lang, config.models_dir(), commercial) if spec == "auto" else None
+    if cloner is not None and cloner.name == XTTS_DIR:  # cloning needs the job's reference clip; the model is this one
+        return f"xtts-v2 {_file_identity(checkpoint_in(cloner))}"
     try:
         return select_voice(spec, lang, commercial=commercial)[0].model
     except DubError as exc:

@@ -210,18 +210,13 @@ def sf_duration(path: Path) -> float:
     return soundfile.info(str(path)).duration
 
 
-def _may_clone(voice: str, commercial: bool = False) -> bool:
+def _may_clone(voice: str, lang: str, commercial: bool = False) -> bool:
     """Whether the voice could clone the speaker (and so needs a reference clip)."""
-    from polydub.tts.coqui import XTTS_DIR, checkpoint_in
-
-    from polydub.tts.chatterbox import CHATTERBOX_DIR, weights_in
+    from polydub.tts import auto_cloner
 
     if voice.startswith("coqui") or voice == "chatterbox":
         return True
-    if voice != "auto":
-        return False
-    return (weights_in(config.models_dir() / CHATTERBOX_DIR) is None
-            or (not commercial and checkpoint_in(config.models_dir() / XTTS_DIR) is not None))
+    return voice == "auto" and auto_cloner(lang, config.models_dir(), commercial) is not None
 
 
 UNNAMED = "(unnamed)"  # the report's name for lines no script or diarizer labeled
@@ -253,7 +248,7 @@ def cast_voices(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAudio]
         mapped = voice_map.spec_for(speaker, lang) if voice_map and speaker is not None else None
         spec = mapped or plan.options.voice
         reference = None
-        if _may_clone(spec, plan.options.commercial) and source_lines:
+        if _may_clone(spec, lang, plan.options.commercial) and source_lines:
             reference = Path(_reference_clip(ctx, source, transcript, speaker).file(REFERENCE))
         voice, reason = select_voice(spec, lang, config.models_dir(), reference, commercial=plan.options.commercial)
         if mapped:

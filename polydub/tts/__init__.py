@@ -39,8 +39,8 @@ from polydub.tts.reference import cut_reference
 BACKENDS = ("auto", "chatterbox", "espeak", "kokoro", "coqui")
 SPEC_HELP = "use auto, chatterbox, espeak, espeak:VOICE, kokoro, kokoro:VOICE or coqui:MODEL_NAME_OR_DIR"
 
-__all__ = ["Voice", "ChatterboxVoice", "EspeakVoice", "KokoroVoice", "CoquiVoice", "select_voice", "parse_voice_spec",
-           "cut_reference"]
+__all__ = ["Voice", "ChatterboxVoice", "EspeakVoice", "KokoroVoice", "CoquiVoice", "select_voice", "auto_cloner",
+           "parse_voice_spec", "cut_reference"]
 
 
 class Voice(Protocol):
@@ -80,6 +80,19 @@ def parse_voice_spec(spec: str) -> None:
         elif arg not in XTTS_ALIASES and arg not in known_model_names():
             raise InputError(f"coqui:{arg}: no such model directory, and not a Coqui model name "
                              f"(e.g. {XTTS_NAME})")
+
+
+def auto_cloner(lang: str, models_dir: Path | None = None, commercial: bool = False) -> Path | None:
+    """The folder of the cloning model `auto` uses for `lang` once it has a clip of the speaker
+    (Chatterbox, else XTTS-v2 but not under `commercial`), or None where it would not clone.
+    Reads folders and configs only: what needs a reference clip, and what a recipe names."""
+    models_dir = Path(models_dir) if models_dir is not None else config.models_dir()
+    chatterbox_dir, xtts_dir = models_dir / CHATTERBOX_DIR, models_dir / XTTS_DIR
+    if chatterbox_missing(chatterbox_dir) is None and chatterbox_language(lang) is not None:
+        return chatterbox_dir
+    if not commercial and checkpoint_in(xtts_dir) is not None:  # whether it speaks `lang` is its load's to say
+        return xtts_dir
+    return None
 
 
 def select_voice(spec: str, lang: str, models_dir: Path | None = None,

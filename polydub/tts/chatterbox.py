@@ -16,7 +16,6 @@ import threading
 import warnings
 import zlib
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ from polydub import languages
 from polydub.errors import InputError, StageError
 from polydub.loading import load_once
 from polydub.tts import chatterbox_model
-from polydub.tts.wav import fingerprint, write_line
+from polydub.tts.wav import fingerprint, package_version, write_line
 
 CHATTERBOX_DIR = "chatterbox-multilingual"  # under the models directory
 SAMPLE_RATE = 24_000
@@ -50,13 +49,6 @@ def weights_in(model_dir: Path) -> str | None:
     if any(not (model_dir / name).is_file() for name in chatterbox_model.FILES):
         return f"no Chatterbox weights in {model_dir} (dub models pull {CHATTERBOX_DIR})"
     return None
-
-
-def chatterbox_version() -> str:
-    try:
-        return metadata.version("chatterbox-tts")
-    except metadata.PackageNotFoundError:
-        return "not installed"
 
 
 @dataclass
@@ -100,8 +92,6 @@ def describe(model_dir: Path) -> str:
     return f"Chatterbox Multilingual {params / 1e6:.1f} M params, all weights match"
 
 
-
-
 class ChatterboxVoice:
     """Clones the speaker of `reference_wav` (a few seconds of clean speech); without one,
     the model's built-in voice (`conds.pt`)."""
@@ -121,7 +111,7 @@ class ChatterboxVoice:
             raise InputError(f"{self.reference_wav}: no such reference clip")
         weights = "#".join(fingerprint(self.model_dir / name) for name in
                            (chatterbox_model.T3_WEIGHTS, chatterbox_model.S3GEN, chatterbox_model.VE))
-        self.model = f"chatterbox-tts {chatterbox_version()} {self.model_dir} #{weights}"
+        self.model = f"chatterbox-tts {package_version('chatterbox-tts')} {self.model_dir} #{weights}"
 
     def speaks(self, lang: str) -> bool:
         return language(lang) is not None

@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass, field
-from importlib import metadata, resources
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from polydub.errors import InputError, StageError
 from polydub.loading import load_once
-from polydub.tts.wav import fingerprint, write_line
+from polydub.tts.wav import fingerprint, package_version, write_line
 
 XTTS_NAME = "tts_models/multilingual/multi-dataset/xtts_v2"
 XTTS_DIR = "xtts-v2"  # under the models directory; `dub models pull xtts-v2` writes it
@@ -25,13 +25,6 @@ XTTS_ALIASES = {"xtts-v2", "xtts_v2", "xtts", XTTS_NAME}
 CHECKPOINTS = ("model.pth", "model_file.pth", "checkpoint.pth", "model_file.pth.tar")
 # Our language codes where XTTS spells them differently.
 XTTS_LANGUAGES = {"zh": "zh-cn", "zh-tw": "zh-cn", "pt-br": "pt"}
-
-
-def coqui_version() -> str:
-    try:
-        return metadata.version("coqui-tts")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def known_model_names() -> set[str]:
@@ -163,8 +156,6 @@ def _xtts_accepts_transformers_cache() -> None:
     GPT2InferenceModel.forward = forward_with_cache
 
 
-
-
 def load(model_dir: Path) -> _Loaded:
     """Load a model once per process (on CUDA when there is one) and keep it."""
     import torch
@@ -192,8 +183,6 @@ def load(model_dir: Path) -> _Loaded:
     return load_once(("coqui", str(Path(model_dir).resolve()), use_cuda), build)
 
 
-
-
 class CoquiVoice:
     """A local Coqui model. XTTS clones the speaker of `reference_wav` (6-15 s of clean speech)."""
 
@@ -217,7 +206,7 @@ class CoquiVoice:
         self.sample_rate = int(audio.get("output_sample_rate") or audio.get("sample_rate") or 22_050)
         self.speed = float(speed)
         pace = f" at {self.speed:g}x" if abs(self.speed - 1.0) > 1e-6 else ""
-        self.model = f"coqui-tts {coqui_version()} {model_dir} #{fingerprint(checkpoint)}{pace}"
+        self.model = f"coqui-tts {package_version('coqui-tts')} {model_dir} #{fingerprint(checkpoint)}{pace}"
 
     @property
     def sets_pace(self) -> bool:

@@ -18,7 +18,6 @@ import re
 import threading
 import warnings
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ import numpy as np
 from polydub import languages
 from polydub.errors import InputError, StageError
 from polydub.loading import load_once
-from polydub.tts.wav import fingerprint, write_line
+from polydub.tts.wav import fingerprint, package_version, write_line
 
 KOKORO_DIR = "kokoro"  # under the models directory
 CONFIG = "config.json"
@@ -90,13 +89,6 @@ def check_voice_name(name: str) -> None:
                          f"name); e.g. {', '.join(ALL_VOICES[:4])}")
 
 
-def kokoro_version() -> str:
-    try:
-        return metadata.version("kokoro")
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
 @dataclass
 class _Loaded:
     """The model and its phonemizers, shared by every voice and thread of the process."""
@@ -124,7 +116,8 @@ def load(model_dir: Path) -> _Loaded:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", (FutureWarning, UserWarning))
                 model = KModel(repo_id=REPO, config=str(model_dir / CONFIG), model=str(model_dir / WEIGHTS))
-            _check_strict(model, torch.load(model_dir / WEIGHTS, map_location="cpu", weights_only=True))
+            # mapped, not read again: only the keys and shapes are compared
+            _check_strict(model, torch.load(model_dir / WEIGHTS, map_location="cpu", weights_only=True, mmap=True))
         except StageError as exc:
             raise StageError(f"could not load Kokoro model {model_dir}: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - any load failure is one line for the user
@@ -195,8 +188,6 @@ def _chunks(phonemes: str, limit: int = MAX_PHONEMES) -> list[str]:
     return [c for c in chunks + [current] if c.strip()]
 
 
-
-
 class KokoroVoice:
     """One Kokoro voice speaking one language; `speed` > 1 speaks faster (the model's own
     duration scale, not a time-stretch)."""
@@ -224,7 +215,7 @@ class KokoroVoice:
             raise InputError(f"no Kokoro voice {self.voice} in {self.model_dir / VOICES} (dub models pull kokoro)")
         self.speed = float(speed)
         pace = f" at {self.speed:g}x" if abs(self.speed - 1.0) > 1e-6 else ""
-        self.model = (f"kokoro {kokoro_version()} {self.model_dir} #{fingerprint(self.model_dir / WEIGHTS)} "
+        self.model = (f"kokoro {package_version('kokoro')} {self.model_dir} #{fingerprint(self.model_dir / WEIGHTS)} "
                       f"voice {self.voice}#{fingerprint(self.pack)}{pace}")
 
     def faster(self, factor: float) -> KokoroVoice:

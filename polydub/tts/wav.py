@@ -1,10 +1,12 @@
-"""Writing a voice's line: a mono 16-bit WAV, whole or absent, and what names its weights."""
+"""Writing a voice's line: a mono 16-bit WAV, whole or absent; and what names the model
+that spoke it (its package's version, its weights' fingerprint) in cache keys and the report."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import tempfile
+from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
@@ -47,3 +49,11 @@ def fingerprint(path: Path) -> str:
     """Changes when a weights file is replaced, so cached speech is not reused for new weights."""
     st = Path(path).stat()
     return hashlib.sha1(f"{st.st_size}-{st.st_mtime_ns}".encode()).hexdigest()[:8]
+
+
+def package_version(distribution: str) -> str:
+    """The installed version of the package whose code runs a voice, or 'unknown'."""
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "unknown"
