@@ -14,7 +14,7 @@ import soundfile as sf
 
 from polydub.tts import ChatterboxVoice, KokoroVoice, select_voice
 from tests import inprocess
-from tests.conftest import EXAMPLE, dub_two_speaker_ad
+from tests.conftest import EXAMPLE, dub_two_speaker_ad, two_speaker_ad
 from tests.probe import ffprobe
 from tests.tiny_models import shared
 
@@ -206,3 +206,22 @@ def test_pulling_chatterbox_makes_auto_deliveries_stale(models, tmp_path, monkey
         staleness._voice_identity.cache_clear()
         assert staleness._voice_identity("auto", lang, False).startswith(expected), (where, lang)
     staleness._voice_identity.cache_clear()
+
+
+def test_a_manifest_row_whose_voice_cannot_speak_is_refused_before_any_work(voices, tmp_path):
+    """The same refusals reach a catalog's rows, each named by row, before any item is dubbed."""
+    video = two_speaker_ad(tmp_path, "Bienvenidos.")
+    (tmp_path / "voices.yaml").write_text('Ana: "coqui:xtts-v2"\nBen: kokoro\n')
+    (tmp_path / "ads.csv").write_text("id,input,langs,voice,voices,commercial\n"
+                                      f"one,{video},fr,kokoro:em_alex,,\n"
+                                      f"two,{video},ja,chatterbox,,\n"
+                                      f"three,{video},es,espeak,{tmp_path / 'voices.yaml'},true\n")
+    result = inprocess.dub("catalog", tmp_path / "ads.csv", "--out", tmp_path / "out",
+                           "--db", f"sqlite:///{tmp_path / 'c.db'}", env={"DUB_MODELS_DIR": str(voices)})
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 3, lines
+    assert "row 2" in lines[0] and "Kokoro voice em_alex is not a 'fr' voice" in lines[0]
+    assert "row 3" in lines[1] and "Chatterbox does not speak 'ja' here" in lines[1]
+    assert "row 4" in lines[2] and "--commercial: voice XTTS-v2 (speaker 'Ana' in --voices voices.yaml)" in lines[2]
+    assert not (tmp_path / "out").exists()
