@@ -16,9 +16,29 @@ def models_dir() -> Path:
     return Path(os.environ.get("DUB_MODELS_DIR", home() / "models")).expanduser()
 
 
+def storage_location() -> str:
+    """DUB_STORAGE_URL: where the stage cache and deliverables live. A local folder (the
+    default: DUB_HOME) or an object store URL (`s3://bucket/prefix`, `gs://`, `az://`);
+    `file:///x` is the folder /x."""
+    text = os.environ.get("DUB_STORAGE_URL", "").strip()
+    if text.lower().startswith("file://"):
+        text = text[len("file://"):]
+    return text or str(home())
+
+
+def _storage_folder() -> Path | None:
+    """The local folder DUB_STORAGE_URL names, or None for an object store."""
+    location = storage_location()
+    head, sep, _ = location.partition("://")
+    return None if sep and head.isalnum() else Path(location).expanduser()
+
+
 def cache_dir() -> Path:
-    """Content-addressed stage outputs, shared by every job on this machine."""
-    return Path(os.environ.get("DUB_CACHE_DIR", home() / "cache")).expanduser()
+    """Content-addressed stage outputs: DUB_CACHE_DIR, else STORAGE/cache. With storage in a
+    bucket, the cache is the bucket's and this folder holds only running jobs' scratch."""
+    if os.environ.get("DUB_CACHE_DIR"):
+        return Path(os.environ["DUB_CACHE_DIR"]).expanduser()
+    return (_storage_folder() or home()) / "cache"
 
 
 def database_url() -> str:
@@ -34,9 +54,15 @@ def use_database(url: str | None) -> None:
         os.environ["DUB_DATABASE_URL"] = url
 
 
-def outputs_dir() -> Path:
-    """Where deployment runs deliver (one folder per job); a form's `out` is relative to it."""
-    return Path(os.environ.get("DUB_OUTPUTS_DIR", home() / "outputs")).expanduser()
+def outputs_dir() -> str:
+    """Where deployment runs deliver (one folder per job); a form's `out` is relative to it:
+    DUB_OUTPUTS_DIR, else STORAGE/outputs (a folder, or a URL in the bucket)."""
+    if os.environ.get("DUB_OUTPUTS_DIR"):
+        text = os.environ["DUB_OUTPUTS_DIR"].strip()
+        return text if "://" in text and not text.lower().startswith("file://") else \
+            str(Path(text.removeprefix("file://")).expanduser())
+    folder = _storage_folder()
+    return str(folder / "outputs") if folder else storage_location().rstrip("/") + "/outputs"
 
 
 USER_UMASK_ENV = "DUB_USER_UMASK"  # the umask `dub` was started with (it then works under 077)

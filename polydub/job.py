@@ -13,6 +13,7 @@ from polydub import config, languages, limits, media, sidecars
 from polydub.errors import InputError
 from polydub.options import DubOptions, make_options
 from polydub.segments import check_cues, read_subtitles, speakers_of
+from polydub.storage import objects
 
 
 @dataclass
@@ -30,11 +31,17 @@ class JobPlan:
     options: DubOptions = field(default_factory=DubOptions)
     translations: dict[str, str] = field(default_factory=dict)  # lang -> approved SRT/VTT
     has_video: bool = True
+    input_url: str | None = None  # the input as the user named it in an object store (`input`: its local copy)
+
+    @property
+    def source(self) -> str:
+        """The input as the user knows it: its URL, else its path (the catalog and report say this)."""
+        return self.input_url or self.input
 
     def to_dict(self) -> dict:
         """The job's parameters as the catalog records them (`dub show`): flat."""
         options = self.options.model_dump(exclude={"out", "translations"})
-        return {"input": self.input, "name": self.name, "out_dir": self.out_dir, "langs": list(self.langs),
+        return {"input": self.source, "name": self.name, "out_dir": self.out_dir, "langs": list(self.langs),
                 "source_lang": options.pop("source_lang"), "transcript": options.pop("transcript"),
                 "translations": dict(self.translations), **options, "has_video": self.has_video}
 
@@ -78,12 +85,17 @@ def plan_job(input: str | Path, langs: list[str] | str, options: DubOptions | di
     `options` (or keyword overrides such as `voice="espeak"`) go through `DubOptions`, so
     the command line, a deployment's form and a manifest are checked by the same rules.
     With `outputs_root` (deployment runs) `out` is a folder under it and cannot leave it."""
-    opts = make_options(options, **overrides)
+    opts = _fetched_options(make_options(options, **overrides))
     out, source_lang, transcript, translations = opts.out, opts.source_lang, opts.transcript, opts.translations
     glossary = opts.glossary
-    path = Path(input).expanduser()
     if not str(input).strip():
         raise InputError("no input file given")
+    input_url = objects.check_url(str(input), "input") if objects.is_remote(input) else None
+    if input_url:  # with the sidecars beside it in the bucket, found below as on disk
+        from polydub.storage.inputs import fetch_input
+
+        input = fetch_input(input_url)
+    path = Path(objects.local_path(str(input))).expanduser()
     langs = languages.parse_langs(langs) if isinstance(langs, str) else [languages.normalize(c) for c in langs]
     if not langs:
         raise InputError("--langs needs at least one language code, e.g. --langs es,fr")
@@ -159,7 +171,22 @@ def plan_job(input: str | Path, langs: list[str] | str, options: DubOptions | di
         # the job's own choice wins; a job that does not say gets the machine's setting
         "commercial": config.commercial() if opts.commercial is None else opts.commercial})
     return JobPlan(input=str(path.resolve()), name=stem, out_dir=str(_out_dir(out, stem, outputs_root)),
-                   langs=langs, options=settled, translations=approved, has_video=info.has_video)
+                   langs=langs, options=settled, translations=approved, has_video=info.has_video,
+                   input_url=input_url)
+
+
+def _fetched_options(opts: DubOptions) -> DubOptions:
+    """The options with every file named by object-store URL replaced by its local copy:
+    the transcript, approved translations' folder, glossary (a file or folder) and voice map."""
+    from polydub.storage.inputs import localize
+
+    if not any(objects.is_remote(v) for v in (opts.transcript, opts.translations, opts.glossary, opts.voices)):
+        return opts
+    return opts.model_copy(update={
+        "transcript": localize(opts.transcript, "--transcript"),
+        "translations": localize(opts.translations, "--translations", (".srt", ".vtt")),
+        "glossary": localize(opts.glossary, "--glossary", (".tsv", ".csv", ".json")),
+        "voices": localize(opts.voices, "--voices")})
 
 
 def _voice_map(path: str | None, transcript: Path | None, approved: dict[str, str]) -> str | None:
@@ -176,9 +203,16 @@ def _voice_map(path: str | None, transcript: Path | None, approved: dict[str, st
     return str(Path(voice_map.path).resolve())
 
 
-def _out_dir(out: str | None, stem: str, outputs_root: str | Path | None) -> Path:
+def _out_dir(out: str | None, stem: str, outputs_root: str | Path | None) -> Path | str:
+    """The job's output folder: a resolved path, or a URL in an object store."""
+    if out and objects.is_remote(out) and outputs_root is None:
+        return objects.check_url(out, "--out")
     if outputs_root is None:
-        return Path(out).expanduser().resolve() if out else Path.cwd() / "dubbed" / stem
+        return Path(objects.local_path(out)).expanduser().resolve() if out else Path.cwd() / "dubbed" / stem
+    if objects.is_remote(outputs_root):  # a deployment's outputs in a bucket: out is a folder in it
+        if out and (objects.scheme_of(out) or out.startswith(("/", "~")) or ".." in out.split("/")):
+            raise InputError(f"out {out!r}: give a folder relative to the outputs root {outputs_root}")
+        return objects.join(objects.check_url(str(outputs_root), "DUB_OUTPUTS_DIR"), out or stem)
     root = Path(outputs_root).expanduser().resolve()
     if out and (Path(out).is_absolute() or out.startswith("~")):
         raise InputError(f"out {out!r}: give a folder relative to the outputs root {root}")

@@ -16,6 +16,7 @@ from polydub import cache, config, media
 from polydub.errors import InputError
 from polydub.job import JobPlan
 from polydub.sidecars import subtitles
+from polydub.storage import objects
 
 NAME_MAX = 255  # bytes, when the file system does not say
 PATH_MAX = 4096
@@ -84,6 +85,22 @@ def check_overwrites(plan: JobPlan, catalog) -> None:
         if dest.is_dir():
             raise InputError(f"--out {plan.out_dir}: {name} exists as a folder")
         if name in present and str(dest) not in ours and str(out / name) not in ours:
+            raise InputError(f"--out {plan.out_dir}: {name} is already there and polydub did not deliver it; "
+                             f"move it or choose another output folder")
+
+
+def check_overwrites_in_store(plan: JobPlan, catalog) -> None:
+    """`check_overwrites` for an output folder in a bucket: an object already at a
+    deliverable's name that no job recorded delivering there (an input, a sidecar, someone's
+    file) is never replaced."""
+    names = deliverable_names(plan)
+    there = objects.present(plan.out_dir, names)
+    ours = catalog.delivered_paths([objects.join(plan.out_dir, name) for name in there])
+    for name in there:
+        url = objects.join(plan.out_dir, name)
+        if url == plan.source:
+            raise InputError(f"--out {plan.out_dir}: {name} would replace the input; choose another output folder")
+        if url not in ours:
             raise InputError(f"--out {plan.out_dir}: {name} is already there and polydub did not deliver it; "
                              f"move it or choose another output folder")
 
@@ -165,6 +182,11 @@ def check_job(plans: list[JobPlan], db_url: str | None = None, cache_root: Path 
 
     cache_root = Path(cache_root or config.cache_dir())
     db_url = db_url or config.database_url()
+    store = objects.shared_store()  # a malformed DUB_STORAGE_URL is refused here
+    if store is not None:
+        store.check()  # reachable, and ours to write: one line before any work, not a failure later
+    in_store = [plan for plan in plans if objects.is_remote(plan.out_dir)]
+    plans = [plan for plan in plans if plan not in in_store]
     for plan in plans:
         _lengths_fit(Path(plan.out_dir), "--out")
     _lengths_fit(cache_root, "cache folder (DUB_CACHE_DIR)")
@@ -177,6 +199,9 @@ def check_job(plans: list[JobPlan], db_url: str | None = None, cache_root: Path 
         first, total = needs.get(dev, (folder, 0))
         needs[dev] = (first, total + bytes_)
 
+    for plan in in_store:
+        objects.check_writable(plan.out_dir)
+        check_overwrites_in_store(plan, catalog)
     root = _existing(cache_root, "cache folder (DUB_CACHE_DIR)")
     cache.sweep(cache_root, extra=tuple(Path(p.out_dir) for p in plans if Path(p.out_dir).is_dir()))
     total_cache = 0

@@ -21,7 +21,7 @@ import urllib.parse
 
 MASK = "***"
 MIN_SECRET_CHARS = 6  # shorter values would mask ordinary words
-SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|APPKEY|APPID|CLIENT_ID|CREDENTIALS?|AUTH_STRING)$", re.I)
+SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|APPKEY|APPID|CLIENT_ID|CREDENTIALS?|AUTH_STRING|ACCESS_KEY_ID|CONNECTION_STRING)$", re.I)
 # A URL query parameter whose name (any case) contains one of these is a secret.
 SECRET_WORDS = ("signature", "credential", "token", "key", "sig", "secret", "password", "passwd")
 # A URL query parameter with one of these names carries the script a translation service is

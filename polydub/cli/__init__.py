@@ -145,7 +145,8 @@ def option_flags(command: Callable) -> Callable:
             continue
         kind = flag_type(field.annotation)
         decl = f"{FLAGS[name]}/{NEGATED_FLAGS.get(name, '--no-' + FLAGS[name][2:])}" if kind is bool else FLAGS[name]
-        option = typer.Option(field.default, decl, help=field.description or "", metavar=FLAG_METAVARS.get(name))
+        metavar = FLAG_METAVARS.get(name) or ("PATH" if names_a_path(field.annotation) else None)
+        option = typer.Option(field.default, decl, help=field.description or "", metavar=metavar)
         generated.append(inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=option,
                                            annotation=kind if field.default is not None else Optional[kind]))
     command.__signature__ = inspect.Signature(own[:at] + generated + own[at:])  # typer reads the signature
@@ -166,12 +167,12 @@ def worker_limit(pool: str) -> int:
 
 
 def flag_type(annotation) -> type:
-    """The command-line type of an option's annotation: bool, float, Path (a path option)
-    or str (text and choices)."""
+    """The command-line type of an option's annotation: bool, float or str (text, choices,
+    and paths: a path option may be an object store URL, which `Path` would mangle)."""
     args = [a for a in get_args(annotation) if a is not type(None)] if get_origin(annotation) in (Union, UnionType) \
         else [annotation]
     if names_a_path(annotation):
-        return Path
+        return str
     if len(args) == 1 and get_origin(args[0]) is Annotated:
         return flag_type(get_args(args[0])[0])
     if len(args) == 1 and args[0] in (bool, float, int):
@@ -182,10 +183,12 @@ def flag_type(annotation) -> type:
 @app.command("run")
 @option_flags
 def run_cmd(
-    inputs: List[Path] = typer.Argument(..., metavar="INPUT...", help="Video or audio files to dub."),
+    inputs: List[str] = typer.Argument(..., metavar="INPUT...", help="Video or audio files to dub (paths, or "
+                                       "URLs in an object store: s3://BUCKET/in/ad.mp4)."),
     langs: str = typer.Option(..., "--langs", "-l", help="Target languages, e.g. es,fr,de (ISO 639-1)."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default ./dubbed/NAME/; "
-                                           "with several inputs, one subfolder each)."),
+    out_dir: Optional[str] = typer.Option(None, "--out", "-o", help="Output folder (default ./dubbed/NAME/; "
+                                          "with several inputs, one subfolder each), or a folder URL in an "
+                                          "object store (s3://BUCKET/out/ad/).", metavar="PATH"),
     db: Optional[str] = typer.Option(None, "--db", help="Catalog URL (default DUB_DATABASE_URL or ~/.polydub/catalog.db)."),
     as_json: bool = typer.Option(False, "--json", help="Print the job reports as JSON."),
     force: bool = typer.Option(False, "--force", help="Run the job even when every language is already "
@@ -195,14 +198,16 @@ def run_cmd(
     """Dub INPUT... into every language of --langs (the default command: `dub ad.mp4 --langs es,fr`)."""
     from polydub.job import check_backends, plan_job
     from polydub.options import make_options
+    from polydub.storage import objects
 
     config.use_database(db)
     plans = []
     try:
-        options = make_options(**{name: _text(v) if isinstance(v, Path) else v for name, v in flags.items()})
+        options = make_options(**flags)
         for path in inputs:
-            folder = (out_dir / path.stem if len(inputs) > 1 else out_dir) if out_dir else None
-            plans.append(plan_job(path, langs, options, out=_text(folder)))
+            folder = (objects.join(out_dir, Path(objects.name_of(path)).stem) if len(inputs) > 1 else out_dir) \
+                if out_dir else None
+            plans.append(plan_job(path, langs, options, out=folder))
         _refuse_shared_folders(plans)
         for plan in plans:
             check_backends(plan)
@@ -300,7 +305,7 @@ def _run_flows(plans, options, judged, as_json: bool) -> list:
                 # listening when sidecars were ambiguous) goes along, so the flow's own checks
                 # do not settle it again.
                 settled = {"out": plan.out_dir, "source_lang": plan.options.source_lang, "transcript": plan.options.transcript}
-                state = dub_video(plan.input, plan.langs, options.model_copy(update=settled), return_state=True)
+                state = dub_video(plan.source, plan.langs, options.model_copy(update=settled), return_state=True)
             result = state.result(raise_on_failure=False)
             if isinstance(result, JobRefused):  # refused by the flow's own checks
                 raise InputError(str(result))
@@ -342,10 +347,6 @@ def _record_refusal(inputs: list[str], langs: str, message: str) -> None:
                              status="rejected", error=message)
     except Exception:  # noqa: BLE001 - the one-line error below is what matters
         pass
-
-
-def _text(path: Path | None) -> str | None:
-    return None if path is None else str(path)
 
 
 def _refuse_shared_folders(plans) -> None:

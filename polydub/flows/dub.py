@@ -6,10 +6,11 @@ lip-sync once for all languages, then the deliverables and the report.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from prefect import flow, task
 from prefect.exceptions import Pause
@@ -34,7 +35,7 @@ from polydub.report import (
     StageResult,
     TranscriptReport,
 )
-from polydub.storage import reviews, shared_catalog
+from polydub.storage import objects, reviews, shared_catalog
 from polydub.tasks.common import JobContext
 from polydub.tasks.deliver import assemble_lang, assemble_multitrack, deliverables
 from polydub.tasks.language import (
@@ -104,7 +105,14 @@ def run_job(plan: JobPlan, run: outcome.RunInfo | None = None) -> JobReport:
     """Run a validated job to the end; return its report (whatever happened to each language)."""
     run = run or outcome.RunInfo()
     started = time.perf_counter()
-    job, report = open_job(plan, run)
+    with contextlib.ExitStack() as scratch:
+        store = objects.storage_url()  # the cache in a bucket: this machine keeps only the job's scratch
+        root = scratch.enter_context(cache.scratch(config.cache_dir(), "job")) if store else config.cache_dir()
+        return _run_open_job(plan, run, started, JobContext(0, config.database_url(), str(root), store))
+
+
+def _run_open_job(plan: JobPlan, run: outcome.RunInfo, started: float, ctx: JobContext) -> JobReport:
+    job, report = open_job(plan, run, ctx)
     stopped: outcome.Stopped | None = None
     heartbeat = crash.start_heartbeat(job.cat, job.id)
     try:
@@ -134,28 +142,28 @@ class OpenJob:
     duration: float  # s, the source's
 
 
-def open_job(plan: JobPlan, run: outcome.RunInfo) -> tuple[OpenJob, JobReport]:
+def open_job(plan: JobPlan, run: outcome.RunInfo, ctx: JobContext) -> tuple[OpenJob, JobReport]:
     """Record the source and the job in the catalog (closing jobs left behind by dead
-    processes first); its report, every language failed until delivered."""
-    db_url = config.database_url()
-    cat = shared_catalog(db_url)
+    processes first); its report, every language failed until delivered. `ctx`: where its
+    stages keep their results (its job id is filled in here)."""
+    cat = shared_catalog(ctx.db_url)
     crash.reap(cat)  # jobs left 'running' by a process that is gone: interrupted, flow runs Crashed
     info = media.probe(plan.input)
     source_hash = cache.file_hash(plan.input)
-    source_id = cat.upsert_source(plan.input, source_hash, info.duration, info.fps, info.has_video)
+    source_id = cat.upsert_source(plan.source, source_hash, info.duration, info.fps, info.has_video)
     job_id = waiting_job(cat, run)
     if job_id is not None:  # a job that waited for review goes on under its own id
         cat.resume_job(job_id, run.flow_run_id)
     else:
         job_id = cat.create_job(source_id, plan.langs, plan.to_dict(), plan.out_dir, plan.options.consent,
-                                input_path=plan.input, flow_run_id=run.flow_run_id, deployment=run.deployment)
+                                input_path=plan.source, flow_run_id=run.flow_run_id, deployment=run.deployment)
     if run.deployment:  # deployment runs: a folder of its own per job under the outputs root
-        plan.out_dir = str(Path(plan.out_dir) / f"job-{job_id}")
+        plan.out_dir = objects.join(plan.out_dir, f"job-{job_id}")
         cat.set_out_dir(job_id, plan.out_dir)
-    report = JobReport(job=job_id, input=plan.input, source_hash=source_hash, duration=info.duration,
+    report = JobReport(job=job_id, input=plan.source, source_hash=source_hash, duration=info.duration,
                        out_dir=plan.out_dir, flow_run=run.ui_url,
                        languages={lang: LanguageReport() for lang in plan.langs})
-    return OpenJob(job_id, cat, JobContext(job_id, db_url, str(config.cache_dir())), info.duration), report
+    return OpenJob(job_id, cat, dataclasses.replace(ctx, job_id=job_id), info.duration), report
 
 
 def waiting_job(cat, run: outcome.RunInfo) -> int | None:
@@ -243,7 +251,7 @@ def review_results(plan: JobPlan, job: OpenJob, report: JobReport, waits_in_form
     rejected = [lang for lang, r in decided.items() if r.status == reviews.REJECTED and lang in report.languages]
     for lang in rejected:
         for path in job.cat.withdraw_outputs(job.id, lang):  # this job's own files of it: not shipped
-            Path(path).unlink(missing_ok=True)
+            objects.remove(path)
         report.languages[lang] = LanguageReport(status=REJECTED, error=review.rejection(decided[lang]))
     return rejected
 
@@ -373,7 +381,7 @@ def measure_languages(plan: JobPlan, job: OpenJob, source: StageResult[SourceAud
             entry.qa = {"why": f"not measured: {one_line(exc)}"}
             continue
         entry.qa = measured.output.report
-        entry.timeline = str(Path(plan.out_dir) / timeline_name(plan, lang))
+        entry.timeline = objects.join(plan.out_dir, timeline_name(plan, lang))
         job.cat.add_output(job.id, lang, "timeline", entry.timeline)
 
 
@@ -400,7 +408,7 @@ def close_job(plan: JobPlan, job: OpenJob, report: JobReport, stopped: outcome.S
 
 def write_report(plan: JobPlan, report: JobReport, job: OpenJob) -> None:
     """NAME.report.json beside the deliverables, and in the catalog's outputs."""
-    path = Path(plan.out_dir) / f"{plan.name}.report.json"
-    cache.write_text(path, json.dumps(report.to_json(), ensure_ascii=False, indent=1, default=str), shared=True)
-    report.report = str(path)
-    job.cat.add_output(job.id, None, "report", str(path))
+    path = objects.join(plan.out_dir, f"{plan.name}.report.json")
+    objects.write_text(path, json.dumps(report.to_json(), ensure_ascii=False, indent=1, default=str))
+    report.report = path
+    job.cat.add_output(job.id, None, "report", path)

@@ -15,7 +15,7 @@ from polydub.errors import DubError, StageError, one_line
 from polydub.licences import Licence
 from polydub.progress import emit, stage_logger
 from polydub.report import Out, StageResult
-from polydub.storage import shared_catalog
+from polydub.storage import bucket_cache, shared_catalog
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,8 @@ class JobContext:
 
     job_id: int
     db_url: str
-    cache_root: str
+    cache_root: str  # local: the cache, or the job's scratch when the cache is in a store
+    store: str | None = None  # DUB_STORAGE_URL when it is an object store: the shared cache
 
 
 def output_from(kind: type[Out] | None, stored: dict) -> Out | None:
@@ -56,8 +57,23 @@ def run_stage(ctx: JobContext, stage: str, lang: str | None, key: str,
     folder = str(cache.stage_dir(stage, key, root))
     # Languages run in threads and jobs in processes: whoever holds the key's lock builds,
     # the others wait and then find it cached.
+    store = bucket_cache.store_at(ctx.store) if ctx.store else None
     with cache.exclusive(stage, key, root):
         hit, damaged = cache.inspect(stage, key, root)
+        if hit is None and store is not None:  # another job, maybe on another machine, made it
+            if damaged:
+                cache.discard(Path(folder))
+            try:
+                hit, in_store = bucket_cache.fetch(store, stage, key, root)
+                if in_store:  # never reused: removed from the store, rebuilt and published anew
+                    bucket_cache.discard(store, stage, key)
+            except Exception as exc:  # the store failed on the way: this stage fails, nothing marked done
+                cat.finish_stage(run_id, "failed", error=one_line(exc), backend=backend, model_version=model_version)
+                emit(stage, lang, "failed", one_line(exc))
+                if isinstance(exc, DubError):
+                    raise
+                raise StageError(f"{stage}{' ' + lang if lang else ''}: {one_line(exc)}") from exc
+            damaged = in_store or damaged
         made = None
         if hit is not None:
             try:
@@ -84,6 +100,8 @@ def run_stage(ctx: JobContext, stage: str, lang: str | None, key: str,
                 result = StageResult(stage, lang, folder, made, "done", getattr(made, "backend", None) or backend,
                                      model_version, label, round(time.perf_counter() - started, 3), rebuilt=damaged)
                 cache.finish(work, cache_record(result))
+            if store is not None:  # shared only once whole; a failed upload fails the stage
+                bucket_cache.publish(store, stage, key, Path(folder))
         except BaseException as exc:
             if isinstance(exc, Exception) and cache.is_disk_full(exc, root):
                 exc = cache.disk_full(root)  # one line naming the folder; nothing was published

@@ -12,6 +12,7 @@ from polydub import assemble, cache, languages
 from polydub.job import JobPlan
 from polydub.report import StageResult
 from polydub.segments import clip_to, write_subtitles
+from polydub.storage import objects
 from polydub.tasks.common import JobContext, run_stage
 from polydub.tasks.language import MIXED, Mixdown, Translation
 from polydub.tasks.lipsync import LipSynced
@@ -45,7 +46,7 @@ DUBBED, SRT, VTT = "dubbed", "subtitles.srt", "subtitles.vtt"
 def deliverables(plan: JobPlan, result: StageResult[Assembly]) -> dict[str, str]:
     """Where a language's files are published: {'mp4' or 'm4a', 'srt', 'vtt': path}."""
     name = f"{plan.name}.{result.lang}"
-    return {Path(f).suffix.lstrip("."): str(Path(plan.out_dir) / f"{name}{Path(f).suffix}")
+    return {Path(f).suffix.lstrip("."): objects.join(plan.out_dir, f"{name}{Path(f).suffix}")
             for f in result.output.files}
 
 
@@ -74,7 +75,7 @@ def assemble_lang(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAudi
                           mix=_key(mixed), video=_key(video) if lipsynced else None, lang=lang, version=3)
     result = run_stage(ctx, "assemble", lang, key, build, Assembly, backend="ffmpeg")
     for f, dest in zip(result.output.files, deliverables(plan, result).values()):
-        cache.place(result.file(f), Path(dest), shared=True)
+        objects.place(result.file(f), dest)
     return result
 
 
@@ -110,4 +111,4 @@ def assemble_multitrack(ctx: JobContext, plan: JobPlan, source: StageResult[Sour
     key = cache.stage_key("multitrack", source=_key(source), transcript=_key(transcript),
                           parts={lang: _key(r) for lang, r in delivered.items()}, version=3)
     result = run_stage(ctx, "assemble", None, key, build, Multitrack, backend="ffmpeg")
-    return str(cache.place(result.file(filename), Path(plan.out_dir) / f"{plan.name}{ext}", shared=True))
+    return objects.place(result.file(filename), objects.join(plan.out_dir, f"{plan.name}{ext}"))

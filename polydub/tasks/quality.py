@@ -14,6 +14,7 @@ from polydub import cache, qa
 from polydub.errors import InputError
 from polydub.job import JobPlan
 from polydub.report import StageResult
+from polydub.storage import objects
 from polydub.tasks.common import JobContext, run_stage
 from polydub.tasks.deliver import Assembly
 from polydub.tasks.language import DUB_TRACK, Mixdown
@@ -84,5 +85,5 @@ def check_quality(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAudi
                           max_speed=plan.options.max_speed, version=1)
     result = run_stage(ctx, "qa", lang, key, build, Quality, backend="measure",
                        model_version=asr.version if asr else None)
-    cache.place(result.file(TIMELINE), Path(plan.out_dir) / timeline_name(plan, lang), shared=True)
+    objects.place(result.file(TIMELINE), objects.join(plan.out_dir, timeline_name(plan, lang)))
     return result

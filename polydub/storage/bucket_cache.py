@@ -1,0 +1,179 @@
+"""The stage cache in an object store, trusted as the local one is.
+
+An entry is `cache/STAGE/KEY/done.json` (the run's record and every file's size and
+sha256, as `cache.finish` writes it, plus `run`) and its files under `cache/STAGE/KEY/RUN/`.
+Files are uploaded first and the record last, under a fresh RUN, so an entry appears whole
+or not at all, and two machines that build the same key never mix their files. A reader
+brings an entry into the job's local scratch and checks every file's size and sha256
+against the record (an ETag is not a digest); an entry that no longer matches is removed
+from the store and rebuilt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path, PurePosixPath
+
+from polydub import cache
+from polydub.errors import InputError
+from polydub.storage.objects import TMP, Store
+
+CACHE = "cache"
+MARKER = "done.json"
+MAX_MARKER_BYTES = 16 << 20  # a record lists a stage's files; megabytes would not be ours
+
+
+@lru_cache(maxsize=8)
+def store_at(url: str) -> Store:
+    """One Store per URL in a process (its connection pool is reused by every stage)."""
+    return Store(url)
+
+
+def _entry(stage: str, key: str) -> str:
+    return f"{CACHE}/{stage}/{key}"
+
+
+def _record(store: Store, stage: str, key: str) -> tuple[dict | None, str | None]:
+    """(record, None), (None, why) for a garbled one, or (None, None) where there is none."""
+    raw = store.read(f"{_entry(stage, key)}/{MARKER}", MAX_MARKER_BYTES)
+    if raw is None:
+        return None, None
+    try:
+        meta = json.loads(raw)
+        files, run = meta[cache.MANIFEST], meta["run"]
+        if not isinstance(files, dict) or not isinstance(run, str) or "/" in run:
+            raise ValueError
+        for name, want in files.items():
+            if PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts:
+                raise ValueError
+            int(want["size"]), str(want["sha256"])
+    except (ValueError, KeyError, TypeError):
+        return None, "garbled record in the store"
+    return meta, None
+
+
+def fetch(store: Store, stage: str, key: str, root: Path) -> tuple[dict | None, str | None]:
+    """Bring a finished entry from the store into `root/STAGE/KEY`, every file checked against
+    its record. (metadata, None) when it came whole; (None, why) when the store's entry no
+    longer matches its record; (None, None) when the store has none."""
+    meta, why = _record(store, stage, key)
+    if meta is None:
+        return None, why
+    final = cache.stage_dir(stage, key, root)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    work = final.parent / f"{cache.TMP_PREFIX}{key}-fetch-{uuid.uuid4().hex[:8]}"
+    work.mkdir()
+    try:
+        for name, want in meta[cache.MANIFEST].items():
+            dest = work / name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                size, digest = store.get(f"{_entry(stage, key)}/{meta['run']}/{name}", dest, limit=want["size"])
+            except FileNotFoundError:
+                return None, f"{name}: missing in the store"
+            except InputError:
+                return None, f"{name}: larger in the store than recorded"
+            if size != want["size"]:
+                return None, f"{name}: {size} bytes in the store, {want['size']} recorded"
+            if digest != want["sha256"]:
+                return None, f"{name}: content changed in the store"
+        local = {k: v for k, v in meta.items() if k != "run"}
+        (work / MARKER).write_text(json.dumps(local, indent=1, default=str))
+        cache.discard(final)
+        os.replace(work, final)
+        return local, None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def publish(store: Store, stage: str, key: str, folder: Path) -> None:
+    """Upload a finished local entry: its files under a fresh run, then its record."""
+    meta = json.loads((Path(folder) / MARKER).read_text())
+    run = f"r-{uuid.uuid4().hex[:12]}"
+    for name in meta[cache.MANIFEST]:
+        store.put(Path(folder) / name, f"{_entry(stage, key)}/{run}/{name}")
+    store.put_bytes(json.dumps({**meta, "run": run}, indent=1, default=str).encode(),
+                    f"{_entry(stage, key)}/{MARKER}")
+
+
+def discard(store: Store, stage: str, key: str) -> None:
+    """Remove an entry from the store: its record first (no reader trusts it after), then
+    its files."""
+    prefix = _entry(stage, key)
+    store.remove(f"{prefix}/{MARKER}")
+    store.remove(*(entry.name for entry in store.listing(prefix)))
+
+
+@dataclass
+class Problem:
+    path: str
+    reason: str
+
+
+def verify(store: Store, fix: bool = False) -> tuple[int, list[Problem]]:
+    """Read every entry's files through and compare each with its record. Returns (entries
+    checked, problems); with `fix`, damaged entries are removed (rebuilt when next needed)."""
+    checked, problems = 0, []
+    for stage, key in _entries(store):
+        checked += 1
+        meta, why = _record(store, stage, key)
+        for name, want in (meta or {}).get(cache.MANIFEST, {}).items():
+            try:
+                size, digest = store.digest(f"{_entry(stage, key)}/{meta['run']}/{name}")
+            except FileNotFoundError:
+                why = f"{name}: missing"
+                break
+            if size != want["size"]:
+                why = f"{name}: {size} bytes, {want['size']} recorded"
+                break
+            if digest != want["sha256"]:
+                why = f"{name}: content changed"
+                break
+        if why:
+            problems.append(Problem(store.location(_entry(stage, key)), why))
+            if fix:
+                discard(store, stage, key)
+    return checked, problems
+
+
+def _entries(store: Store) -> list[tuple[str, str]]:
+    found = []
+    for entry in store.listing(CACHE):
+        parts = entry.name.split("/")
+        if len(parts) == 4 and parts[3] == MARKER:
+            found.append((parts[1], parts[2]))
+    return found
+
+
+@dataclass
+class Sweep:
+    removed: list[str] = field(default_factory=list)
+    bytes: int = 0
+
+
+def sweep(store: Store, older_than: float = cache.SWEEP_AGE) -> Sweep:
+    """Remove what no reader will use: temporary keys of publishes that died, and the files
+    of runs no record names (a rebuilt entry's old run, a build that died before its
+    record), untouched for `older_than` seconds."""
+    now, result = time.time(), Sweep()
+    objects = list(store.listing(""))
+    named = {}
+    for stage, key in _entries(store):
+        meta, _ = _record(store, stage, key)
+        named[(stage, key)] = meta["run"] if meta else None
+    for entry in objects:
+        parts = entry.name.split("/")
+        leftover = any(part.startswith(TMP) for part in parts)
+        if not leftover and len(parts) >= 5 and parts[0] == CACHE:
+            leftover = named.get((parts[1], parts[2])) != parts[3]
+        if leftover and entry.modified and now - entry.modified >= older_than:
+            store.remove(entry.name)
+            result.removed.append(store.location(entry.name))
+            result.bytes += entry.size
+    return result
