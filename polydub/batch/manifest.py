@@ -32,6 +32,7 @@ from polydub.errors import InputError
 from polydub.job import JobPlan, check_backends, plan_job
 from polydub.options import FLAGS, TEXT_MAX, DubOptions, make_options
 from polydub.redact import redact
+from polydub.storage import objects
 
 MAX_MANIFEST_BYTES = 20 * 1024 * 1024  # 10,000 rows of long paths are ~5 MB
 MAX_ITEMS = 10_000  # a large ad catalog: 500 variants x 20 markets
@@ -321,8 +322,11 @@ def _option(field: str, value: object) -> None:
 
 
 def _absolute(value: str, base: Path) -> str:
-    """The resolved absolute path. Folders are resolved once each (a catalog of 10,000
-    rows in one folder would otherwise pay a stat per folder level per row)."""
+    """The resolved absolute path (an object store URL as it is). Folders are resolved once
+    each (a catalog of 10,000 rows in one folder would otherwise pay a stat per folder level
+    per row)."""
+    if objects.is_remote(value):
+        return value
     path = os.path.join(base, os.path.expanduser(value))
     folder, name = os.path.split(path)
     if name in ("", ".", ".."):
@@ -449,6 +453,12 @@ class _Checker:
         elif not isinstance(source, str):
             problem("input", f"{limits.shown(source)} is not a file name or URL")
             source = None
+        elif objects.is_remote(source):  # an object store's: fetched below with its sidecars, as a URL is
+            try:
+                url = objects.check_url(source, "input")
+            except InputError as exc:
+                problem("input", exc)
+            source = None
         elif download.is_url(source):
             try:
                 download.check_url(source)
@@ -550,6 +560,10 @@ def load_manifest(path: str | Path, langs: str | list[str] | None = None,
 
     def get(url: str) -> Path | InputError:
         try:
+            if objects.is_remote(url):
+                from polydub.storage.inputs import fetch_input
+
+                return fetch_input(url)
             return download.fetch(url)
         except InputError as exc:
             return exc
@@ -581,11 +595,17 @@ def plan_items(manifest: Manifest, out_root: str | Path, outputs_root: str | Pat
 
     With `outputs_root`, `out_root` is relative to it. `check=False` skips `check_backends`
     (for a machine that only schedules the work)."""
-    root = Path(out_root) if outputs_root is not None else Path(out_root).expanduser().resolve()
+    if objects.is_remote(out_root):
+        root = str(out_root)
+    else:
+        root = str(Path(out_root) if outputs_root is not None else Path(out_root).expanduser().resolve())
 
     def plan(item: ManifestItem) -> JobPlan | str:
         try:
-            job = plan_job(item.input, item.langs, item.options, out=str(root / item.id), outputs_root=outputs_root)
+            # an object store's input is planned by its URL (the plan names it; its copy is reused)
+            source = item.url if objects.is_remote(item.url) else item.input
+            job = plan_job(source, item.langs, item.options, out=objects.join(root, item.id),
+                           outputs_root=outputs_root)
             if check:
                 check_backends(job)
             return job

@@ -536,22 +536,37 @@ def server_status() -> None:
 @cache_app.command("gc")
 def cache_gc(older_than: float = typer.Option(60.0, "--older-than",
                                               help="Minutes untouched before a leftover goes.")) -> None:
-    """Remove temporary folders and partial files that killed runs left in the cache."""
+    """Remove what killed runs left in the cache: temporary folders and partial files here,
+    and in a bucket (DUB_STORAGE_URL) temporary keys and files no entry's record names."""
     from polydub import cache
+    from polydub.storage import bucket_cache, objects
 
     swept = cache.sweep(config.cache_dir(), older_than=older_than * 60)
-    for path in swept.removed:
-        out.print(f"removed {path}")
-    out.print(f"{len(swept.removed)} leftovers removed, {swept.bytes / 1e6:.1f} MB freed")
+    store = objects.shared_store()
+    removed, freed = list(swept.removed), swept.bytes
+    if store is not None:
+        store.check()
+        in_store = bucket_cache.sweep(store, older_than=older_than * 60)
+        removed, freed = removed + in_store.removed, freed + in_store.bytes
+    for path in removed:
+        out.print(f"removed {path}", soft_wrap=True, markup=False)
+    out.print(f"{len(removed)} leftovers removed, {freed / 1e6:.1f} MB freed")
 
 
 @cache_app.command("verify")
 def cache_verify(fix: bool = typer.Option(False, "--fix",
                                            help="Remove damaged entries (rebuilt when next needed).")) -> None:
-    """Check the size and digest of every cached file; exit 1 on damage unless --fix."""
+    """Check the size and digest of every cached file (in the bucket too, when DUB_STORAGE_URL
+    names one); exit 1 on damage unless --fix."""
     from polydub import cache
+    from polydub.storage import bucket_cache, objects
 
-    checked, problems = cache.verify_all(config.cache_dir(), fix=fix)
+    store = objects.shared_store()
+    if store is not None:
+        store.check()
+        checked, problems = bucket_cache.verify(store, fix=fix)
+    else:
+        checked, problems = cache.verify_all(config.cache_dir(), fix=fix)
     for problem in problems:
         print(f"{'removed' if fix else 'damaged'}: {problem.path}: {problem.reason}")
     out.print(f"{checked} entries checked, {len(problems)} damaged{' and removed' if fix and problems else ''}")

@@ -40,7 +40,7 @@ from polydub.job import JobPlan, _out_dir
 from polydub.options import DubOptions
 from polydub.progress import stage_logger
 from polydub.report import AWAITING_REVIEW, REJECTED, JobReport, LanguageReport
-from polydub.storage import deliveries, shared_catalog
+from polydub.storage import deliveries, objects, shared_catalog
 from polydub.storage.catalog import process_owner
 
 DEFAULT_CONCURRENCY = 2  # items dubbed at once in this process; each runs its languages in threads
@@ -180,7 +180,9 @@ def _settled(work: Work, item_id: str) -> DubOptions:
     plan = work.plans[item_id]
     item = work.manifest.item(item_id)
     out = plan.out_dir
-    if work.outputs_root is not None:
+    if work.outputs_root is not None and objects.is_remote(work.outputs_root):
+        out = plan.out_dir[len(str(work.outputs_root).rstrip("/")) + 1:]
+    elif work.outputs_root is not None:
         out = str(Path(plan.out_dir).relative_to(Path(work.outputs_root).resolve()))
     return item.options.model_copy(update={"out": out, "source_lang": plan.options.source_lang,
                                            "transcript": plan.options.transcript})
@@ -223,7 +225,7 @@ def dub_item(item_id: str, plan: JobPlan, options: DubOptions) -> JobReport:
     the Prefect server stopped answering once the job had finished."""
     started = time.time()
     try:
-        state = dub_video(plan.input, plan.langs, options, return_state=True)
+        state = dub_video(plan.source, plan.langs, options, return_state=True)
     except Exception as exc:  # noqa: BLE001 - the server went away: the job may be complete
         return outcome.finished_despite(exc, started)
     return _report_of(state)
@@ -341,7 +343,7 @@ async def _dispatch(work: Work, claimed: list[str], name: str, cat, owner: str,
                 try:
                     async with gate:
                         run = await client.create_flow_run_from_deployment(
-                            deployment.id, parameters={"input": plan.input, "langs": plan.langs,
+                            deployment.id, parameters={"input": plan.source, "langs": plan.langs,
                                                        "options": options.model_dump(mode="json", exclude_none=True)},
                             tags=["polydub", catalog_tag, f"item:{item}"],
                             idempotency_key=f"{parent}:{item}" if parent else None)

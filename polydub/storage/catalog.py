@@ -462,8 +462,12 @@ class Catalog:
         """A new 'running' job; `consent` says under which consent voices are cloned and
         lips changed (who gave it, for what), as the user stated it. `input_path` is the
         path this job was given; `flow_run_id` and `deployment` the Prefect run behind it.
-        A job refused before work is created with status 'rejected' and the reason."""
+        A job refused before work is created with status 'rejected' and the reason. What the
+        user typed (paths, URLs, parameters) is kept with any secret in it masked."""
         check_json("params", params)
+        params = json.loads(redact(json.dumps(params)))
+        input_path = None if input_path is None else redact(str(input_path))
+        error = redact(error) if error else error
         check_one_of("job status", status, ("running", "rejected"))
         with self._write.begin() as session:
             if source_id is not None and session.get(Source, source_id) is None:

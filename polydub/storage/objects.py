@@ -86,7 +86,10 @@ def _filesystem(scheme: str):
     if scheme in ("s3", "s3a"):  # a dead endpoint answers quickly; retries are ours
         options["config_kwargs"] = {"connect_timeout": CONNECT_TIMEOUT_S, "read_timeout": READ_TIMEOUT_S,
                                     "retries": {"max_attempts": 1}}
-    return fsspec.filesystem(scheme, **options)
+    fs = fsspec.filesystem(scheme, **options)
+    if hasattr(fs, "retries"):  # s3fs retries 5 times on its own; ours wrap every transfer once
+        fs.retries = 1
+    return fs
 
 
 def _permanent(exc: BaseException) -> bool:
