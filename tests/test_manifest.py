@@ -486,7 +486,9 @@ def test_url_failures_are_row_problems_and_leave_nothing(server, cache, tmp_path
         f"ads.csv row 6, column input: http://127.0.0.1:{port}/ad.mp4: could not download (Connection refused)",
         f"ads.csv row 7, column input: {server.url}/to-ftp.mp4: redirected to a ftp: URL; only http and https "
         "are followed",
-        "ads.csv row 8, column input: s3://bucket/ad.mp4: s3: URLs are not accepted (http or https, or a local file)",
+        # an object store's URL is fetched with the store's own credentials: none here
+        "ads.csv row 8, column input: s3://bucket/ad.mp4: no credentials (for S3: AWS_ACCESS_KEY_ID and "
+        "AWS_SECRET_ACCESS_KEY, a profile or an instance role)",
         f"ads.csv row 9, column input: {server.url}/gone.mp4?token=***: download failed: HTTP 404 Not Found",
     ]
     assert [p.name for p in (cache / "downloads").iterdir() if not p.name.endswith(".lock")] == []

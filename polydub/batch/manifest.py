@@ -563,7 +563,7 @@ def load_manifest(path: str | Path, langs: str | list[str] | None = None,
             if objects.is_remote(url):
                 from polydub.storage.inputs import fetch_input
 
-                return fetch_input(url)
+                return fetch_input(url, what="")  # the row's problem names the column
             return download.fetch(url)
         except InputError as exc:
             return exc

@@ -15,9 +15,9 @@ import json
 from pathlib import Path
 
 from polydub import cache, config
-from polydub.errors import InputError, one_line
+from polydub.errors import InputError
 from polydub.sidecars import SUBTITLE_SUFFIXES
-from polydub.storage.objects import Store, StorageError, check_url, is_remote, name_of
+from polydub.storage.objects import Store, StorageError, check_url, is_remote, reason
 
 STAMPS = ".stamps.json"  # name -> [size, modified] of each copy, as the store said
 MAX_TEXT_BYTES = 16 << 20  # a transcript, glossary or voice map; larger is not one
@@ -34,11 +34,14 @@ def _folder_of(url: str, what: str) -> tuple[Store, str, Path]:
 
 
 def _refused(what: str, url: str, exc: Exception) -> InputError:
+    """One line for a file the store would not give: what, the URL, why."""
     if isinstance(exc, InputError):
         return exc
+    shown = f"{what} {url}".strip()
     if isinstance(exc, FileNotFoundError):
-        return InputError(f"{what} {url}: no such object")
-    return InputError(f"{what} {url}: {one_line(exc).removeprefix('storage: ')}")
+        return InputError(f"{shown}: no such object")
+    cause = exc.__cause__ if isinstance(exc, StorageError) and exc.__cause__ else exc
+    return InputError(f"{shown}: {reason(cause)}")
 
 
 def _fetched(store: Store, name: str, local: Path, limit: int, stamps: dict) -> Path:
@@ -70,8 +73,7 @@ def fetch_input(url: str, what: str = "input") -> Path:
     stem = Path(name).stem
     try:
         with cache.exclusive(cache.DOWNLOADS, local.name):
-            local.mkdir(parents=True, exist_ok=True)
-            stamps = _stamps(local)
+            stamps = _stamps(local)  # (the folder is made by the first download: a refusal leaves nothing)
             path = _fetched(store, name, local, config.max_download_bytes(), stamps)
             there = [n for n in store.names_in("") if n.startswith(stem + ".") and n != name
                      and Path(n).suffix.lower() in SUBTITLE_SUFFIXES]
@@ -92,7 +94,6 @@ def fetch_file(url: str, what: str) -> Path:
     store, name, local = _folder_of(url, what)
     try:
         with cache.exclusive(cache.DOWNLOADS, local.name):
-            local.mkdir(parents=True, exist_ok=True)
             stamps = _stamps(local)
             stamps.pop(name, None)
             path = _fetched(store, name, local, MAX_TEXT_BYTES, stamps)
@@ -110,10 +111,10 @@ def fetch_folder(url: str, what: str, suffixes: tuple[str, ...]) -> Path:
     store = Store(url, what)
     try:
         with cache.exclusive(cache.DOWNLOADS, local.name):
-            local.mkdir(parents=True, exist_ok=True)
             names = [n for n in store.names_in("") if Path(n).suffix.lower() in suffixes]
             if not names and next(iter(store.listing("")), None) is None:
                 raise InputError(f"{what} {url}: no such folder")
+            local.mkdir(parents=True, exist_ok=True)
             for old in local.iterdir():
                 if old.name not in names and old.name != STAMPS:
                     old.unlink(missing_ok=True)

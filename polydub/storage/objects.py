@@ -94,7 +94,8 @@ def _filesystem(scheme: str):
 
 def _permanent(exc: BaseException) -> bool:
     """A refusal that retrying will not change: no such object or bucket, access refused."""
-    return isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, InputError))
+    return isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, InputError)) \
+        or "NoCredentials" in type(exc).__name__
 
 
 @dataclass
@@ -143,7 +144,7 @@ class Store:
                 if _permanent(exc) or attempt == RETRIES:
                     if isinstance(exc, (FileNotFoundError,)):
                         raise
-                    raise StorageError(f"storage: {what}: {_reason(exc)}") from exc
+                    raise StorageError(f"storage: {what}: {reason(exc)}") from exc
                 time.sleep(wait)
                 wait *= 2
         raise AssertionError("unreachable")
@@ -287,7 +288,7 @@ class Store:
         try:
             write_and_remove()
         except Exception as exc:  # noqa: BLE001 - any failure is the one line
-            raise InputError(f"{self.what} {self.url}: {_reason(exc)}") from None
+            raise InputError(f"{self.what} {self.url}: {reason(exc)}") from None
 
 
 def _mtime(info: dict) -> float:
@@ -300,7 +301,7 @@ def _mtime(info: dict) -> float:
         return 0.0
 
 
-def _reason(exc: BaseException) -> str:
+def reason(exc: BaseException) -> str:
     """Why a store refused, in a few words."""
     if isinstance(exc, FileNotFoundError):
         return f"not found ({one_line(exc)})"
