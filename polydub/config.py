@@ -244,6 +244,18 @@ def lipsync_deep_cache() -> str:
     return os.environ.get("DUB_LIPSYNC_DEEP_CACHE", "0")
 
 
+def lipsync_deployment() -> str | None:
+    """DUB_LIPSYNC_DEPLOYMENT: the Prefect deployment (FLOW/NAME, e.g. `lipsync/lipsync-gpu`) a
+    CPU worker hands lip-sync to; it needs DUB_STORAGE_URL in a bucket. Unset: in-process."""
+    return os.environ.get("DUB_LIPSYNC_DEPLOYMENT", "").strip() or None
+
+
+def lipsync_timeout_s() -> float:
+    """DUB_LIPSYNC_TIMEOUT: seconds a CPU flow waits for the GPU deployment's run (default 3 h:
+    queued behind other jobs' lip-sync, then a long video)."""
+    return _seconds("DUB_LIPSYNC_TIMEOUT", 3 * 3600.0, 1)
+
+
 def gpu_limit() -> bool:
     """DUB_GPU_LIMIT=0 turns off the machine's `polydub-gpu-...` Prefect concurrency limit."""
     return os.environ.get("DUB_GPU_LIMIT", "1") != "0"

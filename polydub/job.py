@@ -260,6 +260,11 @@ def check_backends(plan: JobPlan) -> None:
         from polydub.diarize import find_diarizer
 
         find_diarizer()  # a diarizer that is asked for must load
+    if config.lipsync_deployment() and plan.has_video and plan.options.lipsync != "off":
+        if objects.storage_url() is None:  # the GPU side decides whether it can run; it needs the bucket
+            raise InputError(f"DUB_LIPSYNC_DEPLOYMENT={config.lipsync_deployment()}: lip-sync on GPU workers "
+                             f"needs DUB_STORAGE_URL to name a bucket both sides reach")
+        return
     ok, reason = lipsync_decision(plan.options.lipsync, plan.has_video)  # also checks lip-sync settings
     if plan.options.lipsync == "on" and not ok:
         raise InputError(f"--lipsync on: lip-sync cannot run: {reason}")

@@ -319,6 +319,10 @@ def lipsync_stage(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAudi
     if not mixed:
         return {}
     try:
+        if handed_to_gpu(ctx, plan):
+            from polydub.flows.lipsync import sync_on_gpu
+
+            return sync_on_gpu(ctx, plan, source, {lang: r[2] for lang, r in mixed.items()})
         return lipsync_langs(ctx, plan, source, {lang: r[2] for lang, r in mixed.items()})
     except Exception as exc:
         if plan.options.lipsync == "on":
@@ -327,6 +331,12 @@ def lipsync_stage(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAudi
                 del mixed[lang]
             return {}
         return {lang: StageResult("lipsync", lang, "", status="failed", reason=one_line(exc)) for lang in mixed}
+
+
+def handed_to_gpu(ctx: JobContext, plan: JobPlan) -> bool:
+    """Whether this job's lip-sync runs on the GPU pool's `lipsync` deployment: asked for
+    (DUB_LIPSYNC_DEPLOYMENT), with a video, lip-sync not off, and a shared store."""
+    return bool(config.lipsync_deployment() and ctx.store and plan.has_video and plan.options.lipsync != "off")
 
 
 def delivered_summary(report: JobReport) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +22,9 @@ from polydub.errors import StageError, one_line
 from polydub.job import JobPlan
 from polydub.lipsync import lipsync_decision
 from polydub.lipsync.weights import weights_fingerprint
-from polydub.progress import emit
+from polydub.progress import emit, stage_logger
 from polydub.report import StageResult
-from polydub.storage import shared_catalog
+from polydub.storage import bucket_cache, shared_catalog
 from polydub.storage.catalog import this_machine
 from polydub.tasks.common import JobContext, cache_record, output_from, skip_stage
 from polydub.tasks.language import MIXED, Mixdown
@@ -78,6 +79,34 @@ def _gpu_slot():
     return concurrency(name, occupy=1, strict=True)
 
 
+MODEL_LOADS = {"loaded": 0, "reused": 0}  # this process's count: a long-lived GPU worker loads once
+
+
+def loaded_models(models_dir: str, version: str, device: str, weights: str):
+    """The lip-sync models, loaded once per process and kept (keyed by the weights' fingerprint,
+    so new weights load anew): a GPU worker that syncs video after video in one process pays
+    the load once. One set is kept; the GPU slot makes its use one at a time."""
+    with _MODELS_LOCK:
+        key = (models_dir, version, device, weights)
+        if _MODELS.get("key") == key:
+            MODEL_LOADS["reused"] += 1
+            stage_logger().info("lipsync: models already loaded in this process (%s)", version)
+            return _MODELS["models"]
+        from polydub.lipsync import stage as lipsync
+
+        _MODELS.clear()  # the old set goes before the new one loads: one set in memory
+        started = time.perf_counter()
+        models = lipsync.LipSyncModels.load(models_dir, version=version, device=device)
+        _MODELS.update(key=key, models=models)
+        MODEL_LOADS["loaded"] += 1
+        stage_logger().info("lipsync: models loaded in %.1f s (%s)", time.perf_counter() - started, version)
+        return models
+
+
+_MODELS: dict = {}
+_MODELS_LOCK = threading.Lock()
+
+
 @task(name="lipsync", task_run_name="lipsync[all languages]", cache_policy=NONE, persist_result=False)
 def lipsync_langs(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAudio],
                   mixes: dict[str, StageResult[Mixdown]]) -> dict[str, StageResult[LipSynced]]:
@@ -109,6 +138,18 @@ def lipsync_langs(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAudi
             for lang in mixes}
     results: dict[str, StageResult[LipSynced]] = {}
     checked = {lang: cache.inspect("lipsync", keys[lang], root) for lang in mixes}  # (record, damage)
+    store = bucket_cache.store_at(ctx.store) if ctx.store else None
+    try:
+        for lang in mixes:  # the cache in a bucket: a synced video made on any GPU machine is reused here
+            if store is not None and checked[lang][0] is None:
+                found = bucket_cache.fetch(store, "lipsync", keys[lang], root)
+                if found[1]:
+                    bucket_cache.discard(store, "lipsync", keys[lang])
+                checked[lang] = (found[0], found[1] or checked[lang][1])
+    except Exception as exc:  # the store failed on the way: nothing is marked done
+        for lang in mixes:
+            cat.finish_stage(runs[lang], "failed", error=one_line(exc), backend="latentsync")
+        raise StageError(f"lipsync: {one_line(exc)}") from exc
     missing = [lang for lang in mixes if checked[lang][0] is None]
     for lang in mixes:
         if lang not in missing:
@@ -124,8 +165,7 @@ def lipsync_langs(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAudi
     started = time.perf_counter()
     try:
         with cache.scratch(root, "lipsync") as work, _gpu_slot():
-            models = lipsync.LipSyncModels.load(config.models_dir(), version=version,
-                                                device=lipsync.lipsync_device())
+            models = loaded_models(str(config.models_dir()), version, lipsync.lipsync_device(), weights)
             outs = {lang: Path(work) / f"{lang}.mp4" for lang in missing}
             info = lipsync.lipsync_video(
                 Path(plan.input), {lang: Path(mixes[lang].file(MIXED)) for lang in missing}, outs,
@@ -141,6 +181,8 @@ def lipsync_langs(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAudi
                 with cache.building("lipsync", keys[lang], root) as folder:
                     shutil.move(str(outs[lang]), folder / VIDEO)
                     cache.finish(folder, record)
+                if store is not None:  # shared once whole; a failed upload fails the stage
+                    bucket_cache.publish(store, "lipsync", keys[lang], Path(result.folder))
                 detail = {k: v for k, v in record.items() if k not in ("file", cache.MANIFEST)}
                 cat.finish_stage(runs[lang], "done", detail=detail,
                                  backend="latentsync", model_version=version)

@@ -1,0 +1,127 @@
+"""CPU workers hand lip-sync to GPU workers: a real Prefect server, both process work pools,
+a CPU worker and a "GPU" worker (lip-sync on the CPU with tiny random models), each started
+in a folder of its own with its own DUB_HOME and cache. They share only the bucket (a real
+S3 API server on loopback), the catalog (the machine's PostgreSQL) and the Prefect server.
+
+A `dub-video` run on the CPU pool prepares the mixed track, hands lip-sync to the
+`lipsync-gpu` deployment on the GPU pool, and assembles from the synced video it gets back
+through the bucket; its deliverable lands in the bucket with the face regenerated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.databases import Databases, postgres_unreachable
+from tests.prefect_stack import _stop, prefect_stack
+from tests.services import s3_server
+from tests.test_dub_lipsync import LINE, SECONDS, frames_of
+from tests.test_object_storage import KEY_ID, SECRET, bucket_fs
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+BUCKET = "polydub-fleet"
+RUN_TIMEOUT_S = 400
+
+
+def make_clip(folder: Path) -> Path:
+    """A 3-second clip of the example with its English transcript and approved Spanish script."""
+    from tests.conftest import EXAMPLE
+
+    video = folder / "promo.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(EXAMPLE), "-t", str(SECONDS), "-c:v", "libx264", "-crf", "16",
+                    "-c:a", "aac", "-metadata:s:a:0", "language=eng", str(video)], check=True, timeout=120)
+    for lang in ("en", "es"):
+        (folder / f"promo.{lang}.srt").write_text(f"1\n00:00:00,500 --> 00:00:02,800\n{LINE[lang]}\n",
+                                                  encoding="utf-8")
+    return video
+
+
+def test_a_cpu_worker_hands_lipsync_to_a_gpu_worker_through_the_bucket(tmp_path_factory, tiny_models_dir):
+    if reason := postgres_unreachable():
+        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is unreachable: {reason}")
+    root = tmp_path_factory.mktemp("fleet")
+    clip = make_clip(tmp_path_factory.mktemp("clip"))
+    dbs = Databases("postgresql", None)
+    db = dbs.new_url()
+    try:
+        with s3_server() as endpoint:
+            fs = bucket_fs(endpoint)
+            fs.mkdir(BUCKET)
+            for f in clip.parent.iterdir():
+                fs.put_file(str(f), f"{BUCKET}/in/{f.name}")
+            shared = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET,
+                      "AWS_DEFAULT_REGION": "us-east-1", "DUB_STORAGE_URL": f"s3://{BUCKET}/store",
+                      "DUB_OUTPUTS_DIR": f"s3://{BUCKET}/outputs", "DUB_DATABASE_URL": db,
+                      "DUB_LIPSYNC_DEVICE": "cpu", "DUB_LIPSYNC_STEPS": "2", "DUB_GPU_LIMIT": "1"}
+            cpu_home, gpu_home = root / "cpu", root / "gpu"
+            cpu = {**shared, "DUB_HOME": str(cpu_home), "DUB_CACHE_DIR": str(cpu_home / "cache"),
+                   "DUB_LIPSYNC_DEPLOYMENT": "lipsync/lipsync-gpu"}  # no lip-sync weights on this one
+            with prefect_stack(root / "stack", worker_env=cpu) as stack:
+                gpu_home.mkdir()
+                gpu = {**stack["env"], **shared, "DUB_HOME": str(gpu_home), "DUB_CACHE_DIR": str(gpu_home / "cache"),
+                       "DUB_MODELS_DIR": str(tiny_models_dir)}
+                gpu_worker = subprocess.Popen([sys.executable, "-m", "polydub.cli", "worker", "--pool", "polydub-gpu"],
+                                              env=gpu, cwd=gpu_home, stdout=open(root / "gpu-worker.log", "wb"),
+                                              stderr=subprocess.STDOUT, start_new_session=True)
+                try:
+                    run = run_dub(stack, f"s3://{BUCKET}/in/promo.mp4")
+                finally:
+                    _stop(gpu_worker)
+                logs = (root / "gpu-worker.log").read_text(errors="replace")
+                assert run["state"] == "COMPLETED", (run, logs[-3000:],
+                                                     (root / "stack" / "worker.log").read_text()[-3000:])
+                gpu_runs = run["lipsync_runs"]
+                assert len(gpu_runs) == 1 and gpu_runs[0]["pool"] == "polydub-gpu" \
+                    and gpu_runs[0]["state"] == "COMPLETED"
+            report = run["report"]
+            es = report["languages"]["es"]
+            assert es["status"] == "done" and es["backends"]["lipsync"] == "done", es
+            url = es["outputs"]["mp4"]
+            assert url.startswith(f"s3://{BUCKET}/outputs/promo/job-")
+            fs.get_file(url.removeprefix("s3://"), str(root / "es.mp4"))
+            source, synced = frames_of(clip), frames_of(root / "es.mp4")
+            assert synced.shape == source.shape
+            diff = np.abs(synced - source).max(axis=-1)
+            assert diff[:, :60, :60].mean() < 3  # far from the face: only re-encoding noise
+            assert (diff > 40).mean(axis=0).max() > 0.5  # the lower face regenerated
+            # each side kept only its scratch: no stage result outside the bucket
+            for home in (cpu_home, gpu_home):
+                cache = home / "cache"
+                assert not [p for p in cache.iterdir() if p.name not in ("downloads",) and not p.name.endswith(".lock")]
+            assert fs.find(f"{BUCKET}/store/cache/lipsync")
+    finally:
+        dbs.drop_all()
+
+
+def run_dub(stack: dict, url: str) -> dict:
+    """Start dub-video on the CPU pool through the API and wait; its end state, report and
+    the lip-sync runs it started."""
+    script = f"""
+import json
+from prefect.client.orchestration import get_client
+from prefect.deployments import run_deployment
+run = run_deployment("dub-video/dub-video", parameters={{"input": {url!r}, "langs": ["es"],
+                     "options": {{"lipsync": "on", "voice": "espeak"}}}}, timeout={RUN_TIMEOUT_S})
+with get_client(sync_client=True) as client:
+    runs = [r for r in client.read_flow_runs(limit=50) if r.name.startswith("lipsync-job-")]
+    pools = {{r.id: r.work_pool_name for r in runs}}
+report = None
+try:
+    report = run.state.result(raise_on_failure=False)
+except Exception as exc:
+    report = str(exc)
+print(json.dumps({{"state": run.state.type.value, "message": run.state.message, "report": report,
+                   "lipsync_runs": [{{"pool": pools[r.id], "state": r.state.type.value}} for r in runs]}},
+                 default=str))
+"""
+    done = subprocess.run([sys.executable, "-c", script], env=stack["env"], capture_output=True, text=True,
+                          timeout=RUN_TIMEOUT_S + 60)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
