@@ -103,7 +103,6 @@ def one_run(folder: Path, name: str, video: str, langs: list[str], out: str,
     for var in drop:
         env.pop(var, None)
     env.update(shared)
-    Path(env["DUB_HOME"]).mkdir(parents=True)
     try:
         timed(dub("server", "start"), env)
         return dub_run(video, langs, out, env, None, "--lipsync", "off")
@@ -126,7 +125,7 @@ def main() -> int:
 
     folder = Path(tempfile.mkdtemp(prefix="polydub-bench-"))
     load_before = os.getloadavg()[0]
-    results: dict[tuple[str, str], tuple[float, dict, int | None, int | None]] = {}
+    results: dict[tuple[str, str], tuple[float, dict, tuple[int, int, int] | None]] = {}
     try:
         video, _, duration = make_input(folder, opts.seconds)
         sidecars = [video.with_name(f"{NAME}.{lang}.srt") for lang in (SOURCE_LANG, *langs)]
@@ -142,7 +141,7 @@ def main() -> int:
             print(f"local disk, {run} ...", file=sys.stderr)
             seconds, report = one_run(local, f"machine{i}", str(video), langs, str(local / "out" / f"run{i}"),
                                       shared, drop=("DUB_OUTPUTS_DIR",))
-            results["local disk", run] = (seconds, report, None, None)
+            results["local disk", run] = (seconds, report, None)
             if run == "cold":
                 local_store = folder_size(local / "store")
 
@@ -165,11 +164,11 @@ def main() -> int:
                     seconds, report = one_run(remote, f"machine{i}", f"s3://{BUCKET}/in/{video.name}", langs,
                                               f"s3://{BUCKET}/out/run{i}/", shared,
                                               drop=("DUB_CACHE_DIR", "DUB_OUTPUTS_DIR"))
-                    results["object storage", run] = (seconds, report, relay.sent, relay.received)
+                    results["object storage", run] = (seconds, report,
+                                                      (relay.sent, relay.received, relay.connections))
                     if run == "cold":
                         sizes = [info["size"] for info in fs.find(f"{BUCKET}/store", detail=True).values()]
                         remote_store = (len(sizes), sum(sizes))
-                        connections = relay.connections
             finally:
                 relay.close()
 
@@ -178,18 +177,19 @@ def main() -> int:
                  f"{os.getloadavg()[0]:.1f} after")
         print(title)
         print()
-        print("| mode | run | dub wall s | / local disk | MB up | MB down | stage runs |")
-        print("|---|---|---:|---:|---:|---:|---|")
-        for (mode, run), (seconds, report, sent, received) in results.items():
+        print("| mode | run | dub wall s | / local disk | MB up | MB down | connections | stage runs |")
+        print("|---|---|---:|---:|---:|---:|---:|---|")
+        for (mode, run), (seconds, report, moved) in results.items():
             base = results["local disk", run][0]
-            up = "" if sent is None else f"{sent / MB:.2f}"
-            down = "" if received is None else f"{received / MB:.2f}"
-            print(f"| {mode} | {run} | {seconds:.2f} | {seconds / base:.2f} | {up} | {down} | {statuses(report)} |")
+            up, down, conns = ("", "", "") if moved is None else \
+                (f"{moved[0] / MB:.2f}", f"{moved[1] / MB:.2f}", str(moved[2]))
+            print(f"| {mode} | {run} | {seconds:.2f} | {seconds / base:.2f} | {up} | {down} | {conns} "
+                  f"| {statuses(report)} |")
         print()
-        print(f"store after the cold run: s3://{BUCKET}/store {remote_store[1] / MB:.2f} MB in "
+        print(f"store after the cold run: s3://{BUCKET}/store, {remote_store[1] / MB:.2f} MB in "
               f"{remote_store[0]} objects (local disk: the cache folder, {local_store[1] / MB:.2f} MB in "
-              f"{local_store[0]} files); the cold S3 run opened {connections} connections. "
-              f"MB up/down: bytes through the relay (HTTP included), 1 MB = 10^6 bytes.")
+              f"{local_store[0]} files). MB up / down: bytes dub sent to / got from the S3 server "
+              f"through the relay, HTTP included; 1 MB = 10^6 bytes.")
     finally:
         if opts.keep:
             print(f"kept {folder}", file=sys.stderr)

@@ -9,6 +9,8 @@
   once. Runs that do not end after that are marked Crashed before the worker leaves.
 - A run of a deployment whose folder (its pull step's) is not on this machine fails at once,
   saying so in the run's own log and state, instead of crashing with a traceback.
+- `lipsync` runs (the GPU side of the hand-off) run in the worker's own process, so the
+  lip-sync models load once per worker, not once per video.
 - Every REAP_EVERY_S it closes the catalog's jobs whose process is gone (`crash.reap`), so
   the catalog follows without anyone running `dub list`.
 """
@@ -126,8 +128,16 @@ async def _serve(pool: str, limit: int, drain_s: float, silent_s: int) -> int:
 
     # Instance attributes, read by the worker when it polls and when it starts a run: a
     # stopping worker takes no new run, and knows which runs it still has.
+    process_run = worker.run
+
+    async def run(flow_run, task_status=None, configuration=None):
+        if await _runs_here(worker, flow_run):
+            return await _run_in_process(flow_run, task_status)
+        return await process_run(flow_run=flow_run, task_status=task_status, configuration=configuration)
+
     worker.get_and_submit_flow_runs = polling
     worker._submit_run_and_capture_errors = tracked
+    worker.run = run
     running = asyncio.create_task(worker.start(printer=lambda text: say(str(text))))
     reaping = asyncio.create_task(_reap_every(REAP_EVERY_S))
     waiting = asyncio.create_task(stop.wait())
@@ -174,6 +184,42 @@ async def _cannot_run(worker, flow_run) -> str | None:
                         f"folder {folder} (where `prefect deploy` ran) is not here or not readable; start "
                         f"workers where the project is at that path, or deploy from a path every worker has")
     return None
+
+
+IN_PROCESS_FLOWS = ("lipsync",)  # run in the worker's own process: their models stay loaded between runs
+
+
+async def _runs_here(worker, flow_run) -> bool:
+    """Whether `flow_run` runs in this worker's process (a flow of IN_PROCESS_FLOWS)."""
+    try:
+        return (await worker.client.read_flow(flow_run.flow_id)).name in IN_PROCESS_FLOWS
+    except Exception:  # noqa: BLE001 - unknown: in a process of its own, as Prefect runs any flow
+        return False
+
+
+async def _run_in_process(flow_run, task_status=None):
+    """Run a `lipsync` flow run in a thread of this worker, not in a new process: the
+    lip-sync models load with the first run and stay loaded for the next
+    (`tasks.lipsync.loaded_models`). The run sees the worker's own environment. It has no
+    process of its own to kill, so cancelling it stops it only when its stage ends."""
+    from prefect.flow_engine import run_flow
+    from prefect.workers.process import ProcessWorkerResult
+
+    from polydub.flows.lipsync import lipsync_video
+
+    if task_status is not None:
+        task_status.started()  # no process id: nothing for a cancellation to kill but this worker
+
+    def execute() -> int:
+        try:
+            run_flow(lipsync_video, flow_run=flow_run, parameters=flow_run.parameters, return_type="state")
+            return 0
+        except BaseException as exc:  # noqa: BLE001 - the worker marks the run Crashed, saying why
+            say(f"{flow_run.name}: ended abnormally: {one_line(exc)}")
+            return 1
+
+    code = await asyncio.to_thread(execute)
+    return ProcessWorkerResult(identifier=f"in-process-{flow_run.id}", status_code=code)
 
 
 async def _refuse(worker, flow_run, why: str) -> None:

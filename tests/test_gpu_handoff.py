@@ -37,7 +37,7 @@ def make_clip(folder: Path) -> Path:
     video = folder / "promo.mp4"
     subprocess.run(["ffmpeg", "-v", "error", "-i", str(EXAMPLE), "-t", str(SECONDS), "-c:v", "libx264", "-crf", "16",
                     "-c:a", "aac", "-metadata:s:a:0", "language=eng", str(video)], check=True, timeout=120)
-    for lang in ("en", "es"):
+    for lang in ("en", "es", "fr"):
         (folder / f"promo.{lang}.srt").write_text(f"1\n00:00:00,500 --> 00:00:02,800\n{LINE[lang]}\n",
                                                   encoding="utf-8")
     return video
@@ -71,15 +71,21 @@ def test_a_cpu_worker_hands_lipsync_to_a_gpu_worker_through_the_bucket(tmp_path_
                                               env=gpu, cwd=gpu_home, stdout=open(root / "gpu-worker.log", "wb"),
                                               stderr=subprocess.STDOUT, start_new_session=True)
                 try:
-                    run = run_dub(stack, f"s3://{BUCKET}/in/promo.mp4")
+                    run = run_dub(stack, f"s3://{BUCKET}/in/promo.mp4", "es")
+                    second = run_dub(stack, f"s3://{BUCKET}/in/promo.mp4", "fr")  # another video to sync
                 finally:
                     _stop(gpu_worker)
                 logs = (root / "gpu-worker.log").read_text(errors="replace")
                 assert run["state"] == "COMPLETED", (run, logs[-3000:],
                                                      (root / "stack" / "worker.log").read_text()[-3000:])
-                gpu_runs = run["lipsync_runs"]
-                assert len(gpu_runs) == 1 and gpu_runs[0]["pool"] == "polydub-gpu" \
-                    and gpu_runs[0]["state"] == "COMPLETED"
+                gpu_runs = second["lipsync_runs"]
+                assert second["state"] == "COMPLETED", second
+                assert [(r["pool"], r["state"]) for r in gpu_runs] == [("polydub-gpu", "COMPLETED")] * 2
+                # one GPU worker process: the first video loads the models, the second finds them loaded
+                first_log, second_log = (r["log"] for r in sorted(gpu_runs, key=lambda r: r["started"]))
+                assert "lipsync: models loaded in" in first_log, first_log
+                assert "models already loaded in this process" in second_log, second_log
+                assert "models loaded in" not in second_log
             report = run["report"]
             es = report["languages"]["es"]
             assert es["status"] == "done" and es["backends"]["lipsync"] == "done", es
@@ -100,25 +106,29 @@ def test_a_cpu_worker_hands_lipsync_to_a_gpu_worker_through_the_bucket(tmp_path_
         dbs.drop_all()
 
 
-def run_dub(stack: dict, url: str) -> dict:
+def run_dub(stack: dict, url: str, lang: str) -> dict:
     """Start dub-video on the CPU pool through the API and wait; its end state, report and
-    the lip-sync runs it started."""
+    every lip-sync run so far (pool, state, start, log text)."""
     script = f"""
 import json
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.deployments import run_deployment
-run = run_deployment("dub-video/dub-video", parameters={{"input": {url!r}, "langs": ["es"],
+run = run_deployment("dub-video/dub-video", parameters={{"input": {url!r}, "langs": [{lang!r}],
                      "options": {{"lipsync": "on", "voice": "espeak"}}}}, timeout={RUN_TIMEOUT_S})
 with get_client(sync_client=True) as client:
     runs = [r for r in client.read_flow_runs(limit=50) if r.name.startswith("lipsync-job-")]
     pools = {{r.id: r.work_pool_name for r in runs}}
+    logs = {{r.id: "\\n".join(l.message for l in client.read_logs(
+        log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[r.id])), limit=200)) for r in runs}}
 report = None
 try:
     report = run.state.result(raise_on_failure=False)
 except Exception as exc:
     report = str(exc)
 print(json.dumps({{"state": run.state.type.value, "message": run.state.message, "report": report,
-                   "lipsync_runs": [{{"pool": pools[r.id], "state": r.state.type.value}} for r in runs]}},
+                   "lipsync_runs": [{{"pool": pools[r.id], "state": r.state.type.value, "log": logs[r.id],
+                                      "started": str(r.start_time)}} for r in runs]}},
                  default=str))
 """
     done = subprocess.run([sys.executable, "-c", script], env=stack["env"], capture_output=True, text=True,
