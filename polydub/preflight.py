@@ -182,6 +182,7 @@ def check_job(plans: list[JobPlan], db_url: str | None = None, cache_root: Path 
 
     cache_root = Path(cache_root or config.cache_dir())
     db_url = db_url or config.database_url()
+    objects.retries_allowed()  # a malformed DUB_STORAGE_RETRIES is bad usage, found now
     store = objects.shared_store()  # a malformed DUB_STORAGE_URL is refused here
     if store is not None:
         store.check()  # reachable, and ours to write: one line before any work, not a failure later

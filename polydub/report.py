@@ -317,7 +317,9 @@ class JobReport:
 
     @classmethod
     def load(cls, path: str | Path) -> JobReport:
-        """NAME.report.json as written; `report` says where it is."""
-        report = cls.from_json(json.loads(Path(path).read_text()))
+        """NAME.report.json as written (a path or an object store URL); `report` says where it is."""
+        from polydub.storage import objects
+
+        report = cls.from_json(json.loads(objects.read_text(str(path))))
         report.report = str(path)
         return report

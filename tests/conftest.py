@@ -102,7 +102,8 @@ def pytest_runtest_makereport(item, call):
 
 # The longest modules first, so that parallel test processes (`./dev test` runs one per
 # core) do not end with one of them running alone.
-LONGEST_FIRST = ("test_prefect_server.py", "test_faults.py", "test_dub_flow.py", "test_catalog_flow.py",
+LONGEST_FIRST = ("test_prefect_server.py", "test_gpu_handoff.py", "test_faults.py", "test_dub_flow.py",
+                 "test_catalog_flow.py", "test_object_storage.py",
                  "test_crash_states.py", "test_dub_lipsync.py", "test_terms.py", "test_stage.py")
 
 

@@ -76,6 +76,7 @@ def test_a_cpu_worker_hands_lipsync_to_a_gpu_worker_through_the_bucket(tmp_path_
                 finally:
                     _stop(gpu_worker)
                 logs = (root / "gpu-worker.log").read_text(errors="replace")
+                assert "Traceback" not in logs, logs[-3000:]
                 assert run["state"] == "COMPLETED", (run, logs[-3000:],
                                                      (root / "stack" / "worker.log").read_text()[-3000:])
                 gpu_runs = second["lipsync_runs"]

@@ -211,7 +211,8 @@ def test_a_network_cut_mid_job_fails_it_with_nothing_marked_done(fleet, s3, tmp_
     flag = tmp_path / "held"
     proc = start_held([source_url(), "--langs", "es", "--out", f"s3://{BUCKET}/out/cut/", "--lipsync", "off"],
                       "mix", flag, env={**env, "DUB_HOME": str(home), "DUB_STORAGE_URL": store,
-                                        "DUB_DATABASE_URL": fleet.db, "DUB_CACHE_DIR": None}, cwd=home,
+                                        "DUB_DATABASE_URL": fleet.db, "DUB_CACHE_DIR": None,
+                                        "DUB_STORAGE_RETRIES": "1"}, cwd=home,  # fail sooner
                       stderr=__import__("subprocess").PIPE, text=True)
     try:
         relay.cut()
@@ -254,3 +255,20 @@ def test_the_credentials_are_written_nowhere(first, fleet, s3, prefect_api):
         logs = client.read_logs(limit=200)
     text = json.dumps([r.parameters for r in runs], default=str) + json.dumps([l.message for l in logs])
     assert SECRET not in text and KEY_ID not in text
+
+
+def test_a_catalog_of_bucket_inputs_delivers_into_the_bucket_and_reads_done_from_another_machine(
+        first, fleet, s3, tmp_path):
+    endpoint, _, _ = s3
+    manifest = tmp_path / "ads.csv"
+    manifest.write_text(f"id,input,langs\nspring,{source_url()},es\n")
+    out = f"s3://{BUCKET}/out/catalog"
+    ran = fleet("g", "catalog", str(manifest), "--out", out + "/", "--voice", "espeak", "--lipsync", "off", "--json")
+    assert ran.returncode == 0, ran.stderr
+    rows = json.loads(ran.stdout)["rows"]
+    assert [(r["item"], r["language"], r["status"]) for r in rows] == [("spring", "es", "dubbed")], rows
+    assert bucket_fs(endpoint).exists(f"{BUCKET}/out/catalog/spring/talking_head.es.mp4")
+    status = fleet("h", "status", str(manifest), "--json")
+    assert status.returncode == 0, status.stderr
+    (cells,) = json.loads(status.stdout).values()  # one manifest: its cells
+    assert [(c["item"], c["lang"], c["state"]) for c in cells] == [("spring", "es", "done")], cells

@@ -24,7 +24,7 @@ from polydub.errors import DubError
 from polydub.options import PATH_OPTIONS  # their content counts (as a part of its own), not their path
 from polydub.report import AWAITING_REVIEW, REJECTED
 from polydub.sidecars import Folders, approved_translations, subtitles
-from polydub.storage import deliveries
+from polydub.storage import deliveries, objects
 from polydub.storage.catalog import Catalog, iso
 
 RECIPE_VERSION = 2  # bump when the recipe's parts change meaning: every delivery turns stale (2: + memory)
@@ -277,6 +277,14 @@ def what_changed(old: dict | None, new: dict) -> str:
 # ------------------------------------------------------------------------------- matrix
 
 
+def _is_delivered_file(path: str) -> bool:
+    """Whether a delivered file is still there: a local file (os.path, not Path(): 50,000 of
+    them), or an object in a bucket (one request each)."""
+    if objects.is_remote(path):
+        return objects.exists(path)
+    return os.path.isfile(path)
+
+
 def cell(item: str, lang: str, record: deliveries.Record | None, current: str | None = None) -> Cell:
     """The state of one item x language: what the catalog holds against the fingerprint
     of its current recipe (`current`; None: judge by the record alone). A stale cell's
@@ -296,7 +304,7 @@ def cell(item: str, lang: str, record: deliveries.Record | None, current: str | 
         return Cell(item, lang, "failed", record.error or "failed", **shown)
     if record.delivered_at is None:
         return Cell(item, lang, "missing", "never delivered", **shown)
-    if not record.path or not os.path.isfile(record.path):  # not Path(): 50,000 of them
+    if not record.path or not _is_delivered_file(record.path):
         return Cell(item, lang, "missing", f"delivered file is gone ({record.path})", **shown)
     if current is not None and record.fingerprint != current:
         return Cell(item, lang, "stale", "", **shown)

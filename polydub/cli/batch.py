@@ -89,8 +89,9 @@ def _langs(langs: str | None) -> list[str] | None:
 def catalog_cmd(
     manifest: Path = typer.Argument(..., help="A CSV, JSON or YAML manifest, or a folder of videos with their sidecars."),
     langs: Optional[str] = LANGS,
-    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder of the catalog (default "
-                                           "./dubbed/MANIFEST/); each item in a subfolder named by its id."),
+    out_dir: Optional[str] = typer.Option(None, "--out", "-o", help="Output folder of the catalog (default "
+                                          "./dubbed/MANIFEST/), or a folder URL in an object store; each item "
+                                          "in a subfolder named by its id.", metavar="PATH"),
     voice: Optional[str] = VOICE, lipsync: Optional[str] = LIPSYNC, translator: Optional[str] = TRANSLATOR,
     brand: Optional[str] = BRAND, settings: Optional[List[str]] = SET,
     only_stale: bool = typer.Option(False, "--only-stale", help="Redo only what is stale; skip missing and failed."),

@@ -146,6 +146,8 @@ def plan_work(manifest: str, langs, options: DubOptions, only_stale: bool, in_de
     outputs_root = config.outputs_dir() if (in_deployment or via_deployment) else None
     if outputs_root is not None:
         out_root = str(_out_dir(options.out or loaded.name, loaded.name, outputs_root))
+    elif options.out and objects.is_remote(options.out):  # a folder in a bucket
+        out_root = objects.check_url(options.out, "--out")
     else:
         out_root = str(Path(options.out or Path("dubbed") / loaded.name).expanduser().resolve())
     cat = shared_catalog(config.database_url())
@@ -164,7 +166,7 @@ def plan_work(manifest: str, langs, options: DubOptions, only_stale: bool, in_de
         due_items.append(replace(item, langs=keep))
     if due_items:
         due_manifest = replace(loaded, items=due_items)
-        relative = Path(options.out or loaded.name) if outputs_root is not None else Path(out_root)
+        relative = (options.out or loaded.name) if outputs_root is not None else out_root
         work.plans = plan_items(due_manifest, relative, outputs_root=outputs_root)
         if not via_deployment:
             from polydub.preflight import check_job

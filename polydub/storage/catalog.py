@@ -314,7 +314,12 @@ def output_dict(output: Output) -> dict[str, Any]:
 
 
 def delivered_digest(path: str | Path) -> tuple[int | None, str | None]:
-    """(bytes, sha256) of a delivered file as read now; (None, None) if it cannot be read."""
+    """(bytes, sha256) of a delivered file (a path or an object store URL) as read now;
+    (None, None) if it cannot be read."""
+    from polydub.storage import objects
+
+    if objects.is_remote(str(path)):
+        return objects.digest_of(str(path))
     try:
         return os.stat(path).st_size, file_hash(path)
     except OSError:

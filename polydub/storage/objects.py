@@ -22,7 +22,7 @@ from typing import Callable, Iterator, TypeVar
 from polydub.errors import InputError, StageError, one_line
 
 SCHEMES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss")  # object stores; file:// is a local folder
-RETRIES = 4  # attempts after the first, for a transfer that fails on the way
+RETRIES = 4  # attempts after the first, for a transfer that fails on the way (DUB_STORAGE_RETRIES)
 BACKOFF_S = 0.5  # the first wait; doubled each time (0.5, 1, 2, 4 s)
 CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 60.0
@@ -136,12 +136,12 @@ class Store:
     def retrying(self, what: str, action: Callable[[], T]) -> T:
         """`action()`, tried again with backoff when it fails on the way; `StorageError`
         "storage: WHAT: why" when it still fails, or at once when the store refuses."""
-        wait = BACKOFF_S
-        for attempt in range(RETRIES + 1):
+        wait, retries = BACKOFF_S, retries_allowed()
+        for attempt in range(retries + 1):
             try:
                 return action()
             except Exception as exc:  # botocore, aiohttp and OS errors all come through here
-                if _permanent(exc) or attempt == RETRIES:
+                if _permanent(exc) or attempt == retries:
                     if isinstance(exc, (FileNotFoundError,)):
                         raise
                     raise StorageError(f"storage: {what}: {reason(exc)}") from exc
@@ -291,6 +291,18 @@ class Store:
             raise InputError(f"{self.what} {self.url}: {reason(exc)}") from None
 
 
+def retries_allowed() -> int:
+    """DUB_STORAGE_RETRIES: attempts after the first for a transfer that fails (default 4)."""
+    import os
+
+    text = os.environ.get("DUB_STORAGE_RETRIES", "").strip()
+    if not text:
+        return RETRIES
+    if not text.isdigit():
+        raise InputError(f"DUB_STORAGE_RETRIES must be a whole number of attempts, not {text!r}")
+    return int(text)
+
+
 def _mtime(info: dict) -> float:
     stamp = info.get("LastModified") or info.get("mtime") or info.get("last_modified")
     if hasattr(stamp, "timestamp"):
@@ -372,6 +384,38 @@ def remove(dest: str) -> None:
         return
     store, name = _split(dest)
     store.remove(name)
+
+
+MAX_REPORT_BYTES = 64 << 20  # a job report; larger is not ours
+
+
+def read_text(location: str) -> str:
+    """A small delivered text file (a job report) from a path or a URL; OSError when absent."""
+    if not is_remote(location):
+        return Path(location).read_text(encoding="utf-8")
+    store, name = _split(location)
+    data = store.read(name, MAX_REPORT_BYTES)
+    if data is None:
+        raise FileNotFoundError(location)
+    return data.decode("utf-8")
+
+
+def exists(location: str) -> bool:
+    """Whether a delivered object is there (False when the store cannot say)."""
+    store, name = _split(location)
+    try:
+        return store.info(name) is not None
+    except (OSError, StageError, InputError):
+        return False
+
+
+def digest_of(location: str) -> tuple[int | None, str | None]:
+    """(bytes, sha256) of a delivered object read through now; (None, None) when it cannot be."""
+    store, name = _split(location)
+    try:
+        return store.digest(name)
+    except (OSError, StageError, InputError):
+        return None, None
 
 
 def present(folder: str, names: list[str]) -> list[str]:
