@@ -591,7 +591,7 @@ def worker_cmd(pool: str = typer.Option("polydub-cpu", "--pool", help="polydub-c
     server.run_settings()  # inherited by the flow runs the worker starts
     # Prefect's default polls for new runs every 10 s: half of a short dub's start-up.
     os.environ.setdefault("PREFECT_WORKER_QUERY_SECONDS", str(WORKER_POLL_S))
-    from polydub import worker
+    from polydub.cli import worker
 
     raise typer.Exit(worker.serve(pool, limit))
 
