@@ -106,7 +106,8 @@ def test_a_dub_reads_its_input_and_sidecars_from_the_bucket_and_delivers_into_it
     assert sorted(p.name for p in local.iterdir()) == ["downloads"]
 
 
-def test_any_machine_reads_the_catalog_and_a_second_machine_does_no_stage_work(first, fleet, s3):
+def test_any_machine_reads_the_catalog_and_a_second_one_does_no_stage_work_but_rebuilds_what_was_tampered(
+        first, fleet, s3):
     shown = fleet("c", "show", str(first["job"]), "--json")
     assert shown.returncode == 0, shown.stderr
     job = json.loads(shown.stdout)
@@ -115,33 +116,26 @@ def test_any_machine_reads_the_catalog_and_a_second_machine_does_no_stage_work(f
     listed = json.loads(fleet("c", "list", "--json").stdout)
     assert first["job"] in [j["id"] for j in listed]
 
-    second = fleet("b", source_url(), "--langs", "es", "--out", f"s3://{BUCKET}/out/ad2/", "--lipsync", "off",
-                   "--json")
-    assert second.returncode == 0, second.stderr
-    stages = json.loads(fleet("b", "show", str(json.loads(second.stdout)["job"]), "--json").stdout)["stages"]
-    ran = {(s["stage"], s["lang"]): s["status"] for s in stages if s["status"] != "skipped"}
-    assert ran and set(ran.values()) == {"cached"}, ran
-    endpoint, _, _ = s3
-    assert bucket_fs(endpoint).exists(f"{BUCKET}/out/ad2/talking_head.es.mp4")
-
-
-def test_a_tampered_object_in_the_bucket_is_found_and_rebuilt(first, fleet, s3):
     endpoint, _, _ = s3
     fs = bucket_fs(endpoint)
     clip = next(p for p in fs.find(f"{BUCKET}/store/cache/mix") if p.endswith("/dub.wav"))
     data = bytearray(fs.cat_file(clip))
     data[len(data) // 2] ^= 0xFF  # same size, another byte: only a digest sees it
     fs.pipe_file(clip, bytes(data))
-    verify = fleet("d", "cache", "verify")
+    verify = fleet("b", "cache", "verify")
     assert verify.returncode == 1 and "dub.wav: content changed" in verify.stdout, verify.stdout
 
-    again = fleet("d", source_url(), "--langs", "es", "--out", f"s3://{BUCKET}/out/ad3/", "--lipsync", "off",
-                  "--json")
-    assert again.returncode == 0, again.stderr
-    stages = json.loads(fleet("d", "show", str(json.loads(again.stdout)["job"]), "--json").stdout)["stages"]
+    second = fleet("b", source_url(), "--langs", "es", "--out", f"s3://{BUCKET}/out/ad2/", "--lipsync", "off",
+                   "--json")
+    assert second.returncode == 0, second.stderr
+    stages = json.loads(fleet("b", "show", str(json.loads(second.stdout)["job"]), "--json").stdout)["stages"]
+    ran = {(s["stage"], s["lang"]): s["status"] for s in stages if s["status"] != "skipped"}
+    assert ran.pop(("mix", "es")) == "done", ran  # the tampered entry, rebuilt and published anew
+    assert ran and set(ran.values()) == {"cached"}, ran
     mix = next(s for s in stages if s["stage"] == "mix")
-    assert mix["status"] == "done" and "content changed in the store" in mix["detail"]["rebuilt"]
-    assert fleet("d", "cache", "verify").returncode == 0
+    assert "content changed in the store" in mix["detail"]["rebuilt"]
+    assert fs.exists(f"{BUCKET}/out/ad2/talking_head.es.mp4")
+    assert fleet("b", "cache", "verify").returncode == 0
 
 
 def test_cache_gc_removes_what_died_in_the_bucket_and_keeps_every_entry(first, fleet, s3):
@@ -235,6 +229,50 @@ def test_a_network_cut_mid_job_fails_it_with_nothing_marked_done(fleet, s3, tmp_
     assert "Traceback" not in err
 
 
+def test_a_catalog_of_bucket_inputs_delivers_into_the_bucket_and_reads_done_from_another_machine(
+        first, fleet, s3, tmp_path):
+    endpoint, _, _ = s3
+    manifest = tmp_path / "ads.csv"
+    manifest.write_text(f"id,input,langs\nspring,{source_url()},es\n")
+    out = f"s3://{BUCKET}/out/catalog"
+    ran = fleet("g", "catalog", str(manifest), "--out", out + "/", "--voice", "espeak", "--lipsync", "off", "--json")
+    assert ran.returncode == 0, ran.stderr
+    rows = json.loads(ran.stdout)["rows"]
+    assert [(r["item"], r["language"], r["status"]) for r in rows] == [("spring", "es", "dubbed")], rows
+    assert bucket_fs(endpoint).exists(f"{BUCKET}/out/catalog/spring/talking_head.es.mp4")
+    status = fleet("h", "status", str(manifest), "--json")
+    assert status.returncode == 0, status.stderr
+    (cells,) = json.loads(status.stdout).values()  # one manifest: its cells
+    assert [(c["item"], c["lang"], c["state"]) for c in cells] == [("spring", "es", "done")], cells
+
+
+def test_lipsync_handed_to_a_pool_nobody_serves_fails_in_one_line_and_cancels_its_run(first, fleet, prefect_api):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    from polydub.flows.lipsync import lipsync_video
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_work_pool(WorkPoolCreate(name="polydub-gpu-unserved", type="process"))
+        except ObjectAlreadyExists:
+            pass
+        unserved = client.create_deployment(flow_id=client.create_flow(lipsync_video), name="unserved",
+                                            work_pool_name="polydub-gpu-unserved",
+                                            entrypoint="polydub.flows.lipsync:lipsync_video")
+    result = fleet("i", source_url(), "--langs", "es", "--out", f"s3://{BUCKET}/out/unserved/", "--lipsync", "on",
+                   "--json", DUB_LIPSYNC_DEPLOYMENT="lipsync/unserved", DUB_LIPSYNC_TIMEOUT="2")
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    error = report["languages"]["es"]["error"]
+    assert "did not end within DUB_LIPSYNC_TIMEOUT (2 s" in error and "polydub-gpu" in error, error
+    assert not report["languages"]["es"].get("outputs")
+    with get_client(sync_client=True) as client:
+        runs = [r for r in client.read_flow_runs(limit=200) if r.deployment_id == unserved]
+    assert [(r.parameters["job_id"], r.state.type.value) for r in runs] == [(report["job"], "CANCELLED")]
+
+
 def test_the_credentials_are_written_nowhere(first, fleet, s3, prefect_api):
     """After every dub above: not in any file of any machine's home, the catalog, the bucket's
     objects, nor the flow runs' parameters and logs on the Prefect server."""
@@ -255,20 +293,3 @@ def test_the_credentials_are_written_nowhere(first, fleet, s3, prefect_api):
         logs = client.read_logs(limit=200)
     text = json.dumps([r.parameters for r in runs], default=str) + json.dumps([l.message for l in logs])
     assert SECRET not in text and KEY_ID not in text
-
-
-def test_a_catalog_of_bucket_inputs_delivers_into_the_bucket_and_reads_done_from_another_machine(
-        first, fleet, s3, tmp_path):
-    endpoint, _, _ = s3
-    manifest = tmp_path / "ads.csv"
-    manifest.write_text(f"id,input,langs\nspring,{source_url()},es\n")
-    out = f"s3://{BUCKET}/out/catalog"
-    ran = fleet("g", "catalog", str(manifest), "--out", out + "/", "--voice", "espeak", "--lipsync", "off", "--json")
-    assert ran.returncode == 0, ran.stderr
-    rows = json.loads(ran.stdout)["rows"]
-    assert [(r["item"], r["language"], r["status"]) for r in rows] == [("spring", "es", "dubbed")], rows
-    assert bucket_fs(endpoint).exists(f"{BUCKET}/out/catalog/spring/talking_head.es.mp4")
-    status = fleet("h", "status", str(manifest), "--json")
-    assert status.returncode == 0, status.stderr
-    (cells,) = json.loads(status.stdout).values()  # one manifest: its cells
-    assert [(c["item"], c["lang"], c["state"]) for c in cells] == [("spring", "es", "done")], cells

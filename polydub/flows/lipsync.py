@@ -109,6 +109,10 @@ def sync_on_gpu(ctx, plan: JobPlan, source: StageResult, mixes: dict[str, StageR
     except Exception as exc:  # noqa: BLE001 - no such deployment, the API gone: the stage fails
         raise StageError(f"lipsync: handing to {name} failed: {one_line(exc)}") from exc
     state = run.state
+    if state is not None and not state.is_final():  # DUB_LIPSYNC_TIMEOUT passed: not left queued or running
+        _cancel(run.id, f"the dub waited DUB_LIPSYNC_TIMEOUT={config.lipsync_timeout_s():g} s for it")
+        raise StageError(f"lipsync: the GPU run {run.name} did not end within DUB_LIPSYNC_TIMEOUT "
+                         f"({config.lipsync_timeout_s():g} s; it was {state.name}): is a worker polling polydub-gpu?")
     if state is None or not state.is_completed():
         why = (state.message if state else None) or (state.name if state else "no state")
         raise StageError(f"lipsync: the GPU run {run.name} ended {state.name if state else 'unknown'}: {why}")
@@ -134,3 +138,17 @@ def sync_on_gpu(ctx, plan: JobPlan, source: StageResult, mixes: dict[str, StageR
                                     row.get("model_version"), row.get("licence"))
         emit("lipsync", lang, row["status"])
     return results
+
+
+def _cancel(run_id, why: str) -> None:
+    """Cancel a GPU run the dub no longer waits for (best effort: the dub fails either way)."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelled, Cancelling
+
+    try:
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(run_id).state
+            ending = Cancelling if state is not None and state.is_running() else Cancelled
+            client.set_flow_run_state(run_id, ending(message=why), force=True)
+    except Exception:  # noqa: BLE001 - the stage's error says what happened
+        pass
