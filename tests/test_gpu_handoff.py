@@ -68,6 +68,7 @@ def test_a_cpu_worker_hands_lipsync_to_a_gpu_worker_through_the_bucket(tmp_path_
                 gpu_home.mkdir()
                 gpu = {**stack["env"], **shared, "DUB_HOME": str(gpu_home), "DUB_CACHE_DIR": str(gpu_home / "cache"),
                        "DUB_MODELS_DIR": str(tiny_models_dir)}
+                gpu.pop("DUB_LIPSYNC_DEPLOYMENT")  # the stack's environment is the CPU worker's
                 gpu_worker = subprocess.Popen([sys.executable, "-m", "polydub.cli", "worker", "--pool", "polydub-gpu"],
                                               env=gpu, cwd=gpu_home, stdout=open(root / "gpu-worker.log", "wb"),
                                               stderr=subprocess.STDOUT, start_new_session=True)
