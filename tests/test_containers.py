@@ -5,6 +5,8 @@ Kubernetes Job a run would get. Images are not built here."""
 
 from __future__ import annotations
 
+import inspect
+
 import asyncio
 import json
 import re
@@ -53,14 +55,16 @@ def test_every_container_deployment_runs_a_flow_with_parameters_it_takes():
 
     for name, deployment in deployments().items():
         module, _, flow = deployment["entrypoint"].rpartition(".")
-        assert callable(getattr(__import__(module, fromlist=[flow]), flow)), name
-        DubOptions(**deployment["parameters"]["options"])  # a bad option would fail every run
+        function = getattr(__import__(module, fromlist=[flow]), flow)
+        assert set(deployment.get("parameters", {})) <= set(inspect.signature(function.fn).parameters), name
+        if "options" in deployment.get("parameters", {}):
+            DubOptions(**deployment["parameters"]["options"])  # a bad option would fail every run
 
 
 def test_the_gpu_job_asks_kubernetes_for_one_gpu_and_reads_its_secrets_from_a_secret():
     jobs = {name: kubernetes_job(d["work_pool"]["job_variables"]) for name, d in deployments().items()
             if d["work_pool"]["name"] == "polydub-k8s"}
-    assert set(jobs) == {"dub-video-k8s", "dub-video-gpu-k8s"}
+    assert set(jobs) == {"dub-video-k8s", "dub-video-gpu-k8s", "lipsync-gpu-k8s"}
     for name, job in jobs.items():
         (container,) = job["spec"]["template"]["spec"]["containers"]
         gpus = container["resources"]["limits"]["nvidia.com/gpu"]
