@@ -5,9 +5,8 @@ Kubernetes Job a run would get. Images are not built here."""
 
 from __future__ import annotations
 
-import inspect
-
 import asyncio
+import inspect
 import json
 import re
 
