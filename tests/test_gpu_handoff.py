@@ -6,7 +6,9 @@ S3 API server on loopback), the catalog (the machine's PostgreSQL) and the Prefe
 Two `dub-video` runs at once on the CPU pool (es, fr) each prepare a mixed track, hand lip-sync to the
 `lipsync-gpu` deployment on the GPU pool and assemble from the synced video they get back
 through the bucket; the deliverables land in the bucket with the face regenerated, and the
-GPU worker, one process, loads the lip-sync models for the first run only.
+GPU worker, one process, loads the lip-sync models for the first run only. Then a third
+machine hands a catalog whose input is in the bucket to the workers (`dub catalog
+--via-deployment`) and reads it done with `dub status`.
 """
 
 from __future__ import annotations
@@ -88,6 +90,10 @@ def test_a_cpu_worker_hands_lipsync_to_a_gpu_worker_through_the_bucket(tmp_path_
                 assert "lipsync: models loaded in" in first_log, first_log
                 assert "models already loaded in this process" in second_log, second_log
                 assert "models loaded in" not in second_log
+                catalog = hand_a_catalog_to_the_workers(stack, shared, root / "office", f"s3://{BUCKET}/in/promo.mp4")
+            assert [(r["item"], r["language"], r["status"]) for r in catalog["rows"]] == [("promo", "es", "dubbed")]
+            assert catalog["rows"][0]["output"].startswith(f"s3://{BUCKET}/outputs/ads/promo/job-")
+            assert fs.exists(catalog["rows"][0]["output"].removeprefix("s3://"))
             report = run["report"]
             es = report["languages"]["es"]
             assert es["status"] == "done" and es["backends"]["lipsync"] == "done", es
@@ -106,6 +112,26 @@ def test_a_cpu_worker_hands_lipsync_to_a_gpu_worker_through_the_bucket(tmp_path_
             assert fs.find(f"{BUCKET}/store/cache/lipsync")
     finally:
         dbs.drop_all()
+
+
+def hand_a_catalog_to_the_workers(stack: dict, shared: dict, office: Path, url: str) -> dict:
+    """`dub catalog ads.csv --via-deployment dub-video` from a third machine (a folder and
+    DUB_HOME of its own) for a manifest whose input is in the bucket, lip-sync off; its
+    JSON table, after `dub status` there reads the item done."""
+    office.mkdir()
+    (office / "ads.csv").write_text(f"id,input,langs\npromo,{url},es\n")
+    env = {**stack["env"], **shared, "DUB_HOME": str(office), "DUB_CACHE_DIR": str(office / "cache")}
+    env.pop("DUB_LIPSYNC_DEPLOYMENT")
+    args = [sys.executable, "-m", "polydub.cli"]
+    ran = subprocess.run([*args, "catalog", "ads.csv", "--via-deployment", "dub-video", "--lipsync", "off",
+                          "--voice", "espeak", "--json"], env=env, cwd=office, capture_output=True, text=True,
+                         timeout=RUN_TIMEOUT_S)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    status = subprocess.run([*args, "status", "ads.csv", "--json"], env=env, cwd=office, capture_output=True,
+                            text=True, timeout=120)
+    (cells,) = json.loads(status.stdout).values()
+    assert [(c["item"], c["lang"], c["state"]) for c in cells] == [("promo", "es", "done")], cells
+    return json.loads(ran.stdout)
 
 
 def run_dubs(stack: dict, url: str, langs: list[str]) -> list[dict]:
