@@ -261,6 +261,7 @@ def check_backends(plan: JobPlan) -> None:
 
         find_diarizer()  # a diarizer that is asked for must load
     if config.lipsync_deployment() and plan.has_video and plan.options.lipsync != "off":
+        config.lipsync_timeout_s()  # a malformed DUB_LIPSYNC_TIMEOUT is bad usage, found now
         if objects.storage_url() is None:  # the GPU side decides whether it can run; it needs the bucket
             raise InputError(f"DUB_LIPSYNC_DEPLOYMENT={config.lipsync_deployment()}: lip-sync on GPU workers "
                              f"needs DUB_STORAGE_URL to name a bucket both sides reach")

@@ -273,6 +273,17 @@ def test_lipsync_handed_to_a_pool_nobody_serves_fails_in_one_line_and_cancels_it
     assert [(r.parameters["job_id"], r.state.type.value) for r in runs] == [(report["job"], "CANCELLED")]
 
 
+def test_lipsync_on_gpu_workers_without_a_bucket_or_with_a_bad_timeout_is_refused_before_any_work(tmp_path):
+    handed = {"DUB_LIPSYNC_DEPLOYMENT": "lipsync/lipsync-gpu", "DUB_STORAGE_URL": str(tmp_path / "store"),
+              "DUB_HOME": str(tmp_path / "home")}
+    line = inprocess.refused(EXAMPLE, "--langs", "es", "--lipsync", "on", out=tmp_path / "out", env=handed)
+    assert line == ("dub: error: DUB_LIPSYNC_DEPLOYMENT=lipsync/lipsync-gpu: lip-sync on GPU workers needs "
+                    "DUB_STORAGE_URL to name a bucket both sides reach"), line
+    line = inprocess.refused(EXAMPLE, "--langs", "es", out=tmp_path / "out",
+                             env={**handed, "DUB_STORAGE_URL": f"s3://{BUCKET}/store", "DUB_LIPSYNC_TIMEOUT": "soon"})
+    assert "DUB_LIPSYNC_TIMEOUT must be a number of seconds" in line, line
+
+
 def test_the_credentials_are_written_nowhere(first, fleet, s3, prefect_api):
     """After every dub above: not in any file of any machine's home, the catalog, the bucket's
     objects, nor the flow runs' parameters and logs on the Prefect server."""
