@@ -27,7 +27,6 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.pipeline import (  # noqa: E402 - the clip, the isolated CLI and its server
     EXAMPLE_SECONDS, NAME, SOURCE_LANG, dub, dub_run, isolated_env, make_input, statuses, stop_server, timed)
-from tests.services import Cuttable, _close, s3_server  # noqa: E402 - moto_server and a TCP relay
+from tests.services import Cuttable, s3_server  # noqa: E402 - moto_server and a TCP relay
 
 from polydub import languages  # noqa: E402
 from polydub.errors import InputError  # noqa: E402
@@ -47,38 +46,7 @@ RUNS = ("cold", "warm")
 MB = 1e6
 
 
-class CountingRelay(Cuttable):
-    """The tests' TCP relay, counting the bytes it passes each way: `sent` (dub to the
-    server: uploads and requests) and `received` (the server to dub). A byte is counted
-    before it is passed on, so once `dub` has exited, every byte it moved is counted."""
-
-    def __init__(self, port: int):
-        self.sent = self.received = self.connections = 0
-        self.counts = threading.Lock()
-        super().__init__(port)
-
-    def reset(self) -> None:
-        with self.counts:
-            self.sent = self.received = self.connections = 0
-
-    def _pipe(self, source, sink) -> None:
-        outbound = source.getsockname()[1] == self.port  # accepted from dub: its requests
-        source.settimeout(None)  # a connection idle in dub's pool is not cut by the relay
-        with self.counts:
-            self.connections += outbound
-        try:
-            while data := source.recv(1 << 16):
-                with self.counts:
-                    if outbound:
-                        self.sent += len(data)
-                    else:
-                        self.received += len(data)
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (source, sink):
-                _close(s)
+CountingRelay = Cuttable  # the tests' relay, which counts the bytes it passes each way
 
 
 def bucket_fs(endpoint: str):

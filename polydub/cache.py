@@ -29,6 +29,7 @@ from polydub import config
 from polydub.errors import DubError, InputError
 
 _DONE = "done.json"
+IN_STORE = ".in-store.json"  # an entry reused from a bucket: its files are brought when read
 MANIFEST = "manifest"  # key of the marker: {file name: {"size": bytes, "sha256": hex}}
 HASH_CHUNK = 1 << 20
 TMP_PREFIX = ".tmp-"  # build and scratch folders; a live one is flock-ed by its builder
@@ -85,7 +86,7 @@ def manifest(folder: Path) -> dict[str, dict]:
     """Size and sha256 of every file under `folder` but the marker, by relative name."""
     files = {}
     for path in sorted(folder.rglob("*")):
-        if path.is_file() and path.name != _DONE:
+        if path.is_file() and path.name not in (_DONE, IN_STORE):
             files[path.relative_to(folder).as_posix()] = {"size": path.stat().st_size, "sha256": file_hash(path)}
     return files
 
@@ -103,8 +104,11 @@ def damage(folder: Path, digests: bool = True) -> tuple[dict | None, str | None]
     files = meta.get(MANIFEST) if isinstance(meta, dict) else None
     if not isinstance(files, dict):
         return None, "no recorded sizes and digests (an older or garbled marker)"
+    in_store = (folder / IN_STORE).exists()  # checked in the store when reused; each file again when brought
     for name, want in files.items():
         path = folder / name
+        if in_store and not path.exists():
+            continue
         try:
             size = path.stat().st_size
             if size != want["size"]:

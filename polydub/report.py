@@ -43,7 +43,15 @@ class StageResult(Generic[Out]):
     rebuilt: str | None = None  # the damage of the cache entry this run replaced
 
     def file(self, name: str) -> str:
-        return str(Path(self.folder) / name)
+        """The path of one of the stage's files. For an entry reused from a bucket
+        (DUB_STORAGE_URL), the file is brought here when first asked for, and checked against
+        its recorded sha256."""
+        path = Path(self.folder) / name
+        if not path.exists() and self.folder:
+            from polydub.storage.bucket_cache import bring
+
+            bring(Path(self.folder), name)
+        return str(path)
 
     @property
     def note(self) -> str:

@@ -115,11 +115,16 @@ def s3_server() -> Iterator[str]:
 
 class Cuttable:
     """A TCP relay to `port` on loopback that a test can cut (every open connection closed,
-    new ones refused) and mend: a network that fails in the middle of a job."""
+    new ones refused) and mend: a network that fails in the middle of a job. It counts what
+    it passes: `sent` (to the server: requests and uploads), `received` (from it) and
+    `connections`; a byte is counted before it is passed on, so once the client has exited,
+    every byte it moved is counted."""
 
     def __init__(self, port: int):
         import socket
 
+        self.sent = self.received = self.connections = 0
+        self.counts = threading.Lock()
         self.target = port
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
@@ -154,9 +159,22 @@ class Cuttable:
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
+    def reset(self) -> None:
+        with self.counts:
+            self.sent = self.received = self.connections = 0
+
     def _pipe(self, source, sink) -> None:
+        outbound = source.getsockname()[1] == self.port  # accepted from the client: its requests
+        source.settimeout(None)  # a connection idle in the client's pool is not cut by the relay
+        with self.counts:
+            self.connections += outbound
         try:
             while data := source.recv(1 << 16):
+                with self.counts:
+                    if outbound:
+                        self.sent += len(data)
+                    else:
+                        self.received += len(data)
                 sink.sendall(data)
         except OSError:
             pass

@@ -106,7 +106,25 @@ def test_a_dub_reads_its_input_and_sidecars_from_the_bucket_and_delivers_into_it
     assert sorted(p.name for p in local.iterdir()) == ["downloads"]
 
 
-def test_any_machine_reads_the_catalog_and_a_second_one_does_no_stage_work_but_rebuilds_what_was_tampered(
+def entry_file(fs, stage: str, name: str) -> str:
+    """The one object called `name` among the bucket's cached entries of `stage`."""
+    (found,) = [p for p in fs.find(f"{BUCKET}/store/cache/{stage}") if p.endswith(f"/{name}")]
+    return found
+
+
+def flip_a_byte(fs, key: str) -> None:
+    """Same size, another byte: only a digest sees it."""
+    data = bytearray(fs.cat_file(key))
+    data[len(data) // 2] ^= 0xFF
+    fs.pipe_file(key, bytes(data))
+
+
+def stages_of(fleet, machine: str, result) -> dict:
+    shown = json.loads(fleet(machine, "show", str(json.loads(result.stdout)["job"]), "--json").stdout)
+    return {(s["stage"], s["lang"]): s for s in shown["stages"] if s["status"] != "skipped"}
+
+
+def test_any_machine_reads_the_catalog_and_a_second_one_does_no_stage_work_but_rebuilds_what_was_damaged(
         first, fleet, s3):
     shown = fleet("c", "show", str(first["job"]), "--json")
     assert shown.returncode == 0, shown.stderr
@@ -116,26 +134,61 @@ def test_any_machine_reads_the_catalog_and_a_second_one_does_no_stage_work_but_r
     listed = json.loads(fleet("c", "list", "--json").stdout)
     assert first["job"] in [j["id"] for j in listed]
 
-    endpoint, _, _ = s3
+    endpoint, relay, _ = s3
     fs = bucket_fs(endpoint)
-    clip = next(p for p in fs.find(f"{BUCKET}/store/cache/mix") if p.endswith("/dub.wav"))
-    data = bytearray(fs.cat_file(clip))
-    data[len(data) // 2] ^= 0xFF  # same size, another byte: only a digest sees it
-    fs.pipe_file(clip, bytes(data))
-    verify = fleet("b", "cache", "verify")
-    assert verify.returncode == 1 and "dub.wav: content changed" in verify.stdout, verify.stdout
-
+    relay.reset()
     second = fleet("b", source_url(), "--langs", "es", "--out", f"s3://{BUCKET}/out/ad2/", "--lipsync", "off",
                    "--json")
     assert second.returncode == 0, second.stderr
-    stages = json.loads(fleet("b", "show", str(json.loads(second.stdout)["job"]), "--json").stdout)["stages"]
-    ran = {(s["stage"], s["lang"]): s["status"] for s in stages if s["status"] != "skipped"}
-    assert ran.pop(("mix", "es")) == "done", ran  # the tampered entry, rebuilt and published anew
-    assert ran and set(ran.values()) == {"cached"}, ran
-    mix = next(s for s in stages if s["stage"] == "mix")
-    assert "content changed in the store" in mix["detail"]["rebuilt"]
-    assert fs.exists(f"{BUCKET}/out/ad2/talking_head.es.mp4")
+    ran = stages_of(fleet, "b", second)
+    assert ran and {key: s["status"] for key, s in ran.items()} == {key: "cached" for key in ran}
+    # it brought what it delivered and the input, not every cached file it reused
+    brought = relay.received
+    delivered = fs.du(f"{BUCKET}/out/ad2", total=True)
+    source = fs.du(f"{BUCKET}/in", total=True)
+    store = fs.du(f"{BUCKET}/store/cache", total=True)
+    assert brought < delivered + source + (1 << 20) < store, (brought, delivered, source, store)
+
+    flip_a_byte(fs, entry_file(fs, "mix", "dub.wav"))  # read by no stage of a cached job
+    vtt = entry_file(fs, "assemble", "subtitles.vtt")
+    fs.pipe_file(vtt, fs.cat_file(vtt)[:-10])  # cut short: seen by size when reused
+    verify = fleet("b", "cache", "verify")
+    assert verify.returncode == 1 and "dub.wav: content changed" in verify.stdout, verify.stdout
+    assert "subtitles.vtt" in verify.stdout
+
+    third = fleet("b", source_url(), "--langs", "es", "--out", f"s3://{BUCKET}/out/ad3/", "--lipsync", "off",
+                  "--json")
+    assert third.returncode == 0, third.stderr
+    ran = stages_of(fleet, "b", third)
+    assemble = ran.pop(("assemble", "es"))
+    assert assemble["status"] == "done" and "subtitles.vtt: " in assemble["detail"]["rebuilt"], assemble
+    assert {key: s["status"] for key, s in ran.items()} == {key: "cached" for key in ran}
+    assert fs.exists(f"{BUCKET}/out/ad3/talking_head.es.vtt")
+    assert fleet("b", "cache", "verify").returncode == 1  # the mix's track: never read, still damaged
+    fixed = fleet("b", "cache", "verify", "--fix")
+    assert fixed.returncode == 0 and "removed:" in fixed.stdout and "dub.wav: content changed" in fixed.stdout
     assert fleet("b", "cache", "verify").returncode == 0
+
+
+def test_a_cached_file_changed_in_the_bucket_fails_the_job_that_reads_it_and_the_next_run_rebuilds_it(
+        first, fleet, s3):
+    endpoint, _, _ = s3
+    fs = bucket_fs(endpoint)
+    flip_a_byte(fs, entry_file(fs, "assemble", "dubbed.mp4"))  # the es MP4, read when it is delivered
+    args = (source_url(), "--langs", "es", "--out", f"s3://{BUCKET}/out/ad4/", "--lipsync", "off", "--json")
+    failed = fleet("c", *args)
+    assert failed.returncode == 1, failed.stderr
+    report = json.loads(failed.stdout)
+    assert "dubbed.mp4 of the cached result changed in the store" in report["languages"]["es"]["error"]
+    shown = json.loads(fleet("c", "show", str(report["job"]), "--json").stdout)
+    assert shown["status"] == "failed" and not [o for o in shown["outputs"] if o["lang"] == "es"]
+    assert not fs.exists(f"{BUCKET}/out/ad4/talking_head.es.mp4")
+    assert not [p for p in fs.find(f"{BUCKET}/store/cache/assemble") if p.endswith("dubbed.mp4")]
+
+    again = fleet("c", *args)
+    assert again.returncode == 0, again.stderr
+    assert stages_of(fleet, "c", again)[("assemble", "es")]["status"] == "done"
+    assert fs.exists(f"{BUCKET}/out/ad4/talking_head.es.mp4")
 
 
 def test_cache_gc_removes_what_died_in_the_bucket_and_keeps_every_entry(first, fleet, s3):

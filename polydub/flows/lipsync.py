@@ -129,7 +129,7 @@ def sync_on_gpu(ctx, plan: JobPlan, source: StageResult, mixes: dict[str, StageR
             results[lang] = StageResult("lipsync", lang, "", status="skipped", reason=reason)
             emit("lipsync", lang, "skipped", reason)
             continue
-        meta, why = bucket_cache.fetch(store, "lipsync", row["cache_key"], Path(ctx.cache_root))
+        meta, why = bucket_cache.reuse(store, "lipsync", row["cache_key"], Path(ctx.cache_root))
         if meta is None:
             raise StageError(f"lipsync {lang}: the synced video is not in the store ({why or 'absent'})")
         results[lang] = StageResult("lipsync", lang, str(cache.stage_dir("lipsync", row["cache_key"],

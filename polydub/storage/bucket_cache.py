@@ -92,6 +92,84 @@ def fetch(store: Store, stage: str, key: str, root: Path) -> tuple[dict | None, 
         shutil.rmtree(work, ignore_errors=True)
 
 
+def reuse(store: Store, stage: str, key: str, root: Path) -> tuple[dict | None, str | None]:
+    """Reuse a finished entry of the store without bringing its files: its record goes into
+    `root/STAGE/KEY` with a note of where the files are, after one listing has shown every
+    file there at its recorded size. Each file is brought, and its sha256 checked, when a
+    later stage first reads it (`bring`, through `StageResult.file`): a job whose
+    deliverables are cached moves only those. (metadata, None), (None, why) for an entry
+    that no longer matches its record, or (None, None) when the store has none."""
+    meta, why = _record(store, stage, key)
+    if meta is None:
+        return None, why
+    run = f"{_entry(stage, key)}/{meta['run']}"
+    there = {entry.name[len(run) + 1:]: entry.size for entry in store.listing(run)}
+    for name, want in meta[cache.MANIFEST].items():
+        if name not in there:
+            return None, f"{name}: missing in the store"
+        if there[name] != want["size"]:
+            return None, f"{name}: {there[name]} bytes in the store, {want['size']} recorded"
+    final = cache.stage_dir(stage, key, root)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    work = final.parent / f"{cache.TMP_PREFIX}{key}-reuse-{uuid.uuid4().hex[:8]}"
+    work.mkdir()
+    try:
+        local = {k: v for k, v in meta.items() if k != "run"}
+        (work / MARKER).write_text(json.dumps(local, indent=1, default=str))
+        (work / cache.IN_STORE).write_text(json.dumps({"store": store.url, "stage": stage, "key": key,
+                                                       "run": meta["run"]}))
+        cache.discard(final)
+        os.replace(work, final)
+        return local, None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def bring(folder: Path, name: str) -> None:
+    """Bring one file of an entry reused from the store (see `reuse`) into its folder, checked
+    against the sha256 in its record. StageError when it no longer matches: the entry is
+    removed from the store (the next run rebuilds it) and from here. Nothing to do for a
+    folder that is not such an entry."""
+    import fcntl
+
+    from polydub.errors import StageError
+
+    note = Path(folder) / cache.IN_STORE
+    try:
+        where = json.loads(note.read_text())
+        want = json.loads((Path(folder) / MARKER).read_text())[cache.MANIFEST][name]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # not an entry in the store, or not one of its files: the reader says what is missing
+    dest = Path(folder) / name
+    with open(Path(folder) / ".bring.lock", "a") as lock:  # threads and processes: one download per file
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if dest.exists():
+            return
+        store = store_at(where["store"])
+        got = Path(folder) / f".{Path(name).name}.{uuid.uuid4().hex[:8]}.bring"
+        got.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            size, digest = store.get(f"{_entry(where['stage'], where['key'])}/{where['run']}/{name}", got,
+                                     limit=want["size"])
+            if (size, digest) != (want["size"], want["sha256"]):
+                discard(store, where["stage"], where["key"])
+                cache.discard(Path(folder))
+                raise StageError(f"{where['stage']}: {name} of the cached result changed in the store (its "
+                                 f"sha256 no longer matches); the entry was removed and the next run rebuilds it")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(got, dest)
+        except FileNotFoundError:
+            discard(store, where["stage"], where["key"])
+            raise StageError(f"{where['stage']}: {name} of the cached result is gone from the store; the entry "
+                             f"was removed and the next run rebuilds it") from None
+        except InputError:
+            discard(store, where["stage"], where["key"])
+            raise StageError(f"{where['stage']}: {name} of the cached result is larger in the store than "
+                             f"recorded; the entry was removed and the next run rebuilds it") from None
+        finally:
+            got.unlink(missing_ok=True)
+
+
 def publish(store: Store, stage: str, key: str, folder: Path) -> None:
     """Upload a finished local entry: its files under a fresh run, then its record."""
     meta = json.loads((Path(folder) / MARKER).read_text())

@@ -313,13 +313,14 @@ def output_dict(output: Output) -> dict[str, Any]:
     }
 
 
-def delivered_digest(path: str | Path) -> tuple[int | None, str | None]:
+def delivered_digest(path: str | Path, just_delivered: bool = False) -> tuple[int | None, str | None]:
     """(bytes, sha256) of a delivered file (a path or an object store URL) as read now;
-    (None, None) if it cannot be read."""
+    (None, None) if it cannot be read. `just_delivered`: an object this process has just
+    uploaded is recorded as uploaded, not downloaded again to be read."""
     from polydub.storage import objects
 
     if objects.is_remote(str(path)):
-        return objects.digest_of(str(path))
+        return objects.digest_of(str(path), just_published=just_delivered)
     try:
         return os.stat(path).st_size, file_hash(path)
     except OSError:
@@ -567,7 +568,7 @@ class Catalog:
         sha256 as delivered (None if it cannot be read); its id. A job that goes on after
         review delivers a file again: its one record is brought up to date."""
         check_one_of("output kind", kind, OUTPUT_KINDS)
-        size, digest = delivered_digest(path)
+        size, digest = delivered_digest(path, just_delivered=True)
         with self._write.begin() as session:
             output = session.scalars(select(Output).where(Output.job_id == job_id, Output.kind == kind,
                                                           Output.path == str(path))).first()

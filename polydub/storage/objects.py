@@ -362,7 +362,9 @@ def place(src: str | Path, dest: str) -> str:
 
         return str(cache.place(src, Path(dest), shared=True))
     store, name = _split(dest)
+    size, digest = Path(src).stat().st_size, _sha256_of(src)
     store.put(src, name)
+    _remember(dest, size, digest)
     return dest
 
 
@@ -373,8 +375,29 @@ def write_text(dest: str, text: str) -> str:
 
         return str(cache.write_text(Path(dest), text, shared=True))
     store, name = _split(dest)
-    store.put_bytes(text.encode("utf-8"), name)
+    data = text.encode("utf-8")
+    store.put_bytes(data, name)
+    _remember(dest, len(data), hashlib.sha256(data).hexdigest())
     return dest
+
+
+# What this process just published, by URL: the catalog records a deliverable's size and
+# sha256 from what was uploaded instead of reading the object back (bounded: oldest out first).
+_PUBLISHED: dict[str, tuple[int, str]] = {}
+PUBLISHED_KEPT = 10_000
+
+
+def _remember(location: str, size: int, digest: str) -> None:
+    _PUBLISHED.pop(location, None)
+    _PUBLISHED[location] = (size, digest)
+    while len(_PUBLISHED) > PUBLISHED_KEPT:
+        _PUBLISHED.pop(next(iter(_PUBLISHED)))
+
+
+def _sha256_of(path: str | Path) -> str:
+    from polydub.cache import file_hash
+
+    return file_hash(path)
 
 
 def remove(dest: str) -> None:
@@ -409,8 +432,11 @@ def exists(location: str) -> bool:
         return False
 
 
-def digest_of(location: str) -> tuple[int | None, str | None]:
-    """(bytes, sha256) of a delivered object read through now; (None, None) when it cannot be."""
+def digest_of(location: str, just_published: bool = False) -> tuple[int | None, str | None]:
+    """(bytes, sha256) of a delivered object read through now; (None, None) when it cannot be.
+    `just_published`: of what this process uploaded there, when it did (not read back)."""
+    if just_published and location in _PUBLISHED:
+        return _PUBLISHED[location]
     store, name = _split(location)
     try:
         return store.digest(name)

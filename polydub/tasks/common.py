@@ -64,7 +64,7 @@ def run_stage(ctx: JobContext, stage: str, lang: str | None, key: str,
             if damaged:
                 cache.discard(Path(folder))
             try:
-                hit, in_store = bucket_cache.fetch(store, stage, key, root)
+                hit, in_store = bucket_cache.reuse(store, stage, key, root)  # files brought when read
                 if in_store:  # never reused: removed from the store, rebuilt and published anew
                     bucket_cache.discard(store, stage, key)
             except Exception as exc:  # the store failed on the way: this stage fails, nothing marked done

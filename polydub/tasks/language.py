@@ -370,7 +370,7 @@ def mix_lang(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAudio],
         total = source.output.samples / SAMPLE_RATE
         fits = fit.plan_fits(segments, [c.duration for c in clips], total, max_speed=plan.options.max_speed,
                              spoken_faster=[c.rate for c in clips])  # the cap holds for both steps together
-        lines = fit.render_dub_track([Path(speech.folder) / c.file for c in clips], fits,
+        lines = fit.render_dub_track([Path(speech.file(c.file)) for c in clips], fits,
                                      source.output.samples, folder / DUB_TRACK)
         measured = mix.mix(Path(source.file(SOURCE_AUDIO)), folder / DUB_TRACK, load_segments(transcript),
                            folder / MIXED, target=target, source_level=level,

@@ -142,7 +142,7 @@ def lipsync_langs(ctx: JobContext, plan: JobPlan, source: StageResult[SourceAudi
     try:
         for lang in mixes:  # the cache in a bucket: a synced video made on any GPU machine is reused here
             if store is not None and checked[lang][0] is None:
-                found = bucket_cache.fetch(store, "lipsync", keys[lang], root)
+                found = bucket_cache.reuse(store, "lipsync", keys[lang], root)
                 if found[1]:
                     bucket_cache.discard(store, "lipsync", keys[lang])
                 checked[lang] = (found[0], found[1] or checked[lang][1])
