@@ -74,10 +74,13 @@ def test_a_cpu_worker_hands_lipsync_to_a_gpu_worker_through_the_bucket(tmp_path_
                 gpu_worker = subprocess.Popen([sys.executable, "-m", "polydub.cli", "worker", "--pool", "polydub-gpu"],
                                               env=gpu, cwd=gpu_home, stdout=open(root / "gpu-worker.log", "wb"),
                                               stderr=subprocess.STDOUT, start_new_session=True)
-                try:  # two jobs at once: the GPU worker syncs one video, then the other
+                office = start_catalog(stack, shared, root / "office", f"s3://{BUCKET}/in/promo.mp4")
+                try:  # two jobs at once, and a catalog beside them: the GPU worker syncs one video, then the other
                     both = run_dubs(stack, f"s3://{BUCKET}/in/promo.mp4", ["es", "fr"])
+                    catalog = catalog_handed_to_the_workers(*office)
                 finally:
                     _stop(gpu_worker)
+                    _stop(office[0])
                 logs = (root / "gpu-worker.log").read_text(errors="replace")
                 assert "Traceback" not in logs, logs[-3000:]
                 run = both["runs"][0]
@@ -90,7 +93,6 @@ def test_a_cpu_worker_hands_lipsync_to_a_gpu_worker_through_the_bucket(tmp_path_
                 assert "lipsync: models loaded in" in first_log, first_log
                 assert "models already loaded in this process" in second_log, second_log
                 assert "models loaded in" not in second_log
-                catalog = hand_a_catalog_to_the_workers(stack, shared, root / "office", f"s3://{BUCKET}/in/promo.mp4")
             assert [(r["item"], r["language"], r["status"]) for r in catalog["rows"]] == [("promo", "es", "dubbed")]
             assert catalog["rows"][0]["output"].startswith(f"s3://{BUCKET}/outputs/ads/promo/job-")
             assert fs.exists(catalog["rows"][0]["output"].removeprefix("s3://"))
@@ -114,24 +116,28 @@ def test_a_cpu_worker_hands_lipsync_to_a_gpu_worker_through_the_bucket(tmp_path_
         dbs.drop_all()
 
 
-def hand_a_catalog_to_the_workers(stack: dict, shared: dict, office: Path, url: str) -> dict:
-    """`dub catalog ads.csv --via-deployment dub-video` from a third machine (a folder and
-    DUB_HOME of its own) for a manifest whose input is in the bucket, lip-sync off; its
-    JSON table, after `dub status` there reads the item done."""
+def start_catalog(stack: dict, shared: dict, office: Path, url: str) -> tuple[subprocess.Popen, Path, dict]:
+    """Start `dub catalog ads.csv --via-deployment dub-video` on a third machine (a folder and
+    DUB_HOME of its own) for a manifest whose input is in the bucket, lip-sync off."""
     office.mkdir()
     (office / "ads.csv").write_text(f"id,input,langs\npromo,{url},es\n")
     env = {**stack["env"], **shared, "DUB_HOME": str(office), "DUB_CACHE_DIR": str(office / "cache")}
     env.pop("DUB_LIPSYNC_DEPLOYMENT")
-    args = [sys.executable, "-m", "polydub.cli"]
-    ran = subprocess.run([*args, "catalog", "ads.csv", "--via-deployment", "dub-video", "--lipsync", "off",
-                          "--voice", "espeak", "--json"], env=env, cwd=office, capture_output=True, text=True,
-                         timeout=RUN_TIMEOUT_S)
-    assert ran.returncode == 0, ran.stderr[-3000:]
-    status = subprocess.run([*args, "status", "ads.csv", "--json"], env=env, cwd=office, capture_output=True,
-                            text=True, timeout=120)
+    proc = subprocess.Popen([sys.executable, "-m", "polydub.cli", "catalog", "ads.csv", "--via-deployment",
+                             "dub-video", "--lipsync", "off", "--voice", "espeak", "--json"], env=env, cwd=office,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return proc, office, env
+
+
+def catalog_handed_to_the_workers(proc: subprocess.Popen, office: Path, env: dict) -> dict:
+    """The catalog's JSON table once it ends, after `dub status` there reads the item done."""
+    out, err = proc.communicate(timeout=RUN_TIMEOUT_S)
+    assert proc.returncode == 0, err[-3000:]
+    status = subprocess.run([sys.executable, "-m", "polydub.cli", "status", "ads.csv", "--json"], env=env,
+                            cwd=office, capture_output=True, text=True, timeout=120)
     (cells,) = json.loads(status.stdout).values()
     assert [(c["item"], c["lang"], c["state"]) for c in cells] == [("promo", "es", "done")], cells
-    return json.loads(ran.stdout)
+    return json.loads(out)
 
 
 def run_dubs(stack: dict, url: str, langs: list[str]) -> list[dict]:

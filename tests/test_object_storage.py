@@ -259,7 +259,7 @@ def test_a_network_cut_mid_job_fails_it_with_nothing_marked_done(fleet, s3, tmp_
     proc = start_held([source_url(), "--langs", "es", "--out", f"s3://{BUCKET}/out/cut/", "--lipsync", "off"],
                       "mix", flag, env={**env, "DUB_HOME": str(home), "DUB_STORAGE_URL": store,
                                         "DUB_DATABASE_URL": fleet.db, "DUB_CACHE_DIR": None,
-                                        "DUB_STORAGE_RETRIES": "1"}, cwd=home,  # fail sooner
+                                        "DUB_STORAGE_RETRIES": "0"}, cwd=home,  # fail at once
                       stderr=__import__("subprocess").PIPE, text=True)
     try:
         relay.cut()
@@ -297,6 +297,10 @@ def test_a_catalog_of_bucket_inputs_delivers_into_the_bucket_and_reads_done_from
     assert status.returncode == 0, status.stderr
     (cells,) = json.loads(status.stdout).values()  # one manifest: its cells
     assert [(c["item"], c["lang"], c["state"]) for c in cells] == [("spring", "es", "done")], cells
+    exported = fleet("h", "export", str(manifest), "--out", str(tmp_path / "delivered.json"))
+    assert exported.returncode == 0, exported.stderr
+    (row,) = json.loads((tmp_path / "delivered.json").read_text())
+    assert row["file"] == f"{out}/spring/talking_head.es.mp4" and len(row["sha256"]) == 64
 
 
 def test_lipsync_handed_to_a_pool_nobody_serves_fails_in_one_line_and_cancels_its_run(first, fleet, prefect_api):
