@@ -27,6 +27,7 @@ from polydub.storage import bucket_cache, objects, shared_catalog
 
 INPUTS = "inputs"  # store folder: a local input's copy for the GPU side, named by its sha256
 DONE = ("done", "cached")
+HANDOFF_POLL_S = 1.0  # how often the CPU flow asks whether its GPU run ended (Prefect's default: 5 s)
 
 
 @flow(name="lipsync", flow_run_name="lipsync-job-{job_id}", persist_result=False)
@@ -105,7 +106,7 @@ def sync_on_gpu(ctx, plan: JobPlan, source: StageResult, mixes: dict[str, StageR
     stage_logger().info("lipsync: handed to %s", name)
     try:
         run = run_deployment(name, parameters=parameters, timeout=config.lipsync_timeout_s(),
-                             tags=["polydub", "lipsync"], as_subflow=True)
+                             poll_interval=HANDOFF_POLL_S, tags=["polydub", "lipsync"], as_subflow=True)
     except Exception as exc:  # noqa: BLE001 - no such deployment, the API gone: the stage fails
         raise StageError(f"lipsync: handing to {name} failed: {one_line(exc)}") from exc
     state = run.state
