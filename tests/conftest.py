@@ -100,11 +100,14 @@ def pytest_runtest_makereport(item, call):
                            f"(DUB_REQUIRE_POSTGRES=1): {reason}")
 
 
-# The longest modules first, so that parallel test processes (`./dev test` runs one per
-# core) do not end with one of them running alone.
-LONGEST_FIRST = ("test_prefect_server.py", "test_gpu_handoff.py", "test_faults.py", "test_dub_flow.py",
-                 "test_catalog_flow.py", "test_object_storage.py",
-                 "test_crash_states.py", "test_dub_lipsync.py", "test_terms.py", "test_stage.py")
+# The longest modules first, in the order of their measured time (`--durations=0`, summed
+# per module, 2026-12-06), so that parallel test processes (`./dev test` runs one per core
+# and one more) end together: a long module picked up last would run alone at the end.
+LONGEST_FIRST = ("test_prefect_server.py", "test_object_storage.py", "test_dub_flow.py", "test_faults.py",
+                 "test_crash_states.py", "test_catalog_flow.py", "test_gpu_handoff.py", "test_terms.py",
+                 "test_speakers.py", "test_review.py", "test_dub_lipsync.py", "test_qa.py", "test_dub_backends.py",
+                 "test_stage.py", "test_chatterbox.py", "test_asr.py", "test_kokoro.py", "test_manifest.py",
+                 "test_audio_flow.py", "test_secrets.py")
 
 
 def pytest_collection_modifyitems(items):

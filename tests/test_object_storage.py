@@ -164,13 +164,12 @@ def test_any_machine_reads_the_catalog_and_a_second_one_does_no_stage_work_but_r
     assert assemble["status"] == "done" and "subtitles.vtt: " in assemble["detail"]["rebuilt"], assemble
     assert {key: s["status"] for key, s in ran.items()} == {key: "cached" for key in ran}
     assert fs.exists(f"{BUCKET}/out/ad3/talking_head.es.vtt")
-    assert fleet("b", "cache", "verify").returncode == 1  # the mix's track: never read, still damaged
-    fixed = fleet("b", "cache", "verify", "--fix")
+    fixed = fleet("b", "cache", "verify", "--fix")  # the mix's track: never read, still damaged
     assert fixed.returncode == 0 and "removed:" in fixed.stdout and "dub.wav: content changed" in fixed.stdout
     assert fleet("b", "cache", "verify").returncode == 0
 
 
-def test_a_cached_file_changed_in_the_bucket_fails_the_job_that_reads_it_and_the_next_run_rebuilds_it(
+def test_a_cached_file_changed_in_the_bucket_fails_the_job_that_reads_it(
         first, fleet, s3):
     endpoint, _, _ = s3
     fs = bucket_fs(endpoint)
@@ -184,11 +183,7 @@ def test_a_cached_file_changed_in_the_bucket_fails_the_job_that_reads_it_and_the
     assert shown["status"] == "failed" and not [o for o in shown["outputs"] if o["lang"] == "es"]
     assert not fs.exists(f"{BUCKET}/out/ad4/talking_head.es.mp4")
     assert not [p for p in fs.find(f"{BUCKET}/store/cache/assemble") if p.endswith("dubbed.mp4")]
-
-    again = fleet("c", *args)
-    assert again.returncode == 0, again.stderr
-    assert stages_of(fleet, "c", again)[("assemble", "es")]["status"] == "done"
-    assert fs.exists(f"{BUCKET}/out/ad4/talking_head.es.mp4")
+    # the next run rebuilds it: the catalog's run below (same input and options)
 
 
 def test_cache_gc_removes_what_died_in_the_bucket_and_keeps_every_entry(first, fleet, s3):
@@ -292,6 +287,9 @@ def test_a_catalog_of_bucket_inputs_delivers_into_the_bucket_and_reads_done_from
     assert ran.returncode == 0, ran.stderr
     rows = json.loads(ran.stdout)["rows"]
     assert [(r["item"], r["language"], r["status"]) for r in rows] == [("spring", "es", "dubbed")], rows
+    # the es assembly removed from the bucket by the test above (its MP4 changed there) is rebuilt
+    job = json.loads(fleet("g", "show", str(rows[0]["job"]), "--json").stdout)
+    assert [s["status"] for s in job["stages"] if s["stage"] == "assemble" and s["lang"] == "es"] == ["done"]
     assert bucket_fs(endpoint).exists(f"{BUCKET}/out/catalog/spring/talking_head.es.mp4")
     status = fleet("h", "status", str(manifest), "--json")
     assert status.returncode == 0, status.stderr
@@ -319,11 +317,11 @@ def test_lipsync_handed_to_a_pool_nobody_serves_fails_in_one_line_and_cancels_it
                                             work_pool_name="polydub-gpu-unserved",
                                             entrypoint="polydub.flows.lipsync:lipsync_video")
     result = fleet("i", source_url(), "--langs", "es", "--out", f"s3://{BUCKET}/out/unserved/", "--lipsync", "on",
-                   "--json", DUB_LIPSYNC_DEPLOYMENT="lipsync/unserved", DUB_LIPSYNC_TIMEOUT="2")
+                   "--json", DUB_LIPSYNC_DEPLOYMENT="lipsync/unserved", DUB_LIPSYNC_TIMEOUT="1")
     assert result.returncode == 1, result.stderr
     report = json.loads(result.stdout)
     error = report["languages"]["es"]["error"]
-    assert "did not end within DUB_LIPSYNC_TIMEOUT (2 s" in error and "polydub-gpu" in error, error
+    assert "did not end within DUB_LIPSYNC_TIMEOUT (1 s" in error and "polydub-gpu" in error, error
     assert not report["languages"]["es"].get("outputs")
     with get_client(sync_client=True) as client:
         runs = [r for r in client.read_flow_runs(limit=200) if r.deployment_id == unserved]
