@@ -47,7 +47,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.pipeline import dub, dub_run, isolated_env, stop_server, timed  # noqa: E402 - the CLI, isolated
+from bench.pipeline import dub, dub_run, isolated_env, keep_or_remove, stop_server, timed  # noqa: E402 - the CLI, isolated
 from tests.databases import Databases, postgres_unreachable  # noqa: E402
 from tests.prefect_stack import _stop, prefect_stack  # noqa: E402
 from tests.services import s3_server  # noqa: E402
@@ -299,10 +299,7 @@ def main() -> int:
         if dbs is not None:
             dbs.drop_all()
         shutil.rmtree(tests_scratch, ignore_errors=True)
-        if opts.keep:
-            print(f"kept {folder}", file=sys.stderr)
-        else:
-            shutil.rmtree(folder, ignore_errors=True)
+        keep_or_remove(folder, opts.keep)
     return 0
 
 

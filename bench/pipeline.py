@@ -330,17 +330,10 @@ def table_rows(langs: list[str], duration: float, fixed: dict[str, float], base:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=60.0, help="clip length (the example, looped)")
-    parser.add_argument("--langs", default="es,fr,de", help="languages of the cold run (of es, fr, de)")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    add_clip_arguments(parser, "languages of the cold run (of es, fr, de)")
     parser.add_argument("--repeat", type=int, default=3, help="cold runs and baselines (the medians are shown)")
     opts = parser.parse_args()
-    try:
-        langs = languages.parse_langs(opts.langs)
-    except InputError as exc:
-        parser.error(str(exc))
-    if not langs or any(lang not in ("es", "fr", "de") for lang in langs) or opts.seconds < EXAMPLE_SECONDS:
-        parser.error("--langs takes es, fr and/or de; --seconds at least 10")
+    langs = clip_langs(parser, opts)
     if opts.repeat < 1:
         parser.error("--repeat takes 1 or more")
     more = [*langs, EXTRA_LANG]
@@ -397,11 +390,34 @@ def main() -> int:
     finally:
         if server_up:
             stop_server(env)
-        if opts.keep:
-            print(f"kept {folder}", file=sys.stderr)
-        else:
-            shutil.rmtree(folder, ignore_errors=True)
+        keep_or_remove(folder, opts.keep)
     return 0
+
+
+def add_clip_arguments(parser: argparse.ArgumentParser, langs_help: str) -> None:
+    """--seconds, --langs and --keep: the looped clip's length and languages, and the folder."""
+    parser.add_argument("--seconds", type=float, default=60.0, help="clip length (the example, looped)")
+    parser.add_argument("--langs", default="es,fr,de", help=langs_help)
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+
+
+def clip_langs(parser: argparse.ArgumentParser, opts: argparse.Namespace) -> list[str]:
+    """The checked languages of `add_clip_arguments` (the clip has scripts in es, fr and de)."""
+    try:
+        langs = languages.parse_langs(opts.langs)
+    except InputError as exc:
+        parser.error(str(exc))
+    if not langs or any(lang not in ("es", "fr", "de") for lang in langs) or opts.seconds < EXAMPLE_SECONDS:
+        parser.error("--langs takes es, fr and/or de; --seconds at least 10")
+    return langs
+
+
+def keep_or_remove(folder: Path, keep: bool) -> None:
+    """A benchmark's temporary folder at its end: kept (and said where) with --keep, else removed."""
+    if keep:
+        print(f"kept {folder}", file=sys.stderr)
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

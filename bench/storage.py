@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -33,11 +32,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.pipeline import (  # noqa: E402 - the clip, the isolated CLI and its server
-    EXAMPLE_SECONDS, NAME, SOURCE_LANG, dub, dub_run, isolated_env, make_input, statuses, stop_server, timed)
+    NAME, SOURCE_LANG, add_clip_arguments, clip_langs, dub, dub_run, isolated_env, keep_or_remove, make_input,
+    statuses, stop_server, timed)
 from tests.services import Cuttable, s3_server  # noqa: E402 - moto_server and a TCP relay
 
-from polydub import languages  # noqa: E402
-from polydub.errors import InputError  # noqa: E402
 
 BUCKET = "polydub-bench"
 KEY_ID, SECRET = "bench", "benchsecret"
@@ -80,16 +78,9 @@ def one_run(folder: Path, name: str, video: str, langs: list[str], out: str,
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=60.0, help="clip length (the example, looped)")
-    parser.add_argument("--langs", default="es,fr,de", help="languages (of es, fr, de)")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    add_clip_arguments(parser, "languages (of es, fr, de)")
     opts = parser.parse_args()
-    try:
-        langs = languages.parse_langs(opts.langs)
-    except InputError as exc:
-        parser.error(str(exc))
-    if not langs or any(lang not in ("es", "fr", "de") for lang in langs) or opts.seconds < EXAMPLE_SECONDS:
-        parser.error("--langs takes es, fr and/or de; --seconds at least 10")
+    langs = clip_langs(parser, opts)
 
     folder = Path(tempfile.mkdtemp(prefix="polydub-bench-"))
     load_before = os.getloadavg()[0]
@@ -159,10 +150,7 @@ def main() -> int:
               f"{local_store[0]} files). MB up / down: bytes dub sent to / got from the S3 server "
               f"through the relay, HTTP included; 1 MB = 10^6 bytes.")
     finally:
-        if opts.keep:
-            print(f"kept {folder}", file=sys.stderr)
-        else:
-            shutil.rmtree(folder, ignore_errors=True)
+        keep_or_remove(folder, opts.keep)
     return 0
 
 

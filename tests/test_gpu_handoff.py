@@ -14,7 +14,6 @@ machine hands a catalog whose input is in the bucket to the workers (`dub catalo
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path

@@ -58,7 +58,7 @@ def lipsync_video(job_id: int, video: str, source_key: str, mixes: dict[str, str
         local = fetch_input(video, "video")
         mixed = {}
         for lang, key in mixes.items():
-            meta, why = bucket_cache.fetch(store, "mix", key, root)
+            meta, why = bucket_cache.reuse(store, "mix", key, root)  # the track is brought when read
             if meta is None:
                 raise StageError(f"lipsync {lang}: its mixed track is not in the store ({why or 'absent'})")
             mixed[lang] = StageResult("mix", lang, str(cache.stage_dir("mix", key, root)), None, "cached")
@@ -67,12 +67,6 @@ def lipsync_video(job_id: int, video: str, source_key: str, mixes: dict[str, str
                        options=DubOptions(lipsync=lipsync), input_url=video)
         results = lipsync_langs(ctx, plan, source, mixed)
     return {lang: {"status": r.status, "reason": r.reason} for lang, r in results.items()}
-
-
-def deployment() -> str | None:
-    """DUB_LIPSYNC_DEPLOYMENT: the `lipsync` deployment CPU workers hand lip-sync to
-    (`lipsync/lipsync-gpu` in prefect.yaml); unset: lip-sync runs in the job's own process."""
-    return config.lipsync_deployment()
 
 
 def video_url(plan: JobPlan, store: objects.Store) -> str:
@@ -96,7 +90,7 @@ def sync_on_gpu(ctx, plan: JobPlan, source: StageResult, mixes: dict[str, StageR
     from polydub.tasks.lipsync import LipSynced
 
     store = bucket_cache.store_at(ctx.store)
-    name = deployment()
+    name = config.lipsync_deployment()
     for lang in mixes:
         emit("lipsync", lang, "running")
     started = time.perf_counter()

@@ -4,9 +4,9 @@ An entry is `cache/STAGE/KEY/done.json` (the run's record and every file's size 
 sha256, as `cache.finish` writes it, plus `run`) and its files under `cache/STAGE/KEY/RUN/`.
 Files are uploaded first and the record last, under a fresh RUN, so an entry appears whole
 or not at all, and two machines that build the same key never mix their files. A reader
-brings an entry into the job's local scratch and checks every file's size and sha256
-against the record (an ETag is not a digest); an entry that no longer matches is removed
-from the store and rebuilt.
+reuses an entry after one listing has shown every file at its recorded size, and brings a
+file into the job's local scratch only when it is read, checked against its sha256 (an ETag
+is not a digest); an entry that no longer matches is removed from the store and rebuilt.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import os
 import shutil
 import time
 import uuid
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
 
@@ -56,40 +55,6 @@ def _record(store: Store, stage: str, key: str) -> tuple[dict | None, str | None
     except (ValueError, KeyError, TypeError):
         return None, "garbled record in the store"
     return meta, None
-
-
-def fetch(store: Store, stage: str, key: str, root: Path) -> tuple[dict | None, str | None]:
-    """Bring a finished entry from the store into `root/STAGE/KEY`, every file checked against
-    its record. (metadata, None) when it came whole; (None, why) when the store's entry no
-    longer matches its record; (None, None) when the store has none."""
-    meta, why = _record(store, stage, key)
-    if meta is None:
-        return None, why
-    final = cache.stage_dir(stage, key, root)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    work = final.parent / f"{cache.TMP_PREFIX}{key}-fetch-{uuid.uuid4().hex[:8]}"
-    work.mkdir()
-    try:
-        for name, want in meta[cache.MANIFEST].items():
-            dest = work / name
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                size, digest = store.get(f"{_entry(stage, key)}/{meta['run']}/{name}", dest, limit=want["size"])
-            except FileNotFoundError:
-                return None, f"{name}: missing in the store"
-            except InputError:
-                return None, f"{name}: larger in the store than recorded"
-            if size != want["size"]:
-                return None, f"{name}: {size} bytes in the store, {want['size']} recorded"
-            if digest != want["sha256"]:
-                return None, f"{name}: content changed in the store"
-        local = {k: v for k, v in meta.items() if k != "run"}
-        (work / MARKER).write_text(json.dumps(local, indent=1, default=str))
-        cache.discard(final)
-        os.replace(work, final)
-        return local, None
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def reuse(store: Store, stage: str, key: str, root: Path) -> tuple[dict | None, str | None]:
@@ -188,13 +153,7 @@ def discard(store: Store, stage: str, key: str) -> None:
     store.remove(*(entry.name for entry in store.listing(prefix)))
 
 
-@dataclass
-class Problem:
-    path: str
-    reason: str
-
-
-def verify(store: Store, fix: bool = False) -> tuple[int, list[Problem]]:
+def verify(store: Store, fix: bool = False) -> tuple[int, list[cache.Problem]]:
     """Read every entry's files through and compare each with its record. Returns (entries
     checked, problems); with `fix`, damaged entries are removed (rebuilt when next needed)."""
     checked, problems = 0, []
@@ -214,7 +173,7 @@ def verify(store: Store, fix: bool = False) -> tuple[int, list[Problem]]:
                 why = f"{name}: content changed"
                 break
         if why:
-            problems.append(Problem(store.location(_entry(stage, key)), why))
+            problems.append(cache.Problem(store.location(_entry(stage, key)), why))
             if fix:
                 discard(store, stage, key)
     return checked, problems
@@ -229,17 +188,11 @@ def _entries(store: Store) -> list[tuple[str, str]]:
     return found
 
 
-@dataclass
-class Sweep:
-    removed: list[str] = field(default_factory=list)
-    bytes: int = 0
-
-
-def sweep(store: Store, older_than: float = cache.SWEEP_AGE) -> Sweep:
+def sweep(store: Store, older_than: float = cache.SWEEP_AGE) -> cache.Sweep:
     """Remove what no reader will use: temporary keys of publishes that died, and the files
     of runs no record names (a rebuilt entry's old run, a build that died before its
     record), untouched for `older_than` seconds."""
-    now, result = time.time(), Sweep()
+    now, result = time.time(), cache.Sweep()
     objects = list(store.listing(""))
     named = {}
     for stage, key in _entries(store):

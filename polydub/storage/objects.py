@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
+from polydub import cache
 from polydub.errors import InputError, StageError, one_line
 
 SCHEMES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss")  # object stores; file:// is a local folder
@@ -358,11 +359,9 @@ def place(src: str | Path, dest: str) -> str:
     """Put a copy of the local file `src` at `dest` (a path: `cache.place`, readable as the
     user's umask says; a URL: uploaded, then copied to its name)."""
     if not is_remote(dest):
-        from polydub import cache
-
         return str(cache.place(src, Path(dest), shared=True))
     store, name = _split(dest)
-    size, digest = Path(src).stat().st_size, _sha256_of(src)
+    size, digest = Path(src).stat().st_size, cache.file_hash(src)
     store.put(src, name)
     _remember(dest, size, digest)
     return dest
@@ -371,8 +370,6 @@ def place(src: str | Path, dest: str) -> str:
 def write_text(dest: str, text: str) -> str:
     """Write a small text file at `dest` (a path or a URL), whole or not at all."""
     if not is_remote(dest):
-        from polydub import cache
-
         return str(cache.write_text(Path(dest), text, shared=True))
     store, name = _split(dest)
     data = text.encode("utf-8")
@@ -393,11 +390,6 @@ def _remember(location: str, size: int, digest: str) -> None:
     while len(_PUBLISHED) > PUBLISHED_KEPT:
         _PUBLISHED.pop(next(iter(_PUBLISHED)))
 
-
-def _sha256_of(path: str | Path) -> str:
-    from polydub.cache import file_hash
-
-    return file_hash(path)
 
 
 def remove(dest: str) -> None:
