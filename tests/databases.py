@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/{name}"
+DROPS_AT_ONCE = 8
 
 
 class Databases:
@@ -33,12 +34,21 @@ class Databases:
         return POSTGRES_URL.format(name=name)
 
     def drop_all(self) -> None:
-        if self.kind != "postgresql":
+        """Drop every database made here, all at once: each DROP DATABASE waits for a
+        checkpoint, and PostgreSQL serves requests that arrive together with one (one by one,
+        on a machine busy with the rest of the suite, they took 20 s for one module)."""
+        if self.kind != "postgresql" or not self.names:
             return
-        admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            for name in self.names:
+        from concurrent.futures import ThreadPoolExecutor
+
+        admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT", pool_size=DROPS_AT_ONCE)
+
+        def drop(name: str) -> None:
+            with admin.connect() as connection:
                 connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+        with ThreadPoolExecutor(DROPS_AT_ONCE) as pool:
+            list(pool.map(drop, self.names))
         admin.dispose()
 
 

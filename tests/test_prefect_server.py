@@ -146,6 +146,9 @@ def lost_run(setup, client):
             os.killpg(worker.pid, signal.SIGKILL)
 
 
+KEYED_URL = "s3://AKIDFORMTEST0001:s3cr3t-typed-into-a-form@media/ads/ad.mp4"
+
+
 @pytest.fixture(scope="module")
 def runs(setup, client, reports_before, lost_run):
     root = setup["root"]
@@ -160,6 +163,7 @@ def runs(setup, client, reports_before, lost_run):
         "missing": create_run(client, {"input": str(root / "inputs" / "nope.mp4"), "langs": ["es"]}),
         "minimal": create_run(client, {"input": str(second), "langs": ["es"]}),  # only the two required fields
         "lipsync": create_run(client, {"input": str(first), "langs": ["es"], "options": {"lipsync": "on"}}),  # no GPU
+        "keyed": create_run(client, {"input": KEYED_URL, "langs": ["es"]}),  # a bucket URL with a key in it
     }
     lost_run["kill"]()  # while these run
     finished = wait_final(client, [r.id for r in created.values()])
@@ -175,7 +179,8 @@ def test_states_tell_the_truth(runs):
     # a refusal in the words of the form the run came from: its fields, not the command line's flags
     assert runs["lipsync"].state.message.startswith("options.lipsync on: lip-sync cannot run: "), runs["lipsync"].state
     assert "--" not in runs["lipsync"].state.message
-    for name, text in (("missing", "nope.mp4"), ("lipsync", "options.lipsync on")):
+    for name, text in (("missing", "nope.mp4"), ("lipsync", "options.lipsync on"),
+                       ("keyed", "credentials or parameters in the URL are not accepted")):
         state = runs[name].state
         assert state.type.value == "FAILED" and state.name == "Failed", name
         assert text in state.message and "\n" not in state.message
@@ -270,9 +275,11 @@ def test_catalog_points_at_each_run(runs, setup):
     assert rows[str(runs["done"].id)]["status"] == "done"
     assert rows[str(runs["done"].id)]["deployment"] == "dub-video/dub-video"
     assert rows[str(runs["partial"].id)]["status"] == "partial"
-    for name in ("missing", "lipsync"):  # refused on the input, and on what the machine can run
+    for name in ("missing", "lipsync", "keyed"):  # refused on the input, and on what the machine can run
         row = rows[str(runs[name].id)]
         assert row["status"] == "rejected" and row["error"] in runs[name].state.message
+    secret = KEYED_URL.split(":")[2].split("@")[0]
+    assert secret not in runs["keyed"].state.message and secret not in json.dumps(rows[str(runs["keyed"].id)])
     shown = subprocess.run([sys.executable, "-m", "polydub.cli", "show", str(rows[str(runs["done"].id)]["id"])],
                            env=setup["env"], capture_output=True, text=True, timeout=120)
     assert shown.returncode == 0, shown.stderr
